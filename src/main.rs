@@ -1,1 +1,3 @@
-fn main() {}
+fn main() {
+    print!("{}", ordinal::api::crds_yaml().expect("yaml"));
+}

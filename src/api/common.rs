@@ -1,0 +1,397 @@
+//! Pieces shared by the cluster resources: storage, pod overrides, auth,
+//! failover settings, and the replication status every engine reports.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::KubeSchema;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Persistent storage of each member (one PVC per ordinal, from the StatefulSet's
+/// volumeClaimTemplates).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(
+    "has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)"
+).message("storage.storageClassName is immutable"))]
+pub struct StorageSpec {
+    /// Size of each member's volume, a Kubernetes quantity such as `10Gi`.
+    #[serde(default = "default_storage_size")]
+    #[x_kube(validation = Rule::new("isQuantity(self)").message("storage.size must be a Kubernetes quantity such as 10Gi"))]
+    pub size: String,
+    /// StorageClass of the PVCs; the cluster default when absent. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+    /// What happens to the PVCs when the resource is deleted or scaled down.
+    /// Both default to `Retain`: data is never deleted unless asked for.
+    #[serde(default)]
+    pub retention: PvcRetention,
+}
+
+impl Default for StorageSpec {
+    fn default() -> Self {
+        Self {
+            size: default_storage_size(),
+            storage_class_name: None,
+            retention: PvcRetention::default(),
+        }
+    }
+}
+
+fn default_storage_size() -> String {
+    "1Gi".to_string()
+}
+
+/// PVC retention on delete and on scale-down.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PvcRetention {
+    /// `Retain` (default) or `Delete` the PVCs when the resource is deleted.
+    #[serde(default)]
+    pub when_deleted: RetentionPolicy,
+    /// `Retain` (default) or `Delete` the PVCs of members removed by a scale-down.
+    #[serde(default)]
+    pub when_scaled: RetentionPolicy,
+}
+
+/// Whether a PVC outlives its member.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum RetentionPolicy {
+    #[default]
+    Retain,
+    Delete,
+}
+
+impl RetentionPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RetentionPolicy::Retain => "Retain",
+            RetentionPolicy::Delete => "Delete",
+        }
+    }
+}
+
+/// Where the credentials live.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthSpec {
+    /// Name of a Secret in the same namespace holding the passwords. When absent,
+    /// Ordinal generates `<name>-auth` once and never overwrites it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+}
+
+/// Scheduling and metadata overrides merged into every member pod.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodOverrides {
+    /// Node labels the pods must match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+    /// Tolerations added to the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerations: Option<Vec<Toleration>>,
+    /// Affinity; replaces Ordinal's default (preferred anti-affinity across nodes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// Topology spread constraints of the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology_spread_constraints: Option<Vec<TopologySpreadConstraint>>,
+    /// PriorityClass of the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+    /// Extra pod labels (Ordinal's own labels win on conflict).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
+    /// Extra pod annotations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+/// Automatic failover of a lost primary.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailoverSpec {
+    /// Promote a replica when the primary is lost (default true).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Seconds the primary must stay unreachable (or not a primary) through the
+    /// database protocol before it is declared lost (default 5, 1..300).
+    #[serde(default = "default_detection_seconds")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 300").message("failover.detectionSeconds must be between 1 and 300"))]
+    pub detection_seconds: i32,
+    /// Most data a promoted replica may be missing, measured against the last
+    /// position Ordinal observed on the primary. Redis: bytes of replication
+    /// stream (default 1048576). MySQL/MariaDB: transactions (default 0: the
+    /// candidate must hold every transaction seen on the primary). A lost
+    /// primary whose best replica is further behind is not replaced; the
+    /// reason is reported in status and Events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 0").message("failover.maxLag must not be negative"))]
+    pub max_lag: Option<i64>,
+}
+
+impl Default for FailoverSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            detection_seconds: default_detection_seconds(),
+            max_lag: None,
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_detection_seconds() -> i32 {
+    5
+}
+
+/// A metrics exporter sidecar.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExporterSpec {
+    /// Run the exporter sidecar (default false).
+    #[serde(default)]
+    pub enabled: bool,
+    /// Exporter image; a well-known exporter for the engine when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+}
+
+/// Bootstrap the first member from a backup.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreSpec {
+    /// Name of a Succeeded `Backup` in the same namespace.
+    pub backup: String,
+}
+
+/// Fields every cluster spec shares; the engine specs embed it flattened.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberTemplate {
+    /// Container image of the database; `redis:7.2`, `mariadb:10.11` or
+    /// `mysql:8.4` by engine and flavor when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Image pull policy (`Always`, `IfNotPresent`, `Never`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<String>,
+    /// CPU/memory requests and limits of the database container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Scheduling and metadata overrides of the pods.
+    #[serde(default)]
+    pub pod: PodOverrides,
+}
+
+/// The condition types Ordinal sets on clusters.
+pub mod condition {
+    pub const READY: &str = "Ready";
+    pub const REPLICATION_HEALTHY: &str = "ReplicationHealthy";
+    pub const FAILOVER_IN_PROGRESS: &str = "FailoverInProgress";
+    pub const CONFIG_VALID: &str = "ConfigValid";
+    pub const STORAGE_IN_SYNC: &str = "StorageInSync";
+}
+
+/// Lifecycle phase of a cluster, for humans and printer columns.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ClusterPhase {
+    /// Accepted, children not created yet.
+    #[default]
+    Pending,
+    /// Children created, members not all ready or replication not set up yet.
+    Provisioning,
+    /// Every member ready and replicating from the primary.
+    Running,
+    /// Serving, but a member is missing, lagging or quarantined.
+    Degraded,
+    /// A failover or switchover is in progress.
+    Reconfiguring,
+    /// The spec cannot be applied; see the conditions.
+    Failed,
+}
+
+/// The role Ordinal observed or assigned to a member.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum MemberRole {
+    /// The single writable member.
+    Primary,
+    /// Replicating from the primary.
+    Replica,
+    /// Holding data the primary lacks (errant transactions) or otherwise unsafe;
+    /// excluded from Services and from promotion until a person decides.
+    Quarantined,
+    /// Not reachable or not yet classified.
+    #[default]
+    Unknown,
+}
+
+impl MemberRole {
+    /// Value of the pod role label, when the member should serve traffic.
+    pub fn label(self) -> Option<&'static str> {
+        match self {
+            MemberRole::Primary => Some("primary"),
+            MemberRole::Replica => Some("replica"),
+            MemberRole::Quarantined | MemberRole::Unknown => None,
+        }
+    }
+}
+
+/// What Ordinal last observed of one member through the database protocol.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberStatus {
+    /// Ordinal of the pod.
+    pub ordinal: i32,
+    /// Pod name.
+    pub pod: String,
+    /// Role as observed (and confirmed) by Ordinal.
+    pub role: MemberRole,
+    /// Whether the database answered the last probe.
+    pub reachable: bool,
+    /// Ordinal of the member it replicates from, when it is a replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<i32>,
+    /// Whether the replication link to the source is up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_up: Option<bool>,
+    /// Redis replication offset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<i64>,
+    /// MySQL/MariaDB executed GTID set / position.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gtid: Option<String>,
+    /// Lag behind the primary: bytes (Redis) or seconds (MySQL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag: Option<i64>,
+    /// Why the member is not healthy, when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Kind of a topology change.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum OperationKind {
+    Failover,
+    Switchover,
+}
+
+/// A failover or switchover in progress, persisted after every step so a
+/// restarted operator resumes it instead of starting over.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Operation {
+    pub kind: OperationKind,
+    /// Primary being replaced.
+    pub from: i32,
+    /// Member being promoted, once chosen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<i32>,
+    /// Engine-defined step name, e.g. `FenceOldPrimary`, `Promote`, `Repoint`.
+    pub step: String,
+    /// Term the operation will establish.
+    pub term: i64,
+    /// When the operation started.
+    pub started_at: Time,
+    /// When the operation is abandoned (and rolled back where possible).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<Time>,
+    /// Why it started.
+    pub reason: String,
+    /// Engine-defined data carried between steps (e.g. the position to wait for).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
+}
+
+/// A completed primary change.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailoverRecord {
+    pub kind: OperationKind,
+    pub from: i32,
+    pub to: i32,
+    pub time: Time,
+    pub reason: String,
+}
+
+/// The replication state the engine owns; persisted in status.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicationState {
+    /// Ordinal of the confirmed primary. Absent until bootstrap confirmed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary: Option<i32>,
+    /// Increases by one with every primary change; rendered configuration
+    /// follows the primary of the current term.
+    #[serde(default)]
+    pub term: i64,
+    /// Operation in progress, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<Operation>,
+    /// First time the primary was seen unhealthy in the current streak.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_unhealthy_since: Option<Time>,
+    /// Last replication position observed on the primary (Redis offset or
+    /// MySQL GTID set), the yardstick for `failover.maxLag`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_position: Option<String>,
+    /// Identity of the primary process last seen (Redis run id / MySQL server uuid),
+    /// to recognise a primary that came back empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_identity: Option<String>,
+    /// Last completed failover or switchover.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failover: Option<FailoverRecord>,
+}
+
+/// Status shared by `RedisReplication` and `MySQLCluster`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterStatus {
+    /// Lifecycle phase.
+    #[serde(default)]
+    pub phase: ClusterPhase,
+    #[serde(flatten)]
+    pub replication: ReplicationState,
+    /// Members whose pods are Ready.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Members that exist.
+    #[serde(default)]
+    pub replicas: i32,
+    /// Per-member observation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberStatus>,
+    /// Ready, ReplicationHealthy, FailoverInProgress, ConfigValid, StorageInSync.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// sha256 of the credentials Secret's data the members were set up with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_hash: Option<String>,
+}
+
+/// CEL rule refusing `spec.config` keys the operator renders itself, with a
+/// message naming the first offending key.
+pub fn owned_keys_rule(keys: &[&str]) -> kube::core::cel::Rule {
+    let list = keys
+        .iter()
+        .map(|k| format!("'{k}'"))
+        .collect::<Vec<_>>()
+        .join(",");
+    kube::core::cel::Rule::new(format!("self.all(k, !(k in [{list}]))")).message(
+        kube::core::cel::Message::Expression(format!(
+            "'config key ' + self.filter(k, k in [{list}])[0] + ' is managed by Ordinal and cannot be set in spec.config'"
+        )),
+    )
+}

@@ -1,0 +1,186 @@
+//! `MySQLCluster`: one primary and N-1 GTID replicas of MySQL or MariaDB.
+
+use std::collections::BTreeMap;
+
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{
+    AuthSpec, ClusterStatus, ExporterSpec, FailoverSpec, MemberTemplate, RestoreSpec, StorageSpec,
+};
+
+/// my.cnf keys Ordinal renders itself (both spellings); users may not set them.
+pub const MYSQL_OWNED_KEYS: &[&str] = &[
+    "port",
+    "bind-address",
+    "bind_address",
+    "datadir",
+    "socket",
+    "server-id",
+    "server_id",
+    "log-bin",
+    "log_bin",
+    "log-basename",
+    "log_basename",
+    "gtid-mode",
+    "gtid_mode",
+    "enforce-gtid-consistency",
+    "enforce_gtid_consistency",
+    "gtid-strict-mode",
+    "gtid_strict_mode",
+    "gtid-domain-id",
+    "gtid_domain_id",
+    "read-only",
+    "read_only",
+    "super-read-only",
+    "super_read_only",
+    "report-host",
+    "report_host",
+    "relay-log-recovery",
+    "relay_log_recovery",
+    "log-slave-updates",
+    "log_slave_updates",
+    "log-replica-updates",
+    "log_replica_updates",
+    "skip-slave-start",
+    "skip_slave_start",
+    "skip-replica-start",
+    "skip_replica_start",
+    "rpl-semi-sync-master-enabled",
+    "rpl_semi_sync_master_enabled",
+    "rpl-semi-sync-slave-enabled",
+    "rpl_semi_sync_slave_enabled",
+    "rpl-semi-sync-source-enabled",
+    "rpl_semi_sync_source_enabled",
+    "rpl-semi-sync-replica-enabled",
+    "rpl_semi_sync_replica_enabled",
+];
+
+/// Server family; decides the SQL dialect and rendered settings.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum MySqlFlavor {
+    #[default]
+    MariaDB,
+    MySQL,
+}
+
+/// How commits wait for replicas.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ReplicationMode {
+    /// Commits return before any replica has them.
+    #[default]
+    Async,
+    /// Lossless semi-synchronous (AFTER_SYNC): a commit returns only once
+    /// `waitForReplicas` replicas hold it.
+    SemiSync,
+}
+
+/// Replication settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MySqlReplication {
+    /// `Async` (default) or lossless `SemiSync`.
+    #[serde(default)]
+    pub mode: ReplicationMode,
+    /// Replicas that must acknowledge a commit in SemiSync mode (default 1).
+    #[serde(default = "default_wait_for")]
+    #[x_kube(validation = Rule::new("self >= 1").message("replication.waitForReplicas must be at least 1"))]
+    pub wait_for_replicas: i32,
+    /// Milliseconds a commit waits for acknowledgements. Only meaningful when
+    /// `allowAsyncFallback` is true; otherwise commits wait indefinitely and
+    /// nothing is acknowledged that a replica does not hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_millis: Option<i64>,
+    /// Let the primary fall back to asynchronous replication after the timeout
+    /// (default false: no silent fallback).
+    #[serde(default)]
+    pub allow_async_fallback: bool,
+}
+
+impl Default for MySqlReplication {
+    fn default() -> Self {
+        Self {
+            mode: ReplicationMode::Async,
+            wait_for_replicas: 1,
+            timeout_millis: None,
+            allow_async_fallback: false,
+        }
+    }
+}
+
+fn default_wait_for() -> i32 {
+    1
+}
+
+fn default_server_id_base() -> i64 {
+    100
+}
+
+/// A replicated MySQL or MariaDB: one primary, GTID replicas, managed by Ordinal.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "ordinal.dev",
+    version = "v1alpha1",
+    kind = "MySQLCluster",
+    plural = "mysqlclusters",
+    namespaced,
+    status = "ClusterStatus",
+    shortname = "myc",
+    category = "ordinal",
+    printcolumn = r#"{"name":"Primary","type":"integer","jsonPath":".status.primary","description":"Ordinal of the primary"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".status.readyReplicas","priority":1}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    cel
+)]
+#[x_kube(
+    validation = Rule::new("self.replicas >= 1").message("spec.replicas must be at least 1"),
+    validation = Rule::new("!has(self.primary) || (self.primary >= 0 && self.primary < self.replicas)").message("spec.primary must be an ordinal below spec.replicas"),
+    validation = Rule::new("self.serverIdBase == oldSelf.serverIdBase").message("spec.serverIdBase is immutable"),
+    validation = Rule::new("self.flavor == oldSelf.flavor").message("spec.flavor is immutable"),
+    validation = Rule::new("self.replication.mode != 'SemiSync' || self.replication.waitForReplicas < self.replicas").message("replication.waitForReplicas must be below spec.replicas in SemiSync mode"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct MySQLClusterSpec {
+    /// Number of members (one primary, the rest replicas).
+    pub replicas: i32,
+    /// `MariaDB` (default) or `MySQL` (8.0.23+ / 8.4). Immutable.
+    #[serde(default)]
+    pub flavor: MySqlFlavor,
+    #[serde(flatten)]
+    pub template: MemberTemplate,
+    /// Credentials; a Secret with `root-password`, `replication-password` and
+    /// `operator-password` is generated when absent.
+    #[serde(default)]
+    pub auth: AuthSpec,
+    /// Persistent storage of each member.
+    #[serde(default)]
+    pub storage: StorageSpec,
+    /// Extra my.cnf settings under `[mysqld]`. Keys Ordinal manages
+    /// (server-id, log-bin, gtid settings, read_only, …) are refused.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[x_kube(validation = super::common::owned_keys_rule(MYSQL_OWNED_KEYS))]
+    #[schemars(extend("maxProperties" = 128))]
+    pub config: BTreeMap<String, String>,
+    /// server-id of ordinal N is `serverIdBase + N` (default 100). Immutable.
+    #[serde(default = "default_server_id_base")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 4294967000").message("spec.serverIdBase must be between 1 and 4294967000"))]
+    pub server_id_base: i64,
+    /// Asynchronous or lossless semi-synchronous replication.
+    #[serde(default)]
+    pub replication: MySqlReplication,
+    /// Automatic failover.
+    #[serde(default)]
+    pub failover: FailoverSpec,
+    /// Desired primary ordinal; changing it performs a switchover.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary: Option<i32>,
+    /// Bootstrap the first member from a backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreSpec>,
+    /// Metrics exporter sidecar.
+    #[serde(default)]
+    pub exporter: ExporterSpec,
+}
