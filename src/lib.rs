@@ -1,4 +1,7 @@
 //! Ordinal: a Kubernetes operator for replicated Redis and MySQL/MariaDB.
 
 pub mod api;
+pub mod cli;
+pub mod controller;
 pub mod engine;
+pub mod resources;

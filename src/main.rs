@@ -1,3 +1,6 @@
-fn main() {
-    print!("{}", ordinal::api::crds_yaml().expect("yaml"));
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    ordinal::cli::main(ordinal::cli::Cli::parse()).await
 }

@@ -1,0 +1,528 @@
+//! The reconciler shared by `RedisReplication` and `MySQLCluster`:
+//! observe → validate → build → server-side apply → database step → status.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::Utc;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event as KubeEvent, EventType as KubeEventType};
+use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde_json::json;
+use tracing::{info, instrument, warn};
+
+use super::context::{Context, Error, KubeContext};
+use super::kinds::ClusterResource;
+use super::status::{self, Observation, ReplicationReport};
+use super::validate;
+use crate::api::ClusterStatus;
+use crate::engine::{Credentials, Engine, EngineEvent, EngineInput, EventType, Member};
+use crate::resources::{ClusterView, labels, pdb, secret, services, statefulset};
+
+pub const FINALIZER: &str = "ordinal.dev/cleanup";
+pub const FIELD_MANAGER: &str = "ordinal";
+
+fn apply_params() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER).force()
+}
+
+/// Entry point called by the kube-runtime controller.
+#[instrument(skip_all, fields(kind = %K::kind(&()), namespace = obj.namespace().unwrap_or_default(), name = %obj.name_any()))]
+pub async fn reconcile<K: ClusterResource>(
+    obj: Arc<K>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let ns = obj
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
+    let key = format!("{}/{}/{}", K::kind(&()), ns, obj.name_any());
+    let result = finalizer(&api, FINALIZER, obj, |event| async {
+        match event {
+            FinalizerEvent::Apply(obj) => apply(obj, ctx.clone()).await,
+            FinalizerEvent::Cleanup(obj) => cleanup(obj, ctx.clone()).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(e.to_string()));
+    if result.is_ok() {
+        ctx.reset_backoff(&key);
+    }
+    result
+}
+
+/// Requeue failed reconciles with per-object exponential backoff.
+pub fn error_policy<K: ClusterResource>(obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
+    let key = format!(
+        "{}/{}/{}",
+        K::kind(&()),
+        obj.namespace().unwrap_or_default(),
+        obj.name_any()
+    );
+    let delay = ctx.backoff(&key);
+    warn!(%key, %error, ?delay, "reconcile failed; retrying");
+    Action::requeue(delay)
+}
+
+async fn cleanup<K: ClusterResource>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let retention = obj.storage().retention.when_deleted;
+    publish(
+        &ctx,
+        &*obj,
+        KubeEventType::Normal,
+        "Deleting",
+        format!(
+            "children are removed by garbage collection; volume claims: {} (storage.retention.whenDeleted)",
+            retention.as_str()
+        ),
+    )
+    .await;
+    Ok(Action::await_change())
+}
+
+/// Build the view of a cluster from its spec; errors are user errors.
+fn view<K: ClusterResource>(obj: &K, ctx: &Context) -> Result<ClusterView, Error> {
+    let meta = obj.meta();
+    let owner = OwnerReference {
+        api_version: K::api_version(&()).to_string(),
+        kind: K::kind(&()).to_string(),
+        name: obj.name_any(),
+        uid: meta
+            .uid
+            .clone()
+            .ok_or(Error::MissingField("metadata.uid"))?,
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    };
+    let name = obj.name_any();
+    Ok(ClusterView {
+        kind: obj.db_kind(),
+        namespace: obj
+            .namespace()
+            .ok_or(Error::MissingField("metadata.namespace"))?,
+        owner,
+        replicas: obj.replicas(),
+        template: obj.template().clone(),
+        storage: obj.storage().clone(),
+        secret_name: obj
+            .auth()
+            .secret_name
+            .clone()
+            .unwrap_or_else(|| ClusterView::generated_secret_name(&name)),
+        cluster_domain: ctx.settings.cluster_domain.clone(),
+        name,
+    })
+}
+
+async fn apply<K: ClusterResource>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let now = Utc::now();
+    let view = view(&*obj, &ctx)?;
+    let client = &ctx.client;
+    let ns = view.namespace.as_str();
+    let previous = obj.cluster_status().cloned();
+    let state = previous
+        .as_ref()
+        .map(|s| s.replication.clone())
+        .unwrap_or_default();
+    let mut obs = Observation {
+        generation: obj.meta().generation,
+        ..Default::default()
+    };
+
+    // Validate what the API server's schema cannot.
+    let mut config_error = validate::config(obj.config(), K::owned_keys()).err();
+
+    // Credentials: generate once, never overwrite; a user's Secret must be usable.
+    let credentials = match ensure_secret(&view, &*obj, &ctx).await? {
+        Ok(creds) => Some(creds),
+        Err(msg) => {
+            config_error.get_or_insert(msg);
+            None
+        }
+    };
+
+    if let Some(msg) = &config_error {
+        obs.config_error = Some(msg.clone());
+        let had = previous.as_ref().and_then(|s| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == "ConfigValid")
+                .cloned()
+        });
+        if had.map(|c| c.message != *msg).unwrap_or(true) {
+            publish(
+                &ctx,
+                &*obj,
+                KubeEventType::Warning,
+                "InvalidSpec",
+                msg.clone(),
+            )
+            .await;
+        }
+        let (existing, ready) = count_pods(&view, &ctx).await?;
+        obs.replicas_existing = existing;
+        obs.replicas_ready = ready;
+        write_status(&*obj, previous.as_ref(), &obs, &ctx).await?;
+        return Ok(Action::requeue(ctx.settings.resync));
+    }
+
+    // Children, from the recorded state.
+    let rendered = obj.render(&view, &state);
+    apply_config_map(&view, &rendered.files, &ctx).await?;
+    let svc_api: Api<Service> = Api::namespaced(client.clone(), ns);
+    for svc in [
+        services::headless(&view),
+        services::primary(&view),
+        services::read(&view),
+    ] {
+        let name = svc.metadata.name.clone().unwrap_or_default();
+        svc_api
+            .patch(&name, &apply_params(), &Patch::Apply(&svc))
+            .await
+            .context(format!("apply Service {name}"))?;
+    }
+    let pdb_api: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), ns);
+    pdb_api
+        .patch(&view.name, &apply_params(), &Patch::Apply(&pdb::pdb(&view)))
+        .await
+        .context(format!("apply PodDisruptionBudget {}", view.name))?;
+    let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
+    let existing = sts_api
+        .get_opt(&view.name)
+        .await
+        .context(format!("get StatefulSet {}", view.name))?;
+    let (claims, storage_note) = claims_for(&view, existing.as_ref());
+    obs.storage_note = storage_note;
+    let sts = statefulset::statefulset(&view, &rendered.restart_hash, claims);
+    sts_api
+        .patch(&view.name, &apply_params(), &Patch::Apply(&sts))
+        .await
+        .context(format!("apply StatefulSet {}", view.name))?;
+
+    // Members as Kubernetes sees them.
+    let pods = list_pods(&view, &ctx).await?;
+    obs.replicas_existing = pods.len() as i32;
+    obs.replicas_ready = pods.values().filter(|p| pod_ready(p)).count() as i32;
+    let members = (0..view.replicas)
+        .map(|ordinal| {
+            let pod = pods.get(&view.pod_name(ordinal));
+            Member {
+                ordinal,
+                pod: view.pod_name(ordinal),
+                address: pod
+                    .and_then(|p| p.status.as_ref())
+                    .and_then(|s| s.pod_ip.clone()),
+                port: view.kind.port(),
+                dns_name: view.member_dns(ordinal),
+                pod_exists: pod.is_some(),
+                pod_ready: pod.map(pod_ready).unwrap_or(false),
+            }
+        })
+        .collect::<Vec<_>>();
+
+    // Database step.
+    let input = EngineInput {
+        namespace: view.namespace.clone(),
+        name: view.name.clone(),
+        members,
+        state: state.clone(),
+        desired_primary: obj.desired_primary(),
+        failover: obj.failover().clone(),
+        credentials: credentials.unwrap_or_default(),
+        now,
+        settings: obj.engine_settings(),
+    };
+    let outcome = K::engine(&ctx).reconcile(&input).await?;
+    for event in &outcome.events {
+        publish_engine_event(&ctx, &*obj, event).await;
+    }
+    obs.replication = Some(ReplicationReport {
+        state: outcome.state.clone(),
+        members: outcome.members.clone(),
+        health: outcome.health.clone(),
+    });
+    // Persist the engine's step before anything else acts on it.
+    write_status(&*obj, previous.as_ref(), &obs, &ctx).await?;
+    if outcome.state.primary != state.primary {
+        let rendered = obj.render(&view, &outcome.state);
+        apply_config_map(&view, &rendered.files, &ctx).await?;
+    }
+    move_role_labels(&view, &pods, &outcome.members, &ctx).await?;
+
+    Ok(Action::requeue(
+        outcome.requeue_after.min(ctx.settings.resync),
+    ))
+}
+
+/// The generated Secret is created once and never overwritten; a named Secret
+/// must exist and hold usable passwords. Inner Err is a user-facing reason.
+async fn ensure_secret<K: ClusterResource>(
+    view: &ClusterView,
+    obj: &K,
+    ctx: &Context,
+) -> Result<Result<Credentials, String>, Error> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &view.namespace);
+    let found = api
+        .get_opt(&view.secret_name)
+        .await
+        .context(format!("get Secret {}", view.secret_name))?;
+    let found = match (found, obj.auth().secret_name.is_some()) {
+        (Some(s), _) => s,
+        (None, true) => {
+            return Ok(Err(format!(
+                "Secret {} named in spec.auth.secretName does not exist",
+                view.secret_name
+            )));
+        }
+        (None, false) => {
+            let generated = secret::generated(view, secret::random_password);
+            match api
+                .create(
+                    &PostParams {
+                        field_manager: Some(FIELD_MANAGER.into()),
+                        ..Default::default()
+                    },
+                    &generated,
+                )
+                .await
+            {
+                Ok(created) => {
+                    publish(
+                        ctx,
+                        obj,
+                        KubeEventType::Normal,
+                        "SecretGenerated",
+                        format!("generated credentials Secret {}", view.secret_name),
+                    )
+                    .await;
+                    created
+                }
+                // Someone created it meanwhile: never overwrite, read it.
+                Err(kube::Error::Api(e)) if e.code == 409 => api
+                    .get(&view.secret_name)
+                    .await
+                    .context(format!("get Secret {}", view.secret_name))?,
+                Err(e) => return Err(e).context(format!("create Secret {}", view.secret_name)),
+            }
+        }
+    };
+    Ok(secret::check(view, &found).map(Credentials))
+}
+
+async fn apply_config_map(
+    view: &ClusterView,
+    files: &BTreeMap<String, String>,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let cm = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(view.config_map()),
+            namespace: Some(view.namespace.clone()),
+            labels: Some(labels::common(view)),
+            owner_references: Some(vec![view.owner.clone()]),
+            ..Default::default()
+        },
+        data: Some(files.clone()),
+        ..Default::default()
+    };
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &view.namespace);
+    api.patch(&view.config_map(), &apply_params(), &Patch::Apply(&cm))
+        .await
+        .context(format!("apply ConfigMap {}", view.config_map()))?;
+    Ok(())
+}
+
+/// volumeClaimTemplates are immutable: keep the existing ones and say so when
+/// the spec asks for something else (volumes are never recreated).
+fn claims_for(
+    view: &ClusterView,
+    existing: Option<&StatefulSet>,
+) -> (Vec<PersistentVolumeClaim>, Option<String>) {
+    let wanted = statefulset::data_claim(view);
+    let current = existing
+        .and_then(|s| s.spec.as_ref())
+        .and_then(|s| s.volume_claim_templates.clone());
+    match current {
+        Some(current) if !current.is_empty() => {
+            let spec_of = |c: &PersistentVolumeClaim| {
+                c.spec.as_ref().map(|s| {
+                    (
+                        s.storage_class_name.clone(),
+                        s.resources.as_ref().and_then(|r| r.requests.clone()),
+                    )
+                })
+            };
+            let same = current.first().map(spec_of) == Some(spec_of(&wanted));
+            let note = (!same).then(|| {
+                "spec.storage differs from the existing StatefulSet's volume claims, which Kubernetes does not allow to change; existing volumes are kept and the change is not applied".to_string()
+            });
+            // Keep exactly what exists, minus server-populated status.
+            let current = current
+                .into_iter()
+                .map(|mut c| {
+                    c.status = None;
+                    c
+                })
+                .collect();
+            (current, note)
+        }
+        _ => (vec![wanted], None),
+    }
+}
+
+async fn list_pods(view: &ClusterView, ctx: &Context) -> Result<BTreeMap<String, Pod>, Error> {
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &view.namespace);
+    let selector = labels::to_selector_string(&labels::selector(view));
+    let pods = api
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .context("list member pods")?;
+    Ok(pods
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .map(|p| (p.name_any(), p))
+        .collect())
+}
+
+async fn count_pods(view: &ClusterView, ctx: &Context) -> Result<(i32, i32), Error> {
+    let pods = list_pods(view, ctx).await?;
+    Ok((
+        pods.len() as i32,
+        pods.values().filter(|p| pod_ready(p)).count() as i32,
+    ))
+}
+
+fn pod_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .map(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        .unwrap_or(false)
+}
+
+/// Desired role label per pod from the engine's confirmed roles.
+pub fn desired_roles(
+    members: &[crate::api::MemberStatus],
+) -> BTreeMap<String, Option<&'static str>> {
+    members
+        .iter()
+        .map(|m| (m.pod.clone(), m.role.label()))
+        .collect()
+}
+
+/// Move role labels: first take labels away, then add, so the write Service
+/// never selects two members.
+async fn move_role_labels(
+    view: &ClusterView,
+    pods: &BTreeMap<String, Pod>,
+    members: &[crate::api::MemberStatus],
+    ctx: &Context,
+) -> Result<(), Error> {
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &view.namespace);
+    let wanted = desired_roles(members);
+    let current = |pod: &Pod| pod.labels().get(labels::ROLE).cloned();
+    let mut removals = Vec::new();
+    let mut additions = Vec::new();
+    for (name, pod) in pods {
+        let want = wanted.get(name).copied().flatten();
+        let have = current(pod);
+        if have.as_deref() == want {
+            continue;
+        }
+        match want {
+            None => removals.push((name.clone(), None)),
+            Some(role) if have.is_some() => removals.push((name.clone(), Some(role))),
+            Some(role) => additions.push((name.clone(), role)),
+        }
+    }
+    // A changed role is a removal followed by an addition.
+    for (name, _) in &removals {
+        let patch = json!({"metadata": {"labels": {labels::ROLE: serde_json::Value::Null}}});
+        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .context(format!("remove role label from {name}"))?;
+    }
+    additions.extend(removals.into_iter().filter_map(|(n, r)| r.map(|r| (n, r))));
+    for (name, role) in additions {
+        let patch = json!({"metadata": {"labels": {labels::ROLE: role}}});
+        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .context(format!("label {name} {role}"))?;
+        info!(pod = %name, role, "role label set");
+    }
+    Ok(())
+}
+
+async fn write_status<K: ClusterResource>(
+    obj: &K,
+    previous: Option<&ClusterStatus>,
+    obs: &Observation,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let next = status::compute(previous, obj.replicas(), obs, Utc::now());
+    if previous == Some(&next) {
+        return Ok(());
+    }
+    let ns = obj
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
+    // Server-side apply: fields this manager stops sending (e.g. a finished
+    // operation) are removed, which a merge patch would leave behind.
+    let patch = StatusApply {
+        api_version: K::api_version(&()).to_string(),
+        kind: K::kind(&()).to_string(),
+        status: &next,
+    };
+    api.patch_status(&obj.name_any(), &apply_params(), &Patch::Apply(&patch))
+        .await
+        .context("apply status")?;
+    Ok(())
+}
+
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+struct StatusApply<'a> {
+    api_version: String,
+    kind: String,
+    status: &'a ClusterStatus,
+}
+
+async fn publish<K: Resource<DynamicType = ()>>(
+    ctx: &Context,
+    obj: &K,
+    type_: KubeEventType,
+    reason: &str,
+    note: String,
+) {
+    let event = KubeEvent {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: reason.into(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+        warn!(%error, reason, "could not publish event");
+    }
+}
+
+async fn publish_engine_event<K: Resource<DynamicType = ()>>(
+    ctx: &Context,
+    obj: &K,
+    event: &EngineEvent,
+) {
+    let type_ = match event.type_ {
+        EventType::Normal => KubeEventType::Normal,
+        EventType::Warning => KubeEventType::Warning,
+    };
+    publish(ctx, obj, type_, &event.reason, event.note.clone()).await;
+}

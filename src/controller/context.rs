@@ -1,0 +1,99 @@
+//! Shared state of the controllers and their error type.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use kube::Client;
+use kube::runtime::events::{Recorder, Reporter};
+
+/// Controller errors; each carries what was being done.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{action}: {source}")]
+    Kube {
+        action: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+    #[error("engine: {0}")]
+    Engine(#[from] crate::engine::EngineError),
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+    #[error("object has no {0}")]
+    MissingField(&'static str),
+}
+
+/// Attach context to a kube call.
+pub trait KubeContext<T> {
+    fn context(self, action: impl Into<String>) -> Result<T, Error>;
+}
+
+impl<T> KubeContext<T> for Result<T, kube::Error> {
+    fn context(self, action: impl Into<String>) -> Result<T, Error> {
+        self.map_err(|source| Error::Kube {
+            action: action.into(),
+            source: Box::new(source),
+        })
+    }
+}
+
+/// Operator-wide settings.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Cluster DNS domain used in member names.
+    pub cluster_domain: String,
+    /// Period of the resync when nothing happens.
+    pub resync: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            cluster_domain: "cluster.local".into(),
+            resync: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What every reconcile gets.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub settings: Settings,
+    pub redis: crate::engine::Unavailable,
+    pub mysql: crate::engine::Unavailable,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(client: Client, settings: Settings) -> Self {
+        let reporter = Reporter {
+            controller: "ordinal".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            settings,
+            redis: crate::engine::Unavailable,
+            mysql: crate::engine::Unavailable,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Exponential backoff per object: 1 s, 2 s, 4 s … capped at 5 minutes.
+    pub fn backoff(&self, key: &str) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let n = failures.entry(key.to_string()).or_insert(0);
+        *n = n.saturating_add(1);
+        Duration::from_secs(1u64 << (*n - 1).min(8)).min(Duration::from_secs(300))
+    }
+
+    pub fn reset_backoff(&self, key: &str) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+    }
+}

@@ -1,0 +1,155 @@
+//! Per-ordinal database configuration. One file per ordinal; the container
+//! picks its own by hostname (`<name>-<ordinal>`).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use sha2::{Digest, Sha256};
+
+use super::{ClusterView, RenderedConfig};
+use crate::api::{MySQLClusterSpec, MySqlFlavor, RedisReplicationSpec, ReplicationState};
+
+/// Where the ConfigMap is mounted in the database container.
+pub const CONFIG_DIR: &str = "/etc/ordinal/config";
+
+/// File name of one ordinal's Redis configuration.
+pub fn redis_file(ordinal: i32) -> String {
+    format!("{ordinal}.conf")
+}
+
+/// File name of one ordinal's MySQL configuration.
+pub fn mysql_file(ordinal: i32) -> String {
+    format!("{ordinal}.cnf")
+}
+
+/// The member every other member replicates from at boot: the recorded
+/// primary, or ordinal 0 during bootstrap.
+pub fn boot_source(state: &ReplicationState) -> i32 {
+    state.primary.unwrap_or(0)
+}
+
+/// Render `redis.conf` for every ordinal.
+///
+/// Bootstrap (no recorded primary): ordinal 0 boots as primary, the others
+/// replicate from ordinal 0. Once a primary is recorded, every member boots
+/// with `replicaof <recorded primary>` — the primary included: it comes back
+/// read-only and refuses replication (NOMASTERLINK) until the operator has
+/// confirmed it still holds its data, so a primary that restarted empty can
+/// never become the source replicas resync from. Passwords are not here: the
+/// container includes a file it writes from the Secret at start.
+pub fn render_redis(
+    view: &ClusterView,
+    spec: &RedisReplicationSpec,
+    state: &ReplicationState,
+) -> RenderedConfig {
+    let port = view.kind.port();
+    let mut static_part = String::new();
+    let _ = writeln!(static_part, "port {port}");
+    let _ = writeln!(static_part, "dir {}", view.kind.data_dir());
+    static_part.push_str(
+        "protected-mode no\n\
+         appendonly yes\n\
+         appendfsync everysec\n\
+         save 3600 1 300 100 60 10000\n\
+         replica-read-only yes\n\
+         repl-diskless-sync yes\n\
+         repl-diskless-sync-delay 0\n",
+    );
+    for (key, value) in &spec.config {
+        let _ = writeln!(static_part, "{key} {value}");
+    }
+    let restart_hash = sha256_hex(static_part.as_bytes());
+
+    let mut live = String::new();
+    if let Some(durability) = &spec.durability {
+        let _ = writeln!(
+            live,
+            "min-replicas-to-write {}",
+            durability.min_replicas_to_write
+        );
+        let _ = writeln!(
+            live,
+            "min-replicas-max-lag {}",
+            durability.min_replicas_max_lag
+        );
+    }
+
+    let source = boot_source(state);
+    let mut files = BTreeMap::new();
+    for ordinal in 0..view.replicas {
+        let mut file = format!(
+            "# Rendered by Ordinal for {}; do not edit.\n",
+            view.pod_name(ordinal)
+        );
+        file.push_str(&static_part);
+        let _ = writeln!(file, "replica-announce-ip {}", view.member_dns(ordinal));
+        file.push_str(&live);
+        let bootstrap_primary = state.primary.is_none() && ordinal == source;
+        if !bootstrap_primary {
+            let _ = writeln!(file, "replicaof {} {port}", view.member_dns(source));
+        }
+        files.insert(redis_file(ordinal), file);
+    }
+    RenderedConfig {
+        files,
+        restart_hash,
+    }
+}
+
+/// Render `my.cnf` for every ordinal: `server_id = serverIdBase + ordinal`,
+/// binary log and GTID on, `report_host` = the member's DNS name, relay log
+/// recovery on, replication not started automatically, and every member
+/// read-only at boot: the operator turns writes on only on the confirmed
+/// primary and sets up replication itself.
+pub fn render_mysql(view: &ClusterView, spec: &MySQLClusterSpec) -> RenderedConfig {
+    let mut files = BTreeMap::new();
+    let mut all = String::new();
+    for ordinal in 0..view.replicas {
+        let mut file = format!(
+            "# Rendered by Ordinal for {}; do not edit.\n[mysqld]\n",
+            view.pod_name(ordinal)
+        );
+        let _ = writeln!(
+            file,
+            "server_id = {}",
+            spec.server_id_base + i64::from(ordinal)
+        );
+        let _ = writeln!(file, "port = {}", view.kind.port());
+        let _ = writeln!(file, "datadir = {}", view.kind.data_dir());
+        let _ = writeln!(file, "report_host = {}", view.member_dns(ordinal));
+        file.push_str(
+            "log_bin = binlog\n\
+             relay_log = relay-bin\n\
+             binlog_format = ROW\n\
+             relay_log_recovery = ON\n\
+             read_only = ON\n",
+        );
+        match spec.flavor {
+            MySqlFlavor::MariaDB => file.push_str(
+                "log_slave_updates = ON\n\
+                 gtid_strict_mode = ON\n\
+                 skip_slave_start = ON\n",
+            ),
+            MySqlFlavor::MySQL => file.push_str(
+                "log_replica_updates = ON\n\
+                 gtid_mode = ON\n\
+                 enforce_gtid_consistency = ON\n\
+                 skip_replica_start = ON\n\
+                 super_read_only = ON\n",
+            ),
+        }
+        for (key, value) in &spec.config {
+            let _ = writeln!(file, "{key} = {value}");
+        }
+        all.push_str(&file);
+        files.insert(mysql_file(ordinal), file);
+    }
+    RenderedConfig {
+        files,
+        restart_hash: sha256_hex(all.as_bytes()),
+    }
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
