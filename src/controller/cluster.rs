@@ -526,3 +526,24 @@ async fn publish_engine_event<K: Resource<DynamicType = ()>>(
     };
     publish(ctx, obj, type_, &event.reason, event.note.clone()).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{MemberRole, MemberStatus};
+
+    #[test]
+    fn only_confirmed_roles_get_labels() {
+        let member = |ordinal: i32, role| MemberStatus { ordinal, pod: format!("c-{ordinal}"), role, ..Default::default() };
+        let roles = desired_roles(&[
+            member(0, MemberRole::Primary),
+            member(1, MemberRole::Replica),
+            member(2, MemberRole::Quarantined),
+            member(3, MemberRole::Unknown),
+        ]);
+        assert_eq!(roles["c-0"], Some("primary"));
+        assert_eq!(roles["c-1"], Some("replica"));
+        assert_eq!(roles["c-2"], None);
+        assert_eq!(roles["c-3"], None);
+    }
+}
