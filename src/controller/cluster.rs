@@ -534,7 +534,12 @@ mod tests {
 
     #[test]
     fn only_confirmed_roles_get_labels() {
-        let member = |ordinal: i32, role| MemberStatus { ordinal, pod: format!("c-{ordinal}"), role, ..Default::default() };
+        let member = |ordinal: i32, role| MemberStatus {
+            ordinal,
+            pod: format!("c-{ordinal}"),
+            role,
+            ..Default::default()
+        };
         let roles = desired_roles(&[
             member(0, MemberRole::Primary),
             member(1, MemberRole::Replica),

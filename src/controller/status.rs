@@ -236,13 +236,26 @@ mod tests {
     }
 
     fn cond<'a>(s: &'a ClusterStatus, t: &str) -> &'a Condition {
-        s.conditions.iter().find(|c| c.type_ == t).expect("condition present")
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == t)
+            .expect("condition present")
     }
 
     fn healthy_report(primary: i32) -> ReplicationReport {
         ReplicationReport {
-            state: ReplicationState { primary: Some(primary), term: 1, ..Default::default() },
-            members: vec![MemberStatus { ordinal: primary, pod: format!("c-{primary}"), role: MemberRole::Primary, reachable: true, ..Default::default() }],
+            state: ReplicationState {
+                primary: Some(primary),
+                term: 1,
+                ..Default::default()
+            },
+            members: vec![MemberStatus {
+                ordinal: primary,
+                pod: format!("c-{primary}"),
+                role: MemberRole::Primary,
+                reachable: true,
+                ..Default::default()
+            }],
             health: Health::Healthy,
         }
     }
@@ -256,7 +269,10 @@ mod tests {
             replication: Some(ReplicationReport {
                 state: ReplicationState::default(),
                 members: vec![],
-                health: Health::Unknown { reason: "EngineUnavailable".into(), message: "no engine".into() },
+                health: Health::Unknown {
+                    reason: "EngineUnavailable".into(),
+                    message: "no engine".into(),
+                },
             }),
             ..Default::default()
         };
@@ -269,7 +285,12 @@ mod tests {
 
     #[test]
     fn running_when_every_member_is_ready_and_replicating() {
-        let obs = Observation { replicas_existing: 3, replicas_ready: 3, replication: Some(healthy_report(0)), ..Default::default() };
+        let obs = Observation {
+            replicas_existing: 3,
+            replicas_ready: 3,
+            replication: Some(healthy_report(0)),
+            ..Default::default()
+        };
         let s = compute(None, 3, &obs, now());
         assert_eq!(s.phase, ClusterPhase::Running);
         assert_eq!(cond(&s, condition::READY).status, "True");
@@ -279,21 +300,38 @@ mod tests {
 
     #[test]
     fn transition_time_is_kept_while_status_is_unchanged() {
-        let obs = Observation { replicas_existing: 3, replicas_ready: 3, replication: Some(healthy_report(0)), ..Default::default() };
+        let obs = Observation {
+            replicas_existing: 3,
+            replicas_ready: 3,
+            replication: Some(healthy_report(0)),
+            ..Default::default()
+        };
         let first = compute(None, 3, &obs, now());
         let later = now() + chrono::Duration::seconds(60);
         let second = compute(Some(&first), 3, &obs, later);
-        assert_eq!(first, second, "an unchanged pass produces an identical status (no API write)");
-        let degraded = Observation { replicas_ready: 2, ..obs };
+        assert_eq!(
+            first, second,
+            "an unchanged pass produces an identical status (no API write)"
+        );
+        let degraded = Observation {
+            replicas_ready: 2,
+            ..obs
+        };
         let third = compute(Some(&second), 3, &degraded, later);
         assert_eq!(third.phase, ClusterPhase::Degraded);
-        assert_eq!(cond(&third, condition::READY).last_transition_time, to_time(later));
+        assert_eq!(
+            cond(&third, condition::READY).last_transition_time,
+            to_time(later)
+        );
         assert_eq!(cond(&third, condition::READY).reason, "MembersNotReady");
     }
 
     #[test]
     fn invalid_spec_and_operations_set_their_phases() {
-        let bad = Observation { config_error: Some("config key port is managed by Ordinal".into()), ..Default::default() };
+        let bad = Observation {
+            config_error: Some("config key port is managed by Ordinal".into()),
+            ..Default::default()
+        };
         let s = compute(None, 3, &bad, now());
         assert_eq!(s.phase, ClusterPhase::Failed);
         assert_eq!(cond(&s, condition::CONFIG_VALID).status, "False");
@@ -311,10 +349,19 @@ mod tests {
             reason: "primary unreachable for 5s".into(),
             data: None,
         });
-        let obs = Observation { replicas_existing: 3, replicas_ready: 2, replication: Some(report), ..Default::default() };
+        let obs = Observation {
+            replicas_existing: 3,
+            replicas_ready: 2,
+            replication: Some(report),
+            ..Default::default()
+        };
         let s = compute(None, 3, &obs, now());
         assert_eq!(s.phase, ClusterPhase::Reconfiguring);
         assert_eq!(cond(&s, condition::FAILOVER_IN_PROGRESS).status, "True");
-        assert!(cond(&s, condition::FAILOVER_IN_PROGRESS).message.contains("step Promote"));
+        assert!(
+            cond(&s, condition::FAILOVER_IN_PROGRESS)
+                .message
+                .contains("step Promote")
+        );
     }
 }

@@ -37,13 +37,19 @@ mod tests {
     use crate::api::{mysql::MYSQL_OWNED_KEYS, redis::REDIS_OWNED_KEYS};
 
     fn cfg(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn case_and_spelling_variants_of_owned_keys_are_refused() {
         let err = config(&cfg(&[("Port", "7000")]), REDIS_OWNED_KEYS).unwrap_err();
-        assert!(err.contains("config key Port is managed by Ordinal"), "{err}");
+        assert!(
+            err.contains("config key Port is managed by Ordinal"),
+            "{err}"
+        );
         let err = config(&cfg(&[("Server_Id", "1")]), MYSQL_OWNED_KEYS).unwrap_err();
         assert!(err.contains("Server_Id"), "{err}");
         assert!(config(&cfg(&[("log-slave-updates", "OFF")]), MYSQL_OWNED_KEYS).is_err());
@@ -51,9 +57,19 @@ mod tests {
 
     #[test]
     fn injected_lines_and_odd_keys_are_refused() {
-        let err = config(&cfg(&[("maxmemory", "1gb\nreplicaof evil 6379")]), REDIS_OWNED_KEYS).unwrap_err();
+        let err = config(
+            &cfg(&[("maxmemory", "1gb\nreplicaof evil 6379")]),
+            REDIS_OWNED_KEYS,
+        )
+        .unwrap_err();
         assert!(err.contains("single line"), "{err}");
         assert!(config(&cfg(&[("max memory", "1")]), REDIS_OWNED_KEYS).is_err());
-        assert!(config(&cfg(&[("maxmemory", "1gb"), ("innodb_buffer_pool_size", "1G")]), REDIS_OWNED_KEYS).is_ok());
+        assert!(
+            config(
+                &cfg(&[("maxmemory", "1gb"), ("innodb_buffer_pool_size", "1G")]),
+                REDIS_OWNED_KEYS
+            )
+            .is_ok()
+        );
     }
 }
