@@ -4,10 +4,10 @@ use std::net::SocketAddr;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
-use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::controller::{self, Scope, Settings};
+use crate::controller::{Scope, Settings};
+use crate::operator::{self, LeaderElection, OperatorConfig};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -42,12 +42,30 @@ pub struct RunArgs {
     /// Log format.
     #[arg(long, env = "ORDINAL_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
-    /// Address of the health endpoints (`/healthz`, `/readyz`).
+    /// Address of the HTTP endpoints (`/healthz`, `/readyz`, `/metrics`).
     #[arg(long, env = "ORDINAL_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,
     /// Cluster DNS domain used in member names.
     #[arg(long, env = "ORDINAL_CLUSTER_DOMAIN", default_value = "cluster.local")]
     pub cluster_domain: String,
+    /// Reconcile only while holding a Lease, so several replicas can run.
+    #[arg(long, env = "ORDINAL_LEADER_ELECTION")]
+    pub leader_election: bool,
+    /// Namespace of the leader Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub leader_election_namespace: String,
+    /// Name of the leader Lease.
+    #[arg(long, env = "ORDINAL_LEASE_NAME", default_value = "ordinal-leader")]
+    pub lease_name: String,
+    /// Identity in the Lease (default: pod name and process id).
+    #[arg(long, env = "ORDINAL_IDENTITY")]
+    pub identity: Option<String>,
+    /// Seconds a Lease stays valid without renewal.
+    #[arg(long, env = "ORDINAL_LEASE_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(3..=300))]
+    pub lease_seconds: u64,
+    /// Seconds in-flight reconciles get to finish at shutdown.
+    #[arg(long, env = "ORDINAL_SHUTDOWN_GRACE_SECONDS", default_value_t = 20)]
+    pub shutdown_grace_seconds: u64,
 }
 
 fn init_tracing(format: LogFormat) {
@@ -76,64 +94,34 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("connect to the Kubernetes API")?;
-    let shutdown = CancellationToken::new();
     let scope = if args.namespaces.is_empty() {
         Scope::All
     } else {
         Scope::Namespaces(args.namespaces.clone())
     };
-    let settings = Settings {
-        cluster_domain: args.cluster_domain.clone(),
-        ..Settings::default()
+    let leader_election = args.leader_election.then(|| LeaderElection {
+        namespace: args.leader_election_namespace.clone(),
+        lease_name: args.lease_name.clone(),
+        identity: args.identity.clone().unwrap_or_else(default_identity),
+        lease_seconds: args.lease_seconds,
+    });
+    info!(namespaces = ?args.namespaces, leader_election = leader_election.is_some(), "ordinal starting");
+    let config = OperatorConfig {
+        scope,
+        settings: Settings {
+            cluster_domain: args.cluster_domain.clone(),
+            ..Settings::default()
+        },
+        http_addr: args.http_addr,
+        leader_election,
+        shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace_seconds),
     };
-
-    let listener = tokio::net::TcpListener::bind(args.http_addr)
-        .await
-        .with_context(|| format!("bind {}", args.http_addr))?;
-    let app = axum::Router::new()
-        .route("/healthz", axum::routing::get(|| async { "ok" }))
-        .route("/readyz", axum::routing::get(|| async { "ok" }));
-    let http_shutdown = shutdown.clone();
-    let http = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
-            .await
-    });
-
-    let signals = shutdown.clone();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        info!("shutdown requested");
-        signals.cancel();
-    });
-    info!(namespaces = ?args.namespaces, "ordinal starting");
-    controller::run(client, settings, scope, shutdown.clone()).await;
-    shutdown.cancel();
-    http.await
-        .context("health server task")?
-        .context("health server")?;
-    info!("ordinal stopped");
-    Ok(())
+    operator::run(client, config).await
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {},
-                    _ = term.recv() => {},
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
+fn default_identity() -> String {
+    let host = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "ordinal".to_string());
+    format!("{host}-{}", std::process::id())
 }

@@ -4,4 +4,6 @@ pub mod api;
 pub mod cli;
 pub mod controller;
 pub mod engine;
+pub mod metrics;
+pub mod operator;
 pub mod resources;

@@ -44,6 +44,8 @@ pub async fn reconcile<K: ClusterResource>(
         .ok_or(Error::MissingField("metadata.namespace"))?;
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
     let key = format!("{}/{}/{}", K::kind(&()), ns, obj.name_any());
+    let labels = crate::metrics::Metrics::controller(&K::kind(&()));
+    let started = std::time::Instant::now();
     let result = finalizer(&api, FINALIZER, obj, |event| async {
         match event {
             FinalizerEvent::Apply(obj) => apply(obj, ctx.clone()).await,
@@ -52,8 +54,16 @@ pub async fn reconcile<K: ClusterResource>(
     })
     .await
     .map_err(|e| Error::Finalizer(e.to_string()));
-    if result.is_ok() {
-        ctx.reset_backoff(&key);
+    ctx.metrics.reconciles.get_or_create(&labels).inc();
+    ctx.metrics
+        .reconcile_duration
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    match &result {
+        Ok(_) => ctx.reset_backoff(&key),
+        Err(_) => {
+            ctx.metrics.reconcile_errors.get_or_create(&labels).inc();
+        }
     }
     result
 }
@@ -248,6 +258,7 @@ async fn apply<K: ClusterResource>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Act
         members: outcome.members.clone(),
         health: outcome.health.clone(),
     });
+    record_metrics::<K>(&view, &state, &outcome, &ctx);
     // Persist the engine's step before anything else acts on it.
     write_status(&*obj, previous.as_ref(), &obs, &ctx).await?;
     if outcome.state.primary != state.primary {
@@ -486,6 +497,37 @@ async fn write_status<K: ClusterResource>(
         .await
         .context("apply status")?;
     Ok(())
+}
+
+fn record_metrics<K: ClusterResource>(
+    view: &ClusterView,
+    before: &crate::api::ReplicationState,
+    outcome: &crate::engine::EngineOutcome,
+    ctx: &Context,
+) {
+    use crate::metrics::{MemberLabels, PrimaryChangeLabels};
+    for member in &outcome.members {
+        if let Some(lag) = member.lag {
+            let labels = MemberLabels {
+                namespace: view.namespace.clone(),
+                cluster: view.name.clone(),
+                member: member.pod.clone(),
+            };
+            ctx.metrics.replication_lag.get_or_create(&labels).set(lag);
+        }
+    }
+    if let Some(change) = &outcome.state.last_failover
+        && before.last_failover.as_ref() != Some(change)
+    {
+        let labels = PrimaryChangeLabels {
+            controller: K::kind(&()).to_string(),
+            namespace: view.namespace.clone(),
+            cluster: view.name.clone(),
+            kind: format!("{:?}", change.kind),
+            reason: change.reason.clone(),
+        };
+        ctx.metrics.primary_changes.get_or_create(&labels).inc();
+    }
 }
 
 #[derive(Serialize, Debug)]

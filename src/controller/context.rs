@@ -63,11 +63,16 @@ pub struct Context {
     pub settings: Settings,
     pub redis: crate::engine::Unavailable,
     pub mysql: crate::engine::Unavailable,
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
     failures: Mutex<HashMap<String, u32>>,
 }
 
 impl Context {
-    pub fn new(client: Client, settings: Settings) -> Self {
+    pub fn new(
+        client: Client,
+        settings: Settings,
+        metrics: std::sync::Arc<crate::metrics::Metrics>,
+    ) -> Self {
         let reporter = Reporter {
             controller: "ordinal".into(),
             instance: std::env::var("POD_NAME").ok(),
@@ -78,6 +83,7 @@ impl Context {
             settings,
             redis: crate::engine::Unavailable,
             mysql: crate::engine::Unavailable,
+            metrics,
             failures: Mutex::new(HashMap::new()),
         }
     }

@@ -108,8 +108,9 @@ pub async fn run(
     settings: Settings,
     scope: Scope,
     shutdown: tokio_util::sync::CancellationToken,
+    metrics: Arc<crate::metrics::Metrics>,
 ) {
-    let ctx = Arc::new(Context::new(client.clone(), settings));
+    let ctx = Arc::new(Context::new(client.clone(), settings, metrics));
     let mut tasks = Vec::new();
     let namespaces: Vec<Option<String>> = match &scope {
         Scope::All => vec![None],
