@@ -80,6 +80,7 @@ fn init_tracing(format: LogFormat) {
 
 /// Run a parsed command line.
 pub async fn main(cli: Cli) -> anyhow::Result<()> {
+    crate::tls::ensure_crypto_provider();
     match cli.command {
         Command::Crd => {
             print!("{}", crate::api::crds_yaml().context("render CRDs")?);

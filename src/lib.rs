@@ -1,9 +1,11 @@
 //! Ordinal: a Kubernetes operator for replicated Redis and MySQL/MariaDB.
 
 pub mod api;
+pub mod backup;
 pub mod cli;
 pub mod controller;
 pub mod engine;
 pub mod metrics;
 pub mod operator;
 pub mod resources;
+pub mod tls;

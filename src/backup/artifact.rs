@@ -1,0 +1,367 @@
+//! Artifacts and their manifests. A backup streams its artifact into the
+//! store; only after the store confirms the complete upload (and its size
+//! matches what was written) is the manifest written. No manifest, no backup.
+
+use std::future::Future;
+
+use futures::TryStreamExt;
+use object_store::buffered::BufWriter;
+use object_store::path::Path;
+use object_store::{ObjectStoreExt, PutPayload};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncWriteExt};
+use tokio_util::io::StreamReader;
+
+use super::target::Target;
+
+pub const MANIFEST: &str = "manifest.json";
+pub const FORMAT_VERSION: i32 = 1;
+
+/// What a backup produced; written next to the artifact and copied into the
+/// Backup's status.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Manifest {
+    pub format_version: i32,
+    /// `redis` or `mysql`.
+    pub engine: String,
+    pub namespace: String,
+    pub cluster: String,
+    pub backup: String,
+    /// Object key of the artifact, relative to the target.
+    pub artifact: String,
+    /// Where the target is (no credentials).
+    pub location: String,
+    /// Size of the stored (compressed) artifact.
+    pub size_bytes: i64,
+    /// Uncompressed size of the dump.
+    pub raw_bytes: i64,
+    /// sha256 of the stored artifact.
+    pub sha256: String,
+    /// Redis `<replid>:<offset>` or MySQL/MariaDB GTID set at the snapshot.
+    pub position: String,
+    /// Member the dump was read from.
+    pub source: String,
+    /// RFC 3339 time the upload was confirmed.
+    pub completed_at: String,
+}
+
+/// What the engine's dump function reports about what it wrote.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DumpReport {
+    pub raw_bytes: u64,
+    pub compressed_bytes: u64,
+    pub sha256: String,
+    pub position: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    #[error("dump failed: {0}")]
+    Dump(String),
+    #[error("{action} {path}: {source}")]
+    Store {
+        action: &'static str,
+        path: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "upload of {path} is incomplete: the store holds {stored} bytes, {written} were written"
+    )]
+    SizeMismatch {
+        path: String,
+        stored: u64,
+        written: u64,
+    },
+    #[error("no manifest at {0}: the backup never completed")]
+    NoManifest(String),
+    #[error("manifest {path} is unreadable: {source}")]
+    BadManifest {
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+fn store_err<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(object_store::Error) -> ArtifactError + 'a {
+    move |source| ArtifactError::Store {
+        action,
+        path: path.to_string(),
+        source,
+    }
+}
+
+/// Stream a dump into `dir/<name>` and, once the store confirms it, write the
+/// manifest. `dump` writes into the given sink and reports what it wrote.
+pub async fn upload<F, Fut>(
+    target: &Target,
+    dir: &Path,
+    name: &str,
+    dump: F,
+    describe: impl FnOnce(&DumpReport, &Path) -> Manifest,
+) -> Result<Manifest, ArtifactError>
+where
+    F: FnOnce(BufWriter) -> Fut,
+    Fut: Future<Output = Result<(DumpReport, BufWriter), String>>,
+{
+    let path = dir.clone().join(name);
+    let writer = BufWriter::with_capacity(target.store.clone(), path.clone(), 8 * 1024 * 1024);
+    let (report, mut writer) = dump(writer).await.map_err(ArtifactError::Dump)?;
+    if let Err(source) = writer.shutdown().await {
+        let _ = writer.abort().await;
+        return Err(ArtifactError::Io {
+            action: "complete upload of",
+            path: path.to_string(),
+            source,
+        });
+    }
+    let meta = target
+        .store
+        .head(&path)
+        .await
+        .map_err(store_err("confirm", &path))?;
+    if meta.size != report.compressed_bytes {
+        return Err(ArtifactError::SizeMismatch {
+            path: path.to_string(),
+            stored: meta.size,
+            written: report.compressed_bytes,
+        });
+    }
+    let manifest = describe(&report, &path);
+    let manifest_path = dir.clone().join(MANIFEST);
+    let body =
+        serde_json::to_vec_pretty(&manifest).map_err(|source| ArtifactError::BadManifest {
+            path: manifest_path.to_string(),
+            source,
+        })?;
+    target
+        .store
+        .put(&manifest_path, PutPayload::from(body))
+        .await
+        .map_err(store_err("write", &manifest_path))?;
+    Ok(manifest)
+}
+
+/// Read the manifest of one backup.
+pub async fn read_manifest(target: &Target, dir: &Path) -> Result<Manifest, ArtifactError> {
+    let path = dir.clone().join(MANIFEST);
+    let got = match target.store.get(&path).await {
+        Ok(got) => got,
+        Err(object_store::Error::NotFound { .. }) => {
+            return Err(ArtifactError::NoManifest(path.to_string()));
+        }
+        Err(source) => {
+            return Err(ArtifactError::Store {
+                action: "read",
+                path: path.to_string(),
+                source,
+            });
+        }
+    };
+    let bytes = got.bytes().await.map_err(store_err("read", &path))?;
+    serde_json::from_slice(&bytes).map_err(|source| ArtifactError::BadManifest {
+        path: path.to_string(),
+        source,
+    })
+}
+
+/// A streaming reader of an artifact.
+pub async fn open_artifact(
+    target: &Target,
+    path: &Path,
+) -> Result<impl AsyncRead + Unpin + use<>, ArtifactError> {
+    let got = target
+        .store
+        .get(path)
+        .await
+        .map_err(store_err("read", path))?;
+    let stream = got.into_stream().map_err(std::io::Error::other);
+    Ok(StreamReader::new(stream))
+}
+
+/// Delete every object of one backup (artifact first, manifest last, so a
+/// half-deleted backup is never mistaken for a complete one).
+pub async fn delete(target: &Target, dir: &Path) -> Result<usize, ArtifactError> {
+    let objects: Vec<_> = target
+        .store
+        .list(Some(dir))
+        .try_collect()
+        .await
+        .map_err(store_err("list", dir))?;
+    let manifest = dir.clone().join(MANIFEST);
+    let mut deleted = 0;
+    for meta in objects.iter().filter(|m| m.location != manifest) {
+        target
+            .store
+            .delete(&meta.location)
+            .await
+            .map_err(store_err("delete", &meta.location))?;
+        deleted += 1;
+    }
+    if objects.iter().any(|m| m.location == manifest) {
+        target
+            .store
+            .delete(&manifest)
+            .await
+            .map_err(store_err("delete", &manifest))?;
+        deleted += 1;
+    }
+    Ok(deleted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::backup::{BackupTarget, PvcTarget};
+    use crate::backup::target::{TargetCredentials, backup_dir, open};
+    use sha2::{Digest, Sha256};
+
+    fn pvc_target(root: &std::path::Path) -> Target {
+        let t = BackupTarget {
+            s3: None,
+            gcs: None,
+            azure: None,
+            pvc: Some(PvcTarget {
+                claim_name: "b".into(),
+                path: None,
+            }),
+        };
+        open(&t, &TargetCredentials::default(), root).expect("open")
+    }
+
+    fn describe(r: &DumpReport, p: &Path) -> Manifest {
+        Manifest {
+            format_version: FORMAT_VERSION,
+            engine: "redis".into(),
+            namespace: "ns".into(),
+            cluster: "c".into(),
+            backup: "b1".into(),
+            artifact: p.to_string(),
+            location: "pvc://b".into(),
+            size_bytes: r.compressed_bytes as i64,
+            raw_bytes: r.raw_bytes as i64,
+            sha256: r.sha256.clone(),
+            position: r.position.clone(),
+            source: "c-1".into(),
+            completed_at: "2026-11-24T00:00:00Z".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn upload_confirms_then_writes_manifest_and_delete_removes_all() {
+        let root = tempfile::tempdir().expect("tmp");
+        let target = pvc_target(root.path());
+        let dir = backup_dir(&target.prefix, "ns", "c", "b1");
+        // Larger than one multipart chunk, so the streaming path is exercised.
+        let data: Vec<u8> = (0..20_000_000u32).map(|i| (i % 251) as u8).collect();
+        let sha = hex::encode(Sha256::digest(&data));
+        let payload = data.clone();
+        let manifest = upload(
+            &target,
+            &dir,
+            "data.bin",
+            |mut w| async move {
+                for chunk in payload.chunks(1 << 20) {
+                    w.write_all(chunk).await.map_err(|e| e.to_string())?;
+                }
+                Ok((
+                    DumpReport {
+                        raw_bytes: payload.len() as u64,
+                        compressed_bytes: payload.len() as u64,
+                        sha256: sha,
+                        position: "r:42".into(),
+                    },
+                    w,
+                ))
+            },
+            describe,
+        )
+        .await
+        .expect("upload");
+        assert_eq!(manifest.size_bytes, data.len() as i64);
+        assert_eq!(
+            read_manifest(&target, &dir).await.expect("manifest"),
+            manifest
+        );
+        let mut back = Vec::new();
+        let mut reader = open_artifact(&target, &dir.clone().join("data.bin"))
+            .await
+            .expect("open");
+        tokio::io::copy(&mut reader, &mut back).await.expect("read");
+        assert_eq!(back, data);
+        assert_eq!(delete(&target, &dir).await.expect("delete"), 2);
+        assert!(matches!(
+            read_manifest(&target, &dir).await,
+            Err(ArtifactError::NoManifest(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_short_upload_writes_no_manifest() {
+        let root = tempfile::tempdir().expect("tmp");
+        let target = pvc_target(root.path());
+        let dir = backup_dir(&target.prefix, "ns", "c", "b2");
+        let err = upload(
+            &target,
+            &dir,
+            "data.bin",
+            |mut w| async move {
+                w.write_all(b"partial").await.map_err(|e| e.to_string())?;
+                // The dump claims more than it wrote: the size check must catch it.
+                Ok((
+                    DumpReport {
+                        raw_bytes: 100,
+                        compressed_bytes: 100,
+                        sha256: "x".into(),
+                        position: "p".into(),
+                    },
+                    w,
+                ))
+            },
+            describe,
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ArtifactError::SizeMismatch {
+                    stored: 7,
+                    written: 100,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(matches!(
+            read_manifest(&target, &dir).await,
+            Err(ArtifactError::NoManifest(_))
+        ));
+
+        let failed = upload(
+            &target,
+            &dir,
+            "data.bin",
+            |_w| async move { Err::<(DumpReport, BufWriter), _>("source went away".to_string()) },
+            describe,
+        )
+        .await
+        .unwrap_err();
+        assert!(failed.to_string().contains("source went away"));
+        assert!(matches!(
+            read_manifest(&target, &dir).await,
+            Err(ArtifactError::NoManifest(_))
+        ));
+    }
+}

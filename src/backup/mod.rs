@@ -1,0 +1,4 @@
+//! Backups: targets, artifacts and manifests; the engines provide the dumps.
+
+pub mod artifact;
+pub mod target;
