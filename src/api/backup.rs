@@ -202,6 +202,10 @@ pub enum ConcurrencyPolicy {
     Allow,
 }
 
+fn delete_artifacts() -> ArtifactPolicy {
+    ArtifactPolicy::Delete
+}
+
 /// Which backups to keep.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
@@ -256,13 +260,15 @@ pub struct BackupScheduleSpec {
     /// Verify every backup by restoring it.
     #[serde(default)]
     pub verify: bool,
-    /// Artifact policy of the Backups created.
-    #[serde(default)]
+    /// Artifact policy of the Backups created: `Delete` (default) removes an
+    /// artifact when retention removes its Backup; `Retain` keeps it.
+    #[serde(default = "delete_artifacts")]
     pub artifact_policy: ArtifactPolicy,
-    /// Which successful backups to keep.
+    /// Which successful backups to keep (default: the last 3).
     #[serde(default)]
     pub retention: RetentionSpec,
-    /// Successful Backup objects kept (default 3).
+    /// Successful Backup objects kept; the smaller of this and
+    /// `retention.keepLast` applies (default 3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub successful_backups_history_limit: Option<i32>,
     /// Failed Backup objects kept (default 1).

@@ -2,8 +2,6 @@
 //! store; only after the store confirms the complete upload (and its size
 //! matches what was written) is the manifest written. No manifest, no backup.
 
-use std::future::Future;
-
 use futures::TryStreamExt;
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
@@ -103,29 +101,24 @@ fn store_err<'a>(
 }
 
 /// Stream a dump into `dir/<name>` and, once the store confirms it, write the
-/// manifest. `dump` writes into the given sink and reports what it wrote.
-pub async fn upload<F, Fut>(
+/// manifest. `dump` writes into the sink, shuts it down (which completes the
+/// upload) and reports what it wrote; on error the upload is aborted.
+pub async fn upload(
     target: &Target,
     dir: &Path,
     name: &str,
-    dump: F,
+    dump: impl AsyncFnOnce(&mut BufWriter) -> Result<DumpReport, String>,
     describe: impl FnOnce(&DumpReport, &Path) -> Manifest,
-) -> Result<Manifest, ArtifactError>
-where
-    F: FnOnce(BufWriter) -> Fut,
-    Fut: Future<Output = Result<(DumpReport, BufWriter), String>>,
-{
+) -> Result<Manifest, ArtifactError> {
     let path = dir.clone().join(name);
-    let writer = BufWriter::with_capacity(target.store.clone(), path.clone(), 8 * 1024 * 1024);
-    let (report, mut writer) = dump(writer).await.map_err(ArtifactError::Dump)?;
-    if let Err(source) = writer.shutdown().await {
-        let _ = writer.abort().await;
-        return Err(ArtifactError::Io {
-            action: "complete upload of",
-            path: path.to_string(),
-            source,
-        });
-    }
+    let mut writer = BufWriter::with_capacity(target.store.clone(), path.clone(), 8 * 1024 * 1024);
+    let report = match dump(&mut writer).await {
+        Ok(report) => report,
+        Err(e) => {
+            let _ = writer.abort().await;
+            return Err(ArtifactError::Dump(e));
+        }
+    };
     let meta = target
         .store
         .head(&path)
@@ -267,28 +260,22 @@ mod tests {
         let data: Vec<u8> = (0..20_000_000u32).map(|i| (i % 251) as u8).collect();
         let sha = hex::encode(Sha256::digest(&data));
         let payload = data.clone();
-        let manifest = upload(
-            &target,
-            &dir,
-            "data.bin",
-            |mut w| async move {
-                for chunk in payload.chunks(1 << 20) {
-                    w.write_all(chunk).await.map_err(|e| e.to_string())?;
-                }
-                Ok((
-                    DumpReport {
-                        raw_bytes: payload.len() as u64,
-                        compressed_bytes: payload.len() as u64,
-                        sha256: sha,
-                        position: "r:42".into(),
-                    },
-                    w,
-                ))
-            },
-            describe,
-        )
-        .await
-        .expect("upload");
+        let dump = async move |w: &mut BufWriter| {
+            for chunk in payload.chunks(1 << 20) {
+                w.write_all(chunk).await.map_err(|e| e.to_string())?;
+            }
+            w.shutdown().await.map_err(|e| e.to_string())?;
+            let n = payload.len() as u64;
+            Ok(DumpReport {
+                raw_bytes: n,
+                compressed_bytes: n,
+                sha256: sha,
+                position: "r:42".into(),
+            })
+        };
+        let manifest = upload(&target, &dir, "data.bin", dump, describe)
+            .await
+            .expect("upload");
         assert_eq!(manifest.size_bytes, data.len() as i64);
         assert_eq!(
             read_manifest(&target, &dir).await.expect("manifest"),
@@ -308,31 +295,24 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_short_upload_writes_no_manifest() {
+    async fn a_short_or_failed_upload_writes_no_manifest() {
         let root = tempfile::tempdir().expect("tmp");
         let target = pvc_target(root.path());
         let dir = backup_dir(&target.prefix, "ns", "c", "b2");
-        let err = upload(
-            &target,
-            &dir,
-            "data.bin",
-            |mut w| async move {
-                w.write_all(b"partial").await.map_err(|e| e.to_string())?;
-                // The dump claims more than it wrote: the size check must catch it.
-                Ok((
-                    DumpReport {
-                        raw_bytes: 100,
-                        compressed_bytes: 100,
-                        sha256: "x".into(),
-                        position: "p".into(),
-                    },
-                    w,
-                ))
-            },
-            describe,
-        )
-        .await
-        .unwrap_err();
+        let short = async |w: &mut BufWriter| {
+            w.write_all(b"partial").await.map_err(|e| e.to_string())?;
+            w.shutdown().await.map_err(|e| e.to_string())?;
+            // The dump claims more than it wrote: the size check must catch it.
+            Ok(DumpReport {
+                raw_bytes: 100,
+                compressed_bytes: 100,
+                sha256: "x".into(),
+                position: "p".into(),
+            })
+        };
+        let err = upload(&target, &dir, "data.bin", short, describe)
+            .await
+            .unwrap_err();
         assert!(
             matches!(
                 err,
@@ -349,19 +329,27 @@ mod tests {
             Err(ArtifactError::NoManifest(_))
         ));
 
-        let failed = upload(
-            &target,
-            &dir,
-            "data.bin",
-            |_w| async move { Err::<(DumpReport, BufWriter), _>("source went away".to_string()) },
-            describe,
-        )
-        .await
-        .unwrap_err();
-        assert!(failed.to_string().contains("source went away"));
+        let failing = async |w: &mut BufWriter| {
+            w.write_all(b"some bytes")
+                .await
+                .map_err(|e| e.to_string())?;
+            Err("source went away".to_string())
+        };
+        let err = upload(&target, &dir, "other.bin", failing, describe)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("source went away"), "{err}");
         assert!(matches!(
             read_manifest(&target, &dir).await,
             Err(ArtifactError::NoManifest(_))
         ));
+        assert!(
+            target
+                .store
+                .head(&dir.clone().join("other.bin"))
+                .await
+                .is_err(),
+            "aborted upload left no object"
+        );
     }
 }

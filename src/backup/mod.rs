@@ -1,4 +1,5 @@
 //! Backups: targets, artifacts and manifests; the engines provide the dumps.
 
 pub mod artifact;
+pub mod schedule;
 pub mod target;
