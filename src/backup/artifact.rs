@@ -7,7 +7,7 @@ use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, AsyncWriteExt};
+use tokio::io::AsyncRead;
 use tokio_util::io::StreamReader;
 
 use super::target::Target;
@@ -219,6 +219,7 @@ mod tests {
     use crate::api::backup::{BackupTarget, PvcTarget};
     use crate::backup::target::{TargetCredentials, backup_dir, open};
     use sha2::{Digest, Sha256};
+    use tokio::io::AsyncWriteExt;
 
     fn pvc_target(root: &std::path::Path) -> Target {
         let t = BackupTarget {
