@@ -1,5 +1,6 @@
 //! Backups: targets, artifacts and manifests; the engines provide the dumps.
 
 pub mod artifact;
+pub mod job;
 pub mod schedule;
 pub mod target;

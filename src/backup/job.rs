@@ -1,0 +1,418 @@
+//! Pure builders of the Jobs that run backups and delete artifacts. They run
+//! the operator image (`ordinal backup …`) with the database password and
+//! target credentials from Secret references, so neither the Job nor the
+//! operator ever holds credentials in its spec, and the Job needs no API access.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
+    SecretKeySelector, SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+
+use super::target::{
+    ENV_ACCESS_KEY_ID, ENV_AZURE_KEY, ENV_GCS_KEY, ENV_SECRET_ACCESS_KEY, PVC_MOUNT,
+};
+use crate::api::backup::{BackupTarget, SecretKeyRef};
+
+pub const ENV_DB_PASSWORD: &str = "ORDINAL_DB_PASSWORD";
+pub const LABEL_BACKUP: &str = "ordinal.dev/backup";
+pub const DEFAULT_TIMEOUT_SECONDS: i64 = 3600;
+const JOB_UID: i64 = 65532;
+
+/// Which engine a Job talks to.
+#[derive(Clone, Debug, PartialEq)]
+pub enum JobEngine {
+    Redis,
+    MySql { user: String },
+}
+
+/// Everything a backup Job needs.
+#[derive(Clone, Debug)]
+pub struct BackupJob<'a> {
+    pub backup: &'a str,
+    pub namespace: &'a str,
+    pub owner: OwnerReference,
+    pub image: &'a str,
+    pub engine: JobEngine,
+    pub cluster: &'a str,
+    /// Member to read from: its stable DNS name, port and pod name.
+    pub source_host: String,
+    pub source_port: u16,
+    pub source_member: String,
+    /// The cluster's credentials Secret and the key of the password to use.
+    pub db_secret: SecretKeyRef,
+    pub target: &'a BackupTarget,
+    pub timeout_seconds: i64,
+}
+
+fn secret_env(name: &str, r: &SecretKeyRef) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: r.name.clone(),
+                key: r.key.clone(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Env vars carrying the target's credentials (from its Secret references).
+pub fn target_env(target: &BackupTarget) -> Vec<EnvVar> {
+    let mut env = Vec::new();
+    if let Some(s3) = &target.s3 {
+        env.push(secret_env(ENV_ACCESS_KEY_ID, &s3.access_key_id));
+        env.push(secret_env(ENV_SECRET_ACCESS_KEY, &s3.secret_access_key));
+    }
+    if let Some(gcs) = &target.gcs {
+        env.push(secret_env(ENV_GCS_KEY, &gcs.service_account_key));
+    }
+    if let Some(az) = &target.azure {
+        env.push(secret_env(ENV_AZURE_KEY, &az.access_key));
+    }
+    env
+}
+
+/// Volumes and mounts a target needs (a PVC target is mounted at /backup).
+pub fn target_volumes(target: &BackupTarget) -> (Vec<Volume>, Vec<VolumeMount>) {
+    match &target.pvc {
+        Some(pvc) => (
+            vec![Volume {
+                name: "backup-target".into(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: pvc.claim_name.clone(),
+                    read_only: None,
+                }),
+                ..Default::default()
+            }],
+            vec![VolumeMount {
+                name: "backup-target".into(),
+                mount_path: PVC_MOUNT.into(),
+                ..Default::default()
+            }],
+        ),
+        None => (Vec::new(), Vec::new()),
+    }
+}
+
+/// The parts in which backup and cleanup Jobs differ.
+struct JobShape<'a> {
+    name: String,
+    namespace: &'a str,
+    owner: OwnerReference,
+    labels: BTreeMap<String, String>,
+    image: &'a str,
+    args: Vec<String>,
+    env: Vec<EnvVar>,
+    target: &'a BackupTarget,
+    timeout_seconds: i64,
+}
+
+fn job(shape: JobShape<'_>) -> Job {
+    let JobShape {
+        name,
+        namespace,
+        owner,
+        labels,
+        image,
+        args,
+        env,
+        target,
+        timeout_seconds,
+    } = shape;
+    let (mut volumes, mut mounts) = target_volumes(target);
+    volumes.push(Volume {
+        name: "tmp".into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Default::default()
+    });
+    mounts.push(VolumeMount {
+        name: "tmp".into(),
+        mount_path: "/tmp".into(),
+        ..Default::default()
+    });
+    Job {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: Some(namespace.into()),
+            labels: Some(labels.clone()),
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        },
+        spec: Some(JobSpec {
+            // A failed backup is reported Failed, not retried into a second artifact.
+            backoff_limit: Some(0),
+            active_deadline_seconds: Some(timeout_seconds),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".into()),
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(JOB_UID),
+                        fs_group: Some(JOB_UID),
+                        ..Default::default()
+                    }),
+                    containers: vec![Container {
+                        name: "ordinal".into(),
+                        image: Some(image.into()),
+                        args: Some(args),
+                        env: Some(env),
+                        volume_mounts: Some(mounts),
+                        termination_message_policy: Some("FallbackToLogsOnError".into()),
+                        security_context: Some(SecurityContext {
+                            allow_privilege_escalation: Some(false),
+                            read_only_root_filesystem: Some(true),
+                            capabilities: Some(Capabilities {
+                                drop: Some(vec!["ALL".into()]),
+                                add: None,
+                            }),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }],
+                    volumes: Some(volumes),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Kubernetes names are at most 63 characters; keep the suffix readable.
+pub fn job_name(backup: &str, suffix: &str) -> String {
+    let max = 63 - suffix.len() - 1;
+    let base: String = backup.chars().take(max).collect();
+    format!("{}-{suffix}", base.trim_end_matches('-'))
+}
+
+fn target_json(target: &BackupTarget) -> String {
+    serde_json::to_string(target).unwrap_or_default()
+}
+
+/// The Job that takes one backup.
+pub fn backup_job(p: &BackupJob<'_>) -> Job {
+    let mut args = vec![
+        "backup".into(),
+        "run".into(),
+        format!("--namespace={}", p.namespace),
+        format!("--cluster={}", p.cluster),
+        format!("--backup={}", p.backup),
+        format!("--host={}", p.source_host),
+        format!("--port={}", p.source_port),
+        format!("--source-member={}", p.source_member),
+        format!("--target={}", target_json(p.target)),
+    ];
+    match &p.engine {
+        JobEngine::Redis => args.push("--engine=redis".into()),
+        JobEngine::MySql { user } => {
+            args.push("--engine=mysql".into());
+            args.push(format!("--user={user}"));
+        }
+    }
+    let mut env = vec![secret_env(ENV_DB_PASSWORD, &p.db_secret)];
+    env.extend(target_env(p.target));
+    let labels = BTreeMap::from([
+        (LABEL_BACKUP.to_string(), p.backup.to_string()),
+        (
+            "app.kubernetes.io/managed-by".to_string(),
+            "ordinal".to_string(),
+        ),
+        (
+            "app.kubernetes.io/component".to_string(),
+            "backup".to_string(),
+        ),
+    ]);
+    job(
+        job_name(p.backup, "backup"),
+        p.namespace,
+        p.owner.clone(),
+        labels,
+        p.image,
+        args,
+        env,
+        p.target,
+        p.timeout_seconds,
+    )
+}
+
+/// The Job that deletes one backup's artifact and manifest.
+pub fn delete_job(
+    backup: &str,
+    namespace: &str,
+    cluster: &str,
+    owner: OwnerReference,
+    image: &str,
+    target: &BackupTarget,
+) -> Job {
+    let args = vec![
+        "backup".into(),
+        "delete".into(),
+        format!("--namespace={namespace}"),
+        format!("--cluster={cluster}"),
+        format!("--backup={backup}"),
+        format!("--target={}", target_json(target)),
+    ];
+    let labels = BTreeMap::from([
+        (LABEL_BACKUP.to_string(), backup.to_string()),
+        (
+            "app.kubernetes.io/managed-by".to_string(),
+            "ordinal".to_string(),
+        ),
+        (
+            "app.kubernetes.io/component".to_string(),
+            "backup-cleanup".to_string(),
+        ),
+    ]);
+    job(
+        job_name(backup, "delete"),
+        namespace,
+        owner,
+        labels,
+        image,
+        args,
+        target_env(target),
+        target,
+        600,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::backup::{PvcTarget, S3Target};
+
+    fn owner() -> OwnerReference {
+        OwnerReference {
+            api_version: "ordinal.dev/v1alpha1".into(),
+            kind: "Backup".into(),
+            name: "b".into(),
+            uid: "u".into(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }
+    }
+
+    fn s3() -> BackupTarget {
+        BackupTarget {
+            s3: Some(S3Target {
+                bucket: "bk".into(),
+                prefix: None,
+                endpoint: None,
+                region: None,
+                force_path_style: false,
+                access_key_id: SecretKeyRef {
+                    name: "s3".into(),
+                    key: "id".into(),
+                },
+                secret_access_key: SecretKeyRef {
+                    name: "s3".into(),
+                    key: "secret".into(),
+                },
+            }),
+            gcs: None,
+            azure: None,
+            pvc: None,
+        }
+    }
+
+    #[test]
+    fn backup_job_takes_credentials_only_from_secrets_and_never_retries() {
+        let target = s3();
+        let job = backup_job(&BackupJob {
+            backup: "nightly-1",
+            namespace: "shop",
+            owner: owner(),
+            image: "ordinal:dev",
+            engine: JobEngine::Redis,
+            cluster: "cache",
+            source_host: "cache-1.cache-headless.shop.svc.cluster.local".into(),
+            source_port: 6379,
+            source_member: "cache-1".into(),
+            db_secret: SecretKeyRef {
+                name: "cache-auth".into(),
+                key: "password".into(),
+            },
+            target: &target,
+            timeout_seconds: 900,
+        });
+        assert_eq!(job.metadata.name.as_deref(), Some("nightly-1-backup"));
+        let spec = job.spec.expect("spec");
+        assert_eq!(spec.backoff_limit, Some(0));
+        assert_eq!(spec.active_deadline_seconds, Some(900));
+        let pod = spec.template.spec.expect("pod");
+        assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        let c = &pod.containers[0];
+        assert!(c.command.is_none(), "the image's entrypoint runs");
+        let args = c.args.clone().expect("args").join(" ");
+        assert!(
+            args.starts_with("backup run")
+                && args.contains("--host=cache-1.cache-headless")
+                && args.contains("--engine=redis")
+        );
+        let env = c.env.clone().expect("env");
+        assert!(env.iter().all(|e| {
+            e.value.is_none()
+                && e.value_from
+                    .as_ref()
+                    .and_then(|v| v.secret_key_ref.as_ref())
+                    .is_some()
+        }));
+        let names: Vec<_> = env.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [ENV_DB_PASSWORD, ENV_ACCESS_KEY_ID, ENV_SECRET_ACCESS_KEY]
+        );
+        assert_eq!(
+            c.security_context
+                .clone()
+                .and_then(|s| s.read_only_root_filesystem),
+            Some(true)
+        );
+    }
+
+    #[test]
+    fn pvc_targets_are_mounted_and_names_fit() {
+        let target = BackupTarget {
+            s3: None,
+            gcs: None,
+            azure: None,
+            pvc: Some(PvcTarget {
+                claim_name: "backups".into(),
+                path: None,
+            }),
+        };
+        let long = "x".repeat(80);
+        let job = delete_job(&long, "shop", "cache", owner(), "ordinal:dev", &target);
+        let name = job.metadata.name.clone().expect("name");
+        assert!(name.len() <= 63 && name.ends_with("-delete"), "{name}");
+        let pod = job.spec.expect("spec").template.spec.expect("pod");
+        let vol = pod
+            .volumes
+            .expect("volumes")
+            .into_iter()
+            .find(|v| v.name == "backup-target")
+            .expect("target volume");
+        assert_eq!(
+            vol.persistent_volume_claim.expect("pvc").claim_name,
+            "backups"
+        );
+        let mounts = pod.containers[0].volume_mounts.clone().expect("mounts");
+        assert!(mounts.iter().any(|m| m.mount_path == PVC_MOUNT));
+    }
+}
