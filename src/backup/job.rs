@@ -237,17 +237,17 @@ pub fn backup_job(p: &BackupJob<'_>) -> Job {
             "backup".to_string(),
         ),
     ]);
-    job(
-        job_name(p.backup, "backup"),
-        p.namespace,
-        p.owner.clone(),
+    job(JobShape {
+        name: job_name(p.backup, "backup"),
+        namespace: p.namespace,
+        owner: p.owner.clone(),
         labels,
-        p.image,
+        image: p.image,
         args,
         env,
-        p.target,
-        p.timeout_seconds,
-    )
+        target: p.target,
+        timeout_seconds: p.timeout_seconds,
+    })
 }
 
 /// The Job that deletes one backup's artifact and manifest.
@@ -278,17 +278,17 @@ pub fn delete_job(
             "backup-cleanup".to_string(),
         ),
     ]);
-    job(
-        job_name(backup, "delete"),
+    job(JobShape {
+        name: job_name(backup, "delete"),
         namespace,
         owner,
         labels,
         image,
         args,
-        target_env(target),
+        env: target_env(target),
         target,
-        600,
-    )
+        timeout_seconds: 600,
+    })
 }
 
 #[cfg(test)]
