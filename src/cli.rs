@@ -48,6 +48,9 @@ pub struct RunArgs {
     /// Cluster DNS domain used in member names.
     #[arg(long, env = "ORDINAL_CLUSTER_DOMAIN", default_value = "cluster.local")]
     pub cluster_domain: String,
+    /// Image of the operator, run by backup Jobs and restore steps.
+    #[arg(long, env = "ORDINAL_IMAGE")]
+    pub image: Option<String>,
     /// Reconcile only while holding a Lease, so several replicas can run.
     #[arg(long, env = "ORDINAL_LEADER_ELECTION")]
     pub leader_election: bool,

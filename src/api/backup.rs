@@ -288,4 +288,7 @@ pub struct BackupScheduleStatus {
     pub next_schedule_time: Option<Time>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub active: Vec<String>,
+    /// `Scheduling` (True while the schedule is valid and running).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
 }

@@ -538,7 +538,7 @@ struct StatusApply<'a> {
     status: &'a ClusterStatus,
 }
 
-async fn publish<K: Resource<DynamicType = ()>>(
+pub(crate) async fn publish<K: Resource<DynamicType = ()>>(
     ctx: &Context,
     obj: &K,
     type_: KubeEventType,

@@ -45,6 +45,8 @@ pub struct Settings {
     pub cluster_domain: String,
     /// Period of the resync when nothing happens.
     pub resync: Duration,
+    /// Image of the operator itself, run by backup Jobs and restore steps.
+    pub image: String,
 }
 
 impl Default for Settings {
@@ -52,6 +54,7 @@ impl Default for Settings {
         Self {
             cluster_domain: "cluster.local".into(),
             resync: Duration::from_secs(30),
+            image: format!("ordinal/ordinal:{}", env!("CARGO_PKG_VERSION")),
         }
     }
 }

@@ -1,8 +1,10 @@
 //! Reconcilers and the loop that runs them.
 
+pub mod backup;
 pub mod cluster;
 pub mod context;
 pub mod kinds;
+pub mod schedule;
 pub mod status;
 pub mod validate;
 
@@ -10,16 +12,21 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
-use kube::runtime::controller::Controller;
+use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 pub use context::{Context, Error, Settings};
 use kinds::ClusterResource;
 
+use crate::api::backup::{Backup, BackupSchedule};
+use crate::api::{MySQLCluster, RedisReplication};
+use crate::metrics::Metrics;
 use crate::resources::labels;
 
 /// Which namespaces to watch: all, or a list.
@@ -30,16 +37,13 @@ pub enum Scope {
     Namespaces(Vec<String>),
 }
 
-fn apis<K>(client: &Client, scope: &Scope) -> Vec<Api<K>>
+fn api_for<K>(client: &Client, ns: &Option<String>) -> Api<K>
 where
     K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>,
 {
-    match scope {
-        Scope::All => vec![Api::all(client.clone())],
-        Scope::Namespaces(list) => list
-            .iter()
-            .map(|ns| Api::namespaced(client.clone(), ns))
-            .collect(),
+    match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
     }
 }
 
@@ -60,46 +64,70 @@ fn pod_owner<K: ClusterResource>(
 }
 
 async fn run_kind<K: ClusterResource>(
-    api: Api<K>,
     client: Client,
     ns: Option<String>,
     ctx: Arc<Context>,
     app: &'static str,
-    shutdown: tokio_util::sync::CancellationToken,
+    shutdown: CancellationToken,
 ) {
-    let child = |c: &Client| -> (Api<StatefulSet>, Api<Service>, Api<ConfigMap>, Api<Pod>) {
-        match &ns {
-            Some(ns) => (
-                Api::namespaced(c.clone(), ns),
-                Api::namespaced(c.clone(), ns),
-                Api::namespaced(c.clone(), ns),
-                Api::namespaced(c.clone(), ns),
-            ),
-            None => (
-                Api::all(c.clone()),
-                Api::all(c.clone()),
-                Api::all(c.clone()),
-                Api::all(c.clone()),
-            ),
-        }
-    };
-    let (sts, svc, cm, pods) = child(&client);
     let managed =
         watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER));
-    Controller::new(api, watcher::Config::default())
-        .owns(sts, managed.clone())
-        .owns(svc, managed.clone())
-        .owns(cm, managed.clone())
-        .watches(pods, managed, pod_owner::<K>(app))
+    Controller::new(api_for::<K>(&client, &ns), watcher::Config::default())
+        .owns(api_for::<StatefulSet>(&client, &ns), managed.clone())
+        .owns(api_for::<Service>(&client, &ns), managed.clone())
+        .owns(api_for::<ConfigMap>(&client, &ns), managed.clone())
+        .watches(api_for::<Pod>(&client, &ns), managed, pod_owner::<K>(app))
         .graceful_shutdown_on(async move { shutdown.cancelled().await })
         .run(cluster::reconcile::<K>, cluster::error_policy::<K>, ctx)
-        .for_each(|result| async move {
-            match result {
-                Ok((obj, _)) => tracing::debug!(name = %obj.name, "reconciled"),
-                Err(error) => warn!(%error, "reconcile error"),
-            }
-        })
+        .for_each(log_result)
         .await;
+}
+
+async fn log_result<K: kube::Resource, E: std::fmt::Display>(
+    result: Result<(ObjectRef<K>, Action), E>,
+) {
+    match result {
+        Ok((obj, _)) => tracing::debug!(name = %obj.name, "reconciled"),
+        Err(error) => warn!(%error, "reconcile error"),
+    }
+}
+
+async fn run_backups(
+    client: Client,
+    ns: Option<String>,
+    ctx: Arc<Context>,
+    shutdown: CancellationToken,
+) {
+    let jobs =
+        watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER));
+    Controller::new(api_for::<Backup>(&client, &ns), watcher::Config::default())
+        .owns(api_for::<Job>(&client, &ns), jobs)
+        .graceful_shutdown_on(async move { shutdown.cancelled().await })
+        .run(backup::reconcile, backup::error_policy, ctx)
+        .for_each(log_result)
+        .await;
+}
+
+async fn run_schedules(
+    client: Client,
+    ns: Option<String>,
+    ctx: Arc<Context>,
+    shutdown: CancellationToken,
+) {
+    let scheduled = watcher::Config::default().labels(schedule::LABEL_SCHEDULE);
+    let to_schedule = |b: Backup| {
+        let name = b.labels().get(schedule::LABEL_SCHEDULE)?.clone();
+        Some(ObjectRef::<BackupSchedule>::new(&name).within(&b.namespace()?))
+    };
+    Controller::new(
+        api_for::<BackupSchedule>(&client, &ns),
+        watcher::Config::default(),
+    )
+    .watches(api_for::<Backup>(&client, &ns), scheduled, to_schedule)
+    .graceful_shutdown_on(async move { shutdown.cancelled().await })
+    .run(schedule::reconcile, schedule::error_policy, ctx)
+    .for_each(log_result)
+    .await;
 }
 
 /// Run every controller until `shutdown` is cancelled.
@@ -107,34 +135,36 @@ pub async fn run(
     client: Client,
     settings: Settings,
     scope: Scope,
-    shutdown: tokio_util::sync::CancellationToken,
-    metrics: Arc<crate::metrics::Metrics>,
+    shutdown: CancellationToken,
+    metrics: Arc<Metrics>,
 ) {
     let ctx = Arc::new(Context::new(client.clone(), settings, metrics));
-    let mut tasks = Vec::new();
     let namespaces: Vec<Option<String>> = match &scope {
         Scope::All => vec![None],
         Scope::Namespaces(list) => list.iter().cloned().map(Some).collect(),
     };
-    for (i, ns) in namespaces.into_iter().enumerate() {
-        let redis_api = apis::<crate::api::RedisReplication>(&client, &scope).swap_remove(i);
-        let mysql_api = apis::<crate::api::MySQLCluster>(&client, &scope).swap_remove(i);
-        tasks.push(tokio::spawn(run_kind(
-            redis_api,
-            client.clone(),
+    let mut tasks = Vec::new();
+    for ns in namespaces {
+        let (c, x, s) = (client.clone(), ctx.clone(), shutdown.clone());
+        tasks.push(tokio::spawn(run_kind::<RedisReplication>(
+            c,
             ns.clone(),
-            ctx.clone(),
+            x,
             "redis",
-            shutdown.clone(),
+            s,
         )));
-        tasks.push(tokio::spawn(run_kind(
-            mysql_api,
-            client.clone(),
-            ns,
-            ctx.clone(),
+        let (c, x, s) = (client.clone(), ctx.clone(), shutdown.clone());
+        tasks.push(tokio::spawn(run_kind::<MySQLCluster>(
+            c,
+            ns.clone(),
+            x,
             "mysql",
-            shutdown.clone(),
+            s,
         )));
+        let (c, x, s) = (client.clone(), ctx.clone(), shutdown.clone());
+        tasks.push(tokio::spawn(run_backups(c, ns.clone(), x, s)));
+        let (c, x, s) = (client.clone(), ctx.clone(), shutdown.clone());
+        tasks.push(tokio::spawn(run_schedules(c, ns, x, s)));
     }
     info!(controllers = tasks.len(), "controllers started");
     for task in tasks {

@@ -1,0 +1,565 @@
+//! The Backup controller: runs one backup as a Job, records the manifest the
+//! Job reports, and (artifactPolicy Delete) removes the artifact with the
+//! Backup. A Backup is Succeeded only when its Job reported a manifest, which
+//! it writes only after the object store confirmed the complete upload.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType as KubeEventType;
+use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use tracing::{info, instrument};
+
+use super::cluster::{FIELD_MANAGER, publish};
+use super::context::{Context, Error, KubeContext};
+use super::status::to_time;
+use crate::api::backup::{
+    ArtifactPolicy, Backup, BackupPhase, BackupStatus, ClusterKind, SecretKeyRef,
+};
+use crate::api::{ClusterStatus, MemberRole, MySQLCluster, RedisReplication};
+use crate::backup::artifact::Manifest;
+use crate::backup::job::{self, BackupJob, JobEngine};
+use crate::metrics::ClusterLabels;
+use crate::resources::{ClusterView, DbKind, secret};
+
+pub const FINALIZER: &str = "ordinal.dev/artifact";
+
+/// What the controller knows of the cluster a Backup reads from.
+struct Source {
+    engine: JobEngine,
+    host: String,
+    port: u16,
+    member: String,
+    db_secret: SecretKeyRef,
+}
+
+/// Prefer a healthy replica; fall back to the primary.
+pub fn pick_member(status: &ClusterStatus) -> Option<i32> {
+    let healthy_replica = status
+        .members
+        .iter()
+        .filter(|m| m.role == MemberRole::Replica && m.reachable && m.link_up != Some(false))
+        .map(|m| m.ordinal)
+        .max();
+    healthy_replica.or_else(|| {
+        status
+            .members
+            .iter()
+            .find(|m| m.role == MemberRole::Primary && m.reachable)
+            .map(|m| m.ordinal)
+    })
+}
+
+async fn resolve_source(
+    backup: &Backup,
+    ns: &str,
+    ctx: &Context,
+) -> Result<Result<Source, String>, Error> {
+    let name = &backup.spec.cluster.name;
+    let (kind, secret_name, status) = match backup.spec.cluster.kind {
+        ClusterKind::RedisReplication => {
+            let api: Api<RedisReplication> = Api::namespaced(ctx.client.clone(), ns);
+            match api
+                .get_opt(name)
+                .await
+                .context(format!("get RedisReplication {name}"))?
+            {
+                Some(c) => (
+                    DbKind::Redis,
+                    c.spec.auth.secret_name.clone(),
+                    c.status.clone(),
+                ),
+                None => return Ok(Err(format!("RedisReplication {name} does not exist"))),
+            }
+        }
+        ClusterKind::MySQLCluster => {
+            let api: Api<MySQLCluster> = Api::namespaced(ctx.client.clone(), ns);
+            match api
+                .get_opt(name)
+                .await
+                .context(format!("get MySQLCluster {name}"))?
+            {
+                Some(c) => (
+                    DbKind::MySql(c.spec.flavor),
+                    c.spec.auth.secret_name.clone(),
+                    c.status.clone(),
+                ),
+                None => return Ok(Err(format!("MySQLCluster {name} does not exist"))),
+            }
+        }
+    };
+    let Some(ordinal) = status.as_ref().and_then(pick_member) else {
+        return Ok(Err(format!(
+            "cluster {name} has no reachable primary or healthy replica yet"
+        )));
+    };
+    let pod = format!("{name}-{ordinal}");
+    let host = format!(
+        "{pod}.{name}-headless.{ns}.svc.{}",
+        ctx.settings.cluster_domain
+    );
+    let secret_name = secret_name.unwrap_or_else(|| ClusterView::generated_secret_name(name));
+    let (engine, key) = match kind {
+        DbKind::Redis => (JobEngine::Redis, secret::REDIS_PASSWORD),
+        DbKind::MySql(_) => (
+            JobEngine::MySql {
+                user: "root".into(),
+            },
+            secret::MYSQL_ROOT,
+        ),
+    };
+    Ok(Ok(Source {
+        engine,
+        host,
+        port: kind.port(),
+        member: pod,
+        db_secret: SecretKeyRef {
+            name: secret_name,
+            key: key.into(),
+        },
+    }))
+}
+
+fn owner(backup: &Backup) -> Result<OwnerReference, Error> {
+    Ok(OwnerReference {
+        api_version: Backup::api_version(&()).to_string(),
+        kind: Backup::kind(&()).to_string(),
+        name: backup.name_any(),
+        uid: backup.uid().ok_or(Error::MissingField("metadata.uid"))?,
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    })
+}
+
+#[instrument(skip_all, fields(namespace = backup.namespace().unwrap_or_default(), name = %backup.name_any()))]
+pub async fn reconcile(backup: Arc<Backup>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = backup
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
+    let api: Api<Backup> = Api::namespaced(ctx.client.clone(), &ns);
+    finalizer(&api, FINALIZER, backup, |event| async {
+        match event {
+            FinalizerEvent::Apply(b) => apply(&b, &ns, &ctx).await,
+            FinalizerEvent::Cleanup(b) => cleanup(&b, &ns, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(e.to_string()))
+}
+
+pub fn error_policy(_b: Arc<Backup>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(%error, "backup reconcile failed");
+    Action::requeue(Duration::from_secs(10))
+}
+
+async fn apply(backup: &Backup, ns: &str, ctx: &Context) -> Result<Action, Error> {
+    let status = backup.status.clone().unwrap_or_default();
+    match status.phase {
+        BackupPhase::Succeeded | BackupPhase::Failed => Ok(Action::await_change()),
+        BackupPhase::Pending => start(backup, status, ns, ctx).await,
+        BackupPhase::Running => follow(backup, status, ns, ctx).await,
+    }
+}
+
+async fn start(
+    backup: &Backup,
+    mut status: BackupStatus,
+    ns: &str,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let timeout = backup
+        .spec
+        .timeout_seconds
+        .unwrap_or(job::DEFAULT_TIMEOUT_SECONDS);
+    let source = match resolve_source(backup, ns, ctx).await? {
+        Ok(source) => source,
+        Err(reason) => {
+            let created = backup
+                .meta()
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.as_second())
+                .unwrap_or(0);
+            if Utc::now().timestamp() - created > timeout {
+                return fail(
+                    backup,
+                    status,
+                    ns,
+                    ctx,
+                    format!("gave up waiting: {reason}"),
+                )
+                .await;
+            }
+            if status.message.as_deref() != Some(reason.as_str()) {
+                status.message = Some(reason);
+                write_status(backup, &status, ns, ctx).await?;
+            }
+            return Ok(Action::requeue(Duration::from_secs(10)));
+        }
+    };
+    let job = job::backup_job(&BackupJob {
+        backup: &backup.name_any(),
+        namespace: ns,
+        owner: owner(backup)?,
+        image: &ctx.settings.image,
+        engine: source.engine,
+        cluster: &backup.spec.cluster.name,
+        source_host: source.host,
+        source_port: source.port,
+        source_member: source.member.clone(),
+        db_secret: source.db_secret,
+        target: &backup.spec.target,
+        timeout_seconds: timeout,
+    });
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
+    let name = job.metadata.name.clone().unwrap_or_default();
+    match jobs
+        .create(
+            &PostParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..Default::default()
+            },
+            &job,
+        )
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => return Err(e).context(format!("create Job {name}")),
+    }
+    status.phase = BackupPhase::Running;
+    status.start_time = Some(to_time(Utc::now()));
+    status.source = Some(source.member.clone());
+    status.message = Some(format!(
+        "backing up {} from {} to {}",
+        backup.spec.cluster.name,
+        source.member,
+        crate::backup::target::location(&backup.spec.target)
+    ));
+    write_status(backup, &status, ns, ctx).await?;
+    publish(
+        ctx,
+        backup,
+        KubeEventType::Normal,
+        "BackupStarted",
+        format!("Job {name} reads from {}", source.member),
+    )
+    .await;
+    Ok(Action::requeue(Duration::from_secs(5)))
+}
+
+/// The termination message of the Job's pod: a manifest on success, an error otherwise.
+async fn job_report(job: &str, ns: &str, ctx: &Context) -> Result<Option<String>, Error> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let list = pods
+        .list(&ListParams::default().labels(&format!("job-name={job}")))
+        .await
+        .context("list backup Job pods")?;
+    Ok(list.items.iter().find_map(|p| {
+        p.status
+            .as_ref()?
+            .container_statuses
+            .as_ref()?
+            .iter()
+            .find_map(|c| c.state.as_ref()?.terminated.as_ref()?.message.clone())
+    }))
+}
+
+async fn follow(
+    backup: &Backup,
+    mut status: BackupStatus,
+    ns: &str,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let name = job::job_name(&backup.name_any(), "backup");
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
+    let Some(job) = jobs
+        .get_opt(&name)
+        .await
+        .context(format!("get Job {name}"))?
+    else {
+        return fail(
+            backup,
+            status,
+            ns,
+            ctx,
+            format!("backup Job {name} disappeared before it finished; nothing was recorded"),
+        )
+        .await;
+    };
+    let conditions = job
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let is = |t: &str| {
+        conditions
+            .iter()
+            .any(|c| c.type_ == t && c.status == "True")
+    };
+    if is("Complete") {
+        let report = job_report(&name, ns, ctx).await?;
+        let manifest = report
+            .as_deref()
+            .and_then(|r| serde_json::from_str::<Manifest>(r.trim()).ok());
+        let Some(m) = manifest else {
+            return fail(
+                backup,
+                status,
+                ns,
+                ctx,
+                format!(
+                    "Job {name} finished without reporting a manifest; the backup is not trusted"
+                ),
+            )
+            .await;
+        };
+        let now = Utc::now();
+        status.phase = BackupPhase::Succeeded;
+        status.completion_time = Some(to_time(now));
+        status.artifact = Some(format!(
+            "{}/{}",
+            m.location.trim_end_matches('/'),
+            m.artifact
+        ));
+        status.size_bytes = Some(m.size_bytes);
+        status.sha256 = Some(m.sha256.clone());
+        status.position = Some(m.position.clone());
+        status.source = Some(m.source.clone());
+        status.message = Some(format!("{} bytes uploaded and confirmed", m.size_bytes));
+        write_status(backup, &status, ns, ctx).await?;
+        let labels = ClusterLabels {
+            namespace: ns.into(),
+            cluster: backup.spec.cluster.name.clone(),
+        };
+        ctx.metrics
+            .backup_bytes
+            .get_or_create(&labels)
+            .set(m.size_bytes);
+        ctx.metrics
+            .backup_last_success
+            .get_or_create(&labels)
+            .set(now.timestamp());
+        if let Some(start) = &status.start_time {
+            let secs = (now.timestamp_millis() - start.0.as_millisecond()) as f64 / 1000.0;
+            ctx.metrics.backup_duration.get_or_create(&labels).set(secs);
+        }
+        info!(size = m.size_bytes, "backup succeeded");
+        publish(
+            ctx,
+            backup,
+            KubeEventType::Normal,
+            "BackupSucceeded",
+            format!(
+                "{} bytes, sha256 {}, position {}",
+                m.size_bytes, m.sha256, m.position
+            ),
+        )
+        .await;
+        return Ok(Action::await_change());
+    }
+    if is("Failed") {
+        let why = conditions
+            .iter()
+            .find(|c| c.type_ == "Failed")
+            .and_then(|c| c.reason.clone())
+            .unwrap_or_default();
+        let report = job_report(&name, ns, ctx).await?.unwrap_or_default();
+        let detail = report
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("no message")
+            .trim()
+            .to_string();
+        return fail(
+            backup,
+            status,
+            ns,
+            ctx,
+            format!("Job {name} failed ({why}): {detail}"),
+        )
+        .await;
+    }
+    Ok(Action::requeue(Duration::from_secs(5)))
+}
+
+async fn fail(
+    backup: &Backup,
+    mut status: BackupStatus,
+    ns: &str,
+    ctx: &Context,
+    message: String,
+) -> Result<Action, Error> {
+    status.phase = BackupPhase::Failed;
+    status.completion_time = Some(to_time(Utc::now()));
+    status.message = Some(message.clone());
+    write_status(backup, &status, ns, ctx).await?;
+    publish(ctx, backup, KubeEventType::Warning, "BackupFailed", message).await;
+    Ok(Action::await_change())
+}
+
+async fn cleanup(backup: &Backup, ns: &str, ctx: &Context) -> Result<Action, Error> {
+    let succeeded = backup
+        .status
+        .as_ref()
+        .map(|s| s.phase == BackupPhase::Succeeded)
+        .unwrap_or(false);
+    if backup.spec.artifact_policy != ArtifactPolicy::Delete || !succeeded {
+        return Ok(Action::await_change());
+    }
+    let job = job::delete_job(
+        &backup.name_any(),
+        ns,
+        &backup.spec.cluster.name,
+        owner(backup)?,
+        &ctx.settings.image,
+        &backup.spec.target,
+    );
+    let name = job.metadata.name.clone().unwrap_or_default();
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
+    let existing = match jobs
+        .get_opt(&name)
+        .await
+        .context(format!("get Job {name}"))?
+    {
+        Some(j) => j,
+        None => {
+            publish(
+                ctx,
+                backup,
+                KubeEventType::Normal,
+                "DeletingArtifact",
+                format!("Job {name} deletes the artifact"),
+            )
+            .await;
+            jobs.create(
+                &PostParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..Default::default()
+                },
+                &job,
+            )
+            .await
+            .context(format!("create Job {name}"))?
+        }
+    };
+    let conditions = existing
+        .status
+        .and_then(|s| s.conditions)
+        .unwrap_or_default();
+    if conditions
+        .iter()
+        .any(|c| c.type_ == "Complete" && c.status == "True")
+    {
+        return Ok(Action::await_change());
+    }
+    if conditions
+        .iter()
+        .any(|c| c.type_ == "Failed" && c.status == "True")
+    {
+        let detail = job_report(&name, ns, ctx).await?.unwrap_or_default();
+        publish(
+            ctx,
+            backup,
+            KubeEventType::Warning,
+            "ArtifactDeleteFailed",
+            format!(
+                "Job {name} could not delete the artifact: {}; delete the Job to retry",
+                detail.trim()
+            ),
+        )
+        .await;
+        return Err(Error::Finalizer(format!(
+            "artifact of {} not deleted yet",
+            backup.name_any()
+        )));
+    }
+    Err(Error::Finalizer(format!(
+        "waiting for Job {name} to delete the artifact"
+    )))
+}
+
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+struct StatusApply<'a> {
+    api_version: &'static str,
+    kind: &'static str,
+    status: &'a BackupStatus,
+}
+
+async fn write_status(
+    backup: &Backup,
+    status: &BackupStatus,
+    ns: &str,
+    ctx: &Context,
+) -> Result<(), Error> {
+    if backup.status.as_ref() == Some(status) {
+        return Ok(());
+    }
+    let api: Api<Backup> = Api::namespaced(ctx.client.clone(), ns);
+    let patch = StatusApply {
+        api_version: "ordinal.dev/v1alpha1",
+        kind: "Backup",
+        status,
+    };
+    api.patch_status(
+        &backup.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .context("apply Backup status")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::MemberStatus;
+
+    fn member(
+        ordinal: i32,
+        role: MemberRole,
+        reachable: bool,
+        link_up: Option<bool>,
+    ) -> MemberStatus {
+        MemberStatus {
+            ordinal,
+            pod: format!("c-{ordinal}"),
+            role,
+            reachable,
+            link_up,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn backups_prefer_a_healthy_replica_then_the_primary() {
+        let mut status = ClusterStatus {
+            members: vec![
+                member(0, MemberRole::Primary, true, None),
+                member(1, MemberRole::Replica, true, Some(false)),
+                member(2, MemberRole::Replica, true, Some(true)),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(pick_member(&status), Some(2));
+        status.members[2].reachable = false;
+        assert_eq!(
+            pick_member(&status),
+            Some(0),
+            "a broken replica is never the source"
+        );
+        status.members[0].reachable = false;
+        assert_eq!(pick_member(&status), None);
+    }
+}
