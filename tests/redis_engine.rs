@@ -544,3 +544,115 @@ async fn backup_streams_and_restore_verifies_before_installing() {
         .unwrap_err();
     assert!(matches!(err, BackupError::DataDirNotEmpty(..)), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switchover_that_cannot_complete_leaves_the_old_primary_writable() {
+    let mut c = Cluster::new(79, 2, failover(5));
+    c.engine = ordinal::redis::RedisEngine::new(ordinal::redis::RedisEngineConfig {
+        switchover_timeout: Duration::from_secs(1),
+        ..Default::default()
+    });
+    c.start_all();
+    c.converge(Duration::from_secs(20)).await;
+    // The target answers but applies nothing from its primary (its master
+    // link's writes are postponed), so it cannot catch up with a new write.
+    let mut target = c.server(1).conn().await;
+    let () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(20_000)
+        .arg("WRITE")
+        .query_async(&mut target)
+        .await
+        .unwrap();
+    let mut p = c.server(0).conn().await;
+    let () = redis::cmd("SET")
+        .arg("before")
+        .arg("1")
+        .query_async(&mut p)
+        .await
+        .unwrap();
+    c.input.desired_primary = Some(1);
+    let out = c
+        .run_until(Duration::from_secs(15), |o| {
+            o.events.iter().any(|e| e.reason == "SwitchoverFailed")
+        })
+        .await;
+    assert_eq!(out.state.primary, Some(0));
+    assert_eq!(out.state.term, 1);
+    assert_eq!(
+        out.state.operation.as_ref().map(|o| o.step.as_str()),
+        Some("RetryWait")
+    );
+    // Writable again, at once.
+    let t = Instant::now();
+    let () = redis::cmd("SET")
+        .arg("after")
+        .arg("1")
+        .query_async(&mut p)
+        .await
+        .unwrap();
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "writes still paused"
+    );
+    assert_eq!(info_field(&mut p, "role").await.as_deref(), Some("master"));
+    // No new attempt (and no new write pause) before the retry time.
+    let out = c.pass().await;
+    assert!(out.events.iter().all(|e| e.reason != "SwitchoverStarted"));
+    assert_eq!(out.members[0].role, MemberRole::Primary);
+    let () = redis::cmd("CLIENT")
+        .arg("UNPAUSE")
+        .query_async(&mut target)
+        .await
+        .unwrap();
+    wait_dbsize(&c.ip(1), 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_mode_is_enforced_on_the_primary_only() {
+    let mut c = Cluster::new(80, 2, failover(5));
+    c.input.settings.durability = Some(ordinal::api::redis::RedisDurability {
+        min_replicas_to_write: 1,
+        min_replicas_max_lag: 3,
+    });
+    c.start_all();
+    c.converge(Duration::from_secs(20)).await;
+    c.pass().await;
+    let get = |ip: String| async move {
+        let mut conn = connect(&ip, PORT).await.unwrap();
+        let v: Vec<String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("min-replicas-to-write")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        v[1].clone()
+    };
+    assert_eq!(get(c.ip(0)).await, "1");
+    assert_eq!(get(c.ip(1)).await, "0");
+    // Without its replica, the primary refuses writes instead of losing them.
+    c.kill(1);
+    let mut p = c.server(0).conn().await;
+    let mut refused = false;
+    for _ in 0..100 {
+        let r = redis::cmd("SET")
+            .arg("k")
+            .arg("v")
+            .query_async::<()>(&mut p)
+            .await;
+        if let Err(e) = r {
+            assert!(e.to_string().contains("NOREPLICAS"), "{e}");
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        refused,
+        "the primary kept accepting writes without replicas"
+    );
+    // Durability off again: the engine resets it.
+    c.input.settings.durability = None;
+    c.pass().await;
+    assert_eq!(get(c.ip(0)).await, "0");
+}

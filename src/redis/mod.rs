@@ -94,6 +94,8 @@ pub struct RedisEngineConfig {
     pub switchover_timeout: Duration,
     /// After this long, a failover stops waiting for its new primary (default 30 s).
     pub failover_deadline: Duration,
+    /// Pause before a failed switchover is tried again (default 30 s).
+    pub switchover_retry: Duration,
 }
 
 impl Default for RedisEngineConfig {
@@ -105,6 +107,7 @@ impl Default for RedisEngineConfig {
             active_requeue: Duration::from_millis(200),
             switchover_timeout: Duration::from_secs(10),
             failover_deadline: Duration::from_secs(30),
+            switchover_retry: Duration::from_secs(30),
         }
     }
 }
@@ -176,6 +179,7 @@ impl RedisEngine {
                 active: self.config.active_requeue,
                 switchover_timeout: self.config.switchover_timeout,
                 failover_deadline: self.config.failover_deadline,
+                switchover_retry: self.config.switchover_retry,
             },
         });
         let mut events = plan.events;

@@ -23,6 +23,8 @@ pub const DEFAULT_MAX_LAG: i64 = 1 << 20;
 /// Step names persisted in `Operation.step`.
 pub const STEP_REPOINT: &str = "Repoint";
 pub const STEP_AWAIT_FAILOVER: &str = "AwaitFailover";
+/// A switchover failed; it is retried after the operation's deadline.
+pub const STEP_RETRY_WAIT: &str = "RetryWait";
 
 /// One member and what it reported this pass.
 #[derive(Clone, Debug)]
@@ -65,6 +67,8 @@ pub struct Timing {
     pub switchover_timeout: Duration,
     /// How long a failover may spend repointing before it is closed anyway.
     pub failover_deadline: Duration,
+    /// Pause before retrying a switchover that failed.
+    pub switchover_retry: Duration,
 }
 
 /// Everything the planner looks at.
@@ -329,6 +333,8 @@ fn replicate_events(members: &[MemberView], ordinals: &[i32], primary: i32) -> V
 struct Planner<'a> {
     input: &'a PlanInput<'a>,
     plan: Plan,
+    /// False while a failed switchover waits before its retry.
+    allow_switchover: bool,
 }
 
 /// Plan one pass.
@@ -346,6 +352,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
             events: Vec::new(),
             requeue: input.timing.steady,
         },
+        allow_switchover: true,
     };
     if let Some(op) = input.state.operation.clone() {
         p.operation(op);
@@ -419,7 +426,11 @@ impl<'a> Planner<'a> {
         let pm = self.member(primary).cloned();
         if let Some(n) = pm.as_ref().and_then(|m| m.writable_primary()).cloned() {
             self.record_primary(&n);
-            if let Some(d) = self.input.desired_primary.filter(|d| *d != primary) {
+            let desired = self
+                .input
+                .desired_primary
+                .filter(|d| *d != primary && self.allow_switchover);
+            if let Some(d) = desired {
                 match self.start_switchover(primary, d, &n) {
                     Ok(()) => return,
                     Err(why) => {
@@ -497,6 +508,7 @@ impl<'a> Planner<'a> {
     }
 
     fn refuse(&mut self, why: &str, refusal: &str) {
+        self.plan.requeue = self.input.timing.steady;
         let msg = format!("{why}; not failing over: {refusal}");
         self.plan
             .events
@@ -682,7 +694,52 @@ impl<'a> Planner<'a> {
             (OperationKind::Switchover, STEP_AWAIT_FAILOVER) => {
                 self.await_switchover(&op, to, past_deadline)
             }
+            (OperationKind::Switchover, STEP_RETRY_WAIT) => self.retry_wait(&op, to, past_deadline),
             _ => self.finish_repoint(&op, to, past_deadline),
+        }
+    }
+
+    /// After a failed switchover: behave as in steady state without starting
+    /// another switchover until the deadline (or until the request changes).
+    fn retry_wait(&mut self, op: &Operation, to: i32, past_deadline: bool) {
+        let Some(primary) = self.input.state.primary else {
+            self.plan.state.operation = None;
+            self.plan.fallback.operation = None;
+            return;
+        };
+        let still_wanted = self.input.desired_primary == Some(to) && primary == op.from;
+        if past_deadline || !still_wanted {
+            self.plan.state.operation = None;
+            self.plan.fallback.operation = None;
+            self.plan.requeue = self.input.timing.steady;
+            self.steady(primary);
+            return;
+        }
+        self.allow_switchover = false;
+        self.plan.requeue = self.input.timing.steady;
+        self.steady(primary);
+        if self.plan.health == Health::Healthy {
+            self.plan.health = unhealthy(
+                "SwitchoverFailed",
+                format!(
+                    "the switchover to {} failed ({}); it is retried later",
+                    self.pod(to),
+                    op.data.as_deref().unwrap_or("see events")
+                ),
+            );
+        }
+    }
+
+    /// The failed switchover `op`, waiting for its retry.
+    fn retry_later(&self, op: &Operation, why: &str) -> Operation {
+        let retry = self.input.now
+            + chrono::Duration::from_std(self.input.timing.switchover_retry)
+                .unwrap_or_else(|_| chrono::Duration::seconds(30));
+        Operation {
+            step: STEP_RETRY_WAIT.to_string(),
+            deadline: Some(to_time(retry)),
+            data: Some(why.to_string()),
+            ..op.clone()
         }
     }
 
@@ -731,8 +788,9 @@ impl<'a> Planner<'a> {
                     self.pod(from)
                 )
             };
-            self.plan.state.operation = None;
-            self.plan.fallback.operation = None;
+            let next = aborted.then(|| self.retry_later(op, &why));
+            self.plan.state.operation = next.clone();
+            self.plan.fallback.operation = next;
             self.plan
                 .events
                 .push(event(EventType::Warning, "SwitchoverFailed", why.clone()));
@@ -740,13 +798,13 @@ impl<'a> Planner<'a> {
             return;
         }
         if past_deadline {
-            self.plan.state.operation = None;
-            self.plan.step = Some(Action::AbortFailover { primary: from });
             let why = format!(
                 "switchover to {} passed its deadline; aborted, {} stays the primary",
                 self.pod(to),
                 self.pod(from)
             );
+            self.plan.state.operation = Some(self.retry_later(op, &why));
+            self.plan.step = Some(Action::AbortFailover { primary: from });
             self.plan
                 .step_events
                 .push(event(EventType::Warning, "SwitchoverAborted", why.clone()));
@@ -996,6 +1054,7 @@ mod tests {
                 active: Duration::from_millis(200),
                 switchover_timeout: Duration::from_secs(10),
                 failover_deadline: Duration::from_secs(30),
+                switchover_retry: Duration::from_secs(30),
             },
         })
     }
@@ -1348,17 +1407,26 @@ mod tests {
             Some(STEP_REPOINT)
         );
 
-        // Timed out inside Redis: the old primary is writable again, operation dropped.
-        let q = run_with(
-            &members,
-            &p.state,
-            3,
-            Some(1),
-            &FailoverSpec::default(),
-            None,
-        );
-        assert!(q.state.operation.is_none());
+        // Timed out inside Redis: the old primary is writable again; the
+        // switchover waits before it is retried.
+        let f = FailoverSpec::default();
+        let q = run_with(&members, &p.state, 3, Some(1), &f, None);
         assert!(reasons(&q.events).contains(&"SwitchoverFailed"));
+        let op = q.state.operation.clone().unwrap();
+        assert_eq!(op.step, STEP_RETRY_WAIT);
+        let r = run_with(&members, &q.state, 10, Some(1), &f, None);
+        assert!(r.step.is_none(), "no retry before the deadline");
+        assert_eq!(r.state.operation, q.state.operation);
+        assert_eq!(r.members[0].role, MemberRole::Primary);
+        let r = run_with(&members, &q.state, 40, Some(1), &f, None);
+        assert!(
+            matches!(r.step, Some(Action::Failover { .. })),
+            "retried after the deadline"
+        );
+        // Request withdrawn: the operation is dropped.
+        let r = run_with(&members, &q.state, 10, None, &f, None);
+        assert!(r.state.operation.is_none());
+        assert!(r.step.is_none());
 
         // Past our own deadline while Redis still waits: FAILOVER ABORT.
         let q = run_with(
