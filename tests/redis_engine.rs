@@ -656,3 +656,78 @@ async fn durable_mode_is_enforced_on_the_primary_only() {
     c.pass().await;
     assert_eq!(get(c.ip(0)).await, "0");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_rotation_keeps_replication_up() {
+    const NEW: &str = "n3w-r0tated-pw";
+    let mut c = Cluster::new(81, 2, failover(5));
+    c.start_all();
+    c.converge(Duration::from_secs(20)).await;
+    c.input.credentials = ordinal::engine::Credentials(
+        [
+            ("password".to_string(), NEW.to_string()),
+            (
+                "previous-password".to_string(),
+                harness::PASSWORD.to_string(),
+            ),
+        ]
+        .into(),
+    );
+    let mut rotated = 0;
+    c.run_until(Duration::from_secs(15), |o| {
+        rotated += o
+            .events
+            .iter()
+            .filter(|e| e.reason == "PasswordRotated")
+            .count();
+        rotated == 2 && o.health == Health::Healthy
+    })
+    .await;
+    assert!(
+        c.history
+            .iter()
+            .flat_map(|o| &o.events)
+            .any(|e| e.reason == "PasswordAdded")
+    );
+    for r in [0, 1] {
+        assert!(harness::connect_with(&c.ip(r), PORT, NEW).await.is_ok());
+        assert!(
+            harness::connect_with(&c.ip(r), PORT, harness::PASSWORD)
+                .await
+                .is_err(),
+            "the old password still works on member {r}"
+        );
+    }
+    // Replication kept working, and a replica restarted with the new
+    // password in its configuration links up again.
+    let mut p = harness::connect_with(&c.ip(0), PORT, NEW).await.unwrap();
+    let () = redis::cmd("SET")
+        .arg("after-rotation")
+        .arg("1")
+        .query_async(&mut p)
+        .await
+        .unwrap();
+    c.kill(1);
+    let replicaof = c.boot_replicaof(1);
+    let r = Server::start_with_password(&c.ip(1), PORT, &c.dir(1), replicaof, NEW);
+    eventually(
+        Duration::from_secs(10),
+        "the restarted replica to sync",
+        || async {
+            match harness::connect_with(&r.ip, PORT, NEW).await {
+                Ok(mut rc) => {
+                    let v: Option<String> = redis::cmd("GET")
+                        .arg("after-rotation")
+                        .query_async(&mut rc)
+                        .await
+                        .ok()
+                        .flatten();
+                    v.as_deref() == Some("1")
+                        && info_field(&mut rc, "master_link_status").await.as_deref() == Some("up")
+                }
+                Err(_) => false,
+            }
+        },
+    )
+    .await;
+}

@@ -3,6 +3,7 @@
 //! Streaming backup and restore live in [`backup`].
 
 pub mod act;
+pub mod auth;
 pub mod backup;
 pub mod observe;
 pub mod plan;
@@ -53,6 +54,17 @@ impl RedisError {
             host: host.to_string(),
             port,
             source,
+        }
+    }
+
+    /// Whether the server refused the password.
+    pub fn is_auth_failure(&self) -> bool {
+        match self {
+            Self::Connect { source, .. } | Self::Command { source, .. } => {
+                source.kind() == redis::ErrorKind::AuthenticationFailed
+                    || source.to_string().contains("WRONGPASS")
+            }
+            _ => false,
         }
     }
 
@@ -136,35 +148,37 @@ impl RedisEngine {
             .credentials
             .get("password")
             .ok_or_else(|| EngineError::MissingCredential("password".into()))?;
+        let previous = input.credentials.get(auth::PREVIOUS_PASSWORD_KEY);
         let timeouts = self.timeouts();
         let observed = join_all(input.members.iter().map(|m| {
             let span = tracing::debug_span!("observe", member = %m.pod, ordinal = m.ordinal);
-            async move {
-                let Some(addr) = m.address.as_deref() else {
-                    return (None, Err("the pod has no IP address".to_string()));
-                };
-                match observe::connect(addr, m.port, password, timeouts).await {
-                    Err(e) => (None, Err(e.to_string())),
-                    Ok(mut c) => match observe::observe(&mut c).await {
-                        Ok(n) => (Some(c), Ok(n)),
-                        Err(e) => (None, Err(e.to_string())),
-                    },
-                }
-            }
-            .instrument(span)
+            observe_member(m, password, previous, timeouts).instrument(span)
         }))
         .await;
         let mut conns = Vec::with_capacity(observed.len());
         let mut views = Vec::with_capacity(observed.len());
-        for (m, (c, obs)) in input.members.iter().zip(observed) {
-            conns.push((m.ordinal, c));
+        let mut auth_states = Vec::with_capacity(observed.len());
+        let mut events = Vec::new();
+        for (m, o) in input.members.iter().zip(observed) {
+            if o.password_added {
+                events.push(EngineEvent {
+                    type_: EventType::Normal,
+                    reason: "PasswordAdded".into(),
+                    note: format!(
+                        "{} accepts the new password next to the previous one",
+                        m.pod
+                    ),
+                });
+            }
+            conns.push((m.ordinal, o.conn));
+            auth_states.push((m.ordinal, o.auth));
             views.push(MemberView {
                 ordinal: m.ordinal,
                 pod: m.pod.clone(),
                 dns_name: m.dns_name.clone(),
                 address: m.address.clone(),
                 port: m.port,
-                obs,
+                obs: o.node,
             });
         }
         let plan = plan::plan(&PlanInput {
@@ -182,7 +196,7 @@ impl RedisEngine {
                 switchover_retry: self.config.switchover_retry,
             },
         });
-        let mut events = plan.events;
+        events.extend(plan.events);
         let mut health = plan.health;
         let mut state = plan.state;
         if let Some(step) = &plan.step {
@@ -209,6 +223,7 @@ impl RedisEngine {
                 tracing::warn!(error = %e, "applying durability settings failed");
             }
         }
+        events.extend(rotate_passwords(&auth_states, password, &mut conns, input).await);
         Ok(EngineOutcome {
             state,
             members: plan.members,
@@ -217,6 +232,118 @@ impl RedisEngine {
             requeue_after: plan.requeue,
         })
     }
+}
+
+/// One member's observation.
+struct Observed {
+    conn: Option<redis::aio::MultiplexedConnection>,
+    node: Result<observe::NodeInfo, String>,
+    auth: Option<auth::AuthState>,
+    password_added: bool,
+}
+
+/// Connect (with the previous password during a rotation, adding the new one),
+/// then read replication and authentication state.
+async fn observe_member(
+    m: &crate::engine::Member,
+    password: &str,
+    previous: Option<&str>,
+    timeouts: Timeouts,
+) -> Observed {
+    let fail = |e: String| Observed {
+        conn: None,
+        node: Err(e),
+        auth: None,
+        password_added: false,
+    };
+    let Some(addr) = m.address.as_deref() else {
+        return fail("the pod has no IP address".to_string());
+    };
+    let mut password_added = false;
+    let mut c = match observe::connect(addr, m.port, password, timeouts).await {
+        Ok(c) => c,
+        Err(e) if e.is_auth_failure() && previous.is_some() => {
+            let old = previous.unwrap_or_default();
+            let mut c = match observe::connect(addr, m.port, old, timeouts).await {
+                Ok(c) => c,
+                Err(e2) => return fail(format!("{e}; with the previous password: {e2}")),
+            };
+            if let Err(e) = auth::add_password(&mut c, password).await {
+                return fail(e.to_string());
+            }
+            tracing::info!("added the new password next to the previous one");
+            password_added = true;
+            c
+        }
+        Err(e) => return fail(e.to_string()),
+    };
+    let node = match observe::observe(&mut c).await {
+        Ok(n) => n,
+        Err(e) => return fail(e.to_string()),
+    };
+    let auth = match auth::observe_auth(&mut c, password).await {
+        Ok(a) => Some(a),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the authentication settings");
+            None
+        }
+    };
+    Observed {
+        conn: Some(c),
+        node: Ok(node),
+        auth,
+        password_added,
+    }
+}
+
+/// Bring `masterauth` to the current password and, once every member uses
+/// it, drop previous passwords.
+async fn rotate_passwords(
+    states: &[(i32, Option<auth::AuthState>)],
+    password: &str,
+    conns: &mut act::Conns,
+    input: &EngineInput<RedisSettings>,
+) -> Vec<EngineEvent> {
+    let plan = auth::plan_auth(states, password);
+    let pod = |o: i32| {
+        input
+            .members
+            .iter()
+            .find(|m| m.ordinal == o)
+            .map(|m| m.pod.clone())
+            .unwrap_or_default()
+    };
+    let mut events = Vec::new();
+    for o in plan.set_masterauth {
+        let Some(c) = conns
+            .iter_mut()
+            .find(|(x, _)| *x == o)
+            .and_then(|(_, c)| c.as_mut())
+        else {
+            continue;
+        };
+        if let Err(e) = auth::set_masterauth(c, password).await {
+            tracing::warn!(ordinal = o, error = %e, "setting masterauth failed");
+        }
+    }
+    for o in plan.drop_old {
+        let Some(c) = conns
+            .iter_mut()
+            .find(|(x, _)| *x == o)
+            .and_then(|(_, c)| c.as_mut())
+        else {
+            continue;
+        };
+        match auth::drop_other_passwords(c, password).await {
+            Ok(()) => events.push(EngineEvent {
+                type_: EventType::Normal,
+                reason: "PasswordRotated".into(),
+                note: format!("{} accepts only the new password now", pod(o)),
+            }),
+            Err(e) => tracing::warn!(ordinal = o, error = %e, "dropping the old password failed"),
+        }
+    }
+    events
 }
 
 impl Engine for RedisEngine {

@@ -44,12 +44,22 @@ impl Server {
     /// diskless sync without delay, requirepass/masterauth, replica-announce-ip,
     /// and `replicaof` when given.
     pub fn start(ip: &str, port: u16, dir: &Path, replicaof: Option<(String, u16)>) -> Server {
+        Self::start_with_password(ip, port, dir, replicaof, PASSWORD)
+    }
+
+    pub fn start_with_password(
+        ip: &str,
+        port: u16,
+        dir: &Path,
+        replicaof: Option<(String, u16)>,
+        password: &str,
+    ) -> Server {
         require_redis_server();
         std::fs::create_dir_all(dir).unwrap();
         let conf_dir = dir.parent().unwrap();
         let conf = conf_dir.join(format!("{ip}.conf"));
         let mut text = format!(
-            "port {port}\nbind {ip}\ndir {}\nappendonly yes\nrepl-diskless-sync yes\nrepl-diskless-sync-delay 0\nrequirepass {PASSWORD}\nmasterauth {PASSWORD}\nreplica-announce-ip {ip}\nenable-debug-command yes\nsave \"\"\nlogfile {}\n",
+            "port {port}\nbind {ip}\ndir {}\nappendonly yes\nrepl-diskless-sync yes\nrepl-diskless-sync-delay 0\nrequirepass {password}\nmasterauth {password}\nreplica-announce-ip {ip}\nenable-debug-command yes\nsave \"\"\nlogfile {}\n",
             dir.display(),
             conf_dir.join(format!("{ip}.log")).display()
         );
@@ -116,7 +126,15 @@ impl Drop for Server {
 }
 
 pub async fn connect(ip: &str, port: u16) -> redis::RedisResult<MultiplexedConnection> {
-    let client = redis::Client::open(format!("redis://:{PASSWORD}@{ip}:{port}/"))?;
+    connect_with(ip, port, PASSWORD).await
+}
+
+pub async fn connect_with(
+    ip: &str,
+    port: u16,
+    password: &str,
+) -> redis::RedisResult<MultiplexedConnection> {
+    let client = redis::Client::open(format!("redis://:{password}@{ip}:{port}/"))?;
     let cfg = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(Duration::from_millis(500)))
         .set_response_timeout(Some(Duration::from_secs(5)));
