@@ -199,9 +199,17 @@ impl RedisEngine {
         events.extend(plan.events);
         let mut health = plan.health;
         let mut state = plan.state;
+        let mut members = plan.members;
         if let Some(step) = &plan.step {
             match act::perform(step, &views, &mut conns).await {
-                Ok(()) => events.extend(plan.step_events),
+                Ok(()) => {
+                    events.extend(plan.step_events);
+                    if let plan::Action::Promote { ordinal } = step
+                        && state.primary == Some(*ordinal)
+                    {
+                        confirm_promoted(*ordinal, &mut conns, &mut members).await;
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, ?step, "step failed");
                     state = plan.fallback;
@@ -226,11 +234,35 @@ impl RedisEngine {
         events.extend(rotate_passwords(&auth_states, password, &mut conns, input).await);
         Ok(EngineOutcome {
             state,
-            members: plan.members,
+            members,
             health,
             events,
             requeue_after: plan.requeue,
         })
+    }
+}
+
+/// Read a just-promoted member again so it is reported `Primary` in the same
+/// pass once it answers as a writable primary.
+async fn confirm_promoted(
+    ordinal: i32,
+    conns: &mut act::Conns,
+    members: &mut [crate::api::MemberStatus],
+) {
+    let Some(c) = conns
+        .iter_mut()
+        .find(|(o, _)| *o == ordinal)
+        .and_then(|(_, c)| c.as_mut())
+    else {
+        return;
+    };
+    match observe::observe(c).await {
+        Ok(n) => {
+            if let Some(st) = members.iter_mut().find(|m| m.ordinal == ordinal) {
+                plan::confirm_primary(st, &n);
+            }
+        }
+        Err(e) => tracing::warn!(ordinal, error = %e, "re-reading the promoted member failed"),
     }
 }
 

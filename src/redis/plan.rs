@@ -186,6 +186,20 @@ fn source_of(n: &NodeInfo, members: &[MemberView]) -> Option<i32> {
         .map(|m| m.ordinal)
 }
 
+/// Report `st` as the primary when `n` shows a writable primary (used right
+/// after a promotion, from a fresh observation).
+pub fn confirm_primary(st: &mut MemberStatus, n: &NodeInfo) {
+    if n.role == ServerRole::Master && !n.loading {
+        st.role = MemberRole::Primary;
+        st.reachable = true;
+        st.source = None;
+        st.link_up = None;
+        st.lag = None;
+        st.offset = Some(n.offset);
+        st.message = None;
+    }
+}
+
 /// A replication candidate.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Candidate {
@@ -1493,6 +1507,21 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn a_fresh_observation_confirms_a_promotion() {
+        let mut st = MemberStatus {
+            ordinal: 1,
+            role: MemberRole::Unknown,
+            link_up: Some(false),
+            ..Default::default()
+        };
+        confirm_primary(&mut st, &replica(0, 5));
+        assert_eq!(st.role, MemberRole::Unknown);
+        confirm_primary(&mut st, &primary(5, &[]));
+        assert_eq!(st.role, MemberRole::Primary);
+        assert_eq!(st.link_up, None);
     }
 
     #[test]
