@@ -40,6 +40,60 @@ async fn wait_replica_synced(ip: &str, keys: i64) {
     }
 }
 
+/// One `redis-cli --rdb` run; returns the RDB size, pushes MB/s.
+fn cli_backup(ip: &str, dir: &std::path::Path, run: usize, cli: &mut Vec<f64>) -> u64 {
+    let rdb = dir.join(format!("cli-{run}.rdb"));
+    let t = Instant::now();
+    let st = Command::new("redis-cli")
+        .args([
+            "-h",
+            ip,
+            "-p",
+            &PORT.to_string(),
+            "-a",
+            PASSWORD,
+            "--no-auth-warning",
+            "--rdb",
+        ])
+        .arg(&rdb)
+        .output()
+        .expect("redis-cli");
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let secs = t.elapsed().as_secs_f64();
+    let size = std::fs::metadata(&rdb).unwrap().len();
+    std::fs::remove_file(&rdb).unwrap();
+    cli.push(size as f64 / 1e6 / secs);
+    size
+}
+
+/// One streamed Ordinal backup to a local zstd file; pushes MB/s.
+async fn our_backup(
+    ip: &str,
+    dir: &std::path::Path,
+    run: usize,
+    ours: &mut Vec<f64>,
+) -> ordinal::redis::BackupReport {
+    let out = dir.join(format!("ordinal-{run}.rdb.zst"));
+    let file = tokio::fs::File::create(&out).await.unwrap();
+    let source = BackupSource {
+        host: ip.to_string(),
+        port: PORT,
+        password: Some(PASSWORD.into()),
+    };
+    let t = Instant::now();
+    let rep = backup_rdb(&source, file, &BackupOptions::default())
+        .await
+        .unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    std::fs::remove_file(&out).unwrap();
+    ours.push(rep.raw_bytes as f64 / 1e6 / secs);
+    rep
+}
+
 /// `redis-cli --rdb` vs Ordinal's streamed zstd backup, from the replica.
 async fn compare_backup(c: &Cluster, label: &str, runs: usize) {
     let ip = c.ip(1);
@@ -48,46 +102,18 @@ async fn compare_backup(c: &Cluster, label: &str, runs: usize) {
     let mut ours = Vec::new();
     let mut sizes = (0u64, 0u64);
     for run in 0..runs {
-        let rdb = dir.join(format!("cli-{run}.rdb"));
-        let t = Instant::now();
-        let st = Command::new("redis-cli")
-            .args([
-                "-h",
-                &ip,
-                "-p",
-                &PORT.to_string(),
-                "-a",
-                PASSWORD,
-                "--no-auth-warning",
-                "--rdb",
-            ])
-            .arg(&rdb)
-            .output()
-            .expect("redis-cli");
-        assert!(
-            st.status.success(),
-            "{}",
-            String::from_utf8_lossy(&st.stderr)
-        );
-        let secs = t.elapsed().as_secs_f64();
-        let size = std::fs::metadata(&rdb).unwrap().len();
-        std::fs::remove_file(&rdb).unwrap();
-        cli.push(size as f64 / 1e6 / secs);
-
-        let out = dir.join(format!("ordinal-{run}.rdb.zst"));
-        let file = tokio::fs::File::create(&out).await.unwrap();
-        let source = BackupSource {
-            host: ip.clone(),
-            port: PORT,
-            password: Some(PASSWORD.into()),
-        };
-        let t = Instant::now();
-        let rep = backup_rdb(&source, file, &BackupOptions::default())
-            .await
-            .unwrap();
-        let secs = t.elapsed().as_secs_f64();
-        std::fs::remove_file(&out).unwrap();
-        ours.push(rep.raw_bytes as f64 / 1e6 / secs);
+        // Alternate which tool goes first, so neither always gets the cold run.
+        let cli_first = run % 2 == 0;
+        let mut size = 0;
+        let mut rep = None;
+        for tool in 0..2 {
+            if (tool == 0) == cli_first {
+                size = cli_backup(&ip, dir, run, &mut cli);
+            } else {
+                rep = Some(our_backup(&ip, dir, run, &mut ours).await);
+            }
+        }
+        let rep = rep.unwrap();
         sizes = (rep.raw_bytes, rep.compressed_bytes);
         eprintln!(
             "[{label}] run {run}: redis-cli --rdb {size} B at {:.1} MB/s; ordinal {} B -> {} B zstd at {:.1} MB/s",
@@ -208,32 +234,39 @@ async fn failover_once(detection: i32, block: u8) -> f64 {
         }
         acks
     });
-    // Steady passes, as the reconciler makes them.
-    for _ in 0..3 {
-        let out = c.pass().await;
-        tokio::time::sleep(out.requeue_after.min(Duration::from_secs(1))).await;
-    }
-    // Kill at a random point of the steady pass interval.
-    tokio::time::sleep(Duration::from_millis(rand::random::<u64>() % 1000)).await;
-    c.kill(0);
-    let killed = Instant::now();
-    let deadline = killed + Duration::from_secs(60);
+    // The reconciler's schedule runs on its own clock (a pass, then the
+    // requested requeue, at most 1 s); the kill lands at a random point of it.
+    let kill_at = Instant::now() + Duration::from_millis(3000 + rand::random::<u64>() % 1000);
+    let mut killed = None;
+    let mut next_pass = Instant::now();
     loop {
-        let out = c.pass().await;
-        let p = out
-            .members
-            .iter()
-            .find(|m| m.role == MemberRole::Primary)
-            .map(|m| c.ip(m.ordinal as usize));
-        if p.is_some() && p != Some(c.ip(0)) {
-            *target.lock().unwrap() = p;
+        let now = Instant::now();
+        if killed.is_none() && now >= kill_at {
+            c.kill(0);
+            killed = Some(Instant::now());
         }
-        if out.state.primary != Some(0) && out.state.operation.is_none() {
-            break;
+        if now >= next_pass {
+            let out = c.pass().await;
+            let p = out
+                .members
+                .iter()
+                .find(|m| m.role == MemberRole::Primary)
+                .map(|m| c.ip(m.ordinal as usize));
+            if p.is_some() && p != Some(c.ip(0)) {
+                *target.lock().unwrap() = p;
+            }
+            if killed.is_some() && out.state.primary != Some(0) && out.state.operation.is_none() {
+                break;
+            }
+            assert!(
+                killed.is_none_or(|k| k.elapsed() < Duration::from_secs(60)),
+                "no failover"
+            );
+            next_pass = Instant::now() + out.requeue_after.min(Duration::from_secs(1));
         }
-        assert!(Instant::now() < deadline, "no failover");
-        tokio::time::sleep(out.requeue_after.min(Duration::from_secs(1))).await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
+    let killed = killed.unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let acks = writer.await.unwrap();

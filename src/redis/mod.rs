@@ -1,6 +1,22 @@
 //! The Redis engine: observe every member through the Redis protocol, plan with
 //! pure functions ([`plan`]), perform at most one topology step ([`act`]).
-//! Streaming backup and restore live in [`backup`].
+//! Streaming backup and restore live in [`backup`], password rotation in [`auth`].
+//!
+//! What the reconciler does with it:
+//! - `RedisEngine::new(RedisEngineConfig::default())`, settings from
+//!   [`settings_from_spec`], then `reconcile` per pass; persist
+//!   `outcome.state` before the next call and requeue after
+//!   `outcome.requeue_after` (1 s steady, 200 ms during detection and operations).
+//! - Boot configuration: `replicaof` follows `state.primary` for every member
+//!   (the recorded primary included) once it is set; ordinal 0 boots as the
+//!   primary only while it is unset. `replica-announce-ip <dns_name>` is
+//!   optional (the engine also matches the pod IP a primary lists its replicas
+//!   by); it is needed only where replicas reach the primary from an address
+//!   that is not their pod IP.
+//! - `state.primary_position` is `<replid>:<offset>` of the primary: the
+//!   replication history candidates must share, and the offset `maxLag` is
+//!   measured against.
+//! - Credentials: `password`; during a rotation also `previous-password`.
 
 pub mod act;
 pub mod auth;
