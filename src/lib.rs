@@ -7,5 +7,6 @@ pub mod controller;
 pub mod engine;
 pub mod metrics;
 pub mod operator;
+pub mod redis;
 pub mod resources;
 pub mod tls;

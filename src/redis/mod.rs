@@ -1,0 +1,407 @@
+//! The Redis engine: observe every member through the Redis protocol, plan with
+//! pure functions ([`plan`]), perform at most one topology step ([`act`]).
+//! Streaming backup and restore live in [`backup`], password rotation in [`auth`].
+//!
+//! What the reconciler does with it:
+//! - `RedisEngine::new(RedisEngineConfig::default())`, settings from
+//!   [`settings_from_spec`], then `reconcile` per pass; persist
+//!   `outcome.state` before the next call and requeue after
+//!   `outcome.requeue_after` (1 s steady, 200 ms during detection and operations).
+//! - Boot configuration: `replicaof` follows `state.primary` for every member
+//!   (the recorded primary included) once it is set; ordinal 0 boots as the
+//!   primary only while it is unset. `replica-announce-ip <dns_name>` is
+//!   optional (the engine also matches the pod IP a primary lists its replicas
+//!   by); it is needed only where replicas reach the primary from an address
+//!   that is not their pod IP.
+//! - `state.primary_position` is `<replid>:<offset>` of the primary: the
+//!   replication history candidates must share, and the offset `maxLag` is
+//!   measured against.
+//! - Credentials: `password`; during a rotation also `previous-password`.
+
+pub mod act;
+pub mod auth;
+pub mod backup;
+pub mod observe;
+pub mod plan;
+
+use std::time::Duration;
+
+use futures::future::join_all;
+use tracing::Instrument;
+
+use crate::api::RedisReplicationSpec;
+use crate::api::redis::RedisDurability;
+use crate::engine::{
+    Engine, EngineError, EngineEvent, EngineInput, EngineOutcome, EventType, Health,
+};
+
+use observe::Timeouts;
+use plan::{MemberView, PlanInput, Timing};
+
+pub use backup::{BackupError, BackupReport, RestoreReport, backup_rdb, restore_rdb};
+
+/// Errors of Redis client calls, with the context of what was attempted.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisError {
+    #[error("connecting to {host}:{port}: {source}")]
+    Connect {
+        host: String,
+        port: u16,
+        #[source]
+        source: redis::RedisError,
+    },
+    #[error("{what}: {source}")]
+    Command {
+        what: String,
+        #[source]
+        source: redis::RedisError,
+    },
+    #[error("timed out {0}")]
+    Timeout(String),
+    #[error("unexpected reply: {0}")]
+    Protocol(String),
+    #[error("no connection to ordinal {0}")]
+    NotConnected(i32),
+}
+
+impl RedisError {
+    pub(crate) fn connect(host: &str, port: u16, source: redis::RedisError) -> Self {
+        Self::Connect {
+            host: host.to_string(),
+            port,
+            source,
+        }
+    }
+
+    /// Whether the server refused the password.
+    pub fn is_auth_failure(&self) -> bool {
+        match self {
+            Self::Connect { source, .. } | Self::Command { source, .. } => {
+                source.kind() == redis::ErrorKind::AuthenticationFailed
+                    || source.to_string().contains("WRONGPASS")
+            }
+            _ => false,
+        }
+    }
+
+    pub(crate) fn command(what: &str, source: redis::RedisError) -> Self {
+        Self::Command {
+            what: what.to_string(),
+            source,
+        }
+    }
+}
+
+/// Redis-specific settings taken from the spec.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RedisSettings {
+    /// `spec.durability`: `min-replicas-to-write` / `min-replicas-max-lag` on the primary.
+    pub durability: Option<RedisDurability>,
+}
+
+/// Settings of a `RedisReplication` spec.
+pub fn settings_from_spec(spec: &RedisReplicationSpec) -> RedisSettings {
+    RedisSettings {
+        durability: spec.durability.clone(),
+    }
+}
+
+/// Tunables of the engine. `Default` is what the operator should use.
+#[derive(Clone, Copy, Debug)]
+pub struct RedisEngineConfig {
+    /// TCP connect timeout of the operator's connections (default 500 ms).
+    pub connect_timeout: Duration,
+    /// Reply timeout of each command (default 500 ms).
+    pub command_timeout: Duration,
+    /// Requeue while healthy (default 1 s; it bounds failure detection latency).
+    pub steady_requeue: Duration,
+    /// Requeue during detection windows and operations (default 200 ms).
+    pub active_requeue: Duration,
+    /// `FAILOVER … TIMEOUT` of a switchover: how long writes may stay paused
+    /// waiting for the target to catch up (default 10 s).
+    pub switchover_timeout: Duration,
+    /// After this long, a failover stops waiting for its new primary (default 30 s).
+    pub failover_deadline: Duration,
+    /// Pause before a failed switchover is tried again (default 30 s).
+    pub switchover_retry: Duration,
+}
+
+impl Default for RedisEngineConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_millis(500),
+            command_timeout: Duration::from_millis(500),
+            steady_requeue: Duration::from_secs(1),
+            active_requeue: Duration::from_millis(200),
+            switchover_timeout: Duration::from_secs(10),
+            failover_deadline: Duration::from_secs(30),
+            switchover_retry: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The Redis engine. Stateless between passes: everything it needs to resume
+/// is in the persisted [`crate::api::ReplicationState`].
+#[derive(Clone, Debug, Default)]
+pub struct RedisEngine {
+    config: RedisEngineConfig,
+}
+
+impl RedisEngine {
+    pub fn new(config: RedisEngineConfig) -> Self {
+        Self { config }
+    }
+
+    fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            connect: self.config.connect_timeout,
+            command: self.config.command_timeout,
+        }
+    }
+
+    async fn pass(&self, input: &EngineInput<RedisSettings>) -> Result<EngineOutcome, EngineError> {
+        let password = input
+            .credentials
+            .get("password")
+            .ok_or_else(|| EngineError::MissingCredential("password".into()))?;
+        let previous = input.credentials.get(auth::PREVIOUS_PASSWORD_KEY);
+        let timeouts = self.timeouts();
+        let observed = join_all(input.members.iter().map(|m| {
+            let span = tracing::debug_span!("observe", member = %m.pod, ordinal = m.ordinal);
+            observe_member(m, password, previous, timeouts).instrument(span)
+        }))
+        .await;
+        let mut conns = Vec::with_capacity(observed.len());
+        let mut views = Vec::with_capacity(observed.len());
+        let mut auth_states = Vec::with_capacity(observed.len());
+        let mut events = Vec::new();
+        for (m, o) in input.members.iter().zip(observed) {
+            if o.password_added {
+                events.push(EngineEvent {
+                    type_: EventType::Normal,
+                    reason: "PasswordAdded".into(),
+                    note: format!(
+                        "{} accepts the new password next to the previous one",
+                        m.pod
+                    ),
+                });
+            }
+            conns.push((m.ordinal, o.conn));
+            auth_states.push((m.ordinal, o.auth));
+            views.push(MemberView {
+                ordinal: m.ordinal,
+                pod: m.pod.clone(),
+                dns_name: m.dns_name.clone(),
+                address: m.address.clone(),
+                port: m.port,
+                obs: o.node,
+            });
+        }
+        let plan = plan::plan(&PlanInput {
+            members: &views,
+            state: &input.state,
+            desired_primary: input.desired_primary,
+            failover: &input.failover,
+            durability: input.settings.durability.as_ref(),
+            now: input.now,
+            timing: Timing {
+                steady: self.config.steady_requeue,
+                active: self.config.active_requeue,
+                switchover_timeout: self.config.switchover_timeout,
+                failover_deadline: self.config.failover_deadline,
+                switchover_retry: self.config.switchover_retry,
+            },
+        });
+        events.extend(plan.events);
+        let mut health = plan.health;
+        let mut state = plan.state;
+        let mut members = plan.members;
+        if let Some(step) = &plan.step {
+            match act::perform(step, &views, &mut conns).await {
+                Ok(()) => {
+                    events.extend(plan.step_events);
+                    if let plan::Action::Promote { ordinal } = step
+                        && state.primary == Some(*ordinal)
+                    {
+                        confirm_promoted(*ordinal, &mut conns, &mut members).await;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, ?step, "step failed");
+                    state = plan.fallback;
+                    let msg = format!("{step:?} failed: {e}");
+                    events.push(EngineEvent {
+                        type_: EventType::Warning,
+                        reason: "StepFailed".into(),
+                        note: msg.clone(),
+                    });
+                    health = Health::Unhealthy {
+                        reason: "StepFailed".into(),
+                        message: msg,
+                    };
+                }
+            }
+        }
+        for s in &plan.settings {
+            if let Err(e) = act::perform(s, &views, &mut conns).await {
+                tracing::warn!(error = %e, "applying durability settings failed");
+            }
+        }
+        events.extend(rotate_passwords(&auth_states, password, &mut conns, input).await);
+        Ok(EngineOutcome {
+            state,
+            members,
+            health,
+            events,
+            requeue_after: plan.requeue,
+        })
+    }
+}
+
+/// Read a just-promoted member again so it is reported `Primary` in the same
+/// pass once it answers as a writable primary.
+async fn confirm_promoted(
+    ordinal: i32,
+    conns: &mut act::Conns,
+    members: &mut [crate::api::MemberStatus],
+) {
+    let Some(c) = conns
+        .iter_mut()
+        .find(|(o, _)| *o == ordinal)
+        .and_then(|(_, c)| c.as_mut())
+    else {
+        return;
+    };
+    match observe::observe(c).await {
+        Ok(n) => {
+            if let Some(st) = members.iter_mut().find(|m| m.ordinal == ordinal) {
+                plan::confirm_primary(st, &n);
+            }
+        }
+        Err(e) => tracing::warn!(ordinal, error = %e, "re-reading the promoted member failed"),
+    }
+}
+
+/// One member's observation.
+struct Observed {
+    conn: Option<redis::aio::MultiplexedConnection>,
+    node: Result<observe::NodeInfo, String>,
+    auth: Option<auth::AuthState>,
+    password_added: bool,
+}
+
+/// Connect (with the previous password during a rotation, adding the new one),
+/// then read replication and authentication state.
+async fn observe_member(
+    m: &crate::engine::Member,
+    password: &str,
+    previous: Option<&str>,
+    timeouts: Timeouts,
+) -> Observed {
+    let fail = |e: String| Observed {
+        conn: None,
+        node: Err(e),
+        auth: None,
+        password_added: false,
+    };
+    let Some(addr) = m.address.as_deref() else {
+        return fail("the pod has no IP address".to_string());
+    };
+    let mut password_added = false;
+    let mut c = match observe::connect(addr, m.port, password, timeouts).await {
+        Ok(c) => c,
+        Err(e) if e.is_auth_failure() && previous.is_some() => {
+            let old = previous.unwrap_or_default();
+            let mut c = match observe::connect(addr, m.port, old, timeouts).await {
+                Ok(c) => c,
+                Err(e2) => return fail(format!("{e}; with the previous password: {e2}")),
+            };
+            if let Err(e) = auth::add_password(&mut c, password).await {
+                return fail(e.to_string());
+            }
+            tracing::info!("added the new password next to the previous one");
+            password_added = true;
+            c
+        }
+        Err(e) => return fail(e.to_string()),
+    };
+    let node = match observe::observe(&mut c).await {
+        Ok(n) => n,
+        Err(e) => return fail(e.to_string()),
+    };
+    let auth = match auth::observe_auth(&mut c, password).await {
+        Ok(a) => Some(a),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the authentication settings");
+            None
+        }
+    };
+    Observed {
+        conn: Some(c),
+        node: Ok(node),
+        auth,
+        password_added,
+    }
+}
+
+/// Bring `masterauth` to the current password and, once every member uses
+/// it, drop previous passwords.
+async fn rotate_passwords(
+    states: &[(i32, Option<auth::AuthState>)],
+    password: &str,
+    conns: &mut act::Conns,
+    input: &EngineInput<RedisSettings>,
+) -> Vec<EngineEvent> {
+    let plan = auth::plan_auth(states, password);
+    let pod = |o: i32| {
+        input
+            .members
+            .iter()
+            .find(|m| m.ordinal == o)
+            .map(|m| m.pod.clone())
+            .unwrap_or_default()
+    };
+    let mut events = Vec::new();
+    for o in plan.set_masterauth {
+        let Some(c) = conns
+            .iter_mut()
+            .find(|(x, _)| *x == o)
+            .and_then(|(_, c)| c.as_mut())
+        else {
+            continue;
+        };
+        if let Err(e) = auth::set_masterauth(c, password).await {
+            tracing::warn!(ordinal = o, error = %e, "setting masterauth failed");
+        }
+    }
+    for o in plan.drop_old {
+        let Some(c) = conns
+            .iter_mut()
+            .find(|(x, _)| *x == o)
+            .and_then(|(_, c)| c.as_mut())
+        else {
+            continue;
+        };
+        match auth::drop_other_passwords(c, password).await {
+            Ok(()) => events.push(EngineEvent {
+                type_: EventType::Normal,
+                reason: "PasswordRotated".into(),
+                note: format!("{} accepts only the new password now", pod(o)),
+            }),
+            Err(e) => tracing::warn!(ordinal = o, error = %e, "dropping the old password failed"),
+        }
+    }
+    events
+}
+
+impl Engine for RedisEngine {
+    type Settings = RedisSettings;
+
+    async fn reconcile(
+        &self,
+        input: &EngineInput<RedisSettings>,
+    ) -> Result<EngineOutcome, EngineError> {
+        let span = tracing::info_span!("redis_reconcile", namespace = %input.namespace, name = %input.name, term = input.state.term);
+        self.pass(input).instrument(span).await
+    }
+}

@@ -1,0 +1,1535 @@
+//! The pure planner: from what every member reported and the persisted state,
+//! decide the next state, at most one topology-changing step, the member
+//! roles, health and events. No I/O here; `act` carries the steps out.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+
+use crate::api::redis::RedisDurability;
+use crate::api::{
+    FailoverRecord, FailoverSpec, MemberRole, MemberStatus, Operation, OperationKind,
+    ReplicationState,
+};
+use crate::engine::{EngineEvent, EventType, Health};
+
+use super::observe::{NodeInfo, ServerRole};
+
+/// Default `failover.maxLag` for Redis: 1 MiB of replication stream.
+pub const DEFAULT_MAX_LAG: i64 = 1 << 20;
+
+/// Step names persisted in `Operation.step`.
+pub const STEP_REPOINT: &str = "Repoint";
+pub const STEP_AWAIT_FAILOVER: &str = "AwaitFailover";
+/// A switchover failed; it is retried after the operation's deadline.
+pub const STEP_RETRY_WAIT: &str = "RetryWait";
+
+/// One member and what it reported this pass.
+#[derive(Clone, Debug)]
+pub struct MemberView {
+    pub ordinal: i32,
+    pub pod: String,
+    pub dns_name: String,
+    pub address: Option<String>,
+    pub port: u16,
+    /// What it reported, or why it could not be observed.
+    pub obs: Result<NodeInfo, String>,
+}
+
+impl MemberView {
+    fn node(&self) -> Option<&NodeInfo> {
+        self.obs.as_ref().ok()
+    }
+
+    /// Whether `host:port` (as a replica reports its master, or a primary lists a
+    /// replica) designates this member.
+    pub fn is_addressed_by(&self, host: &str, port: u16) -> bool {
+        port == self.port
+            && (host.eq_ignore_ascii_case(&self.dns_name) || self.address.as_deref() == Some(host))
+    }
+
+    fn writable_primary(&self) -> Option<&NodeInfo> {
+        self.node()
+            .filter(|n| n.role == ServerRole::Master && !n.loading)
+    }
+}
+
+/// Timing knobs of the planner.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    /// Requeue while everything is steady.
+    pub steady: Duration,
+    /// Requeue during a detection window or an operation.
+    pub active: Duration,
+    /// `TIMEOUT` given to `FAILOVER TO` during a switchover.
+    pub switchover_timeout: Duration,
+    /// How long a failover may spend repointing before it is closed anyway.
+    pub failover_deadline: Duration,
+    /// Pause before retrying a switchover that failed.
+    pub switchover_retry: Duration,
+}
+
+/// Everything the planner looks at.
+#[derive(Clone, Debug)]
+pub struct PlanInput<'a> {
+    pub members: &'a [MemberView],
+    pub state: &'a ReplicationState,
+    pub desired_primary: Option<i32>,
+    pub failover: &'a FailoverSpec,
+    pub durability: Option<&'a RedisDurability>,
+    pub now: DateTime<Utc>,
+    pub timing: Timing,
+}
+
+/// A topology-changing step, or a settings change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// `REPLICAOF NO ONE` on a member.
+    Promote { ordinal: i32 },
+    /// `REPLICAOF <primary dns> <port>` on each member (repoint or fence).
+    Replicate { ordinals: Vec<i32>, primary: i32 },
+    /// `FAILOVER TO <host> <port> TIMEOUT <ms>` on the primary.
+    Failover {
+        primary: i32,
+        host: String,
+        port: u16,
+        timeout_ms: u64,
+    },
+    /// `FAILOVER ABORT` on the primary.
+    AbortFailover { primary: i32 },
+    /// `CONFIG SET min-replicas-to-write … min-replicas-max-lag …`.
+    SetMinReplicas {
+        ordinal: i32,
+        to_write: i64,
+        max_lag: i64,
+    },
+}
+
+/// The planner's decision for one pass.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// State to persist when `step` succeeds (or when there is no step).
+    pub state: ReplicationState,
+    /// State to persist when `step` fails.
+    pub fallback: ReplicationState,
+    /// At most one topology-changing step.
+    pub step: Option<Action>,
+    /// Events published when `step` succeeds.
+    pub step_events: Vec<EngineEvent>,
+    /// Settings changes (not topology), applied every pass.
+    pub settings: Vec<Action>,
+    pub members: Vec<MemberStatus>,
+    pub health: Health,
+    /// Events published regardless of the step.
+    pub events: Vec<EngineEvent>,
+    pub requeue: Duration,
+}
+
+fn event(type_: EventType, reason: &str, note: String) -> EngineEvent {
+    EngineEvent {
+        type_,
+        reason: reason.to_string(),
+        note,
+    }
+}
+
+fn unhealthy(reason: &str, message: String) -> Health {
+    Health::Unhealthy {
+        reason: reason.to_string(),
+        message,
+    }
+}
+
+/// Parse `state.primary_position` (`<replid>:<offset>`, or a bare offset).
+pub fn parse_position(s: &str) -> (Option<&str>, Option<i64>) {
+    match s.rsplit_once(':') {
+        Some((id, off)) => (Some(id), off.parse().ok()),
+        None => (None, s.parse().ok()),
+    }
+}
+
+/// Format a replication position as persisted in `state.primary_position`.
+pub fn format_position(replid: &str, offset: i64) -> String {
+    format!("{replid}:{offset}")
+}
+
+/// A Kubernetes `Time` from a chrono instant (millisecond precision).
+pub fn to_time(t: DateTime<Utc>) -> Time {
+    Time(Timestamp::from_millisecond(t.timestamp_millis()).unwrap_or(Timestamp::UNIX_EPOCH))
+}
+
+/// A chrono instant from a Kubernetes `Time`.
+pub fn from_time(t: &Time) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(t.0.as_millisecond()).unwrap_or_default()
+}
+
+fn max_lag(f: &FailoverSpec) -> i64 {
+    f.max_lag.unwrap_or(DEFAULT_MAX_LAG).max(0)
+}
+
+fn pod_name(members: &[MemberView], ordinal: i32) -> String {
+    members
+        .iter()
+        .find(|m| m.ordinal == ordinal)
+        .map(|m| m.pod.clone())
+        .unwrap_or_else(|| format!("ordinal {ordinal}"))
+}
+
+/// The member a replica replicates from, if it is one of ours.
+fn source_of(n: &NodeInfo, members: &[MemberView]) -> Option<i32> {
+    let (h, p) = n.master.as_ref()?;
+    members
+        .iter()
+        .find(|m| m.is_addressed_by(h, *p))
+        .map(|m| m.ordinal)
+}
+
+/// Report `st` as the primary when `n` shows a writable primary (used right
+/// after a promotion, from a fresh observation).
+pub fn confirm_primary(st: &mut MemberStatus, n: &NodeInfo) {
+    if n.role == ServerRole::Master && !n.loading {
+        st.role = MemberRole::Primary;
+        st.reachable = true;
+        st.source = None;
+        st.link_up = None;
+        st.lag = None;
+        st.offset = Some(n.offset);
+        st.message = None;
+    }
+}
+
+/// A replication candidate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    pub ordinal: i32,
+    pub offset: i64,
+    pub keys: i64,
+}
+
+/// Pick the reachable member (other than `exclude`) with the highest offset on
+/// the recorded primary's replication history; refuse when it is missing more
+/// than `max_lag` bytes of what the primary was last seen at.
+pub fn choose_candidate(
+    members: &[MemberView],
+    exclude: i32,
+    position: Option<&str>,
+    max_lag: i64,
+) -> Result<Candidate, String> {
+    let (lineage, last_offset) = position.map(parse_position).unwrap_or((None, None));
+    let best = members
+        .iter()
+        .filter(|m| m.ordinal != exclude)
+        .filter_map(|m| m.node().map(|n| (m, n)))
+        .filter(|(_, n)| !n.loading && !n.sync_in_progress)
+        .filter(|(_, n)| match lineage {
+            Some(id) => n.replid == id || n.replid2 == id,
+            None => true,
+        })
+        .max_by(|(a, an), (b, bn)| an.offset.cmp(&bn.offset).then(b.ordinal.cmp(&a.ordinal)));
+    let Some((m, n)) = best else {
+        return Err("no reachable member holds the primary's replication history".to_string());
+    };
+    if let Some(last) = last_offset {
+        let behind = last - n.offset;
+        if behind > max_lag {
+            return Err(format!(
+                "the most advanced candidate {} is {behind} bytes behind the last position seen on the primary (maxLag {max_lag})",
+                m.pod
+            ));
+        }
+    }
+    Ok(Candidate {
+        ordinal: m.ordinal,
+        offset: n.offset,
+        keys: n.keys,
+    })
+}
+
+/// What to do with a recorded primary that restarted and came back read-only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Returned {
+    /// It holds its data: make it writable again, same term.
+    PromoteBack,
+    /// It came back without (all) its data: promote this replica instead.
+    FailOver(Candidate, String),
+    /// It came back without its data and no replica may replace it.
+    Refuse(String),
+}
+
+/// Decide about a returned primary `n` (not loading).
+pub fn returned_decision(
+    members: &[MemberView],
+    primary: i32,
+    n: &NodeInfo,
+    position: Option<&str>,
+    max_lag: i64,
+) -> Returned {
+    let others_hold_data = members
+        .iter()
+        .filter(|m| m.ordinal != primary)
+        .filter_map(|m| m.node())
+        .any(|o| o.keys > 0);
+    let best = choose_candidate(members, primary, position, max_lag);
+    if n.keys == 0 {
+        if !others_hold_data {
+            return Returned::PromoteBack;
+        }
+        return match best {
+            Ok(c) => Returned::FailOver(c, "the primary restarted without its data".to_string()),
+            Err(why) => Returned::Refuse(format!(
+                "the primary restarted without its data and cannot be replaced: {why}"
+            )),
+        };
+    }
+    let Ok(c) = best else {
+        return Returned::PromoteBack;
+    };
+    let lineage = position.and_then(|p| parse_position(p).0);
+    let comparable = lineage.is_some_and(|id| n.replid == id || n.replid2 == id);
+    let holds = if comparable {
+        n.offset + max_lag >= c.offset
+    } else {
+        n.keys >= c.keys
+    };
+    if holds {
+        Returned::PromoteBack
+    } else {
+        let why = if comparable {
+            format!(
+                "the primary restarted at offset {} behind replica offset {}",
+                n.offset, c.offset
+            )
+        } else {
+            format!(
+                "the primary restarted with {} keys, fewer than the {} of the best replica",
+                n.keys, c.keys
+            )
+        };
+        Returned::FailOver(c, why)
+    }
+}
+
+/// Reachable members other than `primary` that are not replicas of it.
+fn misplaced(members: &[MemberView], primary: i32) -> Vec<i32> {
+    members
+        .iter()
+        .filter(|m| m.ordinal != primary)
+        .filter_map(|m| m.node().map(|n| (m, n)))
+        .filter(|(_, n)| !(n.role == ServerRole::Replica && source_of(n, members) == Some(primary)))
+        .map(|(m, _)| m.ordinal)
+        .collect()
+}
+
+/// Events for a `Replicate` batch: `Fenced` for members that claimed primary,
+/// `Repointed` for the others.
+fn replicate_events(members: &[MemberView], ordinals: &[i32], primary: i32) -> Vec<EngineEvent> {
+    let target = pod_name(members, primary);
+    ordinals
+        .iter()
+        .filter_map(|o| members.iter().find(|m| m.ordinal == *o))
+        .map(|m| match m.node().map(|n| n.role) {
+            Some(ServerRole::Master) => event(
+                EventType::Warning,
+                "Fenced",
+                format!("{} claimed to be a primary but {target} is the primary; made it a replica of {target}", m.pod),
+            ),
+            _ => event(
+                EventType::Normal,
+                "Repointed",
+                format!("{} now replicates from the primary {target}", m.pod),
+            ),
+        })
+        .collect()
+}
+
+struct Planner<'a> {
+    input: &'a PlanInput<'a>,
+    plan: Plan,
+    /// False while a failed switchover waits before its retry.
+    allow_switchover: bool,
+}
+
+/// Plan one pass.
+pub fn plan(input: &PlanInput<'_>) -> Plan {
+    let mut p = Planner {
+        input,
+        plan: Plan {
+            state: input.state.clone(),
+            fallback: input.state.clone(),
+            step: None,
+            step_events: Vec::new(),
+            settings: Vec::new(),
+            members: Vec::new(),
+            health: Health::Healthy,
+            events: Vec::new(),
+            requeue: input.timing.steady,
+        },
+        allow_switchover: true,
+    };
+    if let Some(op) = input.state.operation.clone() {
+        p.operation(op);
+    } else if let Some(primary) = input.state.primary {
+        p.steady(primary);
+    } else {
+        p.bootstrap();
+    }
+    p.finish()
+}
+
+impl<'a> Planner<'a> {
+    fn members(&self) -> &'a [MemberView] {
+        self.input.members
+    }
+
+    fn member(&self, ordinal: i32) -> Option<&'a MemberView> {
+        self.input.members.iter().find(|m| m.ordinal == ordinal)
+    }
+
+    fn pod(&self, ordinal: i32) -> String {
+        pod_name(self.input.members, ordinal)
+    }
+
+    fn now(&self) -> Time {
+        to_time(self.input.now)
+    }
+
+    /// Record the primary's position and identity in both states.
+    fn record_primary(&mut self, n: &NodeInfo) {
+        for s in [&mut self.plan.state, &mut self.plan.fallback] {
+            s.primary_unhealthy_since = None;
+            s.primary_position = Some(format_position(&n.replid, n.offset));
+            s.primary_identity = Some(n.run_id.clone());
+        }
+    }
+
+    fn bootstrap(&mut self) {
+        let first = self.members().first();
+        match first.and_then(|m| m.writable_primary().map(|n| (m, n))) {
+            Some((m, n)) => {
+                let ordinal = m.ordinal;
+                let n = n.clone();
+                let term = self.plan.state.term.max(1);
+                self.record_primary(&n);
+                for s in [&mut self.plan.state, &mut self.plan.fallback] {
+                    s.primary = Some(ordinal);
+                    s.term = term;
+                }
+                self.plan.events.push(event(
+                    EventType::Normal,
+                    "Bootstrapped",
+                    format!("{} is the primary (term {term})", m.pod),
+                ));
+                self.plan.requeue = self.input.timing.active;
+                self.plan.health = Health::Unknown {
+                    reason: "Bootstrapping".into(),
+                    message: "primary recorded; setting up replicas".into(),
+                };
+            }
+            None => {
+                self.plan.health = Health::Unknown {
+                    reason: "Bootstrapping".into(),
+                    message: "waiting for the first member to answer as a writable primary".into(),
+                };
+            }
+        }
+    }
+
+    fn steady(&mut self, primary: i32) {
+        let pm = self.member(primary).cloned();
+        if let Some(n) = pm.as_ref().and_then(|m| m.writable_primary()).cloned() {
+            self.record_primary(&n);
+            let desired = self
+                .input
+                .desired_primary
+                .filter(|d| *d != primary && self.allow_switchover);
+            if let Some(d) = desired {
+                match self.start_switchover(primary, d, &n) {
+                    Ok(()) => return,
+                    Err(why) => {
+                        self.plan.health = unhealthy(
+                            "SwitchoverBlocked",
+                            format!("cannot switch the primary over to {}: {why}", self.pod(d)),
+                        );
+                    }
+                }
+            }
+            self.repair(primary);
+            return;
+        }
+        // The recorded primary is not a writable primary.
+        let returned = pm.as_ref().and_then(|m| {
+            let n = m.node()?;
+            let self_or_none = match &n.master {
+                None => true,
+                Some((h, p)) => m.is_addressed_by(h, *p),
+            };
+            (n.role == ServerRole::Replica && self_or_none).then(|| n.clone())
+        });
+        if let Some(n) = returned {
+            self.returned(primary, &n);
+            return;
+        }
+        let why = match pm.as_ref().map(|m| &m.obs) {
+            None => format!("{} is not a member any more", self.pod(primary)),
+            Some(Err(e)) => format!("{} is unreachable: {e}", self.pod(primary)),
+            Some(Ok(n)) if n.loading => format!("{} is loading its dataset", self.pod(primary)),
+            Some(Ok(_)) => format!(
+                "{} is not a writable primary (it replicates from another member)",
+                self.pod(primary)
+            ),
+        };
+        let since = self
+            .plan
+            .state
+            .primary_unhealthy_since
+            .clone()
+            .unwrap_or_else(|| self.now());
+        for s in [&mut self.plan.state, &mut self.plan.fallback] {
+            s.primary_unhealthy_since = Some(since.clone());
+        }
+        let elapsed = (self.input.now - from_time(&since)).num_milliseconds();
+        let window = i64::from(self.input.failover.detection_seconds.max(1)) * 1000;
+        self.plan.requeue = self.input.timing.active;
+        if elapsed < window {
+            self.plan.health = unhealthy(
+                "PrimaryUnavailable",
+                format!(
+                    "{why}; failover after {}s",
+                    self.input.failover.detection_seconds
+                ),
+            );
+            return;
+        }
+        if !self.input.failover.enabled {
+            self.plan.health = unhealthy(
+                "FailoverDisabled",
+                format!("{why}; automatic failover is disabled"),
+            );
+            return;
+        }
+        let position = self.plan.state.primary_position.clone();
+        match choose_candidate(
+            self.members(),
+            primary,
+            position.as_deref(),
+            max_lag(self.input.failover),
+        ) {
+            Ok(c) => self.start_failover(primary, c, format!("{why} for {}s", elapsed / 1000)),
+            Err(refusal) => self.refuse(&why, &refusal),
+        }
+    }
+
+    fn refuse(&mut self, why: &str, refusal: &str) {
+        self.plan.requeue = self.input.timing.steady;
+        let msg = format!("{why}; not failing over: {refusal}");
+        self.plan
+            .events
+            .push(event(EventType::Warning, "FailoverRefused", msg.clone()));
+        self.plan.health = unhealthy("FailoverRefused", msg);
+    }
+
+    fn returned(&mut self, primary: i32, n: &NodeInfo) {
+        let pod = self.pod(primary);
+        self.plan.requeue = self.input.timing.active;
+        if n.loading {
+            self.plan.health = unhealthy(
+                "PrimaryLoading",
+                format!("{pod} restarted and is loading its dataset"),
+            );
+            return;
+        }
+        let position = self.plan.state.primary_position.clone();
+        match returned_decision(
+            self.members(),
+            primary,
+            n,
+            position.as_deref(),
+            max_lag(self.input.failover),
+        ) {
+            Returned::PromoteBack => {
+                self.plan.step = Some(Action::Promote { ordinal: primary });
+                self.plan.state.primary_unhealthy_since = None;
+                self.plan.step_events.push(event(
+                    EventType::Normal,
+                    "PrimaryRestored",
+                    format!(
+                        "{pod} restarted with its data ({} keys); made it writable again in term {}",
+                        n.keys, self.plan.state.term
+                    ),
+                ));
+                self.plan.health = unhealthy(
+                    "PrimaryRestarting",
+                    format!("{pod} restarted; making it writable again"),
+                );
+            }
+            Returned::FailOver(c, why) => {
+                let why = format!("{pod}: {why}");
+                if self.input.failover.enabled {
+                    self.plan.events.push(event(
+                        EventType::Warning,
+                        "PrimaryReturnedWithoutData",
+                        why.clone(),
+                    ));
+                    self.start_failover(primary, c, why);
+                } else {
+                    self.plan.health = unhealthy(
+                        "PrimaryReturnedWithoutData",
+                        format!("{why}; automatic failover is disabled, not making it writable"),
+                    );
+                }
+            }
+            Returned::Refuse(why) => self.refuse(&pod, &why),
+        }
+    }
+
+    fn start_failover(&mut self, from: i32, c: Candidate, reason: String) {
+        let term = self.input.state.term + 1;
+        let to_pod = self.pod(c.ordinal);
+        let from_pod = self.pod(from);
+        let now = self.now();
+        let deadline = self.input.now
+            + chrono::Duration::from_std(self.input.timing.failover_deadline)
+                .unwrap_or_else(|_| chrono::Duration::seconds(30));
+        let s = &mut self.plan.state;
+        s.operation = Some(Operation {
+            kind: OperationKind::Failover,
+            from,
+            to: Some(c.ordinal),
+            step: STEP_REPOINT.to_string(),
+            term,
+            started_at: now,
+            deadline: Some(to_time(deadline)),
+            reason: reason.clone(),
+            data: s.primary_position.clone(),
+        });
+        s.primary = Some(c.ordinal);
+        s.term = term;
+        s.primary_unhealthy_since = None;
+        self.plan.step = Some(Action::Promote { ordinal: c.ordinal });
+        self.plan.step_events.push(event(
+            EventType::Normal,
+            "Promoted",
+            format!(
+                "promoted {to_pod} (offset {}, {} keys) to primary in term {term} replacing {from_pod}: {reason}",
+                c.offset, c.keys
+            ),
+        ));
+        self.plan.health = unhealthy(
+            "FailoverInProgress",
+            format!("failing over from {from_pod} to {to_pod}"),
+        );
+        self.plan.requeue = self.input.timing.active;
+    }
+
+    fn start_switchover(&mut self, primary: i32, d: i32, pn: &NodeInfo) -> Result<(), String> {
+        let dm = self.member(d).ok_or("it is not a member")?.clone();
+        let dn = dm
+            .obs
+            .as_ref()
+            .map_err(|e| format!("it is unreachable: {e}"))?;
+        if dn.role != ServerRole::Replica
+            || source_of(dn, self.members()) != Some(primary)
+            || !dn.link_up
+            || dn.loading
+        {
+            return Err("it is not a replica of the primary with its link up".into());
+        }
+        let listed = pn
+            .replicas
+            .iter()
+            .find(|r| dm.is_addressed_by(&r.ip, r.port) && r.state == "online")
+            .ok_or("the primary does not list it as an online replica")?;
+        let timeout = self.input.timing.switchover_timeout;
+        let deadline = self.input.now
+            + chrono::Duration::from_std(timeout + Duration::from_secs(5))
+                .unwrap_or_else(|_| chrono::Duration::seconds(30));
+        let term = self.input.state.term + 1;
+        self.plan.state.operation = Some(Operation {
+            kind: OperationKind::Switchover,
+            from: primary,
+            to: Some(d),
+            step: STEP_AWAIT_FAILOVER.to_string(),
+            term,
+            started_at: self.now(),
+            deadline: Some(to_time(deadline)),
+            reason: format!("spec.primary asks for {}", dm.pod),
+            data: Some(format!("{}:{}", listed.ip, listed.port)),
+        });
+        self.plan.step = Some(Action::Failover {
+            primary,
+            host: listed.ip.clone(),
+            port: listed.port,
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        });
+        self.plan.step_events.push(event(
+            EventType::Normal,
+            "SwitchoverStarted",
+            format!(
+                "switching the primary over from {} to {} (writes pause until it has caught up)",
+                self.pod(primary),
+                dm.pod
+            ),
+        ));
+        self.plan.health = unhealthy(
+            "SwitchoverInProgress",
+            format!("switching over to {}", dm.pod),
+        );
+        self.plan.requeue = self.input.timing.active;
+        Ok(())
+    }
+
+    /// Repoint replicas and fence stray primaries toward `primary`.
+    fn repair(&mut self, primary: i32) {
+        let wrong = misplaced(self.members(), primary);
+        if !wrong.is_empty() {
+            self.plan.step_events = replicate_events(self.members(), &wrong, primary);
+            self.plan.step = Some(Action::Replicate {
+                ordinals: wrong,
+                primary,
+            });
+            self.plan.requeue = self.input.timing.active;
+        }
+    }
+
+    fn operation(&mut self, op: Operation) {
+        self.plan.requeue = self.input.timing.active;
+        let Some(to) = op.to else {
+            self.plan.state.operation = None;
+            self.plan.fallback.operation = None;
+            return;
+        };
+        let past_deadline = op
+            .deadline
+            .as_ref()
+            .is_some_and(|d| self.input.now > from_time(d));
+        match (op.kind, op.step.as_str()) {
+            (OperationKind::Switchover, STEP_AWAIT_FAILOVER) => {
+                self.await_switchover(&op, to, past_deadline)
+            }
+            (OperationKind::Switchover, STEP_RETRY_WAIT) => self.retry_wait(&op, to, past_deadline),
+            _ => self.finish_repoint(&op, to, past_deadline),
+        }
+    }
+
+    /// After a failed switchover: behave as in steady state without starting
+    /// another switchover until the deadline (or until the request changes).
+    fn retry_wait(&mut self, op: &Operation, to: i32, past_deadline: bool) {
+        let Some(primary) = self.input.state.primary else {
+            self.plan.state.operation = None;
+            self.plan.fallback.operation = None;
+            return;
+        };
+        let still_wanted = self.input.desired_primary == Some(to) && primary == op.from;
+        if past_deadline || !still_wanted {
+            self.plan.state.operation = None;
+            self.plan.fallback.operation = None;
+            self.plan.requeue = self.input.timing.steady;
+            self.steady(primary);
+            return;
+        }
+        self.allow_switchover = false;
+        self.plan.requeue = self.input.timing.steady;
+        self.steady(primary);
+        if self.plan.health == Health::Healthy {
+            self.plan.health = unhealthy(
+                "SwitchoverFailed",
+                format!(
+                    "the switchover to {} failed ({}); it is retried later",
+                    self.pod(to),
+                    op.data.as_deref().unwrap_or("see events")
+                ),
+            );
+        }
+    }
+
+    /// The failed switchover `op`, waiting for its retry.
+    fn retry_later(&self, op: &Operation, why: &str) -> Operation {
+        let retry = self.input.now
+            + chrono::Duration::from_std(self.input.timing.switchover_retry)
+                .unwrap_or_else(|_| chrono::Duration::seconds(30));
+        Operation {
+            step: STEP_RETRY_WAIT.to_string(),
+            deadline: Some(to_time(retry)),
+            data: Some(why.to_string()),
+            ..op.clone()
+        }
+    }
+
+    fn await_switchover(&mut self, op: &Operation, to: i32, past_deadline: bool) {
+        let from = op.from;
+        let from_node = self.member(from).and_then(|m| m.node()).cloned();
+        let to_primary = self.member(to).and_then(|m| m.writable_primary()).is_some();
+        let from_demoted = from_node
+            .as_ref()
+            .is_some_and(|n| n.role == ServerRole::Replica);
+        if to_primary && (from_demoted || from_node.is_none()) {
+            for s in [&mut self.plan.state, &mut self.plan.fallback] {
+                s.primary = Some(to);
+                s.term = op.term;
+                s.primary_unhealthy_since = None;
+                if let Some(o) = s.operation.as_mut() {
+                    o.step = STEP_REPOINT.to_string();
+                }
+            }
+            self.plan.events.push(event(
+                EventType::Normal,
+                "Promoted",
+                format!(
+                    "{} is the primary in term {} (switchover from {})",
+                    self.pod(to),
+                    op.term,
+                    self.pod(from)
+                ),
+            ));
+            self.finish_repoint(op, to, past_deadline);
+            return;
+        }
+        let aborted = from_node
+            .as_ref()
+            .is_some_and(|n| n.role == ServerRole::Master && n.failover_state == "no-failover");
+        if aborted || from_node.is_none() {
+            let why = if aborted {
+                format!(
+                    "{} did not catch up within the timeout; {} stays the primary",
+                    self.pod(to),
+                    self.pod(from)
+                )
+            } else {
+                format!(
+                    "{} became unreachable during the switchover",
+                    self.pod(from)
+                )
+            };
+            let next = aborted.then(|| self.retry_later(op, &why));
+            self.plan.state.operation = next.clone();
+            self.plan.fallback.operation = next;
+            self.plan
+                .events
+                .push(event(EventType::Warning, "SwitchoverFailed", why.clone()));
+            self.plan.health = unhealthy("SwitchoverFailed", why);
+            return;
+        }
+        if past_deadline {
+            let why = format!(
+                "switchover to {} passed its deadline; aborted, {} stays the primary",
+                self.pod(to),
+                self.pod(from)
+            );
+            self.plan.state.operation = Some(self.retry_later(op, &why));
+            self.plan.step = Some(Action::AbortFailover { primary: from });
+            self.plan
+                .step_events
+                .push(event(EventType::Warning, "SwitchoverAborted", why.clone()));
+            self.plan.health = unhealthy("SwitchoverFailed", why);
+            return;
+        }
+        self.plan.health = unhealthy(
+            "SwitchoverInProgress",
+            format!(
+                "waiting for {} to take over from {}",
+                self.pod(to),
+                self.pod(from)
+            ),
+        );
+    }
+
+    /// Last step of both operations: repoint everyone at `to`, then close the
+    /// operation and record it.
+    fn finish_repoint(&mut self, op: &Operation, to: i32, past_deadline: bool) {
+        let record = FailoverRecord {
+            kind: op.kind,
+            from: op.from,
+            to,
+            time: self.now(),
+            reason: op.reason.clone(),
+        };
+        let kind = match op.kind {
+            OperationKind::Failover => "Failover",
+            OperationKind::Switchover => "Switchover",
+        };
+        let done = event(
+            EventType::Normal,
+            &format!("{kind}Completed"),
+            format!(
+                "{} replaced {} as primary in term {}: {}",
+                self.pod(to),
+                self.pod(op.from),
+                op.term,
+                op.reason
+            ),
+        );
+        let wrong = if self.member(to).and_then(|m| m.writable_primary()).is_some() {
+            misplaced(self.members(), to)
+        } else {
+            // The new primary is not confirmed (yet): nothing to repoint at.
+            if !past_deadline {
+                self.plan.health = unhealthy(
+                    "FailoverInProgress",
+                    format!("waiting for {} to answer as primary", self.pod(to)),
+                );
+                return;
+            }
+            Vec::new()
+        };
+        self.plan.state.operation = None;
+        self.plan.state.last_failover = Some(record);
+        if wrong.is_empty() {
+            self.plan.events.push(done);
+            self.plan.fallback = self.plan.state.clone();
+            self.plan.health = Health::Healthy;
+            return;
+        } else {
+            self.plan.step_events = replicate_events(self.members(), &wrong, to);
+            self.plan.step_events.push(done);
+            self.plan.step = Some(Action::Replicate {
+                ordinals: wrong,
+                primary: to,
+            });
+        }
+        self.plan.health = unhealthy(
+            "FailoverInProgress",
+            format!("repointing replicas at {}", self.pod(to)),
+        );
+    }
+
+    /// Member statuses, steady health and durability settings from the final state.
+    fn finish(mut self) -> Plan {
+        let members = self.input.members;
+        let primary = self.plan.state.primary;
+        let primary_node = primary
+            .and_then(|p| self.member(p))
+            .and_then(|m| m.writable_primary());
+        let primary_offset = primary_node.map(|n| n.offset);
+        let mut problems = Vec::new();
+        for m in members {
+            let mut st = MemberStatus {
+                ordinal: m.ordinal,
+                pod: m.pod.clone(),
+                ..Default::default()
+            };
+            match &m.obs {
+                Err(e) => {
+                    st.message = Some(e.clone());
+                    problems.push(format!("{} unreachable", m.pod));
+                }
+                Ok(n) => {
+                    st.reachable = true;
+                    st.offset = Some(n.offset);
+                    st.source = source_of(n, members);
+                    if n.role == ServerRole::Replica {
+                        st.link_up = Some(n.link_up);
+                    }
+                    if Some(m.ordinal) == primary {
+                        if primary_node.is_some() {
+                            st.role = MemberRole::Primary;
+                        } else {
+                            st.message = Some("recorded primary, not writable".into());
+                        }
+                    } else if n.role == ServerRole::Replica
+                        && st.source.is_some()
+                        && st.source == primary
+                        && n.link_up
+                    {
+                        st.role = MemberRole::Replica;
+                        st.lag = primary_offset.map(|o| (o - n.offset).max(0));
+                    } else {
+                        let msg = match (n.role, st.source) {
+                            (ServerRole::Master, _) => "claims to be a primary".to_string(),
+                            (_, Some(s)) if Some(s) == primary => {
+                                "replication link to the primary is down".to_string()
+                            }
+                            (_, Some(s)) => format!("replicates from {}", pod_name(members, s)),
+                            (_, None) => "replicates from an unknown source".to_string(),
+                        };
+                        problems.push(format!("{} {msg}", m.pod));
+                        st.message = Some(msg);
+                    }
+                }
+            }
+            self.plan.members.push(st);
+        }
+        if self.plan.health == Health::Healthy && primary_node.is_some() && !problems.is_empty() {
+            self.plan.health = unhealthy("MembersNotReplicating", problems.join("; "));
+        }
+        // Durability: only the confirmed primary enforces min-replicas-to-write.
+        for m in members {
+            let Some(n) = m.node() else { continue };
+            let (to_write, lag) = match (
+                Some(m.ordinal) == primary && primary_node.is_some(),
+                self.input.durability,
+            ) {
+                (true, Some(d)) => (
+                    i64::from(d.min_replicas_to_write),
+                    i64::from(d.min_replicas_max_lag),
+                ),
+                _ => (0, n.min_replicas.map(|(_, l)| l).unwrap_or(10)),
+            };
+            if n.min_replicas != Some((to_write, lag)) {
+                self.plan.settings.push(Action::SetMinReplicas {
+                    ordinal: m.ordinal,
+                    to_write,
+                    max_lag: lag,
+                });
+            }
+        }
+        self.plan
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::redis::RedisDurability;
+    use crate::redis::observe::ListedReplica;
+
+    fn node(role: ServerRole, master: Option<i32>, offset: i64, keys: i64) -> NodeInfo {
+        NodeInfo {
+            run_id: format!("run-{offset}"),
+            role,
+            master: master.map(|o| (format!("r-{o}.h"), 6379)),
+            link_up: master.is_some(),
+            sync_in_progress: false,
+            offset,
+            replid: "A".into(),
+            replid2: "0".into(),
+            failover_state: "no-failover".into(),
+            replicas: Vec::new(),
+            keys,
+            loading: false,
+            min_replicas: Some((0, 10)),
+        }
+    }
+
+    fn primary(offset: i64, replicas: &[i32]) -> NodeInfo {
+        let mut n = node(ServerRole::Master, None, offset, 10);
+        n.replicas = replicas
+            .iter()
+            .map(|o| ListedReplica {
+                ip: format!("r-{o}.h"),
+                port: 6379,
+                state: "online".into(),
+                offset,
+            })
+            .collect();
+        n
+    }
+
+    fn replica(of: i32, offset: i64) -> NodeInfo {
+        node(ServerRole::Replica, Some(of), offset, 10)
+    }
+
+    fn view(ordinal: i32, obs: Option<NodeInfo>) -> MemberView {
+        MemberView {
+            ordinal,
+            pod: format!("r-{ordinal}"),
+            dns_name: format!("r-{ordinal}.h"),
+            address: Some(format!("10.0.0.{ordinal}")),
+            port: 6379,
+            obs: obs.ok_or_else(|| "connection refused".to_string()),
+        }
+    }
+
+    fn state(primary: i32, term: i64, position: i64) -> ReplicationState {
+        ReplicationState {
+            primary: Some(primary),
+            term,
+            primary_position: Some(format_position("A", position)),
+            ..Default::default()
+        }
+    }
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000 + secs, 0).unwrap()
+    }
+
+    fn run(members: &[MemberView], st: &ReplicationState, now: i64) -> Plan {
+        run_with(members, st, now, None, &FailoverSpec::default(), None)
+    }
+
+    fn run_with(
+        members: &[MemberView],
+        st: &ReplicationState,
+        now: i64,
+        desired: Option<i32>,
+        failover: &FailoverSpec,
+        durability: Option<&RedisDurability>,
+    ) -> Plan {
+        plan(&PlanInput {
+            members,
+            state: st,
+            desired_primary: desired,
+            failover,
+            durability,
+            now: at(now),
+            timing: Timing {
+                steady: Duration::from_secs(1),
+                active: Duration::from_millis(200),
+                switchover_timeout: Duration::from_secs(10),
+                failover_deadline: Duration::from_secs(30),
+                switchover_retry: Duration::from_secs(30),
+            },
+        })
+    }
+
+    fn reasons(events: &[EngineEvent]) -> Vec<&str> {
+        events.iter().map(|e| e.reason.as_str()).collect()
+    }
+
+    #[test]
+    fn bootstrap_records_ordinal_zero_once_it_is_a_writable_primary() {
+        let members = [view(0, Some(primary(5, &[]))), view(1, None)];
+        let p = run(&members, &ReplicationState::default(), 0);
+        assert_eq!(p.state.primary, Some(0));
+        assert_eq!(p.state.term, 1);
+        assert_eq!(p.state.primary_position.as_deref(), Some("A:5"));
+        assert!(p.step.is_none());
+        assert_eq!(p.members[0].role, MemberRole::Primary);
+
+        let members = [view(0, None), view(1, Some(replica(0, 0)))];
+        let p = run(&members, &ReplicationState::default(), 0);
+        assert_eq!(p.state.primary, None);
+        assert!(matches!(p.health, Health::Unknown { .. }));
+    }
+
+    #[test]
+    fn steady_cluster_is_healthy_and_untouched() {
+        let members = [
+            view(0, Some(primary(100, &[1, 2]))),
+            view(1, Some(replica(0, 100))),
+            view(2, Some(replica(0, 90))),
+        ];
+        let p = run(&members, &state(0, 1, 80), 0);
+        assert_eq!(p.health, Health::Healthy);
+        assert!(p.step.is_none());
+        assert!(p.settings.is_empty());
+        let roles: Vec<_> = p.members.iter().map(|m| m.role).collect();
+        assert_eq!(
+            roles,
+            [
+                MemberRole::Primary,
+                MemberRole::Replica,
+                MemberRole::Replica
+            ]
+        );
+        assert_eq!(p.members[2].lag, Some(10));
+        assert_eq!(p.state.primary_position.as_deref(), Some("A:100"));
+        assert_eq!(p.state.primary_identity.as_deref(), Some("run-100"));
+    }
+
+    #[test]
+    fn stray_primary_is_fenced_and_wrong_replica_repointed_in_one_batch() {
+        let members = [
+            view(0, Some(primary(100, &[]))),
+            view(1, Some(node(ServerRole::Master, None, 3, 1))),
+            view(2, Some(replica(1, 3))),
+        ];
+        let p = run(&members, &state(0, 1, 100), 0);
+        assert_eq!(
+            p.step,
+            Some(Action::Replicate {
+                ordinals: vec![1, 2],
+                primary: 0
+            })
+        );
+        assert_eq!(reasons(&p.step_events), ["Fenced", "Repointed"]);
+        assert_eq!(p.members[1].role, MemberRole::Unknown);
+        assert!(matches!(p.health, Health::Unhealthy { .. }));
+    }
+
+    #[test]
+    fn lost_primary_waits_for_the_window_then_promotes_the_most_advanced_replica() {
+        let members = [
+            view(0, None),
+            view(1, Some(replica(0, 90))),
+            view(2, Some(replica(0, 100))),
+        ];
+        let p = run(&members, &state(0, 1, 100), 0);
+        assert!(p.step.is_none());
+        assert_eq!(p.state.primary_unhealthy_since, Some(to_time(at(0))));
+        assert_eq!(p.state.primary, Some(0));
+        assert!(
+            matches!(&p.health, Health::Unhealthy { reason, .. } if reason == "PrimaryUnavailable")
+        );
+
+        let p = run(&members, &p.state, 4);
+        assert!(p.step.is_none());
+
+        let p = run(&members, &p.state, 5);
+        assert_eq!(p.step, Some(Action::Promote { ordinal: 2 }));
+        assert_eq!(p.state.primary, Some(2));
+        assert_eq!(p.state.term, 2);
+        let op = p.state.operation.as_ref().unwrap();
+        assert_eq!(
+            (op.kind, op.from, op.to, op.step.as_str()),
+            (OperationKind::Failover, 0, Some(2), STEP_REPOINT)
+        );
+        assert_eq!(reasons(&p.step_events), ["Promoted"]);
+        // If the promotion fails nothing is recorded but the window.
+        assert_eq!(p.fallback.primary, Some(0));
+        assert!(p.fallback.operation.is_none());
+        assert!(p.fallback.primary_unhealthy_since.is_some());
+    }
+
+    #[test]
+    fn failover_is_refused_when_the_best_candidate_is_too_far_behind() {
+        let members = [view(0, None), view(1, Some(replica(0, 100)))];
+        let failover = FailoverSpec {
+            max_lag: Some(10),
+            ..Default::default()
+        };
+        let mut st = state(0, 1, 200);
+        st.primary_unhealthy_since = Some(to_time(at(0)));
+        let p = run_with(&members, &st, 10, None, &failover, None);
+        assert!(p.step.is_none());
+        assert_eq!(p.state.primary, Some(0));
+        assert!(
+            matches!(&p.health, Health::Unhealthy { reason, message } if reason == "FailoverRefused" && message.contains("100 bytes behind"))
+        );
+        assert_eq!(reasons(&p.events), ["FailoverRefused"]);
+        assert_eq!(p.events[0].type_, EventType::Warning);
+        // Within maxLag it goes ahead.
+        let failover = FailoverSpec {
+            max_lag: Some(100),
+            ..Default::default()
+        };
+        let p = run_with(&members, &st, 10, None, &failover, None);
+        assert_eq!(p.step, Some(Action::Promote { ordinal: 1 }));
+    }
+
+    #[test]
+    fn disabled_failover_only_reports() {
+        let members = [view(0, None), view(1, Some(replica(0, 100)))];
+        let failover = FailoverSpec {
+            enabled: false,
+            ..Default::default()
+        };
+        let mut st = state(0, 1, 100);
+        st.primary_unhealthy_since = Some(to_time(at(0)));
+        let p = run_with(&members, &st, 60, None, &failover, None);
+        assert!(p.step.is_none());
+        assert!(
+            matches!(&p.health, Health::Unhealthy { reason, .. } if reason == "FailoverDisabled")
+        );
+    }
+
+    #[test]
+    fn candidates_must_share_the_primary_history() {
+        let mut stranger = replica(0, 500);
+        stranger.replid = "B".into();
+        let members = [
+            view(0, None),
+            view(1, Some(stranger)),
+            view(2, Some(replica(0, 90))),
+        ];
+        let c = choose_candidate(&members, 0, Some("A:100"), 1000).unwrap();
+        assert_eq!(c.ordinal, 2);
+        let members = [
+            view(0, None),
+            view(1, Some(members[1].obs.clone().unwrap())),
+        ];
+        assert!(choose_candidate(&members, 0, Some("A:100"), 1000).is_err());
+        // A member already promoted (replid2 = old history) still counts.
+        let mut promoted = node(ServerRole::Master, None, 120, 10);
+        promoted.replid = "C".into();
+        promoted.replid2 = "A".into();
+        let members = [
+            view(0, None),
+            view(1, Some(promoted)),
+            view(2, Some(replica(0, 100))),
+        ];
+        assert_eq!(
+            choose_candidate(&members, 0, Some("A:100"), 0)
+                .unwrap()
+                .ordinal,
+            1
+        );
+    }
+
+    fn returned_primary(keys: i64) -> NodeInfo {
+        let mut n = node(ServerRole::Replica, Some(0), 0, keys);
+        n.link_up = false;
+        n.replid = "fresh".into();
+        n.run_id = "new-run".into();
+        n
+    }
+
+    #[test]
+    fn returned_primary_with_its_data_is_promoted_back_in_the_same_term() {
+        let members = [
+            view(0, Some(returned_primary(10))),
+            view(1, Some(replica(0, 100))),
+        ];
+        let mut st = state(0, 3, 100);
+        st.primary_identity = Some("old-run".into());
+        let p = run(&members, &st, 0);
+        assert_eq!(p.step, Some(Action::Promote { ordinal: 0 }));
+        assert_eq!(p.state.term, 3);
+        assert_eq!(p.state.primary, Some(0));
+        assert!(p.state.operation.is_none());
+        assert_eq!(reasons(&p.step_events), ["PrimaryRestored"]);
+    }
+
+    #[test]
+    fn returned_empty_primary_is_replaced_at_once_and_never_promoted() {
+        let members = [
+            view(0, Some(returned_primary(0))),
+            view(1, Some(replica(0, 100))),
+            view(2, Some(replica(0, 99))),
+        ];
+        let p = run(&members, &state(0, 1, 100), 0);
+        assert_eq!(p.step, Some(Action::Promote { ordinal: 1 }));
+        assert_eq!(p.state.primary, Some(1));
+        assert_eq!(p.state.term, 2);
+        assert!(reasons(&p.events).contains(&"PrimaryReturnedWithoutData"));
+        // With fewer keys than the best replica it is replaced too.
+        let members = [
+            view(0, Some(returned_primary(3))),
+            view(1, Some(replica(0, 100))),
+        ];
+        assert_eq!(
+            run(&members, &state(0, 1, 100), 0).step,
+            Some(Action::Promote { ordinal: 1 })
+        );
+        // With failover disabled it is left read-only.
+        let failover = FailoverSpec {
+            enabled: false,
+            ..Default::default()
+        };
+        let p = run_with(&members, &state(0, 1, 100), 0, None, &failover, None);
+        assert!(p.step.is_none());
+        // Nobody holds data: bring it back.
+        let empty = node(ServerRole::Replica, Some(0), 0, 0);
+        let members = [view(0, Some(returned_primary(0))), view(1, Some(empty))];
+        assert_eq!(
+            run(&members, &state(0, 1, 0), 0).step,
+            Some(Action::Promote { ordinal: 0 })
+        );
+    }
+
+    #[test]
+    fn failover_repoint_step_repoints_fences_and_closes_the_operation() {
+        let members = [
+            view(0, Some(primary(50, &[]))),
+            view(1, Some(primary(100, &[]))),
+            view(2, Some(replica(0, 50))),
+        ];
+        let mut st = state(1, 2, 100);
+        st.operation = Some(Operation {
+            kind: OperationKind::Failover,
+            from: 0,
+            to: Some(1),
+            step: STEP_REPOINT.into(),
+            term: 2,
+            started_at: to_time(at(0)),
+            deadline: Some(to_time(at(30))),
+            reason: "test".into(),
+            data: None,
+        });
+        let p = run(&members, &st, 1);
+        assert_eq!(
+            p.step,
+            Some(Action::Replicate {
+                ordinals: vec![0, 2],
+                primary: 1
+            })
+        );
+        assert!(p.state.operation.is_none());
+        assert_eq!(
+            p.state.last_failover.as_ref().map(|r| (r.from, r.to)),
+            Some((0, 1))
+        );
+        assert_eq!(
+            reasons(&p.step_events),
+            ["Fenced", "Repointed", "FailoverCompleted"]
+        );
+        assert!(p.fallback.operation.is_some());
+    }
+
+    #[test]
+    fn switchover_uses_failover_to_with_the_listed_address_then_repoints() {
+        let members = [
+            view(0, Some(primary(100, &[1, 2]))),
+            view(1, Some(replica(0, 100))),
+            view(2, Some(replica(0, 100))),
+        ];
+        let st = state(0, 1, 100);
+        let p = run_with(&members, &st, 0, Some(1), &FailoverSpec::default(), None);
+        assert_eq!(
+            p.step,
+            Some(Action::Failover {
+                primary: 0,
+                host: "r-1.h".into(),
+                port: 6379,
+                timeout_ms: 10_000
+            })
+        );
+        let op = p.state.operation.clone().unwrap();
+        assert_eq!(
+            (op.kind, op.step.as_str(), op.term),
+            (OperationKind::Switchover, STEP_AWAIT_FAILOVER, 2)
+        );
+        assert_eq!(p.state.primary, Some(0));
+
+        // In progress: wait.
+        let mut waiting = primary(100, &[1, 2]);
+        waiting.failover_state = "waiting-for-sync".into();
+        let members2 = [
+            view(0, Some(waiting)),
+            view(1, Some(replica(0, 90))),
+            view(2, Some(replica(0, 100))),
+        ];
+        let q = run_with(
+            &members2,
+            &p.state,
+            1,
+            Some(1),
+            &FailoverSpec::default(),
+            None,
+        );
+        assert!(q.step.is_none());
+        assert!(q.state.operation.is_some());
+
+        // Done: 1 is primary, 0 replicates from it; 2 gets repointed.
+        let members3 = [
+            view(0, Some(replica(1, 100))),
+            view(1, Some(primary(100, &[0]))),
+            view(2, Some(replica(0, 100))),
+        ];
+        let q = run_with(
+            &members3,
+            &p.state,
+            2,
+            Some(1),
+            &FailoverSpec::default(),
+            None,
+        );
+        assert_eq!(q.state.primary, Some(1));
+        assert_eq!(q.state.term, 2);
+        assert_eq!(
+            q.step,
+            Some(Action::Replicate {
+                ordinals: vec![2],
+                primary: 1
+            })
+        );
+        assert!(q.state.operation.is_none());
+        assert_eq!(q.fallback.primary, Some(1));
+        assert_eq!(
+            q.fallback.operation.as_ref().map(|o| o.step.as_str()),
+            Some(STEP_REPOINT)
+        );
+
+        // Timed out inside Redis: the old primary is writable again; the
+        // switchover waits before it is retried.
+        let f = FailoverSpec::default();
+        let q = run_with(&members, &p.state, 3, Some(1), &f, None);
+        assert!(reasons(&q.events).contains(&"SwitchoverFailed"));
+        let op = q.state.operation.clone().unwrap();
+        assert_eq!(op.step, STEP_RETRY_WAIT);
+        let r = run_with(&members, &q.state, 10, Some(1), &f, None);
+        assert!(r.step.is_none(), "no retry before the deadline");
+        assert_eq!(r.state.operation, q.state.operation);
+        assert_eq!(r.members[0].role, MemberRole::Primary);
+        let r = run_with(&members, &q.state, 40, Some(1), &f, None);
+        assert!(
+            matches!(r.step, Some(Action::Failover { .. })),
+            "retried after the deadline"
+        );
+        // Request withdrawn: the operation is dropped.
+        let r = run_with(&members, &q.state, 10, None, &f, None);
+        assert!(r.state.operation.is_none());
+        assert!(r.step.is_none());
+
+        // Past our own deadline while Redis still waits: FAILOVER ABORT.
+        let q = run_with(
+            &members2,
+            &p.state,
+            60,
+            Some(1),
+            &FailoverSpec::default(),
+            None,
+        );
+        assert_eq!(q.step, Some(Action::AbortFailover { primary: 0 }));
+    }
+
+    #[test]
+    fn switchover_is_blocked_when_the_primary_does_not_list_the_target() {
+        let members = [
+            view(0, Some(primary(100, &[2]))),
+            view(1, Some(replica(0, 100))),
+            view(2, Some(replica(0, 100))),
+        ];
+        let p = run_with(
+            &members,
+            &state(0, 1, 100),
+            0,
+            Some(1),
+            &FailoverSpec::default(),
+            None,
+        );
+        assert!(p.step.is_none());
+        assert!(
+            matches!(&p.health, Health::Unhealthy { reason, .. } if reason == "SwitchoverBlocked")
+        );
+    }
+
+    #[test]
+    fn durability_is_enforced_on_the_primary_only() {
+        let mut r1 = replica(0, 100);
+        r1.min_replicas = Some((1, 10));
+        let members = [view(0, Some(primary(100, &[1]))), view(1, Some(r1))];
+        let d = RedisDurability {
+            min_replicas_to_write: 1,
+            min_replicas_max_lag: 5,
+        };
+        let p = run_with(
+            &members,
+            &state(0, 1, 100),
+            0,
+            None,
+            &FailoverSpec::default(),
+            Some(&d),
+        );
+        assert_eq!(
+            p.settings,
+            [
+                Action::SetMinReplicas {
+                    ordinal: 0,
+                    to_write: 1,
+                    max_lag: 5
+                },
+                Action::SetMinReplicas {
+                    ordinal: 1,
+                    to_write: 0,
+                    max_lag: 10
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_fresh_observation_confirms_a_promotion() {
+        let mut st = MemberStatus {
+            ordinal: 1,
+            role: MemberRole::Unknown,
+            link_up: Some(false),
+            ..Default::default()
+        };
+        confirm_primary(&mut st, &replica(0, 5));
+        assert_eq!(st.role, MemberRole::Unknown);
+        confirm_primary(&mut st, &primary(5, &[]));
+        assert_eq!(st.role, MemberRole::Primary);
+        assert_eq!(st.link_up, None);
+    }
+
+    #[test]
+    fn positions_round_trip() {
+        assert_eq!(
+            parse_position(&format_position("abc", 42)),
+            (Some("abc"), Some(42))
+        );
+        assert_eq!(parse_position("42"), (None, Some(42)));
+    }
+}

@@ -1,0 +1,295 @@
+//! Redis benchmarks (not timed tests). Run:
+//!
+//! ```text
+//! CARGO_TARGET_DIR=/var/tmp/ordinal-target-redis \
+//!   cargo test --release --test bench_redis -- --ignored --nocapture --test-threads 1
+//! ```
+//!
+//! `BENCH_REDIS_MB` sets the size of the random dataset (default 1024).
+//! Results are written up in BENCHMARKS.md.
+
+#[path = "support/redis.rs"]
+mod harness;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use harness::{Cluster, PASSWORD, PORT, connect, info_field};
+use ordinal::api::{FailoverSpec, MemberRole};
+use ordinal::redis::backup::{BackupOptions, BackupSource, backup_rdb};
+use rand::RngCore;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+async fn wait_replica_synced(ip: &str, keys: i64) {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        if let Ok(mut c) = connect(ip, PORT).await {
+            let n: Option<i64> = redis::cmd("DBSIZE").query_async(&mut c).await.ok();
+            if n == Some(keys)
+                && info_field(&mut c, "master_link_status").await.as_deref() == Some("up")
+            {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "replica never synced");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// One `redis-cli --rdb` run; returns the RDB size, pushes MB/s.
+fn cli_backup(ip: &str, dir: &std::path::Path, run: usize, cli: &mut Vec<f64>) -> u64 {
+    let rdb = dir.join(format!("cli-{run}.rdb"));
+    let t = Instant::now();
+    let st = Command::new("redis-cli")
+        .args([
+            "-h",
+            ip,
+            "-p",
+            &PORT.to_string(),
+            "-a",
+            PASSWORD,
+            "--no-auth-warning",
+            "--rdb",
+        ])
+        .arg(&rdb)
+        .output()
+        .expect("redis-cli");
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let secs = t.elapsed().as_secs_f64();
+    let size = std::fs::metadata(&rdb).unwrap().len();
+    std::fs::remove_file(&rdb).unwrap();
+    cli.push(size as f64 / 1e6 / secs);
+    size
+}
+
+/// One streamed Ordinal backup to a local zstd file; pushes MB/s.
+async fn our_backup(
+    ip: &str,
+    dir: &std::path::Path,
+    run: usize,
+    ours: &mut Vec<f64>,
+) -> ordinal::redis::BackupReport {
+    let out = dir.join(format!("ordinal-{run}.rdb.zst"));
+    let file = tokio::fs::File::create(&out).await.unwrap();
+    let source = BackupSource {
+        host: ip.to_string(),
+        port: PORT,
+        password: Some(PASSWORD.into()),
+    };
+    let t = Instant::now();
+    let rep = backup_rdb(&source, file, &BackupOptions::default())
+        .await
+        .unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    std::fs::remove_file(&out).unwrap();
+    ours.push(rep.raw_bytes as f64 / 1e6 / secs);
+    rep
+}
+
+/// `redis-cli --rdb` vs Ordinal's streamed zstd backup, from the replica.
+async fn compare_backup(c: &Cluster, label: &str, runs: usize) {
+    let ip = c.ip(1);
+    let dir = c.base.path();
+    let mut cli = Vec::new();
+    let mut ours = Vec::new();
+    let mut sizes = (0u64, 0u64);
+    for run in 0..runs {
+        // Alternate which tool goes first, so neither always gets the cold run.
+        let cli_first = run % 2 == 0;
+        let mut size = 0;
+        let mut rep = None;
+        for tool in 0..2 {
+            if (tool == 0) == cli_first {
+                size = cli_backup(&ip, dir, run, &mut cli);
+            } else {
+                rep = Some(our_backup(&ip, dir, run, &mut ours).await);
+            }
+        }
+        let rep = rep.unwrap();
+        sizes = (rep.raw_bytes, rep.compressed_bytes);
+        eprintln!(
+            "[{label}] run {run}: redis-cli --rdb {size} B at {:.1} MB/s; ordinal {} B -> {} B zstd at {:.1} MB/s",
+            cli[run], rep.raw_bytes, rep.compressed_bytes, ours[run]
+        );
+    }
+    let (c_m, o_m) = (median(cli), median(ours));
+    eprintln!(
+        "RESULT backup [{label}] RDB {:.0} MB (zstd {:.0} MB): redis-cli --rdb {c_m:.1} MB/s, ordinal {o_m:.1} MB/s, ratio {:.2}",
+        sizes.0 as f64 / 1e6,
+        sizes.1 as f64 / 1e6,
+        o_m / c_m
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark; run explicitly"]
+async fn bench_backup_throughput() {
+    let mb: usize = std::env::var("BENCH_REDIS_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024);
+    let mut c = Cluster::new(90, 2, FailoverSpec::default());
+    c.start_all();
+    c.converge(Duration::from_secs(30)).await;
+    let mut p = c.server(0).conn().await;
+
+    // 1) Random (incompressible) values, 100 KiB each, written through the
+    // primary and replicated.
+    let value_len = 100 * 1024;
+    let keys = mb * 1024 * 1024 / value_len;
+    let mut rng = rand::rng();
+    let mut value = vec![0u8; value_len];
+    let t = Instant::now();
+    for chunk in 0..keys.div_ceil(50) {
+        let mut pipe = redis::pipe();
+        for i in 0..50 {
+            let k = chunk * 50 + i;
+            if k >= keys {
+                break;
+            }
+            rng.fill_bytes(&mut value);
+            pipe.cmd("SET")
+                .arg(format!("rand:{k}"))
+                .arg(&value[..])
+                .ignore();
+        }
+        let () = pipe.query_async(&mut p).await.unwrap();
+    }
+    wait_replica_synced(&c.ip(1), keys as i64).await;
+    eprintln!("loaded {keys} random values ({mb} MB) in {:?}", t.elapsed());
+    compare_backup(&c, "random", 3).await;
+
+    // 2) Compressible values (DEBUG POPULATE), loaded into a fresh replica.
+    let () = redis::cmd("FLUSHALL").query_async(&mut p).await.unwrap();
+    let n = 3_000_000;
+    let () = redis::cmd("DEBUG")
+        .arg("POPULATE")
+        .arg(n)
+        .arg("key")
+        .arg(100)
+        .query_async(&mut p)
+        .await
+        .unwrap();
+    // DEBUG POPULATE is not replicated: resync the replica from scratch.
+    c.kill(1);
+    c.wipe(1);
+    c.start(1);
+    wait_replica_synced(&c.ip(1), n).await;
+    compare_backup(&c, "populate", 3).await;
+}
+
+async fn failover_once(detection: i32, block: u8) -> f64 {
+    let mut c = Cluster::new(
+        block,
+        3,
+        FailoverSpec {
+            detection_seconds: detection,
+            ..Default::default()
+        },
+    );
+    c.start_all();
+    c.converge(Duration::from_secs(30)).await;
+    // A client writing every 10 ms to whichever member holds the primary label.
+    let target = std::sync::Arc::new(std::sync::Mutex::new(Some(c.ip(0))));
+    let t2 = target.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s2 = stop.clone();
+    let writer = tokio::spawn(async move {
+        let mut acks = Vec::new();
+        let mut n = 0u64;
+        let mut conn: Option<(String, redis::aio::MultiplexedConnection)> = None;
+        while !s2.load(std::sync::atomic::Ordering::Relaxed) {
+            let want = t2.lock().unwrap().clone();
+            if let Some(ip) = want {
+                if conn.as_ref().map(|(h, _)| h != &ip).unwrap_or(true) {
+                    conn = connect(&ip, PORT).await.ok().map(|c| (ip.clone(), c));
+                }
+                if let Some((_, cn)) = conn.as_mut() {
+                    let r = tokio::time::timeout(
+                        Duration::from_millis(500),
+                        redis::cmd("SET")
+                            .arg(format!("w:{n}"))
+                            .arg(n)
+                            .query_async::<()>(cn),
+                    )
+                    .await;
+                    match r {
+                        Ok(Ok(())) => {
+                            acks.push(Instant::now());
+                            n += 1;
+                        }
+                        _ => conn = None,
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        acks
+    });
+    // The reconciler's schedule runs on its own clock (a pass, then the
+    // requested requeue, at most 1 s); the kill lands at a random point of it.
+    let kill_at = Instant::now() + Duration::from_millis(3000 + rand::random::<u64>() % 1000);
+    let mut killed = None;
+    let mut next_pass = Instant::now();
+    loop {
+        let now = Instant::now();
+        if killed.is_none() && now >= kill_at {
+            c.kill(0);
+            killed = Some(Instant::now());
+        }
+        if now >= next_pass {
+            let out = c.pass().await;
+            let p = out
+                .members
+                .iter()
+                .find(|m| m.role == MemberRole::Primary)
+                .map(|m| c.ip(m.ordinal as usize));
+            if p.is_some() && p != Some(c.ip(0)) {
+                *target.lock().unwrap() = p;
+            }
+            if killed.is_some() && out.state.primary != Some(0) && out.state.operation.is_none() {
+                break;
+            }
+            assert!(
+                killed.is_none_or(|k| k.elapsed() < Duration::from_secs(60)),
+                "no failover"
+            );
+            next_pass = Instant::now() + out.requeue_after.min(Duration::from_secs(1));
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let killed = killed.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acks = writer.await.unwrap();
+    let first = acks.iter().find(|t| **t > killed).expect("writes resumed");
+    (*first - killed).as_secs_f64()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark; run explicitly"]
+async fn bench_failover_unavailability() {
+    for detection in [5, 1] {
+        let mut v = Vec::new();
+        for run in 0..5u8 {
+            let s = failover_once(detection, 91 + run).await;
+            eprintln!("detection {detection}s run {run}: write-unavailability {s:.2}s");
+            v.push(s);
+        }
+        let min = v.iter().cloned().fold(f64::MAX, f64::min);
+        let max = v.iter().cloned().fold(0.0, f64::max);
+        eprintln!(
+            "RESULT failover detection {detection}s: write-unavailability median {:.2}s (min {min:.2}, max {max:.2}, {} runs)",
+            median(v.clone()),
+            v.len()
+        );
+    }
+}

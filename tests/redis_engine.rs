@@ -1,0 +1,733 @@
+//! The Redis engine against real `redis-server` processes.
+//!
+//! Each test uses its own loopback block 127.0.<block>.x so tests run in
+//! parallel. The engine is driven like the reconciler drives it: a loop of
+//! `reconcile` calls, each returned state persisted into the next input, and
+//! restarted servers booted with the configuration rendered from that state.
+
+#[path = "support/redis.rs"]
+mod harness;
+
+use std::time::{Duration, Instant};
+
+use harness::{Cluster, PORT, Server, Writer, connect, dbsize, eventually, info_field};
+use ordinal::api::{FailoverSpec, MemberRole};
+use ordinal::engine::{EventType, Health};
+use ordinal::redis::backup::{BackupError, BackupOptions, BackupSource, backup_rdb, restore_rdb};
+
+fn failover(detection_seconds: i32) -> FailoverSpec {
+    FailoverSpec {
+        detection_seconds,
+        ..Default::default()
+    }
+}
+
+async fn set_many(c: &mut redis::aio::MultiplexedConnection, prefix: &str, n: usize) {
+    let mut pipe = redis::pipe();
+    for i in 0..n {
+        pipe.cmd("SET").arg(format!("{prefix}:{i}")).arg(i).ignore();
+    }
+    let () = pipe.query_async(c).await.unwrap();
+}
+
+async fn wait_dbsize(ip: &str, want: i64) {
+    eventually(
+        Duration::from_secs(15),
+        &format!("{ip} to hold {want} keys"),
+        || async {
+            match connect(ip, PORT).await {
+                Ok(mut c) => dbsize(&mut c).await == want,
+                Err(_) => false,
+            }
+        },
+    )
+    .await;
+}
+
+async fn get(ip: &str, key: &str) -> Option<String> {
+    let mut c = connect(ip, PORT).await.ok()?;
+    redis::cmd("GET").arg(key).query_async(&mut c).await.ok()?
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_converges_and_replicates() {
+    let mut c = Cluster::new(71, 3, failover(5));
+    c.start_all();
+    let out = c.converge(Duration::from_secs(20)).await;
+    assert_eq!(out.state.primary, Some(0));
+    assert_eq!(out.state.term, 1);
+    assert_eq!(c.primary(), Some(0));
+    assert!(out.state.primary_identity.is_some());
+    let roles: Vec<_> = out.members.iter().map(|m| m.role).collect();
+    assert_eq!(
+        roles,
+        [
+            MemberRole::Primary,
+            MemberRole::Replica,
+            MemberRole::Replica
+        ]
+    );
+
+    let mut p = c.server(0).conn().await;
+    let () = redis::cmd("SET")
+        .arg("hello")
+        .arg("world")
+        .query_async(&mut p)
+        .await
+        .unwrap();
+    for r in [1, 2] {
+        let ip = c.ip(r);
+        eventually(Duration::from_secs(5), "the key on a replica", || {
+            let ip = ip.clone();
+            async move { get(&ip, "hello").await.as_deref() == Some("world") }
+        })
+        .await;
+    }
+    // A replica refuses writes.
+    let mut r = c.server(1).conn().await;
+    let err = redis::cmd("SET")
+        .arg("x")
+        .arg("y")
+        .query_async::<()>(&mut r)
+        .await;
+    assert!(err.is_err());
+    // Steady state: nothing to do, still one primary.
+    let out = c.pass().await;
+    assert_eq!(out.health, Health::Healthy);
+    assert!(out.events.is_empty());
+    assert_eq!(c.masters().await, [0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_primary_fails_over_under_writes_and_old_primary_rejoins() {
+    let detection = 2;
+    let mut c = Cluster::new(72, 3, failover(detection));
+    c.start_all();
+    c.converge(Duration::from_secs(20)).await;
+    let writer = Writer::start((c.ip(0), PORT));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    c.pass().await;
+
+    c.kill(0);
+    let killed = Instant::now();
+    let out = c
+        .run_until(Duration::from_secs(20), |o| {
+            o.state.primary.is_some_and(|p| p != 0)
+                && o.members.iter().any(|m| m.role == MemberRole::Primary)
+        })
+        .await;
+    writer.follow(&c);
+    let promoted_after = killed.elapsed();
+    let new = out.state.primary.unwrap() as usize;
+    assert_eq!(out.state.term, 2);
+    assert!(
+        promoted_after < Duration::from_secs(detection as u64 + 3),
+        "promotion took {promoted_after:?}"
+    );
+    // The other replica is repointed and the failover recorded.
+    let out = c
+        .run_until(Duration::from_secs(10), |o| {
+            o.state.operation.is_none()
+                && o.members
+                    .iter()
+                    .filter(|m| m.role == MemberRole::Replica)
+                    .count()
+                    == 1
+        })
+        .await;
+    writer.follow(&c);
+    let lf = out.state.last_failover.clone().expect("failover recorded");
+    assert_eq!((lf.from, lf.to), (0, new as i32));
+    assert!(
+        c.history
+            .iter()
+            .flat_map(|o| &o.events)
+            .any(|e| e.reason == "Promoted")
+    );
+
+    // Writes resume on the new primary.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The old primary restarts with its data, booted from the persisted state.
+    c.start(0);
+    c.converge(Duration::from_secs(20)).await;
+    writer.follow(&c);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let acked = writer.stop().await;
+    let after_kill: Vec<_> = acked.iter().filter(|(_, t)| *t > killed).collect();
+    assert!(!after_kill.is_empty(), "writes never resumed");
+    let first = after_kill[0].1 - killed;
+    eprintln!(
+        "write unavailability after SIGKILL: {first:?} (promotion seen after {promoted_after:?})"
+    );
+
+    assert_eq!(c.masters().await, [new], "exactly one primary");
+    assert_eq!(c.primary(), Some(new));
+    let mut pc = c.server(new).conn().await;
+    let total = dbsize(&mut pc).await;
+    // Asynchronous replication: only writes acknowledged in the last moments
+    // before the kill may be missing.
+    let mut missing = 0;
+    for (k, _) in &acked {
+        let v: Option<String> = redis::cmd("GET").arg(k).query_async(&mut pc).await.unwrap();
+        if v.is_none() {
+            missing += 1;
+        }
+    }
+    eprintln!(
+        "acked {} writes, {missing} missing after failover",
+        acked.len()
+    );
+    assert!(missing <= 50, "{missing} acknowledged writes lost");
+    for r in 0..3 {
+        if r != new {
+            wait_dbsize(&c.ip(r), total).await;
+        }
+    }
+    let mut old = c.server(0).conn().await;
+    assert_eq!(info_field(&mut old, "role").await.as_deref(), Some("slave"));
+    assert_eq!(info_field(&mut old, "master_host").await, Some(c.ip(new)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn primary_restarted_with_its_data_is_promoted_back_in_the_same_term() {
+    let mut c = Cluster::new(73, 2, failover(5));
+    c.start_all();
+    c.converge(Duration::from_secs(20)).await;
+    let mut p = c.server(0).conn().await;
+    set_many(&mut p, "k", 500).await;
+    wait_dbsize(&c.ip(1), 500).await;
+    // Let the AOF reach the disk (appendfsync everysec).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    c.kill(0);
+    c.start(0);
+    let mut p = c.server(0).conn().await;
+    assert_eq!(
+        info_field(&mut p, "role").await.as_deref(),
+        Some("slave"),
+        "boots read-only"
+    );
+    let out = c.converge(Duration::from_secs(15)).await;
+    assert_eq!(out.state.primary, Some(0));
+    assert_eq!(out.state.term, 1);
+    assert!(
+        c.history
+            .iter()
+            .flat_map(|o| &o.events)
+            .any(|e| e.reason == "PrimaryRestored")
+    );
+    assert_eq!(dbsize(&mut p).await, 500);
+    assert_eq!(c.masters().await, [0]);
+    wait_dbsize(&c.ip(1), 500).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn primary_restarted_empty_never_becomes_the_source() {
+    let mut c = Cluster::new(74, 3, failover(5));
+    c.start_all();
+    c.converge(Duration::from_secs(20)).await;
+    let mut p = c.server(0).conn().await;
+    set_many(&mut p, "k", 1000).await;
+    wait_dbsize(&c.ip(1), 1000).await;
+    wait_dbsize(&c.ip(2), 1000).await;
+    c.pass().await;
+
+    c.kill(0);
+    c.wipe(0);
+    c.start(0); // boots as a replica of itself: state.primary is still 0
+    let mut replicas = [c.server(1).conn().await, c.server(2).conn().await];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = c.pass().await;
+        for r in replicas.iter_mut() {
+            assert_eq!(dbsize(r).await, 1000, "a replica lost data");
+        }
+        if out.state.primary.is_some_and(|p| p != 0) && out.state.operation.is_none() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no failover: {out:#?}");
+        tokio::time::sleep(out.requeue_after.min(Duration::from_secs(1))).await;
+    }
+    let out = c.converge(Duration::from_secs(20)).await;
+    let new = out.state.primary.unwrap() as usize;
+    assert_ne!(new, 0);
+    assert_eq!(out.state.term, 2);
+    assert!(
+        c.history
+            .iter()
+            .flat_map(|o| &o.events)
+            .any(|e| e.reason == "PrimaryReturnedWithoutData" && e.type_ == EventType::Warning)
+    );
+    assert_eq!(c.masters().await, [new]);
+    let mut np = c.server(new).conn().await;
+    assert_eq!(dbsize(&mut np).await, 1000);
+    // The emptied member got the data from the new primary.
+    wait_dbsize(&c.ip(0), 1000).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switchover_under_writes_loses_no_acknowledged_write() {
+    let mut c = Cluster::new(75, 3, failover(5));
+    c.start_all();
+    c.converge(Duration::from_secs(20)).await;
+    let writer = Writer::start((c.ip(0), PORT));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    c.input.desired_primary = Some(2);
+    let mut saw_op = false;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = c.pass().await;
+        writer.follow(&c);
+        saw_op |= out.state.operation.is_some();
+        if out.state.primary == Some(2) && out.health == Health::Healthy {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "switchover did not finish: {out:#?}"
+        );
+        tokio::time::sleep(out.requeue_after.min(Duration::from_secs(1))).await;
+    }
+    assert!(saw_op, "the switchover ran as a persisted operation");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let acked = writer.stop().await;
+    let out = c.pass().await;
+    assert_eq!(out.state.term, 2);
+    assert_eq!(c.masters().await, [2]);
+    let lf = out.state.last_failover.expect("recorded");
+    assert_eq!((lf.from, lf.to), (0, 2));
+    let mut np = c.server(2).conn().await;
+    let mut missing = Vec::new();
+    for (k, _) in &acked {
+        let v: Option<String> = redis::cmd("GET").arg(k).query_async(&mut np).await.unwrap();
+        if v.is_none() {
+            missing.push(k.clone());
+        }
+    }
+    assert!(
+        acked.len() > 100,
+        "the writer barely wrote: {}",
+        acked.len()
+    );
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged writes lost: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+    // Everyone follows the new primary.
+    for r in [0, 1] {
+        let mut rc = c.server(r).conn().await;
+        assert_eq!(info_field(&mut rc, "master_host").await, Some(c.ip(2)));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_refused_when_candidate_is_too_far_behind() {
+    let mut c = Cluster::new(76, 2, failover(1));
+    c.start_all();
+    c.converge(Duration::from_secs(20)).await;
+    // Freeze the replica, then write far more than socket buffers hold: the
+    // rest waits in the primary's output buffer and dies with it.
+    c.server(1).signal("STOP");
+    let mut p = c.server(0).conn().await;
+    let value = "x".repeat(100 * 1024);
+    for chunk in 0..8 {
+        let mut pipe = redis::pipe();
+        for i in 0..50 {
+            pipe.cmd("SET")
+                .arg(format!("big:{chunk}:{i}"))
+                .arg(&value)
+                .ignore();
+        }
+        let () = pipe.query_async(&mut p).await.unwrap();
+    }
+    c.pass().await; // records the primary's position (replica times out)
+    c.kill(0);
+    c.server(1).signal("CONT");
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(4) {
+        let out = c.pass().await;
+        tokio::time::sleep(out.requeue_after.min(Duration::from_secs(1))).await;
+    }
+    let out = c.pass().await;
+    assert_eq!(out.state.primary, Some(0), "no promotion");
+    assert_eq!(out.state.term, 1);
+    assert!(out.state.operation.is_none());
+    match &out.health {
+        Health::Unhealthy { reason, message } => {
+            assert_eq!(reason, "FailoverRefused");
+            assert!(message.contains("behind"), "{message}");
+        }
+        h => panic!("unexpected health {h:?}"),
+    }
+    assert!(
+        out.events
+            .iter()
+            .any(|e| e.reason == "FailoverRefused" && e.type_ == EventType::Warning)
+    );
+    let mut r = c.server(1).conn().await;
+    assert_eq!(info_field(&mut r, "role").await.as_deref(), Some("slave"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_crash_mid_failover_resumes_to_one_primary() {
+    let mut c = Cluster::new(77, 3, failover(1));
+    c.start_all();
+    c.converge(Duration::from_secs(20)).await;
+    let mut p = c.server(0).conn().await;
+    set_many(&mut p, "k", 200).await;
+    wait_dbsize(&c.ip(1), 200).await;
+    wait_dbsize(&c.ip(2), 200).await;
+    c.pass().await;
+    c.kill(0);
+
+    // Crash 1: the pass that promotes is lost before its state is persisted.
+    let before = loop {
+        let saved = c.input.state.clone();
+        let out = c.pass().await;
+        if out.state.operation.is_some() {
+            break saved;
+        }
+        tokio::time::sleep(out.requeue_after.min(Duration::from_secs(1))).await;
+    };
+    let promoted = c.input.state.primary.unwrap();
+    c.input.state = before;
+    c.engine = ordinal::redis::RedisEngine::new(Default::default());
+
+    // Crash 2: the operation is persisted mid-way; a new engine resumes it.
+    let out = c
+        .run_until(Duration::from_secs(10), |o| o.state.operation.is_some())
+        .await;
+    assert_eq!(
+        out.state.primary,
+        Some(promoted),
+        "the same candidate is chosen again"
+    );
+    assert_eq!(out.state.term, 2, "one term per failover");
+    c.engine = ordinal::redis::RedisEngine::new(Default::default());
+    let out = c
+        .run_until(Duration::from_secs(15), |o| {
+            o.state.operation.is_none()
+                && o.members
+                    .iter()
+                    .filter(|m| m.role == MemberRole::Replica)
+                    .count()
+                    == 1
+        })
+        .await;
+    assert_eq!(out.state.term, 2);
+    assert_eq!(c.masters().await, [promoted as usize]);
+    let other = 3 - promoted as usize;
+    let mut oc = c.server(other).conn().await;
+    assert_eq!(
+        info_field(&mut oc, "master_host").await,
+        Some(c.ip(promoted as usize))
+    );
+    let mut np = c.server(promoted as usize).conn().await;
+    assert_eq!(dbsize(&mut np).await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_streams_and_restore_verifies_before_installing() {
+    let mut c = Cluster::new(78, 2, failover(5));
+    c.start(0);
+    c.run_until(Duration::from_secs(10), |o| o.state.primary == Some(0))
+        .await;
+    let mut p = c.server(0).conn().await;
+    // ~100 MB: 400k keys of 256 bytes (DEBUG POPULATE is not replicated, so
+    // the replica is started afterwards and full-syncs it).
+    let () = redis::cmd("DEBUG")
+        .arg("POPULATE")
+        .arg(400_000)
+        .arg("key")
+        .arg(256)
+        .query_async(&mut p)
+        .await
+        .unwrap();
+    c.start(1);
+    c.converge(Duration::from_secs(60)).await;
+    wait_dbsize(&c.ip(1), 400_000).await;
+
+    // Send the ~100 MB uncompressed so the stream really is that large.
+    let mut rc1 = c.server(1).conn().await;
+    let () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("rdbcompression")
+        .arg("no")
+        .query_async(&mut rc1)
+        .await
+        .unwrap();
+    let artifact = c.base.path().join("backup.rdb.zst");
+    let file = tokio::fs::File::create(&artifact).await.unwrap();
+    let source = BackupSource {
+        host: c.ip(1),
+        port: PORT,
+        password: Some(harness::PASSWORD.into()),
+    };
+    let t = Instant::now();
+    let report = backup_rdb(&source, file, &BackupOptions::default())
+        .await
+        .unwrap();
+    eprintln!("backup: {report:?} in {:?}", t.elapsed());
+    assert!(report.raw_bytes > 100_000_000, "{report:?}");
+    assert_eq!(
+        report.compressed_bytes,
+        std::fs::metadata(&artifact).unwrap().len()
+    );
+    assert!(report.offset >= 0);
+    let bytes = std::fs::read(&artifact).unwrap();
+    use sha2::Digest;
+    assert_eq!(hex::encode(sha2::Sha256::digest(&bytes)), report.sha256);
+
+    // Restore into a fresh data dir, start a server there: same data.
+    let dir = c.base.path().join("restored").join("data");
+    std::fs::create_dir_all(&dir).unwrap();
+    let rr = restore_rdb(
+        tokio::fs::File::open(&artifact).await.unwrap(),
+        &report.sha256,
+        &dir,
+    )
+    .await
+    .unwrap();
+    assert_eq!(rr.raw_bytes, report.raw_bytes);
+    let restored = Server::start(&format!("127.0.{}.9", c.block), PORT, &dir, None);
+    let mut rc = restored.conn().await;
+    eventually(
+        Duration::from_secs(30),
+        "the restored dataset to load",
+        || {
+            let ip = restored.ip.clone();
+            async move {
+                match connect(&ip, PORT).await {
+                    Ok(mut c) => info_field(&mut c, "loading").await.as_deref() == Some("0"),
+                    Err(_) => false,
+                }
+            }
+        },
+    )
+    .await;
+    assert_eq!(dbsize(&mut rc).await, 400_000);
+    for k in ["key:0", "key:1234", "key:399999"] {
+        let want: String = redis::cmd("GET").arg(k).query_async(&mut p).await.unwrap();
+        let got: String = redis::cmd("GET").arg(k).query_async(&mut rc).await.unwrap();
+        assert_eq!(got, want, "{k}");
+    }
+
+    // A corrupted artifact fails the checksum and leaves the dir untouched.
+    let mut bad = bytes.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0xff;
+    let dir2 = c.base.path().join("corrupt").join("data");
+    std::fs::create_dir_all(&dir2).unwrap();
+    let err = restore_rdb(&bad[..], &report.sha256, &dir2)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BackupError::ChecksumMismatch { .. }), "{err}");
+    assert_eq!(
+        std::fs::read_dir(&dir2).unwrap().count(),
+        0,
+        "data dir untouched"
+    );
+    // A truncated artifact too.
+    let err = restore_rdb(&bytes[..bytes.len() / 3], &report.sha256, &dir2)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BackupError::ChecksumMismatch { .. }), "{err}");
+    assert_eq!(
+        std::fs::read_dir(&dir2).unwrap().count(),
+        0,
+        "data dir untouched"
+    );
+    // A non-empty data dir is refused.
+    let err = restore_rdb(&bytes[..], &report.sha256, &dir)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BackupError::DataDirNotEmpty(..)), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switchover_that_cannot_complete_leaves_the_old_primary_writable() {
+    let mut c = Cluster::new(79, 2, failover(5));
+    c.engine = ordinal::redis::RedisEngine::new(ordinal::redis::RedisEngineConfig {
+        switchover_timeout: Duration::from_secs(1),
+        ..Default::default()
+    });
+    c.start_all();
+    c.converge(Duration::from_secs(20)).await;
+    // The target answers but applies nothing from its primary (its master
+    // link's writes are postponed), so it cannot catch up with a new write.
+    let mut target = c.server(1).conn().await;
+    let () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(20_000)
+        .arg("WRITE")
+        .query_async(&mut target)
+        .await
+        .unwrap();
+    let mut p = c.server(0).conn().await;
+    let () = redis::cmd("SET")
+        .arg("before")
+        .arg("1")
+        .query_async(&mut p)
+        .await
+        .unwrap();
+    c.input.desired_primary = Some(1);
+    let out = c
+        .run_until(Duration::from_secs(15), |o| {
+            o.events.iter().any(|e| e.reason == "SwitchoverFailed")
+        })
+        .await;
+    assert_eq!(out.state.primary, Some(0));
+    assert_eq!(out.state.term, 1);
+    assert_eq!(
+        out.state.operation.as_ref().map(|o| o.step.as_str()),
+        Some("RetryWait")
+    );
+    // Writable again, at once.
+    let t = Instant::now();
+    let () = redis::cmd("SET")
+        .arg("after")
+        .arg("1")
+        .query_async(&mut p)
+        .await
+        .unwrap();
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "writes still paused"
+    );
+    assert_eq!(info_field(&mut p, "role").await.as_deref(), Some("master"));
+    // No new attempt (and no new write pause) before the retry time.
+    let out = c.pass().await;
+    assert!(out.events.iter().all(|e| e.reason != "SwitchoverStarted"));
+    assert_eq!(out.members[0].role, MemberRole::Primary);
+    let () = redis::cmd("CLIENT")
+        .arg("UNPAUSE")
+        .query_async(&mut target)
+        .await
+        .unwrap();
+    wait_dbsize(&c.ip(1), 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_mode_is_enforced_on_the_primary_only() {
+    let mut c = Cluster::new(80, 2, failover(5));
+    c.input.settings.durability = Some(ordinal::api::redis::RedisDurability {
+        min_replicas_to_write: 1,
+        min_replicas_max_lag: 3,
+    });
+    c.start_all();
+    c.converge(Duration::from_secs(20)).await;
+    c.pass().await;
+    let get = |ip: String| async move {
+        let mut conn = connect(&ip, PORT).await.unwrap();
+        let v: Vec<String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("min-replicas-to-write")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        v[1].clone()
+    };
+    assert_eq!(get(c.ip(0)).await, "1");
+    assert_eq!(get(c.ip(1)).await, "0");
+    // Without its replica, the primary refuses writes instead of losing them.
+    c.kill(1);
+    let mut p = c.server(0).conn().await;
+    let mut refused = false;
+    for _ in 0..100 {
+        let r = redis::cmd("SET")
+            .arg("k")
+            .arg("v")
+            .query_async::<()>(&mut p)
+            .await;
+        if let Err(e) = r {
+            assert!(e.to_string().contains("NOREPLICAS"), "{e}");
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        refused,
+        "the primary kept accepting writes without replicas"
+    );
+    // Durability off again: the engine resets it.
+    c.input.settings.durability = None;
+    c.pass().await;
+    assert_eq!(get(c.ip(0)).await, "0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_rotation_keeps_replication_up() {
+    const NEW: &str = "n3w-r0tated-pw";
+    let mut c = Cluster::new(81, 2, failover(5));
+    c.start_all();
+    c.converge(Duration::from_secs(20)).await;
+    c.input.credentials = ordinal::engine::Credentials(
+        [
+            ("password".to_string(), NEW.to_string()),
+            (
+                "previous-password".to_string(),
+                harness::PASSWORD.to_string(),
+            ),
+        ]
+        .into(),
+    );
+    let mut rotated = 0;
+    c.run_until(Duration::from_secs(15), |o| {
+        rotated += o
+            .events
+            .iter()
+            .filter(|e| e.reason == "PasswordRotated")
+            .count();
+        rotated == 2 && o.health == Health::Healthy
+    })
+    .await;
+    assert!(
+        c.history
+            .iter()
+            .flat_map(|o| &o.events)
+            .any(|e| e.reason == "PasswordAdded")
+    );
+    for r in [0, 1] {
+        assert!(harness::connect_with(&c.ip(r), PORT, NEW).await.is_ok());
+        assert!(
+            harness::connect_with(&c.ip(r), PORT, harness::PASSWORD)
+                .await
+                .is_err(),
+            "the old password still works on member {r}"
+        );
+    }
+    // Replication kept working, and a replica restarted with the new
+    // password in its configuration links up again.
+    let mut p = harness::connect_with(&c.ip(0), PORT, NEW).await.unwrap();
+    let () = redis::cmd("SET")
+        .arg("after-rotation")
+        .arg("1")
+        .query_async(&mut p)
+        .await
+        .unwrap();
+    c.kill(1);
+    let replicaof = c.boot_replicaof(1);
+    let r = Server::start_with_password(&c.ip(1), PORT, &c.dir(1), replicaof, NEW);
+    eventually(
+        Duration::from_secs(10),
+        "the restarted replica to sync",
+        || async {
+            match harness::connect_with(&r.ip, PORT, NEW).await {
+                Ok(mut rc) => {
+                    let v: Option<String> = redis::cmd("GET")
+                        .arg("after-rotation")
+                        .query_async(&mut rc)
+                        .await
+                        .ok()
+                        .flatten();
+                    v.as_deref() == Some("1")
+                        && info_field(&mut rc, "master_link_status").await.as_deref() == Some("up")
+                }
+                Err(_) => false,
+            }
+        },
+    )
+    .await;
+}
