@@ -77,6 +77,7 @@ pub fn error_policy<K: ClusterResource>(obj: Arc<K>, error: &Error, ctx: Arc<Con
         obj.name_any()
     );
     let delay = ctx.backoff(&key);
+    ctx.forget_children(&key);
     warn!(%key, %error, ?delay, "reconcile failed; retrying");
     Action::requeue(delay)
 }
@@ -134,8 +135,6 @@ fn view<K: ClusterResource>(obj: &K, ctx: &Context) -> Result<ClusterView, Error
 async fn apply<K: ClusterResource>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
     let now = Utc::now();
     let view = view(&*obj, &ctx)?;
-    let client = &ctx.client;
-    let ns = view.namespace.as_str();
     let previous = obj.cluster_status().cloned();
     let state = previous
         .as_ref()
@@ -183,38 +182,33 @@ async fn apply<K: ClusterResource>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Act
         return Ok(Action::requeue(ctx.settings.resync));
     }
 
-    // Children, from the recorded state.
+    // Children, from the recorded state. Applying them is skipped while
+    // nothing they are built from changed and the last apply is recent: the
+    // engine runs every second, the children need not be re-sent as often.
     let rendered = obj.render(&view, &state);
-    apply_config_map(&view, &rendered.files, &ctx).await?;
-    let svc_api: Api<Service> = Api::namespaced(client.clone(), ns);
-    for svc in [
-        services::headless(&view),
-        services::primary(&view),
-        services::read(&view),
-    ] {
-        let name = svc.metadata.name.clone().unwrap_or_default();
-        svc_api
-            .patch(&name, &apply_params(), &Patch::Apply(&svc))
-            .await
-            .context(format!("apply Service {name}"))?;
+    let fingerprint = crate::resources::config::sha256_hex(
+        format!(
+            "{:?}|{:?}|{:?}|{:?}",
+            obj.meta().generation,
+            rendered.files,
+            view,
+            state.primary
+        )
+        .as_bytes(),
+    );
+    if ctx.children_current(&key_of(&*obj), &fingerprint) {
+        obs.storage_note = previous
+            .as_ref()
+            .and_then(|s| {
+                s.conditions
+                    .iter()
+                    .find(|c| c.type_ == "StorageInSync" && c.status == "False")
+            })
+            .map(|c| c.message.clone());
+    } else {
+        obs.storage_note = apply_children(&view, &rendered, &ctx).await?;
+        ctx.children_applied(&key_of(&*obj), fingerprint);
     }
-    let pdb_api: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), ns);
-    pdb_api
-        .patch(&view.name, &apply_params(), &Patch::Apply(&pdb::pdb(&view)))
-        .await
-        .context(format!("apply PodDisruptionBudget {}", view.name))?;
-    let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
-    let existing = sts_api
-        .get_opt(&view.name)
-        .await
-        .context(format!("get StatefulSet {}", view.name))?;
-    let (claims, storage_note) = claims_for(&view, existing.as_ref());
-    obs.storage_note = storage_note;
-    let sts = statefulset::statefulset(&view, &rendered.restart_hash, claims);
-    sts_api
-        .patch(&view.name, &apply_params(), &Patch::Apply(&sts))
-        .await
-        .context(format!("apply StatefulSet {}", view.name))?;
 
     // Members as Kubernetes sees them.
     let pods = list_pods(&view, &ctx).await?;
@@ -270,6 +264,56 @@ async fn apply<K: ClusterResource>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Act
     Ok(Action::requeue(
         outcome.requeue_after.min(ctx.settings.resync),
     ))
+}
+
+fn key_of<K: ClusterResource>(obj: &K) -> String {
+    format!(
+        "{}/{}/{}",
+        K::kind(&()),
+        obj.namespace().unwrap_or_default(),
+        obj.name_any()
+    )
+}
+
+/// Server-side apply of the ConfigMap, Services, PDB and StatefulSet; returns
+/// why the storage could not follow the spec, if it could not.
+async fn apply_children(
+    view: &ClusterView,
+    rendered: &crate::resources::RenderedConfig,
+    ctx: &Context,
+) -> Result<Option<String>, Error> {
+    let client = &ctx.client;
+    let ns = view.namespace.as_str();
+    apply_config_map(view, &rendered.files, ctx).await?;
+    let svc_api: Api<Service> = Api::namespaced(client.clone(), ns);
+    for svc in [
+        services::headless(view),
+        services::primary(view),
+        services::read(view),
+    ] {
+        let name = svc.metadata.name.clone().unwrap_or_default();
+        svc_api
+            .patch(&name, &apply_params(), &Patch::Apply(&svc))
+            .await
+            .context(format!("apply Service {name}"))?;
+    }
+    let pdb_api: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), ns);
+    pdb_api
+        .patch(&view.name, &apply_params(), &Patch::Apply(&pdb::pdb(view)))
+        .await
+        .context(format!("apply PodDisruptionBudget {}", view.name))?;
+    let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
+    let existing = sts_api
+        .get_opt(&view.name)
+        .await
+        .context(format!("get StatefulSet {}", view.name))?;
+    let (claims, storage_note) = claims_for(view, existing.as_ref());
+    let sts = statefulset::statefulset(view, &rendered.restart_hash, claims);
+    sts_api
+        .patch(&view.name, &apply_params(), &Patch::Apply(&sts))
+        .await
+        .context(format!("apply StatefulSet {}", view.name))?;
+    Ok(storage_note)
 }
 
 /// The generated Secret is created once and never overwritten; a named Secret

@@ -64,10 +64,12 @@ pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
     pub settings: Settings,
-    pub redis: crate::engine::Unavailable,
+    pub redis: crate::redis::RedisEngine,
     pub mysql: crate::engine::Unavailable,
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
     failures: Mutex<HashMap<String, u32>>,
+    /// Per cluster: fingerprint of the children last applied, and when.
+    applied: Mutex<HashMap<String, (String, std::time::Instant)>>,
 }
 
 impl Context {
@@ -84,10 +86,11 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             settings,
-            redis: crate::engine::Unavailable,
+            redis: crate::redis::RedisEngine::new(crate::redis::RedisEngineConfig::default()),
             mysql: crate::engine::Unavailable,
             metrics,
             failures: Mutex::new(HashMap::new()),
+            applied: Mutex::new(HashMap::new()),
         }
     }
 
@@ -97,6 +100,27 @@ impl Context {
         let n = failures.entry(key.to_string()).or_insert(0);
         *n = n.saturating_add(1);
         Duration::from_secs(1u64 << (*n - 1).min(8)).min(Duration::from_secs(300))
+    }
+
+    /// Whether children built from `fingerprint` were applied within the resync period.
+    pub fn children_current(&self, key: &str, fingerprint: &str) -> bool {
+        let applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
+        applied
+            .get(key)
+            .is_some_and(|(f, at)| f == fingerprint && at.elapsed() < self.settings.resync)
+    }
+
+    pub fn children_applied(&self, key: &str, fingerprint: String) {
+        let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
+        applied.insert(key.to_string(), (fingerprint, std::time::Instant::now()));
+    }
+
+    /// Forget what was applied (after an error or deletion).
+    pub fn forget_children(&self, key: &str) {
+        self.applied
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
     }
 
     pub fn reset_backoff(&self, key: &str) {

@@ -45,7 +45,7 @@ pub trait ClusterResource:
 }
 
 impl ClusterResource for RedisReplication {
-    type Engine = crate::engine::Unavailable;
+    type Engine = crate::redis::RedisEngine;
 
     fn db_kind(&self) -> DbKind {
         DbKind::Redis
@@ -80,7 +80,9 @@ impl ClusterResource for RedisReplication {
     fn render(&self, view: &ClusterView, state: &ReplicationState) -> RenderedConfig {
         config::render_redis(view, &self.spec, state)
     }
-    fn engine_settings(&self) {}
+    fn engine_settings(&self) -> crate::redis::RedisSettings {
+        crate::redis::settings_from_spec(&self.spec)
+    }
     fn engine(ctx: &Context) -> &Self::Engine {
         &ctx.redis
     }

@@ -70,5 +70,11 @@ pub fn check(view: &ClusterView, secret: &Secret) -> Result<BTreeMap<String, Str
         }
         out.insert(key.to_string(), text);
     }
+    // Other keys (e.g. `previous-password` during a rotation) pass through.
+    for (key, value) in data {
+        if let (false, Ok(text)) = (out.contains_key(&key), String::from_utf8(value.0)) {
+            out.insert(key, text);
+        }
+    }
     Ok(out)
 }
