@@ -230,7 +230,12 @@ fn wait_for(
                 let text = fs::read_to_string(log).unwrap_or_default();
                 let tail: Vec<&str> = text.lines().rev().take(5).collect();
                 let tail: Vec<&str> = tail.into_iter().rev().collect();
-                bail!("{what}: process {} exited; end of {}:\n{}", p.pid, log.display(), tail.join("\n"));
+                bail!(
+                    "{what}: process {} exited; end of {}:\n{}",
+                    p.pid,
+                    log.display(),
+                    tail.join("\n")
+                );
             }
         }
         if ok()? {
@@ -279,7 +284,10 @@ fn ensure_binaries(args: &UpArgs) -> Result<()> {
 pub fn up(state: &Path, args: &UpArgs) -> Result<()> {
     let res = up_inner(state, args);
     if res.is_err() && ProcRef::load(&pid_file(state, "etcd")).is_some() {
-        eprintln!("devcluster up failed; stopping what it started (logs stay in {})", state.join("logs").display());
+        eprintln!(
+            "devcluster up failed; stopping what it started (logs stay in {})",
+            state.join("logs").display()
+        );
         let _ = down(state, false);
     }
     res
@@ -349,9 +357,12 @@ fn up_inner(state: &Path, args: &UpArgs) -> Result<()> {
         ],
     )?;
     let log = |n: &str| state.join("logs").join(format!("{n}.log"));
-    wait_for("etcd", Some((etcd, &log("etcd"))), Duration::from_secs(30), || {
-        Ok(std::net::TcpStream::connect(("127.0.0.1", ports.etcd_client)).is_ok())
-    })?;
+    wait_for(
+        "etcd",
+        Some((etcd, &log("etcd"))),
+        Duration::from_secs(30),
+        || Ok(std::net::TcpStream::connect(("127.0.0.1", ports.etcd_client)).is_ok()),
+    )?;
 
     let apiserver = spawn(
         state,
@@ -361,14 +372,17 @@ fn up_inner(state: &Path, args: &UpArgs) -> Result<()> {
             format!("--etcd-servers={etcd_url}"),
             "--bind-address=127.0.0.1".into(),
             // Loopback is not allowed with an endpoint reconciler; pods reach the
-        // API through KUBERNETES_SERVICE_HOST=127.0.0.1 instead.
-        "--advertise-address=127.0.0.1".into(),
-        "--endpoint-reconciler-type=none".into(),
+            // API through KUBERNETES_SERVICE_HOST=127.0.0.1 instead.
+            "--advertise-address=127.0.0.1".into(),
+            "--endpoint-reconciler-type=none".into(),
             format!("--secure-port={}", ports.apiserver),
             format!("--cert-dir={}", s(&pki)),
             format!("--tls-cert-file={}", s(&pki.join("apiserver.crt"))),
             format!("--tls-private-key-file={}", s(&pki.join("apiserver.key"))),
             format!("--client-ca-file={}", s(&pki.join("ca.crt"))),
+            // Only to give extension-apiserver-authentication a CA bundle.
+            format!("--requestheader-client-ca-file={}", s(&pki.join("ca.crt"))),
+        "--requestheader-allowed-names=front-proxy-client".into(),
             format!("--service-account-key-file={}", s(&pki.join("sa.pub"))),
             format!(
                 "--service-account-signing-key-file={}",
@@ -382,10 +396,15 @@ fn up_inner(state: &Path, args: &UpArgs) -> Result<()> {
             "--profiling=false".into(),
         ],
     )?;
-    wait_for("kube-apiserver /readyz", Some((apiserver, &log("kube-apiserver"))), Duration::from_secs(120), || {
-        let out = kubectl(state, &["get", "--raw", "/readyz"])?;
-        Ok(out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok")
-    })?;
+    wait_for(
+        "kube-apiserver /readyz",
+        Some((apiserver, &log("kube-apiserver"))),
+        Duration::from_secs(120),
+        || {
+            let out = kubectl(state, &["get", "--raw", "/readyz"])?;
+            Ok(out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok")
+        },
+    )?;
 
     let kc = s(&kubeconfig_path(state));
     spawn(
@@ -418,27 +437,37 @@ fn up_inner(state: &Path, args: &UpArgs) -> Result<()> {
         agent_args.push(format!("--ordinal-bin={}", s(b)));
     }
     let agent = spawn(state, "agent", &exe, &agent_args)?;
-    wait_for("node devcluster Ready", Some((agent, &log("agent"))), Duration::from_secs(60), || {
-        let out = kubectl(
-            state,
-            &[
-                "get",
-                "node",
-                NODE_NAME,
-                "-o",
-                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-            ],
-        )?;
-        Ok(String::from_utf8_lossy(&out.stdout).trim() == "True")
-    })?;
-    wait_for("default service account", None, Duration::from_secs(60), || {
-        Ok(kubectl(
-            state,
-            &["-n", "default", "get", "serviceaccount", "default"],
-        )?
-        .status
-        .success())
-    })?;
+    wait_for(
+        "node devcluster Ready",
+        Some((agent, &log("agent"))),
+        Duration::from_secs(60),
+        || {
+            let out = kubectl(
+                state,
+                &[
+                    "get",
+                    "node",
+                    NODE_NAME,
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+                ],
+            )?;
+            Ok(String::from_utf8_lossy(&out.stdout).trim() == "True")
+        },
+    )?;
+    wait_for(
+        "default service account",
+        None,
+        Duration::from_secs(60),
+        || {
+            Ok(kubectl(
+                state,
+                &["-n", "default", "get", "serviceaccount", "default"],
+            )?
+            .status
+            .success())
+        },
+    )?;
     println!("devcluster is up: export KUBECONFIG={kc}");
     Ok(())
 }

@@ -68,6 +68,8 @@ fn main() -> Result<()> {
                 .unwrap_or_else(|_| "info,kube=warn,hyper=warn,rustls=warn".into()),
         )
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
         .init();
     let rt = tokio::runtime::Runtime::new().context("starting tokio")?;
     rt.block_on(async move {

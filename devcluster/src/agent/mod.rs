@@ -281,6 +281,12 @@ fn kill_leftovers(state: &Path) {
     }
 }
 
+fn kernel_version() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
 fn node_status(agent: &Agent) -> Value {
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -312,7 +318,7 @@ fn node_status(agent: &Agent) -> Value {
         "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": agent.node}],
         "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
         "nodeInfo": {"machineID": "devcluster", "systemUUID": "devcluster", "bootID": "devcluster",
-            "kernelVersion": "", "osImage": "devcluster host processes", "containerRuntimeVersion": "devcluster://0.1.0",
+            "kernelVersion": kernel_version(), "osImage": "devcluster host processes", "containerRuntimeVersion": "devcluster://0.1.0",
             "kubeletVersion": "v1.37.2", "kubeProxyVersion": "", "operatingSystem": "linux", "architecture": "amd64"},
     })
 }
@@ -445,6 +451,13 @@ async fn provision_volumes(agent: &Agent) -> Result<()> {
     Ok(())
 }
 
+fn pod_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
 fn dns_view(
     agent: &Agent,
     pods: &[Pod],
@@ -470,23 +483,43 @@ fn dns_view(
         let sub = spec.and_then(|s| s.subdomain.clone());
         view.pods.push((ns, host, sub, name, ip));
     }
+    // The API server rejects loopback addresses in Endpoints and
+    // EndpointSlices, so the endpoints of Services with a selector are
+    // computed here, from the pods' labels and Ready conditions.
     for svc in services {
         let (ns, name) = (svc.namespace().unwrap_or_default(), svc.name_any());
         if ns == "default" && name == "kubernetes" {
             continue;
         }
-        let mut ready: Vec<String> = slices
-            .iter()
-            .filter(|s| {
-                s.namespace().as_deref() == Some(&ns)
-                    && s.labels().get("kubernetes.io/service-name") == Some(&name)
-            })
-            .flat_map(|s| s.endpoints.iter())
-            .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
-            .flat_map(|e| e.addresses.iter().cloned())
-            .collect();
-        ready.sort();
-        if let Some(ip) = ready.into_iter().next() {
+        let spec = svc.spec.clone().unwrap_or_default();
+        let mut ips: Vec<(String, String)> = match spec.selector.filter(|s| !s.is_empty()) {
+            Some(sel) => {
+                let not_ready_ok = spec.publish_not_ready_addresses == Some(true);
+                pods.iter()
+                    .filter(|p| {
+                        p.namespace().as_deref() == Some(&ns)
+                            && p.metadata.deletion_timestamp.is_none()
+                    })
+                    .filter(|p| sel.iter().all(|(k, v)| p.labels().get(k) == Some(v)))
+                    .filter(|p| not_ready_ok || pod_ready(p))
+                    .filter_map(|p| {
+                        Some((p.name_any(), ips.get(&format!("{ns}/{}", p.name_any()))?))
+                    })
+                    .collect()
+            }
+            None => slices
+                .iter()
+                .filter(|s| {
+                    s.namespace().as_deref() == Some(&ns)
+                        && s.labels().get("kubernetes.io/service-name") == Some(&name)
+                })
+                .flat_map(|s| s.endpoints.iter())
+                .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
+                .flat_map(|e| e.addresses.iter().map(|a| (a.clone(), a.clone())))
+                .collect(),
+        };
+        ips.sort();
+        if let Some((_, ip)) = ips.into_iter().next() {
             view.services.push((ns, name, ip));
         }
     }
@@ -656,10 +689,12 @@ async fn reconcile(agent: &Arc<Agent>, handles: &mut HashMap<String, PodHandle>)
             finished.push(uid.clone());
         }
     }
+    let mut deleted = HashSet::new();
     for uid in finished {
         let Some(h) = handles.remove(&uid) else {
             continue;
         };
+        deleted.insert(uid.clone());
         if live_uids.contains(&uid) {
             let api: Api<Pod> = Api::namespaced(client.clone(), &h.ns);
             let dp = DeleteParams {
@@ -679,7 +714,10 @@ async fn reconcile(agent: &Arc<Agent>, handles: &mut HashMap<String, PodHandle>)
     // Pods being deleted that we never ran.
     for p in &ours {
         let uid = p.uid().unwrap_or_default();
-        if p.metadata.deletion_timestamp.is_some() && !handles.contains_key(&uid) {
+        if p.metadata.deletion_timestamp.is_some()
+            && !handles.contains_key(&uid)
+            && !deleted.contains(&uid)
+        {
             let api: Api<Pod> = Api::namespaced(client.clone(), &p.namespace().unwrap_or_default());
             let dp = DeleteParams {
                 grace_period_seconds: Some(0),
