@@ -225,18 +225,18 @@ fn wait_for(
 ) -> Result<()> {
     let start = Instant::now();
     loop {
-        if let Some((p, log)) = proc {
-            if !p.alive() {
-                let text = fs::read_to_string(log).unwrap_or_default();
-                let tail: Vec<&str> = text.lines().rev().take(5).collect();
-                let tail: Vec<&str> = tail.into_iter().rev().collect();
-                bail!(
-                    "{what}: process {} exited; end of {}:\n{}",
-                    p.pid,
-                    log.display(),
-                    tail.join("\n")
-                );
-            }
+        if let Some((p, log)) = proc
+            && !p.alive()
+        {
+            let text = fs::read_to_string(log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(5).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            bail!(
+                "{what}: process {} exited; end of {}:\n{}",
+                p.pid,
+                log.display(),
+                tail.join("\n")
+            );
         }
         if ok()? {
             println!("{what}: ok after {:.1}s", start.elapsed().as_secs_f32());
@@ -267,10 +267,10 @@ fn ensure_binaries(args: &UpArgs) -> Result<()> {
     // build.sh is a no-op when the stamp matches, so always run it.
     let mut cmd = Command::new("bash");
     cmd.arg(&script);
-    if args.bin_dir.file_name().is_some_and(|n| n == "bin") {
-        if let Some(parent) = args.bin_dir.parent() {
-            cmd.env("ORDINAL_CACHE", parent);
-        }
+    if args.bin_dir.file_name().is_some_and(|n| n == "bin")
+        && let Some(parent) = args.bin_dir.parent()
+    {
+        cmd.env("ORDINAL_CACHE", parent);
     }
     let status = cmd
         .status()
@@ -382,7 +382,7 @@ fn up_inner(state: &Path, args: &UpArgs) -> Result<()> {
             format!("--client-ca-file={}", s(&pki.join("ca.crt"))),
             // Only to give extension-apiserver-authentication a CA bundle.
             format!("--requestheader-client-ca-file={}", s(&pki.join("ca.crt"))),
-        "--requestheader-allowed-names=front-proxy-client".into(),
+            "--requestheader-allowed-names=front-proxy-client".into(),
             format!("--service-account-key-file={}", s(&pki.join("sa.pub"))),
             format!(
                 "--service-account-signing-key-file={}",
@@ -484,10 +484,10 @@ fn pod_processes(state: &Path) -> Vec<(PathBuf, ProcRef)> {
         };
         for f in files.flatten() {
             let path = f.path();
-            if path.extension().is_some_and(|e| e == "pid") {
-                if let Some(p) = ProcRef::load(&path) {
-                    out.push((path, p));
-                }
+            if path.extension().is_some_and(|e| e == "pid")
+                && let Some(p) = ProcRef::load(&path)
+            {
+                out.push((path, p));
             }
         }
     }

@@ -265,15 +265,15 @@ fn kill_leftovers(state: &Path) {
         for f in files.flatten() {
             let path = f.path();
             if path.extension().is_some_and(|e| e == "pid") {
-                if let Some(p) = ProcRef::load(&path) {
-                    if p.alive() {
-                        warn!(
-                            "killing leftover pod process {} ({})",
-                            p.pid,
-                            path.display()
-                        );
-                        procs::stop_group(p, Duration::from_secs(3));
-                    }
+                if let Some(p) = ProcRef::load(&path)
+                    && p.alive()
+                {
+                    warn!(
+                        "killing leftover pod process {} ({})",
+                        p.pid,
+                        path.display()
+                    );
+                    procs::stop_group(p, Duration::from_secs(3));
                 }
                 let _ = std::fs::remove_file(&path);
             }

@@ -439,28 +439,25 @@ async fn run_process_inner(
             }
             _ = tokio::time::sleep(Duration::from_millis(500)) => {
                 let started = startup.as_ref().is_none_or(|p| p.ok);
-                if let Some(p) = startup.as_mut().filter(|p| !p.ok) {
-                    if let Some(res) = p.run_if_due(ctx, c, vols, start).await {
+                if let Some(p) = startup.as_mut().filter(|p| !p.ok)
+                    && let Some(res) = p.run_if_due(ctx, c, vols, start).await {
                         if res { ctx.ctr(init, idx, |s| { s.started = true; s.ready = readiness.is_none(); }); }
                         else if p.failures >= p.failure_threshold {
                             warn!("pod {}/{}: {} failed its startup probe", ctx.ns, ctx.name, c.name);
                             killed_by_probe = true;
                         }
                     }
-                }
                 if started {
-                    if let Some(p) = readiness.as_mut() {
-                        if p.run_if_due(ctx, c, vols, start).await.is_some() {
+                    if let Some(p) = readiness.as_mut()
+                        && p.run_if_due(ctx, c, vols, start).await.is_some() {
                             let ready = p.ok;
                             ctx.ctr(init, idx, |s| s.ready = ready);
                         }
-                    }
-                    if let Some(p) = liveness.as_mut() {
-                        if p.run_if_due(ctx, c, vols, start).await == Some(false) && p.failures >= p.failure_threshold {
+                    if let Some(p) = liveness.as_mut()
+                        && p.run_if_due(ctx, c, vols, start).await == Some(false) && p.failures >= p.failure_threshold {
                             warn!("pod {}/{}: {} failed its liveness probe", ctx.ns, ctx.name, c.name);
                             killed_by_probe = true;
                         }
-                    }
                 }
                 if killed_by_probe {
                     ctx.ctr(init, idx, |s| s.ready = false);
@@ -1149,19 +1146,18 @@ fn host_argv(ctx: &PodCtx, mut argv: Vec<String>, env: &[(String, String)]) -> V
     for a in argv.iter_mut() {
         *a = expand(a, env);
     }
-    if let Some(first) = argv.first_mut() {
-        if first.contains('/') && !Path::new(first.as_str()).exists() {
-            if let Some(base) = Path::new(first.as_str())
-                .file_name()
-                .and_then(|b| b.to_str())
-            {
-                *first = if base == "ordinal" {
-                    ctx.agent.shims.join("ordinal").display().to_string()
-                } else {
-                    base.to_owned()
-                };
-            }
-        }
+    if let Some(first) = argv.first_mut()
+        && first.contains('/')
+        && !Path::new(first.as_str()).exists()
+        && let Some(base) = Path::new(first.as_str())
+            .file_name()
+            .and_then(|b| b.to_str())
+    {
+        *first = if base == "ordinal" {
+            ctx.agent.shims.join("ordinal").display().to_string()
+        } else {
+            base.to_owned()
+        };
     }
     argv
 }
