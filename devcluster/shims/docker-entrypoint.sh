@@ -8,8 +8,7 @@
 # without networking, sets the root password (MARIADB_ROOT_PASSWORD or
 # MYSQL_ROOT_PASSWORD) for root@localhost and root@'%', creates
 # MARIADB_DATABASE / MARIADB_USER if given, runs /docker-entrypoint-initdb.d,
-# and stops it. Then it execs mariadbd as root, bound to the pod IP unless the
-# options bind elsewhere.
+# and stops it. Then it execs mariadbd as root, bound to the pod IP.
 set -eu
 
 if [ "$#" -eq 0 ]; then set -- mariadbd; fi
@@ -31,13 +30,11 @@ setting() { # name -> value as mariadbd would use it with our options
 }
 datadir=$(SETTING=datadir setting "$@")
 datadir=${datadir:-/var/lib/mysql}
-bind=$(SETTING=bind-address setting "$@")
 
+# Pods share the host's network: always listen on the pod's own IP (given last,
+# it wins over any bind-address in the option files).
 extra="--user=root"
-case "$bind" in
-"" | "0.0.0.0" | "::" | "*" | "(No" )
-	if [ -n "${DEVCLUSTER_POD_IP:-}" ]; then extra="$extra --bind-address=$DEVCLUSTER_POD_IP"; fi ;;
-esac
+if [ -n "${DEVCLUSTER_POD_IP:-}" ]; then extra="$extra --bind-address=$DEVCLUSTER_POD_IP"; fi
 
 mkdir -p /run/mysqld
 if [ ! -d "$datadir/mysql" ]; then
@@ -64,6 +61,10 @@ if [ ! -d "$datadir/mysql" ]; then
 	pw="${MARIADB_ROOT_PASSWORD:-${MYSQL_ROOT_PASSWORD:-}}"
 	{
 		echo "SET @@SESSION.SQL_LOG_BIN=0;"
+		# Like the official image: only root@localhost and root@'%' remain
+		# (install-db also makes password-less root@127.0.0.1, ::1, hostname).
+		echo "DELETE FROM mysql.global_priv WHERE user = '' OR (user = 'root' AND host <> 'localhost');"
+		echo "FLUSH PRIVILEGES;"
 		if [ -n "$pw" ]; then
 			p=$(sql_escape "$pw")
 			echo "ALTER USER 'root'@'localhost' IDENTIFIED BY '$p';"
