@@ -70,6 +70,19 @@ impl IpMap {
         self.map.get(key).cloned()
     }
 
+    fn release(&mut self, key: &str) {
+        if self.map.remove(key).is_some()
+            && let Err(e) = self.save()
+        {
+            warn!("{e:#}");
+        }
+    }
+
+    fn save(&self) -> Result<()> {
+        std::fs::write(&self.path, serde_json::to_string_pretty(&self.map)?)
+            .with_context(|| format!("writing {}", self.path.display()))
+    }
+
     fn allocate(&mut self, key: &str) -> Result<String> {
         if let Some(ip) = self.map.get(key) {
             return Ok(ip.clone());
@@ -80,8 +93,7 @@ impl IpMap {
             .find(|ip| !used.contains(ip))
             .context("out of loopback addresses")?;
         self.map.insert(key.to_owned(), ip.clone());
-        std::fs::write(&self.path, serde_json::to_string_pretty(&self.map)?)
-            .with_context(|| format!("writing {}", self.path.display()))?;
+        self.save()?;
         Ok(ip)
     }
 }
@@ -115,6 +127,8 @@ struct PodHandle {
     conditions: BTreeMap<&'static str, (bool, String)>,
     last_status: Option<Value>,
     last_hosts: String,
+    /// StatefulSet pods keep their IP for the next pod of the same name.
+    sticky_ip: bool,
 }
 
 /// What /etc/hosts files are made of.
@@ -469,7 +483,9 @@ fn dns_view(
         return view;
     };
     for p in pods {
-        if p.metadata.deletion_timestamp.is_some() {
+        let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+        if p.metadata.deletion_timestamp.is_some() || matches!(phase, Some("Succeeded" | "Failed"))
+        {
             continue;
         }
         let (ns, name) = (p.namespace().unwrap_or_default(), p.name_any());
@@ -629,6 +645,7 @@ async fn reconcile(agent: &Arc<Agent>, handles: &mut HashMap<String, PodHandle>)
         });
         info!("starting pod {ns}/{name} on {ip}");
         let task = tokio::spawn(pod::run_pod(ctx));
+        let sticky_ip = p.owner_references().iter().any(|o| o.kind == "StatefulSet");
         handles.insert(
             uid,
             PodHandle {
@@ -643,6 +660,7 @@ async fn reconcile(agent: &Arc<Agent>, handles: &mut HashMap<String, PodHandle>)
                 conditions: BTreeMap::new(),
                 last_status: None,
                 last_hosts: String::new(),
+                sticky_ip,
             },
         );
     }
@@ -695,6 +713,11 @@ async fn reconcile(agent: &Arc<Agent>, handles: &mut HashMap<String, PodHandle>)
             continue;
         };
         deleted.insert(uid.clone());
+        if !h.sticky_ip
+            && let Ok(mut ips) = agent.ips.lock()
+        {
+            ips.release(&format!("{}/{}", h.ns, h.name));
+        }
         if live_uids.contains(&uid) {
             let api: Api<Pod> = Api::namespaced(client.clone(), &h.ns);
             let dp = DeleteParams {
