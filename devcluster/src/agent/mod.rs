@@ -597,8 +597,9 @@ async fn reconcile(agent: &Arc<Agent>, handles: &mut HashMap<String, PodHandle>)
         .collect();
     let live_uids: HashSet<String> = ours.iter().filter_map(|p| p.uid()).collect();
 
-    // Start workers for new pods (allocating their IPs first, so that the
-    // DNS view below already has them).
+    // Start workers for new pods, allocating their IPs first, so that their
+    // /etc/hosts is complete before their first process starts.
+    let mut to_start = Vec::new();
     for p in &ours {
         let uid = p.uid().unwrap_or_default();
         let phase = p
@@ -624,12 +625,23 @@ async fn reconcile(agent: &Arc<Agent>, handles: &mut HashMap<String, PodHandle>)
         if handles.values().any(|h| h.ns == ns && h.name == name) {
             continue;
         }
+        to_start.push((*p, ns, name, ip));
+    }
+    let view = dns_view(agent, &pods, &services, &slices);
+    for (p, ns, name, ip) in to_start {
+        let uid = p.uid().unwrap_or_default();
         match pod::prepare_dir(agent, p) {
             Ok(()) => {}
             Err(e) => {
                 warn!("preparing {ns}/{name}: {e:#}");
                 continue;
             }
+        }
+        let hosts = render_hosts(&view, &ns, &name);
+        let hosts_path = agent.pod_dir(&ns, &name).join("hosts");
+        if let Err(e) = std::fs::write(&hosts_path, &hosts) {
+            warn!("writing {}: {e}", hosts_path.display());
+            continue;
         }
         let rt = Arc::new(Mutex::new(PodRt::new(p)));
         let (stop_tx, stop_rx) = watch::channel(None);
@@ -659,14 +671,13 @@ async fn reconcile(agent: &Arc<Agent>, handles: &mut HashMap<String, PodHandle>)
                 start_time: now(),
                 conditions: BTreeMap::new(),
                 last_status: None,
-                last_hosts: String::new(),
+                last_hosts: hosts,
                 sticky_ip,
             },
         );
     }
 
     // /etc/hosts of every running pod.
-    let view = dns_view(agent, &pods, &services, &slices);
     for h in handles.values_mut() {
         let hosts = render_hosts(&view, &h.ns, &h.name);
         if hosts != h.last_hosts {

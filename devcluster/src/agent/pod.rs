@@ -223,11 +223,29 @@ async fn run_pod_inner(ctx: &Arc<PodCtx>) -> Result<()> {
     };
     ctx.update(|rt| rt.message = None);
     info!("pod {}/{}: volumes ready", ctx.ns, ctx.name);
+    // Like the kubelet, follow ConfigMap/Secret changes while the pod runs.
+    let refresher = {
+        let (ctx, vols) = (ctx.clone(), vols.clone());
+        tokio::spawn(async move {
+            while !ctx.sleep_or_stop(Duration::from_secs(5)).await {
+                refresh_volumes(&ctx, &vols).await;
+            }
+        })
+    };
+    let res = run_containers(ctx, &spec, &vols).await;
+    refresher.abort();
+    res
+}
 
+async fn run_containers(
+    ctx: &Arc<PodCtx>,
+    spec: &k8s_openapi::api::core::v1::PodSpec,
+    vols: &Arc<Volumes>,
+) -> Result<()> {
     for (i, c) in spec.init_containers.iter().flatten().enumerate() {
         let mut backoff = Duration::from_secs(1);
         loop {
-            match run_process(ctx, c, true, i, &vols).await {
+            match run_process(ctx, c, true, i, vols).await {
                 Outcome::Stopped => return Ok(()),
                 Outcome::Exited(0, _) => break,
                 Outcome::Exited(code, _) => {
