@@ -38,6 +38,13 @@ enum Cmd {
     Status,
     /// Run the node agent in the foreground (`up` starts it for you).
     Agent(agent::AgentArgs),
+    /// Run a host command that resolves the cluster's DNS names (pods,
+    /// Services) through the agent's hosts file, with KUBECONFIG set; e.g.
+    /// `devcluster run -- cargo test --test e2e_redis`.
+    Run {
+        #[arg(trailing_var_arg = true, required = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
     /// Internal: enter a pod's private mount namespace and exec a command.
     #[command(hide = true)]
     PodExec { spec: PathBuf },
@@ -58,9 +65,11 @@ pub fn cache_dir() -> PathBuf {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    if let Cmd::PodExec { spec } = &cli.cmd {
-        // Single-threaded on purpose: unshare(CLONE_NEWNS) needs it.
-        return podexec::run(spec);
+    // Single-threaded on purpose: unshare(CLONE_NEWNS) needs it.
+    match cli.cmd {
+        Cmd::PodExec { spec } => return podexec::run(&spec),
+        Cmd::Run { command } => return podexec::run_on_host(&cli.state_dir, command),
+        _ => {}
     }
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -78,7 +87,7 @@ fn main() -> Result<()> {
             Cmd::Down { wipe } => cluster::down(&cli.state_dir, wipe),
             Cmd::Status => cluster::status(&cli.state_dir),
             Cmd::Agent(args) => agent::run(&cli.state_dir, args).await,
-            Cmd::PodExec { .. } => unreachable!("handled above"),
+            Cmd::PodExec { .. } | Cmd::Run { .. } => unreachable!("handled above"),
         }
     })
 }

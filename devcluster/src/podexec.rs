@@ -43,6 +43,43 @@ pub fn run(spec_path: &Path) -> Result<()> {
     let text = std::fs::read_to_string(spec_path)
         .with_context(|| format!("reading {}", spec_path.display()))?;
     let spec: ExecSpec = serde_json::from_str(&text).context("parsing exec spec")?;
+    enter_and_exec(&spec)
+}
+
+/// `devcluster run -- CMD`: a host command that sees the cluster's DNS names
+/// (the agent's `<state>/hosts` on /etc/hosts) and has KUBECONFIG set.
+pub fn run_on_host(state: &Path, argv: Vec<String>) -> Result<()> {
+    let hosts = state.join("hosts");
+    if !hosts.exists() {
+        bail!("{} does not exist: is devcluster up?", hosts.display());
+    }
+    let mut env: Vec<(String, String)> = std::env::vars().collect();
+    if !env.iter().any(|(k, _)| k == "KUBECONFIG") {
+        env.push((
+            "KUBECONFIG".into(),
+            crate::cluster::kubeconfig_path(state).display().to_string(),
+        ));
+    }
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let workdir = std::env::current_dir()
+        .context("current dir")?
+        .display()
+        .to_string();
+    let mounts = vec![Mount {
+        src: hosts,
+        dst: "/etc/hosts".into(),
+        read_only: true,
+    }];
+    enter_and_exec(&ExecSpec {
+        argv,
+        env,
+        hostname: hostname.trim().to_owned(),
+        workdir,
+        mounts,
+    })
+}
+
+fn enter_and_exec(spec: &ExecSpec) -> Result<()> {
     if spec.argv.is_empty() {
         bail!("empty command");
     }

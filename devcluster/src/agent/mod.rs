@@ -107,6 +107,8 @@ pub struct Agent {
     pub api_port: u16,
     pub exe: PathBuf,
     ips: Mutex<IpMap>,
+    /// The host's own /etc/hosts, kept at the top of `<state>/hosts`.
+    host_hosts: String,
 }
 
 impl Agent {
@@ -212,6 +214,7 @@ pub async fn run(state: &Path, args: AgentArgs) -> Result<()> {
         api_port,
         exe: std::env::current_exe().context("locating devcluster binary")?,
         ips: Mutex::new(IpMap::load(state.join("ips.json"))),
+        host_hosts: std::fs::read_to_string("/etc/hosts").unwrap_or_default(),
         state,
     });
     register_node(&agent).await?;
@@ -677,6 +680,18 @@ async fn reconcile(agent: &Arc<Agent>, handles: &mut HashMap<String, PodHandle>)
         );
     }
 
+    // The host's view, for `devcluster run` (no namespace: full names only).
+    let host_hosts = format!(
+        "{}\n# devcluster\n{}",
+        agent.host_hosts,
+        render_hosts(&view, "", "")
+    );
+    let host_hosts_path = agent.state.join("hosts");
+    if std::fs::read_to_string(&host_hosts_path).ok().as_deref() != Some(host_hosts.as_str())
+        && let Err(e) = std::fs::write(&host_hosts_path, &host_hosts)
+    {
+        warn!("writing {}: {e}", host_hosts_path.display());
+    }
     // /etc/hosts of every running pod.
     for h in handles.values_mut() {
         let hosts = render_hosts(&view, &h.ns, &h.name);
