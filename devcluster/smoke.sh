@@ -95,10 +95,29 @@ wait_until 60 "smoke-redis-0 recreated and Ready" bash -c "[[ \$(kubectl -n $ns 
 [[ "$(redis-cli -h "$ip0" get smoke-key)" == smoke-value ]] || fail "data lost across pod re-creation"
 kubectl -n "$ns" get pods -o wide
 
+step "devcluster run: host command resolving cluster names"
+[[ "$("$bin" run -- redis-cli -h smoke-redis-0.smoke-redis.smoke.svc.cluster.local get smoke-key)" == smoke-value ]] ||
+  fail "devcluster run: redis via FQDN"
+
+step "MariaDB StatefulSet shaped like the operator's, and a Job"
+kubectl apply -f "$here/tests/manifests/mariadb-sts.yaml"
+wait_until 60 "job hello Complete" bash -c "[[ \$(kubectl -n $ns get job hello -o jsonpath='{.status.succeeded}') == 1 ]]"
+wait_until 150 "2 mdb pods Ready" bash -c "[[ \$(kubectl -n $ns get pods -l app=mdb -o jsonpath='{range .items[*]}{.status.conditions[?(@.type==\"Ready\")].status}{\"\\n\"}{end}' | grep -c True) == 2 ]]"
+kubectl -n "$ns" get pods -l app=mdb -o wide
+sql() { "$bin" run -- mariadb -h "$1" -uroot "-ps3cr'et" -N -e "$2"; }
+[[ "$(sql mdb-primary.smoke.svc.cluster.local 'select @@hostname')" == mdb-0 ]] || fail "mdb-primary is not mdb-0"
+[[ "$(sql mdb-1.mdb.smoke.svc.cluster.local 'select @@server_id')" == 2 ]] || fail "server_id of mdb-1"
+mpid=$(cut -d' ' -f1 "$ORDINAL_DEVCLUSTER_DIR/pods/${ns}_mdb-1/mariadb.pid")
+kill -9 "$mpid"
+wait_until 30 "mdb-1 restartCount 1" bash -c "[[ \$(kubectl -n $ns get pod mdb-1 -o jsonpath='{.status.containerStatuses[0].restartCount}') == 1 ]]"
+wait_until 60 "mdb-1 Ready again" bash -c "[[ \$(kubectl -n $ns get pod mdb-1 -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}') == True ]]"
+[[ "$(sql mdb-1.mdb.smoke.svc.cluster.local 'select @@server_id')" == 2 ]] || fail "mdb-1 after restart"
+
 step "devcluster down leaves nothing running"
 "$bin" down
 sleep 1
-if pgrep -af "redis-server 127\.0\.0\.1[0-2]:6379"; then fail "redis-server still running"; fi
+if pgrep -af "redis-server 127\.0\.0\.1[0-9]:6379"; then fail "redis-server still running"; fi
+if pgrep -af "mariadbd.*--bind-address=127\.0\.0\.1[0-9]"; then fail "mariadbd still running"; fi
 if pgrep -af "$ORDINAL_DEVCLUSTER_DIR"; then fail "control-plane or agent process still running"; fi
 "$bin" status | grep -q "devcluster is down" || fail "status does not say down"
 
