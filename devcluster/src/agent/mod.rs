@@ -30,6 +30,7 @@ pub use pod::PodRt;
 
 const SHIM_ENTRYPOINT: &str = include_str!("../../shims/docker-entrypoint.sh");
 const STORAGE_CLASS: &str = "devcluster";
+const PROVISIONER: &str = "devcluster.ordinal.dev/hostpath";
 
 #[derive(clap::Args, Debug)]
 pub struct AgentArgs {
@@ -391,16 +392,77 @@ async fn heartbeat(agent: &Agent) -> Result<()> {
 
 async fn ensure_storage_class(agent: &Agent) -> Result<()> {
     let api: Api<StorageClass> = Api::all(agent.client.clone());
-    if api.get_opt(STORAGE_CLASS).await?.is_none() {
+    let existing = api.get_opt(STORAGE_CLASS).await?;
+    // Older state dirs had Retain; the field is immutable.
+    if existing
+        .as_ref()
+        .is_some_and(|sc| sc.reclaim_policy.as_deref() != Some("Delete"))
+    {
+        api.delete(STORAGE_CLASS, &DeleteParams::default()).await?;
+    }
+    if existing.is_none_or(|sc| sc.reclaim_policy.as_deref() != Some("Delete")) {
         let sc: StorageClass = serde_json::from_value(json!({
             "metadata": {"name": STORAGE_CLASS,
                 "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
-            "provisioner": "devcluster.ordinal.dev/hostpath",
-            "reclaimPolicy": "Retain", "volumeBindingMode": "Immediate",
+            "provisioner": PROVISIONER,
+            "reclaimPolicy": "Delete", "volumeBindingMode": "Immediate",
         }))?;
         api.create(&PostParams::default(), &sc)
             .await
             .context("creating storage class")?;
+    }
+    Ok(())
+}
+
+/// Like a dynamic provisioner with reclaim policy Delete: when the claim of
+/// one of our PVs is gone, remove its directory (unless another live PV uses
+/// it, e.g. a new claim of the same name) and the PV.
+async fn delete_released_volumes(agent: &Agent, pvs: &Api<PersistentVolume>) -> Result<()> {
+    let all = pvs.list(&ListParams::default()).await?.items;
+    let path_of = |pv: &PersistentVolume| {
+        pv.spec
+            .as_ref()
+            .and_then(|s| s.host_path.as_ref())
+            .map(|h| h.path.clone())
+    };
+    let phase_of = |pv: &PersistentVolume| {
+        pv.status
+            .as_ref()
+            .and_then(|s| s.phase.clone())
+            .unwrap_or_default()
+    };
+    for pv in &all {
+        let ours = pv
+            .annotations()
+            .get("pv.kubernetes.io/provisioned-by")
+            .map(String::as_str)
+            == Some(PROVISIONER);
+        let policy = pv
+            .spec
+            .as_ref()
+            .and_then(|s| s.persistent_volume_reclaim_policy.as_deref());
+        if !ours
+            || policy != Some("Delete")
+            || phase_of(pv) != "Released"
+            || pv.metadata.deletion_timestamp.is_some()
+        {
+            continue;
+        }
+        if let Some(path) = path_of(pv) {
+            let shared = all.iter().any(|o| {
+                o.name_any() != pv.name_any()
+                    && path_of(o).as_ref() == Some(&path)
+                    && phase_of(o) != "Released"
+            });
+            let p = PathBuf::from(&path);
+            if !shared && p.starts_with(agent.state.join("pv")) && p.exists() {
+                std::fs::remove_dir_all(&p).with_context(|| format!("deleting {path}"))?;
+            }
+        }
+        pvs.delete(&pv.name_any(), &DeleteParams::default())
+            .await
+            .with_context(|| format!("deleting PV {}", pv.name_any()))?;
+        info!("deleted released volume {}", pv.name_any());
     }
     Ok(())
 }
@@ -413,6 +475,7 @@ pub fn claim_dir(state: &Path, ns: &str, claim: &str) -> PathBuf {
 async fn provision_volumes(agent: &Agent) -> Result<()> {
     let claims: Api<PersistentVolumeClaim> = Api::all(agent.client.clone());
     let pvs: Api<PersistentVolume> = Api::all(agent.client.clone());
+    delete_released_volumes(agent, &pvs).await?;
     for pvc in claims.list(&ListParams::default()).await? {
         let pending = pvc
             .status
@@ -446,13 +509,13 @@ async fn provision_volumes(agent: &Agent) -> Result<()> {
             .clone()
             .unwrap_or_else(|| vec!["ReadWriteOnce".into()]);
         let pv: PersistentVolume = serde_json::from_value(json!({
-            "metadata": {"name": pv_name, "annotations": {"pv.kubernetes.io/provisioned-by": "devcluster"}},
+            "metadata": {"name": pv_name, "annotations": {"pv.kubernetes.io/provisioned-by": PROVISIONER}},
             "spec": {
                 "capacity": {"storage": size}, "accessModes": modes,
                 "hostPath": {"path": dir.display().to_string(), "type": "DirectoryOrCreate"},
                 "claimRef": {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "namespace": ns, "name": name, "uid": uid},
                 "storageClassName": spec.storage_class_name.clone().unwrap_or_default(),
-                "persistentVolumeReclaimPolicy": "Retain", "volumeMode": "Filesystem",
+                "persistentVolumeReclaimPolicy": "Delete", "volumeMode": "Filesystem",
                 "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
                     {"key": "kubernetes.io/hostname", "operator": "In", "values": [agent.node]}]}]}},
             },
