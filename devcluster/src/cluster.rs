@@ -294,6 +294,10 @@ pub fn up(state: &Path, args: &UpArgs) -> Result<()> {
 }
 
 fn up_inner(state: &Path, args: &UpArgs) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("devcluster must run as root (the agent uses mount namespaces for pods)");
+    }
     let alive: Vec<_> = COMPONENTS
         .iter()
         .filter(|c| running(state, c).is_some())

@@ -896,7 +896,6 @@ fn pod_status(h: &mut PodHandle) -> Value {
         "startTime": h.start_time,
         "conditions": conds,
         "containerStatuses": rt.ctrs.iter().map(pod::CtrRt::to_json).collect::<Vec<_>>(),
-        "qosClass": "BestEffort",
     });
     if !rt.init.is_empty() {
         status["initContainerStatuses"] = rt.init.iter().map(pod::CtrRt::to_json).collect();

@@ -798,23 +798,55 @@ fn field_value(ctx: &PodCtx, path: &str) -> Result<String> {
     })
 }
 
-fn resource_value(c: Option<&Container>, resource: &str) -> String {
+/// A resource quantity ("64Mi", "100m", "1.5", "2G") as a number.
+fn parse_quantity(q: &str) -> Option<f64> {
+    let q = q.trim();
+    let split = q
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+'))
+        .unwrap_or(q.len());
+    let (num, suffix) = q.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let mult = match suffix {
+        "" => 1.0,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        "Ki" => 1024.0,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "Ei" => 1024f64.powi(6),
+        _ => return None,
+    };
+    Some(n * mult)
+}
+
+/// `resourceFieldRef`: the container's request or limit divided by `divisor`,
+/// rounded up like the kubelet does; node capacity when unset.
+fn resource_value(c: Option<&Container>, resource: &str, divisor: Option<&str>) -> String {
     let (kind, name) = resource.split_once('.').unwrap_or(("limits", resource));
     let r = c.and_then(|c| c.resources.as_ref());
-    let q = match kind {
+    let set = match kind {
         "requests" => r.and_then(|r| r.requests.as_ref()),
         _ => r.and_then(|r| r.limits.as_ref()),
     }
     .and_then(|m| m.get(name))
-    .map(|q| q.0.clone());
-    // Kubernetes reports node allocatable when unset; close enough.
-    q.unwrap_or_else(|| {
-        if name == "cpu" {
-            "2".into()
-        } else {
-            "8589934592".into()
-        }
-    })
+    .and_then(|q| parse_quantity(&q.0));
+    let fallback = match name {
+        "cpu" => std::thread::available_parallelism().map_or(2.0, |n| n.get() as f64),
+        _ => 8.0 * 1024f64.powi(3),
+    };
+    let value = set.unwrap_or(fallback);
+    let divisor = divisor
+        .and_then(parse_quantity)
+        .filter(|d| *d > 0.0)
+        .unwrap_or(1.0);
+    format!("{}", (value / divisor).ceil() as i64)
 }
 
 async fn service_account_token(
@@ -881,7 +913,7 @@ async fn generated_files(
                         .iter()
                         .find(|c| Some(&c.name) == r.container_name.as_ref())
                 });
-                resource_value(c, &r.resource)
+                resource_value(c, &r.resource, r.divisor.as_ref().map(|d| d.0.as_str()))
             } else {
                 continue;
             };
@@ -1094,7 +1126,11 @@ async fn build_env(ctx: &PodCtx, c: &Container) -> Result<Vec<(String, String)>>
             if let Some(f) = &from.field_ref {
                 field_value(ctx, &f.field_path)?
             } else if let Some(r) = &from.resource_field_ref {
-                resource_value(Some(c), &r.resource)
+                resource_value(
+                    Some(c),
+                    &r.resource,
+                    r.divisor.as_ref().map(|d| d.0.as_str()),
+                )
             } else if let Some(r) = &from.secret_key_ref {
                 let data = secret_data(ctx, &r.name).await?;
                 match data.and_then(|d| d.get(&r.key).cloned()) {
@@ -1324,6 +1360,15 @@ mod tests {
     fn expands_dependent_vars() {
         let env = vec![("A".to_owned(), "x".to_owned())];
         assert_eq!(expand("$(A)-$(B)-$$(A)-$", &env), "x-$(B)-$(A)-$");
+    }
+
+    #[test]
+    fn quantities() {
+        assert_eq!(parse_quantity("64Mi"), Some(67108864.0));
+        assert_eq!(parse_quantity("100m"), Some(0.1));
+        assert_eq!(parse_quantity("2"), Some(2.0));
+        assert_eq!(parse_quantity("1G"), Some(1e9));
+        assert_eq!(parse_quantity("x"), None);
     }
 
     #[test]
