@@ -110,6 +110,36 @@ pub struct Agent {
     ips: Mutex<IpMap>,
     /// The host's own /etc/hosts, kept at the top of `<state>/hosts`.
     host_hosts: String,
+    /// Wakes the reconcile loop early (API events, container state changes).
+    pub wake: tokio::sync::Notify,
+}
+
+/// Wake the reconcile loop on every change of `K` (it still runs every
+/// second anyway; this only makes it react at once).
+fn spawn_watch<K>(agent: &Arc<Agent>)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + 'static,
+{
+    use futures::StreamExt;
+    use kube::runtime::WatchStreamExt;
+    let agent = agent.clone();
+    tokio::spawn(async move {
+        let api: Api<K> = Api::all(agent.client.clone());
+        let mut events = kube::runtime::watcher(api, kube::runtime::watcher::Config::default())
+            .default_backoff()
+            .boxed();
+        while let Some(ev) = events.next().await {
+            match ev {
+                Ok(_) => agent.wake.notify_one(),
+                Err(e) => tracing::debug!("watch: {e}"),
+            }
+        }
+    });
 }
 
 impl Agent {
@@ -216,6 +246,7 @@ pub async fn run(state: &Path, args: AgentArgs) -> Result<()> {
         exe: std::env::current_exe().context("locating devcluster binary")?,
         ips: Mutex::new(IpMap::load(state.join("ips.json"))),
         host_hosts: std::fs::read_to_string("/etc/hosts").unwrap_or_default(),
+        wake: tokio::sync::Notify::new(),
         state,
     });
     register_node(&agent).await?;
@@ -226,13 +257,23 @@ pub async fn run(state: &Path, args: AgentArgs) -> Result<()> {
     let mut last_heartbeat = Instant::now();
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing SIGTERM handler")?;
+    spawn_watch::<Pod>(&agent);
+    spawn_watch::<PersistentVolumeClaim>(&agent);
+    spawn_watch::<Service>(&agent);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last_pass = Instant::now();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
+            _ = agent.wake.notified() => {
+                // Let a burst of events settle into one pass, at most 5/s.
+                let wait = Duration::from_millis(200).saturating_sub(last_pass.elapsed());
+                tokio::time::sleep(wait.max(Duration::from_millis(50))).await;
+            }
             _ = sigterm.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
         }
+        last_pass = Instant::now();
         if let Err(e) = reconcile(&agent, &mut pods).await {
             warn!("reconcile: {e:#}");
         }

@@ -129,6 +129,7 @@ impl PodCtx {
             Ok(mut rt) => f(&mut rt),
             Err(p) => f(&mut p.into_inner()),
         }
+        self.agent.wake.notify_one();
     }
 
     fn ctr(&self, init: bool, idx: usize, f: impl FnOnce(&mut CtrRt)) {
