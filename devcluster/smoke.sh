@@ -72,6 +72,9 @@ done
 redis-cli -h "$ip0" set smoke-key smoke-value >/dev/null
 redis-cli -h "$ip0" config set appendfsync always >/dev/null
 
+step "kubectl logs"
+kubectl -n "$ns" logs smoke-redis-0 --tail=20 | grep -q "Ready to accept connections" || fail "kubectl logs"
+
 step "DNS inside pod smoke-redis-1 (its /etc/hosts)"
 pid1=$(cut -d' ' -f1 "$ORDINAL_DEVCLUSTER_DIR/pods/${ns}_smoke-redis-1/redis.pid")
 in_pod() { nsenter -t "$pid1" -m -u "$@"; }

@@ -37,6 +37,9 @@ pub struct UpArgs {
 #[derive(Debug, Serialize, Deserialize, Clone)]
 pub struct Ports {
     pub apiserver: u16,
+    /// The agent's log endpoint (for `kubectl logs`).
+    #[serde(default)]
+    pub kubelet: u16,
     pub etcd_client: u16,
     pub etcd_peer: u16,
     pub controller_manager: u16,
@@ -88,9 +91,63 @@ fn openssl(dir: &Path, args: &[&str]) -> Result<()> {
 /// service-account signing key pair, created once per state directory.
 fn ensure_pki(pki: &Path) -> Result<()> {
     fs::create_dir_all(pki)?;
-    if pki.join("admin.crt").exists() {
-        return Ok(());
+    if !pki.join("admin.crt").exists() {
+        create_pki(pki)?;
     }
+    if !pki.join("kubelet.crt").exists() {
+        // The agent's endpoint for `kubectl logs` (added later than the rest).
+        sign_cert(
+            pki,
+            "kubelet",
+            "/CN=devcluster",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:devcluster\n\
+             extendedKeyUsage=serverAuth\nkeyUsage=digitalSignature,keyEncipherment\n",
+        )?;
+    }
+    Ok(())
+}
+
+fn sign_cert(pki: &Path, name: &str, subj: &str, ext: &str) -> Result<()> {
+    fs::write(pki.join(format!("{name}.ext")), ext)?;
+    openssl(
+        pki,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            subj,
+        ],
+    )?;
+    openssl(
+        pki,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "3650",
+            "-extfile",
+            &format!("{name}.ext"),
+            "-out",
+            &format!("{name}.crt"),
+        ],
+    )
+}
+
+fn create_pki(pki: &Path) -> Result<()> {
     println!("generating certificates in {}", pki.display());
     openssl(
         pki,
@@ -110,45 +167,7 @@ fn ensure_pki(pki: &Path) -> Result<()> {
             "/CN=devcluster-ca",
         ],
     )?;
-    let sign = |name: &str, subj: &str, ext: &str| -> Result<()> {
-        fs::write(pki.join(format!("{name}.ext")), ext)?;
-        openssl(
-            pki,
-            &[
-                "req",
-                "-new",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-keyout",
-                &format!("{name}.key"),
-                "-out",
-                &format!("{name}.csr"),
-                "-subj",
-                subj,
-            ],
-        )?;
-        openssl(
-            pki,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &format!("{name}.csr"),
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "3650",
-                "-extfile",
-                &format!("{name}.ext"),
-                "-out",
-                &format!("{name}.crt"),
-            ],
-        )
-    };
+    let sign = |name: &str, subj: &str, ext: &str| sign_cert(pki, name, subj, ext);
     sign(
         "apiserver",
         "/CN=kube-apiserver",
@@ -323,12 +342,14 @@ fn up_inner(state: &Path, args: &UpArgs) -> Result<()> {
     let ports = match load_ports(state) {
         Ok(p) => Ports {
             apiserver: free_port(p.apiserver)?,
+            kubelet: free_port(p.kubelet)?,
             etcd_client: free_port(p.etcd_client)?,
             etcd_peer: free_port(p.etcd_peer)?,
             controller_manager: free_port(p.controller_manager)?,
         },
         Err(_) => Ports {
             apiserver: free_port(args.port)?,
+            kubelet: free_port(0)?,
             etcd_client: free_port(0)?,
             etcd_peer: free_port(0)?,
             controller_manager: free_port(0)?,
@@ -384,6 +405,11 @@ fn up_inner(state: &Path, args: &UpArgs) -> Result<()> {
             format!("--tls-cert-file={}", s(&pki.join("apiserver.crt"))),
             format!("--tls-private-key-file={}", s(&pki.join("apiserver.key"))),
             format!("--client-ca-file={}", s(&pki.join("ca.crt"))),
+            // `kubectl logs` goes to the agent's endpoint on the node address.
+            format!("--kubelet-certificate-authority={}", s(&pki.join("ca.crt"))),
+            format!("--kubelet-client-certificate={}", s(&pki.join("admin.crt"))),
+            format!("--kubelet-client-key={}", s(&pki.join("admin.key"))),
+            "--kubelet-preferred-address-types=InternalIP".into(),
             // Only to give extension-apiserver-authentication a CA bundle.
             format!("--requestheader-client-ca-file={}", s(&pki.join("ca.crt"))),
             "--requestheader-allowed-names=front-proxy-client".into(),

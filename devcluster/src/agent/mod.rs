@@ -5,6 +5,7 @@
 //! (see `pod.rs`), rewrites every pod's /etc/hosts, patches pod status,
 //! provisions hostPath PVs for pending claims and keeps the node's heartbeat.
 
+mod logs;
 mod pod;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -106,6 +107,7 @@ pub struct Agent {
     pub shims: PathBuf,
     pub ordinal_bin: Option<PathBuf>,
     pub api_port: u16,
+    pub kubelet_port: u16,
     pub exe: PathBuf,
     ips: Mutex<IpMap>,
     /// The host's own /etc/hosts, kept at the top of `<state>/hosts`.
@@ -229,7 +231,16 @@ pub async fn run(state: &Path, args: AgentArgs) -> Result<()> {
         .kubeconfig
         .unwrap_or_else(|| crate::cluster::kubeconfig_path(&state));
     let client = client_for(&kubeconfig).await?;
-    let api_port = crate::cluster::load_ports(&state)?.apiserver;
+    let ports = crate::cluster::load_ports(&state)?;
+    let api_port = ports.apiserver;
+    if ports.kubelet != 0 {
+        let (state, port) = (state.clone(), ports.kubelet);
+        tokio::spawn(async move {
+            if let Err(e) = logs::serve(state, port).await {
+                warn!("log endpoint (kubectl logs) disabled: {e:#}");
+            }
+        });
+    }
     let shims = state.join("shims");
     std::fs::create_dir_all(&shims)?;
     write_shims(&shims, args.ordinal_bin.as_deref())?;
@@ -243,6 +254,7 @@ pub async fn run(state: &Path, args: AgentArgs) -> Result<()> {
         shims,
         ordinal_bin: args.ordinal_bin,
         api_port,
+        kubelet_port: ports.kubelet,
         exe: std::env::current_exe().context("locating devcluster binary")?,
         ips: Mutex::new(IpMap::load(state.join("ips.json"))),
         host_hosts: std::fs::read_to_string("/etc/hosts").unwrap_or_default(),
@@ -375,7 +387,7 @@ fn node_status(agent: &Agent) -> Value {
             cond("PIDPressure", "False", "KubeletHasSufficientPID"),
         ],
         "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": agent.node}],
-        "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": agent.kubelet_port}},
         "nodeInfo": {"machineID": "devcluster", "systemUUID": "devcluster", "bootID": "devcluster",
             "kernelVersion": kernel_version(), "osImage": "devcluster host processes", "containerRuntimeVersion": "devcluster://0.1.0",
             "kubeletVersion": "v1.37.2", "kubeProxyVersion": "", "operatingSystem": "linux", "architecture": "amd64"},
