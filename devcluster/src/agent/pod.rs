@@ -379,7 +379,7 @@ async fn run_process_inner(
     refresh_volumes(ctx, vols).await;
     let env = build_env(ctx, c).await?;
     let argv = resolve_command(ctx, c, &env)?;
-    let spec = exec_spec(ctx, c, vols, argv.clone(), env)?;
+    let spec = exec_spec(ctx, c, vols, argv.clone(), env.clone())?;
     let spec_path = ctx.dir.join(format!("{}.exec.json", c.name));
     std::fs::write(&spec_path, serde_json::to_vec_pretty(&spec)?)?;
     let log_path = ctx.dir.join(format!("{}.log", c.name));
@@ -459,7 +459,7 @@ async fn run_process_inner(
             _ = tokio::time::sleep(Duration::from_millis(500)) => {
                 let started = startup.as_ref().is_none_or(|p| p.ok);
                 if let Some(p) = startup.as_mut().filter(|p| !p.ok)
-                    && let Some(res) = p.run_if_due(ctx, c, vols, start).await {
+                    && let Some(res) = p.run_if_due(ctx, c, vols, &env, start).await {
                         if res { ctx.ctr(init, idx, |s| { s.started = true; s.ready = readiness.is_none(); }); }
                         else if p.failures >= p.failure_threshold {
                             warn!("pod {}/{}: {} failed its startup probe", ctx.ns, ctx.name, c.name);
@@ -468,12 +468,12 @@ async fn run_process_inner(
                     }
                 if started {
                     if let Some(p) = readiness.as_mut()
-                        && p.run_if_due(ctx, c, vols, start).await.is_some() {
+                        && p.run_if_due(ctx, c, vols, &env, start).await.is_some() {
                             let ready = p.ok;
                             ctx.ctr(init, idx, |s| s.ready = ready);
                         }
                     if let Some(p) = liveness.as_mut()
-                        && p.run_if_due(ctx, c, vols, start).await == Some(false) && p.failures >= p.failure_threshold {
+                        && p.run_if_due(ctx, c, vols, &env, start).await == Some(false) && p.failures >= p.failure_threshold {
                             warn!("pod {}/{}: {} failed its liveness probe", ctx.ns, ctx.name, c.name);
                             killed_by_probe = true;
                         }
@@ -540,6 +540,7 @@ impl ProbeState {
         ctx: &Arc<PodCtx>,
         c: &Container,
         vols: &Volumes,
+        env: &[(String, String)],
         start: Instant,
     ) -> Option<bool> {
         if start.elapsed() < self.next {
@@ -550,14 +551,15 @@ impl ProbeState {
         let timeout = Duration::from_secs(
             u64::try_from(self.probe.timeout_seconds.unwrap_or(1).max(1)).unwrap_or(1),
         );
-        let res = match tokio::time::timeout(timeout, probe_once(ctx, c, vols, &self.probe)).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => {
-                tracing::debug!("probe of {}: {e:#}", c.name);
-                false
-            }
-            Err(_) => false,
-        };
+        let res =
+            match tokio::time::timeout(timeout, probe_once(ctx, c, vols, env, &self.probe)).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => {
+                    tracing::debug!("probe of {}: {e:#}", c.name);
+                    false
+                }
+                Err(_) => false,
+            };
         if res {
             self.successes += 1;
             self.failures = 0;
@@ -592,12 +594,13 @@ async fn probe_once(
     ctx: &Arc<PodCtx>,
     c: &Container,
     vols: &Volumes,
+    env: &[(String, String)],
     probe: &Probe,
 ) -> Result<bool> {
     if let Some(exec) = &probe.exec {
         let argv = exec.command.clone().unwrap_or_default();
-        let env = build_env(ctx, c).await?;
-        let argv = host_argv(ctx, argv, &env);
+        let argv = host_argv(ctx, argv, env);
+        let env = env.to_vec();
         let spec = exec_spec(ctx, c, vols, argv, env)?;
         let path = ctx.dir.join(format!("{}.probe.json", c.name));
         std::fs::write(&path, serde_json::to_vec(&spec)?)?;
