@@ -1,0 +1,101 @@
+#!/bin/sh
+# devcluster's stand-in for the entrypoint of the official mariadb/mysql
+# images, running the host's MariaDB (Debian package) instead.
+#
+#   docker-entrypoint.sh mariadbd [--defaults-extra-file=F] [options...]
+#
+# On an empty datadir it runs mariadb-install-db, starts a temporary server
+# without networking, sets the root password (MARIADB_ROOT_PASSWORD or
+# MYSQL_ROOT_PASSWORD) for root@localhost and root@'%', creates
+# MARIADB_DATABASE / MARIADB_USER if given, runs /docker-entrypoint-initdb.d,
+# and stops it. Then it execs mariadbd as root, bound to the pod IP.
+set -eu
+
+if [ "$#" -eq 0 ]; then set -- mariadbd; fi
+case "$1" in -*) set -- mariadbd "$@" ;; esac
+case "$1" in
+mariadbd | mysqld) shift ;;
+*) exec "$@" ;;
+esac
+
+log() { echo "devcluster-entrypoint: $*" >&2; }
+
+# --defaults-file / --defaults-extra-file must stay the first option.
+defaults=""
+case "${1:-}" in --defaults-file=* | --defaults-extra-file=*) defaults="$1" ;; esac
+
+setting() { # name -> value as mariadbd would use it with our options
+	mariadbd "$@" --user=root --verbose --help 2>/dev/null |
+		awk -v k="$SETTING" '$1 == k { print $2; exit }'
+}
+datadir=$(SETTING=datadir setting "$@")
+datadir=${datadir:-/var/lib/mysql}
+
+# Pods share the host's network: always listen on the pod's own IP (given last,
+# it wins over any bind-address in the option files).
+extra="--user=root"
+if [ -n "${DEVCLUSTER_POD_IP:-}" ]; then extra="$extra --bind-address=$DEVCLUSTER_POD_IP"; fi
+
+mkdir -p /run/mysqld
+if [ ! -d "$datadir/mysql" ]; then
+	log "initializing $datadir"
+	mkdir -p "$datadir"
+	# shellcheck disable=SC2086 # $defaults is one word or empty
+	mariadb-install-db $defaults --user=root --datadir="$datadir" \
+		--auth-root-authentication-method=normal --skip-test-db >/dev/null
+	sock=/run/mysqld/devcluster-init.sock
+	# shellcheck disable=SC2086
+	mariadbd $defaults --user=root --datadir="$datadir" --skip-networking \
+		--socket="$sock" --skip-log-bin --skip-slave-start &
+	pid=$!
+	i=0
+	until mariadb-admin --socket="$sock" -uroot ping >/dev/null 2>&1; do
+		i=$((i + 1))
+		if [ "$i" -gt 120 ] || ! kill -0 "$pid" 2>/dev/null; then
+			log "temporary server did not start"
+			exit 1
+		fi
+		sleep 0.5
+	done
+	sql_escape() { printf '%s' "$1" | sed -e "s/\\\\/\\\\\\\\/g" -e "s/'/\\\\'/g"; }
+	pw="${MARIADB_ROOT_PASSWORD:-${MYSQL_ROOT_PASSWORD:-}}"
+	{
+		echo "SET @@SESSION.SQL_LOG_BIN=0;"
+		# Like the official image: only root@localhost and root@'%' remain
+		# (install-db also makes password-less root@127.0.0.1, ::1, hostname).
+		echo "DELETE FROM mysql.global_priv WHERE user = '' OR (user = 'root' AND host <> 'localhost');"
+		echo "FLUSH PRIVILEGES;"
+		if [ -n "$pw" ]; then
+			p=$(sql_escape "$pw")
+			echo "ALTER USER 'root'@'localhost' IDENTIFIED BY '$p';"
+			echo "CREATE USER IF NOT EXISTS 'root'@'%' IDENTIFIED BY '$p';"
+		else
+			echo "CREATE USER IF NOT EXISTS 'root'@'%';"
+		fi
+		echo "GRANT ALL ON *.* TO 'root'@'%' WITH GRANT OPTION;"
+		db="${MARIADB_DATABASE:-${MYSQL_DATABASE:-}}"
+		if [ -n "$db" ]; then echo "CREATE DATABASE IF NOT EXISTS \`$db\`;"; fi
+		user="${MARIADB_USER:-${MYSQL_USER:-}}"
+		upw="${MARIADB_PASSWORD:-${MYSQL_PASSWORD:-}}"
+		if [ -n "$user" ]; then
+			echo "CREATE USER IF NOT EXISTS '$(sql_escape "$user")'@'%' IDENTIFIED BY '$(sql_escape "$upw")';"
+			if [ -n "$db" ]; then echo "GRANT ALL ON \`$db\`.* TO '$(sql_escape "$user")'@'%';"; fi
+		fi
+		echo "FLUSH PRIVILEGES;"
+	} | mariadb --socket="$sock" -uroot
+	for f in /docker-entrypoint-initdb.d/*; do
+		[ -e "$f" ] || continue
+		log "running $f"
+		case "$f" in
+		*.sh) . "$f" ;;
+		*.sql) mariadb --socket="$sock" -uroot ${pw:+-p"$pw"} <"$f" ;;
+		*.sql.gz) gunzip -c "$f" | mariadb --socket="$sock" -uroot ${pw:+-p"$pw"} ;;
+		esac
+	done
+	mariadb-admin --socket="$sock" -uroot ${pw:+-p"$pw"} shutdown
+	wait "$pid" || true
+	log "initialized"
+fi
+
+# shellcheck disable=SC2086 # $extra is several words
+exec mariadbd "$@" $extra
