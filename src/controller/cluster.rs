@@ -119,7 +119,10 @@ fn view<K: ClusterResource>(obj: &K, ctx: &Context) -> Result<ClusterView, Error
             .namespace()
             .ok_or(Error::MissingField("metadata.namespace"))?,
         owner,
-        replicas: obj.replicas(),
+        replicas: effective_replicas(
+            obj.replicas(),
+            obj.cluster_status().and_then(|s| s.replication.primary),
+        ),
         template: obj.template().clone(),
         storage: obj.storage().clone(),
         secret_name: obj
@@ -237,7 +240,11 @@ async fn apply<K: ClusterResource>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Act
         name: view.name.clone(),
         members,
         state: state.clone(),
-        desired_primary: obj.desired_primary(),
+        desired_primary: switchover_target(
+            obj.desired_primary(),
+            obj.replicas(),
+            previous.as_ref(),
+        ),
         failover: obj.failover().clone(),
         credentials: credentials.unwrap_or_default(),
         now,
@@ -264,6 +271,41 @@ async fn apply<K: ClusterResource>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Act
     Ok(Action::requeue(
         outcome.requeue_after.min(ctx.settings.resync),
     ))
+}
+
+/// Members to run: the spec's count, but never so few that the recorded
+/// primary is removed — a scale-down past the primary waits for a switchover.
+pub fn effective_replicas(spec_replicas: i32, primary: Option<i32>) -> i32 {
+    primary.map_or(spec_replicas, |p| spec_replicas.max(p + 1))
+}
+
+/// The member to switch over to: the user's `spec.primary`, or — when a
+/// scale-down would remove the primary — the most advanced healthy replica
+/// that stays.
+pub fn switchover_target(
+    spec_primary: Option<i32>,
+    spec_replicas: i32,
+    status: Option<&ClusterStatus>,
+) -> Option<i32> {
+    if spec_primary.is_some() {
+        return spec_primary;
+    }
+    let status = status?;
+    let primary = status.replication.primary?;
+    if primary < spec_replicas {
+        return None;
+    }
+    status
+        .members
+        .iter()
+        .filter(|m| {
+            m.ordinal < spec_replicas
+                && m.role == crate::api::MemberRole::Replica
+                && m.link_up == Some(true)
+        })
+        .max_by_key(|m| (m.offset.unwrap_or(0), -m.lag.unwrap_or(0), -m.ordinal))
+        .map(|m| m.ordinal)
+        .or(Some(0))
 }
 
 fn key_of<K: ClusterResource>(obj: &K) -> String {
@@ -616,7 +658,47 @@ async fn publish_engine_event<K: Resource<DynamicType = ()>>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{MemberRole, MemberStatus};
+    use crate::api::{ClusterStatus, MemberRole, MemberStatus};
+
+    #[test]
+    fn scale_down_keeps_the_primary_until_a_switchover() {
+        assert_eq!(effective_replicas(2, Some(4)), 5);
+        assert_eq!(effective_replicas(5, Some(1)), 5);
+        assert_eq!(effective_replicas(3, None), 3);
+        let member = |ordinal: i32, role, offset| MemberStatus {
+            ordinal,
+            pod: format!("c-{ordinal}"),
+            role,
+            link_up: Some(role == MemberRole::Replica),
+            offset: Some(offset),
+            ..Default::default()
+        };
+        let mut status = ClusterStatus {
+            members: vec![
+                member(0, MemberRole::Replica, 90),
+                member(1, MemberRole::Replica, 100),
+                member(2, MemberRole::Replica, 120),
+                member(3, MemberRole::Primary, 120),
+            ],
+            ..Default::default()
+        };
+        status.replication.primary = Some(3);
+        assert_eq!(
+            switchover_target(None, 2, Some(&status)),
+            Some(1),
+            "best replica that stays"
+        );
+        assert_eq!(
+            switchover_target(None, 4, Some(&status)),
+            None,
+            "primary stays: nothing to do"
+        );
+        assert_eq!(
+            switchover_target(Some(0), 4, Some(&status)),
+            Some(0),
+            "the user's choice wins"
+        );
+    }
 
     #[test]
     fn only_confirmed_roles_get_labels() {
