@@ -1,0 +1,305 @@
+//! End-to-end harness: a private devcluster (real kube-apiserver, etcd,
+//! controller-manager and the node agent), the operator as a host process
+//! against it, and helpers to watch what happens. Everything is torn down on
+//! drop.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{Api, ListParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+/// Directory of the built binaries (the test executable lives in `<dir>/deps`).
+fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf()
+}
+
+pub struct DevCluster {
+    pub state: tempfile::TempDir,
+    pub kubeconfig: PathBuf,
+    devcluster: PathBuf,
+    operator: Option<Child>,
+    operator_log: PathBuf,
+    operator_runs: u32,
+}
+
+impl DevCluster {
+    /// Bring up a fresh cluster with the CRDs installed and the operator running.
+    pub fn up() -> DevCluster {
+        assert!(
+            nix_is_root(),
+            "the end-to-end tests run the devcluster, which needs root (mount namespaces)"
+        );
+        let devcluster = bin_dir().join("devcluster");
+        if !devcluster.exists() {
+            let status = Command::new(env!("CARGO"))
+                .args(["build", "-p", "devcluster"])
+                .status()
+                .expect("cargo build -p devcluster");
+            assert!(status.success(), "building devcluster failed");
+        }
+        let state = tempfile::Builder::new()
+            .prefix("ordinal-e2e-")
+            .tempdir_in("/var/tmp")
+            .expect("state dir");
+        let ordinal = env!("CARGO_BIN_EXE_ordinal");
+        let out = Command::new(&devcluster)
+            .arg("up")
+            .env("ORDINAL_DEVCLUSTER_DIR", state.path())
+            .env("ORDINAL_BIN", ordinal)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run devcluster up");
+        assert!(
+            out.status.success(),
+            "devcluster up failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let kubeconfig = state.path().join("kubeconfig");
+        let mut cluster = DevCluster {
+            operator_log: state.path().join("operator.log"),
+            state,
+            kubeconfig,
+            devcluster,
+            operator: None,
+            operator_runs: 0,
+        };
+        let crds = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/crds/ordinal.dev.yaml"
+        ))
+        .expect("crds");
+        cluster
+            .kubectl_stdin(&["apply", "--server-side", "-f", "-"], &crds)
+            .expect("install CRDs");
+        cluster
+            .kubectl(&[
+                "wait",
+                "--for=condition=Established",
+                "crd",
+                "--all",
+                "--timeout=60s",
+            ])
+            .expect("CRDs established");
+        cluster.start_operator();
+        cluster
+    }
+
+    pub fn state_path(&self) -> &Path {
+        self.state.path()
+    }
+
+    /// Start the operator as a host process that resolves cluster DNS names.
+    pub fn start_operator(&mut self) {
+        assert!(self.operator.is_none(), "operator already running");
+        self.operator_runs += 1;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.operator_log)
+            .expect("operator log");
+        let child = Command::new(&self.devcluster)
+            .args(["run", "--"])
+            .arg(env!("CARGO_BIN_EXE_ordinal"))
+            .args(["run", "--http-addr", "127.0.0.1:0"])
+            .env("ORDINAL_DEVCLUSTER_DIR", self.state.path())
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("RUST_LOG", "info,kube=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start operator");
+        self.operator = Some(child);
+    }
+
+    /// SIGKILL the operator (a crash), reaping it.
+    pub fn kill_operator(&mut self) {
+        if let Some(mut child) = self.operator.take() {
+            // `devcluster run` execs the operator in place, so this is the operator.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn operator_log(&self) -> String {
+        std::fs::read_to_string(&self.operator_log).unwrap_or_default()
+    }
+
+    pub async fn client(&self) -> Client {
+        let kc = Kubeconfig::read_from(&self.kubeconfig).expect("kubeconfig");
+        let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+            .await
+            .expect("client config");
+        ordinal::tls::ensure_crypto_provider();
+        Client::try_from(config).expect("client")
+    }
+
+    pub fn kubectl(&self, args: &[&str]) -> Result<String, String> {
+        let out = Command::new("kubectl")
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .output()
+            .expect("kubectl");
+        result(out)
+    }
+
+    pub fn kubectl_stdin(&self, args: &[&str], input: &str) -> Result<String, String> {
+        use std::io::Write;
+        let mut child = Command::new("kubectl")
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+        result(child.wait_with_output().expect("kubectl output"))
+    }
+
+    /// PID of the process running a pod's database (listening on the pod IP).
+    pub fn db_pid(&self, pattern: &str) -> Option<i32> {
+        let out = Command::new("pgrep").args(["-f", pattern]).output().ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    pub fn signal(&self, pid: i32, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+
+    /// What to print when a step fails.
+    pub fn diagnostics(&self, ns: &str) -> String {
+        let pods = self
+            .kubectl(&[
+                "-n",
+                ns,
+                "get",
+                "pods",
+                "-o",
+                "wide",
+                "-L",
+                "ordinal.dev/role",
+            ])
+            .unwrap_or_else(|e| e);
+        let events = self
+            .kubectl(&["-n", ns, "get", "events", "--sort-by=.lastTimestamp"])
+            .unwrap_or_else(|e| e);
+        let events: String = events
+            .lines()
+            .filter(|l| !l.contains("EndpointSlice") && !l.contains("FailedToUpdateEndpoint"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let log = self.operator_log();
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        format!(
+            "--- pods\n{pods}\n--- events\n{events}\n--- operator log (last 40 lines, newest first)\n{}",
+            tail.join("\n")
+        )
+    }
+}
+
+fn result(out: Output) -> Result<String, String> {
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+fn nix_is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+impl Drop for DevCluster {
+    fn drop(&mut self) {
+        self.kill_operator();
+        let _ = Command::new(&self.devcluster)
+            .args(["down", "--wipe"])
+            .env("ORDINAL_DEVCLUSTER_DIR", self.state.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Poll `f` every 250 ms until it returns Some, or panic after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Pods of a cluster with their role label and IP, by name.
+pub async fn members(
+    client: &Client,
+    ns: &str,
+    cluster: &str,
+) -> Vec<(String, Option<String>, Option<String>)> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let pods = api
+        .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={cluster}")))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    let mut out: Vec<_> = pods
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .map(|p| {
+            let role = p
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("ordinal.dev/role").cloned());
+            let ip = p.status.as_ref().and_then(|s| s.pod_ip.clone());
+            (p.metadata.name.unwrap_or_default(), role, ip)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+pub async fn secret_value(client: &Client, ns: &str, name: &str, key: &str) -> String {
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let s = api.get(name).await.expect("secret");
+    String::from_utf8(s.data.expect("data")[key].0.clone()).expect("utf8")
+}
