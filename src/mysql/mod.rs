@@ -227,6 +227,13 @@ impl Engine for MySqlEngine {
                 .and_then(observe::value_str)
         {
             o.executed_after = gtid::GtidSet::parse(d.flavor(), &text).ok();
+            o.purged = match observe::purged(conn, d, self.cfg.query_timeout).await {
+                Ok(g) => Some(g),
+                Err(e) => {
+                    tracing::warn!(member = %input.members[idx].pod, error = %e, "cannot read purged GTIDs");
+                    None
+                }
+            };
         }
         let mut conns: Vec<Option<Conn>> = Vec::with_capacity(observed.len());
         let mut views: Vec<View> = Vec::with_capacity(observed.len());

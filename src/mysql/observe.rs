@@ -55,6 +55,10 @@ pub struct Observed {
     /// the primary): the reference for errant-transaction checks, so a
     /// replica sampled later than the primary is never mistaken for errant.
     pub executed_after: Option<GtidSet>,
+    /// Transactions no longer in the binlogs (primary only; MariaDB: the
+    /// Gtid_list of the oldest binlog, MySQL: gtid_purged). A member lacking
+    /// them cannot catch up from the binlogs and is re-seeded.
+    pub purged: Option<GtidSet>,
     /// The operator user could not log in (not created yet): root was used.
     pub via_root: bool,
 }
@@ -247,8 +251,49 @@ pub async fn observe(
         semi_primary,
         semi_replica,
         executed_after: None,
+        purged: None,
         via_root,
     })
+}
+
+/// What the binlogs of a server no longer hold (see `Observed::purged`).
+pub async fn purged(conn: &mut Conn, d: Dialect, timeout: Duration) -> Result<GtidSet, MySqlError> {
+    match d.flavor() {
+        crate::api::MySqlFlavor::MySQL => {
+            let r = rows(conn, "SELECT @@GLOBAL.gtid_purged", timeout).await?;
+            let text = r
+                .first()
+                .and_then(|r| r.as_ref(0))
+                .and_then(value_str)
+                .unwrap_or_default();
+            GtidSet::parse(d.flavor(), &text).map_err(|e| MySqlError::Unexpected(e.to_string()))
+        }
+        crate::api::MySqlFlavor::MariaDB => {
+            let logs = rows(conn, "SHOW BINARY LOGS", timeout).await?;
+            let Some(first) = logs.first().and_then(|r| r.as_ref(0)).and_then(value_str) else {
+                return Ok(GtidSet::empty(d.flavor()));
+            };
+            let events = rows(
+                conn,
+                &format!(
+                    "SHOW BINLOG EVENTS IN {} LIMIT 4",
+                    super::flavor::quote_str(&first)
+                ),
+                timeout,
+            )
+            .await?;
+            for e in events {
+                let m = row_map(&e);
+                if m.get("Event_type").cloned().flatten().as_deref() == Some("Gtid_list") {
+                    let info = m.get("Info").cloned().flatten().unwrap_or_default();
+                    let inner = info.trim().trim_start_matches('[').trim_end_matches(']');
+                    return GtidSet::parse(d.flavor(), inner)
+                        .map_err(|e| MySqlError::Unexpected(e.to_string()));
+                }
+            }
+            Ok(GtidSet::empty(d.flavor()))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -640,6 +640,37 @@ fn plan_steady(inp: &PlanInput<'_>, primary: i32, p: &mut Plan) {
                 }
             }
             _ => {
+                if let Some(pg) = &po.purged
+                    && !o.executed.contains(pg)
+                {
+                    // MariaDB would silently start such a replica from the
+                    // oldest binlog left; it is seeded from a dump instead.
+                    p.steps.push(Step {
+                        action: Action::Reseed {
+                            ordinal: v.ordinal,
+                            source: primary,
+                        },
+                        critical: false,
+                    });
+                    p.events.push(ev(
+                        EventType::Normal,
+                        "Reseeding",
+                        format!(
+                            "{} lacks transactions {} purged from its binlogs ({} missing); seeding it from a fresh dump",
+                            v.pod,
+                            pv.pod,
+                            o.executed.missing(pg)
+                        ),
+                    ));
+                    problems.push(format!("{} being re-seeded", v.pod));
+                    set_role(
+                        p,
+                        v.ordinal,
+                        MemberRole::Unknown,
+                        Some("re-seeding from a dump of the primary".into()),
+                    );
+                    continue;
+                }
                 if semi_sync && o.semi_replica != Some(true) {
                     p.steps.push(Step {
                         action: Action::SemiSyncReplica { ordinal: v.ordinal },

@@ -358,6 +358,10 @@ impl Cluster {
     }
 
     pub fn with_config(n: i32, cfg: MySqlEngineConfig) -> Cluster {
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .try_init();
         let servers = (0..n).map(Server::new).collect();
         Cluster {
             servers,

@@ -32,6 +32,7 @@ fn obs(executed: &str, read_only: bool, source: Option<&str>) -> Observed {
         semi_primary: Some(false),
         semi_replica: Some(false),
         executed_after: None,
+        purged: None,
         via_root: false,
     }
 }
