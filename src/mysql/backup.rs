@@ -18,6 +18,10 @@
 //! * `3` data: one complete multi-row `INSERT INTO db.table VALUES …` statement;
 //!   data frames are independent and applied in parallel;
 //! * `4` post-data: `database` `\n` statement (triggers), applied after all data;
+//! * `5` rows: `database` `\n` `table` `\n` then rows in `LOAD DATA` text form
+//!   (tab-separated, `\N` for NULL, backslash escapes, raw bytes of the
+//!   column's own character set, read over a `binary` connection), loaded
+//!   in parallel with `LOAD DATA LOCAL INFILE … CHARACTER SET binary`;
 //! * `255` trailer: `frames=N`, `rows=N`, `sha256=<hex>` lines, where sha256 covers
 //!   every decompressed byte before the trailer frame.
 //!
@@ -54,6 +58,7 @@ const KIND_HEADER: u8 = 1;
 const KIND_SCHEMA: u8 = 2;
 const KIND_DATA: u8 = 3;
 const KIND_POST: u8 = 4;
+const KIND_ROWS: u8 = 5;
 const KIND_TRAILER: u8 = 255;
 /// Largest frame accepted when reading (a corrupted length is refused early).
 const MAX_FRAME: usize = 64 << 20;
@@ -79,6 +84,8 @@ pub struct BackupOptions {
     pub statement_bytes: usize,
     /// zstd level (default 3).
     pub zstd_level: i32,
+    /// Encoding of table data (default `LoadData`, the fastest to restore).
+    pub data_format: DataFormat,
     pub connect_timeout: Duration,
 }
 
@@ -89,9 +96,19 @@ impl Default for BackupOptions {
             chunk_rows: 100_000,
             statement_bytes: 1 << 20,
             zstd_level: 3,
+            data_format: DataFormat::LoadData,
             connect_timeout: Duration::from_secs(5),
         }
     }
+}
+
+/// How table rows are stored in the artifact.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DataFormat {
+    /// `LOAD DATA` text of the raw column bytes (frame kind 5).
+    LoadData,
+    /// Multi-row `INSERT` statements (frame kind 3), replayable by any client.
+    Insert,
 }
 
 /// Result of a backup.
@@ -498,8 +515,12 @@ async fn dump_chunk(
     conn: &mut Conn,
     c: &Chunk,
     stmt_bytes: usize,
+    format: DataFormat,
     tx: &mpsc::Sender<Frame>,
 ) -> Result<u64, MySqlError> {
+    if format == DataFormat::LoadData {
+        return dump_chunk_rows(conn, c, stmt_bytes, tx).await;
+    }
     let t = format!("{}.{}", quote_ident(&c.db), quote_ident(&c.table));
     let sql = match &c.filter {
         Some(f) => format!("SELECT * FROM {t} WHERE {f}"),
@@ -553,6 +574,82 @@ async fn dump_chunk(
         })
         .await
         .map_err(|_| MySqlError::Unexpected("artifact writer stopped".into()))?;
+    }
+    Ok(rows)
+}
+
+/// Append a value in `LOAD DATA` text form.
+fn push_tsv(out: &mut Vec<u8>, v: Option<&Value>) {
+    match v {
+        None | Some(Value::NULL) => out.extend_from_slice(b"\\N"),
+        Some(Value::Bytes(b)) => {
+            for &c in b {
+                match c {
+                    b'\\' => out.extend_from_slice(b"\\\\"),
+                    b'\t' => out.extend_from_slice(b"\\t"),
+                    b'\n' => out.extend_from_slice(b"\\n"),
+                    b'\r' => out.extend_from_slice(b"\\r"),
+                    0 => out.extend_from_slice(b"\\0"),
+                    c => out.push(c),
+                }
+            }
+        }
+        Some(other) => out.extend_from_slice(other.as_sql(true).trim_matches('\'').as_bytes()),
+    }
+}
+
+/// Dump one chunk as `LOAD DATA` frames (the connection uses `SET NAMES binary`).
+async fn dump_chunk_rows(
+    conn: &mut Conn,
+    c: &Chunk,
+    frame_bytes_target: usize,
+    tx: &mpsc::Sender<Frame>,
+) -> Result<u64, MySqlError> {
+    let t = format!("{}.{}", quote_ident(&c.db), quote_ident(&c.table));
+    let sql = match &c.filter {
+        Some(f) => format!("SELECT * FROM {t} WHERE {f}"),
+        None => format!("SELECT * FROM {t}"),
+    };
+    let mut qr = conn
+        .query_iter(sql.as_str())
+        .await
+        .map_err(sql_err(sql.clone()))?;
+    let ncols = qr.columns_ref().len();
+    let head = format!("{}\n{}\n", c.db, c.table).into_bytes();
+    let new_buf = || {
+        let mut b = Vec::with_capacity(frame_bytes_target + 8192);
+        b.extend_from_slice(&head);
+        b
+    };
+    let mut buf = new_buf();
+    let mut rows = 0u64;
+    let send_err = |_| MySqlError::Unexpected("artifact writer stopped".into());
+    while let Some(row) = qr.next().await.map_err(sql_err(sql.clone()))? {
+        for i in 0..ncols {
+            if i > 0 {
+                buf.push(b'\t');
+            }
+            push_tsv(&mut buf, row.as_ref(i));
+        }
+        buf.push(b'\n');
+        rows += 1;
+        if buf.len() >= frame_bytes_target {
+            let payload = std::mem::replace(&mut buf, new_buf());
+            tx.send(Frame {
+                kind: KIND_ROWS,
+                payload,
+            })
+            .await
+            .map_err(send_err)?;
+        }
+    }
+    if buf.len() > head.len() {
+        tx.send(Frame {
+            kind: KIND_ROWS,
+            payload: buf,
+        })
+        .await
+        .map_err(send_err)?;
     }
     Ok(rows)
 }
@@ -701,12 +798,17 @@ where
             let queue = queue.clone();
             let tx = tx.clone();
             let stmt = opts.statement_bytes;
+            let format = opts.data_format;
             tasks.push(async move {
+                if format == DataFormat::LoadData {
+                    // Raw column bytes, whatever each column's character set.
+                    exec(&mut c, "SET NAMES binary", Duration::from_secs(10)).await?;
+                }
                 let mut rows = 0u64;
                 loop {
                     let next = queue.lock().await.pop();
                     let Some(chunk) = next else { break };
-                    rows += dump_chunk(&mut c, &chunk, stmt, &tx).await?;
+                    rows += dump_chunk(&mut c, &chunk, stmt, format, &tx).await?;
                 }
                 let _ = exec(&mut c, "COMMIT", Duration::from_secs(10)).await;
                 Ok::<u64, MySqlError>(rows)
@@ -767,7 +869,15 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         let kind = head[0];
         let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as usize;
         if len > MAX_FRAME
-            || ![KIND_HEADER, KIND_SCHEMA, KIND_DATA, KIND_POST, KIND_TRAILER].contains(&kind)
+            || ![
+                KIND_HEADER,
+                KIND_SCHEMA,
+                KIND_DATA,
+                KIND_POST,
+                KIND_ROWS,
+                KIND_TRAILER,
+            ]
+            .contains(&kind)
         {
             return Err(MySqlError::Corrupt(format!(
                 "invalid frame (kind {kind}, {len} bytes) after {} frames",
@@ -918,6 +1028,42 @@ async fn apply_schema(c: &mut Conn, payload: &[u8]) -> Result<(), MySqlError> {
     )))
 }
 
+/// Apply one data frame on a loader connection (`SET NAMES binary`).
+async fn load_frame(c: &mut Conn, f: Frame) -> Result<(), MySqlError> {
+    if f.kind == KIND_DATA {
+        return c
+            .query_drop(f.payload)
+            .await
+            .map_err(sql_err("load INSERT statement"));
+    }
+    let p = f.payload;
+    let first = p
+        .iter()
+        .position(|&b| b == b'\n')
+        .ok_or_else(|| MySqlError::Corrupt("rows frame without table".into()))?;
+    let second = p[first + 1..]
+        .iter()
+        .position(|&b| b == b'\n')
+        .map(|i| first + 1 + i)
+        .ok_or_else(|| MySqlError::Corrupt("rows frame without table".into()))?;
+    let db = String::from_utf8_lossy(&p[..first]).to_string();
+    let table = String::from_utf8_lossy(&p[first + 1..second]).to_string();
+    let data = bytes::Bytes::from(p).slice(second + 1..);
+    c.set_infile_handler(async move {
+        let s: mysql_async::InfileData = Box::pin(futures::stream::once(async move { Ok(data) }));
+        Ok(s)
+    });
+    let sql = format!(
+        "LOAD DATA LOCAL INFILE 'ordinal-frame' INTO TABLE {}.{} CHARACTER SET binary \
+         FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n'",
+        quote_ident(&db),
+        quote_ident(&table)
+    );
+    c.query_drop(sql.as_str())
+        .await
+        .map_err(sql_err(format!("load rows into {db}.{table}")))
+}
+
 /// Load an artifact into `target` in one pass: schema in order, data frames in
 /// parallel, post-data (views' dependants, routines, triggers) last, then the
 /// GTID state. The content digest is checked at the end; for a stored artifact
@@ -975,7 +1121,7 @@ where
         session_for_load(&mut c).await?;
         loaders.push(c);
     }
-    let (tx, rx) = mpsc::channel::<Vec<u8>>(workers * 2);
+    let (tx, rx) = mpsc::channel::<Frame>(workers * 2);
     let rx = Arc::new(Mutex::new(rx));
     let mut statements = 0u64;
     let load = {
@@ -984,13 +1130,26 @@ where
             .map(|mut c| {
                 let rx = rx.clone();
                 async move {
+                    let mut names = "utf8mb4";
                     loop {
                         let next = rx.lock().await.recv().await;
-                        let Some(stmt) = next else { break };
-                        let text = String::from_utf8(stmt).map_err(|_| {
-                            MySqlError::Corrupt("data statement is not UTF-8".into())
-                        })?;
-                        c.query_drop(text).await.map_err(sql_err("load data"))?;
+                        let Some(frame) = next else { break };
+                        // INSERT text is UTF-8; rows frames hold raw column bytes.
+                        let want = if frame.kind == KIND_DATA {
+                            "utf8mb4"
+                        } else {
+                            "binary"
+                        };
+                        if names != want {
+                            exec(
+                                &mut c,
+                                &format!("SET NAMES {want}"),
+                                Duration::from_secs(10),
+                            )
+                            .await?;
+                            names = want;
+                        }
+                        load_frame(&mut c, frame).await?;
                     }
                     Ok::<(), MySqlError>(())
                 }
@@ -1005,8 +1164,8 @@ where
             statements += 1;
             match f.kind {
                 KIND_SCHEMA => apply_schema(&mut main, &f.payload).await?,
-                KIND_DATA => tx
-                    .send(f.payload)
+                KIND_DATA | KIND_ROWS => tx
+                    .send(f)
                     .await
                     .map_err(|_| MySqlError::Unexpected("a loader failed".into()))?,
                 KIND_POST => post.push(f.payload),

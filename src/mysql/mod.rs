@@ -133,6 +133,15 @@ impl MySqlEngine {
         }
     }
 
+    /// `[mysqld]` lines the reconciler renders for the member with `ordinal`
+    /// (besides port, bind-address, datadir and socket, which are its own):
+    /// server id, binlog and GTID settings, `report_host`, replication
+    /// threads not started at boot and read-only at boot on every member.
+    pub fn mysqld_config(settings: &MySqlSettings, ordinal: i32, report_host: &str) -> Vec<String> {
+        Dialect(settings.flavor)
+            .boot_config(settings.server_id_base + i64::from(ordinal), report_host)
+    }
+
     fn creds(input: &EngineInput<MySqlSettings>) -> Result<Creds, EngineError> {
         let get = |k: &str| {
             input

@@ -173,6 +173,11 @@ pub struct Server {
 
 impl Server {
     pub fn new(ordinal: i32) -> Server {
+        Self::with_extra(ordinal, "")
+    }
+
+    /// A server with extra `[mysqld]` lines (e.g. a bigger buffer pool).
+    pub fn with_extra(ordinal: i32, extra: &str) -> Server {
         let tpl = template();
         let (ip, port) = next_ip();
         let dir = run_dir().join(format!("srv-{ip}"));
@@ -193,7 +198,7 @@ impl Server {
              innodb_flush_log_at_trx_commit=2\nsync_binlog=0\nmax_connections=200\n",
             d = dir.display(),
             sid = 100 + ordinal
-        );
+        ) + extra;
         std::fs::write(dir.join("my.cnf"), cnf).expect("write my.cnf");
         let mut s = Server {
             ordinal,
