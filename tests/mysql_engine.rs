@@ -920,3 +920,38 @@ async fn new_replica_after_binlog_purge_is_reseeded() {
         .expect("insert");
     wait_rows(c.server(2), "app.t", 301, Duration::from_secs(15)).await;
 }
+
+#[tokio::test]
+async fn restarted_primary_boots_read_only_and_is_confirmed_again() {
+    let _g = SERIAL.lock().await;
+    let mut c = bootstrap(2).await;
+    c.failover.detection_seconds = 30;
+    let mut app = c.server(0).app().await.expect("app");
+    app.query_drop("INSERT INTO app.t (id, v) VALUES (1, 'x')")
+        .await
+        .expect("insert");
+    drop(app);
+    c.server_mut(0).restart();
+    // As rendered, it boots read-only: nobody can write before the engine decides.
+    assert_eq!(
+        c.server(0).scalar("SELECT @@read_only").await.as_deref(),
+        Some("1")
+    );
+    let mut app = c.server(0).app().await.expect("app");
+    assert!(
+        app.query_drop("INSERT INTO app.t (id, v) VALUES (2, 'x')")
+            .await
+            .is_err()
+    );
+    // Holding every known transaction, it is confirmed primary again (no failover).
+    let out = c
+        .converge(CONVERGE, "primary confirmed", |o| healthy_with(o, 0))
+        .await;
+    assert_eq!(out.state.term, 1);
+    assert!(c.events.iter().any(|e| e.contains("PrimaryWritable")));
+    let mut app = c.server(0).app().await.expect("app");
+    app.query_drop("INSERT INTO app.t (id, v) VALUES (2, 'x')")
+        .await
+        .expect("writable again");
+    wait_rows(c.server(1), "app.t", 2, Duration::from_secs(10)).await;
+}

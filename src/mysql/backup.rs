@@ -1190,14 +1190,7 @@ where
         apply_schema(&mut main, &p).await?;
     }
     if opts.set_gtid && !gtid.is_empty() {
-        let stmts: Vec<String> = match target.flavor {
-            MySqlFlavor::MariaDB => vec![
-                "RESET MASTER".into(),
-                format!("SET GLOBAL gtid_binlog_state = {}", quote_str(&gtid)),
-                format!("SET GLOBAL gtid_slave_pos = {}", quote_str(&gtid)),
-            ],
-            MySqlFlavor::MySQL => d.set_restored_gtid(&gtid),
-        };
+        let stmts = d.set_restored_gtid(&gtid);
         for s in stmts {
             exec(&mut main, &s, Duration::from_secs(30)).await?;
         }

@@ -380,8 +380,11 @@ impl Dialect {
     /// replicas (or the server itself, as a replica) continue from it.
     pub fn set_restored_gtid(self, gtids: &str) -> Vec<String> {
         if self.maria() {
+            // The binlog state makes a restored server continue the sequence
+            // when it becomes a primary; the slave position lets it replicate.
             vec![
                 "RESET MASTER".into(),
+                format!("SET GLOBAL gtid_binlog_state = {}", quote_str(gtids)),
                 format!("SET GLOBAL gtid_slave_pos = {}", quote_str(gtids)),
             ]
         } else {

@@ -381,3 +381,84 @@ fn identity_origin_parses_both_flavors() {
     );
     assert_eq!(identity_origin(None), None);
 }
+
+#[test]
+fn member_behind_purged_binlogs_is_reseeded_not_repointed() {
+    let mut po = obs("0-100-300", false, None);
+    po.purged = Some(g("0-100-210"));
+    let mut broken = obs("0-100-50", true, Some("db-0.h"));
+    {
+        let r = broken.replica.as_mut().unwrap();
+        r.io_running = "No".into();
+        r.last_io_errno = 1236;
+        r.last_io_error = "Got fatal error 1236 from master when reading data from binary log: 'Could not find GTID state requested by slave in any binlog files. Probably the slave state is too old and required binlog files have been purged.'".into();
+    }
+    let views = vec![
+        view(0, Some(po)),
+        view(1, Some(obs("", true, None))),
+        view(2, Some(broken)),
+        view(3, Some(obs("0-100-250", true, None))),
+    ];
+    let p = run(&views, &healthy_state(), None, now());
+    let a = actions(&p);
+    assert!(
+        a.contains(&Action::Reseed {
+            ordinal: 1,
+            source: 0
+        }),
+        "{a:?}"
+    );
+    assert!(
+        a.contains(&Action::Reseed {
+            ordinal: 2,
+            source: 0
+        }),
+        "{a:?}"
+    );
+    // holds everything purged: a plain repoint is enough
+    assert!(a.contains(&Action::Repoint {
+        ordinal: 3,
+        source: 0,
+        executed: "0-100-250".into()
+    }));
+    assert!(p.events.iter().any(|e| e.reason == "Reseeding"));
+}
+
+#[test]
+fn replica_sampled_after_the_primary_is_not_errant() {
+    // The replica was observed after the primary committed more: the primary's
+    // position re-read after all observations is the reference.
+    let mut po = obs("0-100-10", false, None);
+    po.executed_after = Some(g("0-100-12"));
+    let views = vec![
+        view(0, Some(po)),
+        view(1, Some(obs("0-100-12", true, Some("db-0.h")))),
+    ];
+    let p = run(&views, &healthy_state(), None, now());
+    assert_eq!(p.members[1].role, MemberRole::Replica);
+    assert_eq!(p.health, Health::Healthy);
+}
+
+#[test]
+fn semi_sync_settings_are_enforced_each_pass() {
+    let views = vec![
+        view(0, Some(obs("0-100-10", false, None))),
+        view(1, Some(obs("0-100-10", true, Some("db-0.h")))),
+    ];
+    let mut settings = MySqlSettings::default();
+    settings.replication.mode = ReplicationMode::SemiSync;
+    let failover = FailoverSpec::default();
+    let state = healthy_state();
+    let p = plan(&PlanInput {
+        views: &views,
+        state: &state,
+        desired_primary: None,
+        failover: &failover,
+        settings: &settings,
+        now: now(),
+        timeouts: OpTimeouts::default(),
+    });
+    let a = actions(&p);
+    assert!(a.contains(&Action::SemiSyncPrimary { ordinal: 0 }));
+    assert!(a.contains(&Action::SemiSyncReplica { ordinal: 1 }));
+}
