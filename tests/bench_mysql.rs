@@ -41,7 +41,7 @@ fn client_args(s: &Server) -> Vec<String> {
         format!("--host={}", s.ip),
         format!("--port={}", s.port),
         "--user=root".into(),
-        format!("--password={ROOT_PW}"),
+        format!("--password='{}'", ROOT_PW.replace('\'', "'\\''")),
     ]
 }
 

@@ -22,8 +22,12 @@
 //!   (tab-separated, `\N` for NULL, backslash escapes, raw bytes of the
 //!   column's own character set, read over a `binary` connection), loaded
 //!   in parallel with `LOAD DATA LOCAL INFILE … CHARACTER SET binary`;
-//! * `255` trailer: `frames=N`, `rows=N`, `sha256=<hex>` lines, where sha256 covers
-//!   every decompressed byte before the trailer frame.
+//! * `255` trailer: `frames=N`, `rows=N`, `sha256=<hex>` lines, where sha256 is
+//!   the digest of the concatenated sha256 digests of every frame before the
+//!   trailer (each over its decompressed kind, length and payload).
+//!
+//! Each frame is compressed as its own zstd frame (the concatenation is a
+//! valid zstd stream, `zstd -d` reads it), so workers compress in parallel.
 //!
 //! The sha256 returned by [`backup`] (and to be recorded in the Backup status)
 //! covers the stored (compressed) artifact. [`verify`] checks both digests and
@@ -38,9 +42,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use async_compression::Level;
 use async_compression::tokio::bufread::ZstdDecoder;
-use async_compression::tokio::write::ZstdEncoder;
 use mysql_async::consts::ColumnType;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Row, Value};
@@ -317,6 +319,44 @@ struct Frame {
     payload: Vec<u8>,
 }
 
+/// A frame compressed as its own zstd frame, with the sha256 of its
+/// decompressed bytes (frame header + payload).
+struct Sealed {
+    zst: Vec<u8>,
+    digest: [u8; 32],
+    raw_len: u64,
+}
+
+/// What producers send the artifact writer.
+enum Msg {
+    Frame(Sealed),
+    /// Everything was sent: write the trailer (carries the row count).
+    Done(u64),
+}
+
+fn seal(f: &Frame, level: i32) -> std::io::Result<Sealed> {
+    let mut raw = frame_bytes(f);
+    raw.extend_from_slice(&f.payload);
+    let digest: [u8; 32] = Sha256::digest(&raw).into();
+    Ok(Sealed {
+        zst: zstd::bulk::compress(&raw, level)?,
+        digest,
+        raw_len: raw.len() as u64,
+    })
+}
+
+/// Compress and hash a frame on the blocking pool (in parallel across
+/// workers), then hand it to the writer; waits when the writer is behind.
+async fn send_frame(tx: &mpsc::Sender<Msg>, f: Frame, level: i32) -> Result<(), MySqlError> {
+    let sealed = tokio::task::spawn_blocking(move || seal(&f, level))
+        .await
+        .map_err(|e| MySqlError::Unexpected(format!("compression task failed: {e}")))?
+        .map_err(io_err("compress frame"))?;
+    tx.send(Msg::Frame(sealed))
+        .await
+        .map_err(|_| MySqlError::Unexpected("artifact writer stopped".into()))
+}
+
 fn schema_payload(db: &str, stmt: &str) -> Vec<u8> {
     let mut v = Vec::with_capacity(db.len() + stmt.len() + 1);
     v.extend_from_slice(db.as_bytes());
@@ -516,10 +556,11 @@ async fn dump_chunk(
     c: &Chunk,
     stmt_bytes: usize,
     format: DataFormat,
-    tx: &mpsc::Sender<Frame>,
+    level: i32,
+    tx: &mpsc::Sender<Msg>,
 ) -> Result<u64, MySqlError> {
     if format == DataFormat::LoadData {
-        return dump_chunk_rows(conn, c, stmt_bytes, tx).await;
+        return dump_chunk_rows(conn, c, stmt_bytes, level, tx).await;
     }
     let t = format!("{}.{}", quote_ident(&c.db), quote_ident(&c.table));
     let sql = match &c.filter {
@@ -559,21 +600,27 @@ async fn dump_chunk(
         if buf.len() >= stmt_bytes {
             let payload =
                 std::mem::replace(&mut buf, String::with_capacity(stmt_bytes + 4096)).into_bytes();
-            tx.send(Frame {
-                kind: KIND_DATA,
-                payload,
-            })
-            .await
-            .map_err(|_| MySqlError::Unexpected("artifact writer stopped".into()))?;
+            send_frame(
+                tx,
+                Frame {
+                    kind: KIND_DATA,
+                    payload,
+                },
+                level,
+            )
+            .await?;
         }
     }
     if !buf.is_empty() {
-        tx.send(Frame {
-            kind: KIND_DATA,
-            payload: buf.into_bytes(),
-        })
-        .await
-        .map_err(|_| MySqlError::Unexpected("artifact writer stopped".into()))?;
+        send_frame(
+            tx,
+            Frame {
+                kind: KIND_DATA,
+                payload: buf.into_bytes(),
+            },
+            level,
+        )
+        .await?;
     }
     Ok(rows)
 }
@@ -603,7 +650,8 @@ async fn dump_chunk_rows(
     conn: &mut Conn,
     c: &Chunk,
     frame_bytes_target: usize,
-    tx: &mpsc::Sender<Frame>,
+    level: i32,
+    tx: &mpsc::Sender<Msg>,
 ) -> Result<u64, MySqlError> {
     let t = format!("{}.{}", quote_ident(&c.db), quote_ident(&c.table));
     let sql = match &c.filter {
@@ -623,7 +671,6 @@ async fn dump_chunk_rows(
     };
     let mut buf = new_buf();
     let mut rows = 0u64;
-    let send_err = |_| MySqlError::Unexpected("artifact writer stopped".into());
     while let Some(row) = qr.next().await.map_err(sql_err(sql.clone()))? {
         for i in 0..ncols {
             if i > 0 {
@@ -635,21 +682,27 @@ async fn dump_chunk_rows(
         rows += 1;
         if buf.len() >= frame_bytes_target {
             let payload = std::mem::replace(&mut buf, new_buf());
-            tx.send(Frame {
-                kind: KIND_ROWS,
-                payload,
-            })
-            .await
-            .map_err(send_err)?;
+            send_frame(
+                tx,
+                Frame {
+                    kind: KIND_ROWS,
+                    payload,
+                },
+                level,
+            )
+            .await?;
         }
     }
     if buf.len() > head.len() {
-        tx.send(Frame {
-            kind: KIND_ROWS,
-            payload: buf,
-        })
-        .await
-        .map_err(send_err)?;
+        send_frame(
+            tx,
+            Frame {
+                kind: KIND_ROWS,
+                payload: buf,
+            },
+            level,
+        )
+        .await?;
     }
     Ok(rows)
 }
@@ -723,7 +776,11 @@ where
     // Biggest first would be better; key ranges already balance big tables.
     let queue = Arc::new(Mutex::new(chunks));
 
-    let (tx, mut rx) = mpsc::channel::<Frame>(32);
+    // Frames are compressed (each its own zstd frame) and hashed by the
+    // producers in parallel; the writer only appends them in order and hashes
+    // the stored bytes. The bounded channel makes producers wait for a slow
+    // sink: nothing is buffered whole.
+    let (tx, mut rx) = mpsc::channel::<Msg>(4 * workers + 4);
     let level = opts.zstd_level;
     let header = format!(
         "format=1\nflavor={:?}\ngtid={gtid}\ncreated={}\n",
@@ -735,63 +792,63 @@ where
         hasher: Sha256::new(),
         bytes: 0,
     };
-    // The writer compresses and hashes frames as they come (bounded channel:
-    // producers wait when the sink is slow; nothing is buffered whole). The
-    // producers' last message is a trailer request carrying the row count.
     let writer = async {
-        let mut enc = ZstdEncoder::with_quality(&mut hw, Level::Precise(level));
-        let mut raw_hash = Sha256::new();
+        let mut content = Sha256::new();
         let mut raw = 0u64;
         let mut frames = 0u64;
-        let mut pending = Some(Frame {
-            kind: KIND_HEADER,
-            payload: header.into_bytes(),
-        });
+        let first = seal(
+            &Frame {
+                kind: KIND_HEADER,
+                payload: header.into_bytes(),
+            },
+            level,
+        )
+        .map_err(io_err("compress header"))?;
+        let mut pending = Some(Msg::Frame(first));
         loop {
-            let f = match pending.take() {
-                Some(f) => f,
-                None => match rx.recv().await {
-                    Some(f) => f,
-                    None => {
-                        return Err(MySqlError::Unexpected(
-                            "backup producers stopped before the trailer".into(),
-                        ));
-                    }
-                },
+            let msg = match pending.take() {
+                Some(m) => m,
+                None => rx.recv().await.ok_or_else(|| {
+                    MySqlError::Unexpected("backup producers stopped before the trailer".into())
+                })?,
             };
-            let f = if f.kind == KIND_TRAILER {
-                let rows = String::from_utf8_lossy(&f.payload).to_string();
-                Frame {
-                    kind: KIND_TRAILER,
-                    payload: format!(
-                        "frames={frames}\nrows={rows}\nsha256={}\n",
-                        hex::encode(raw_hash.clone().finalize())
-                    )
-                    .into_bytes(),
+            match msg {
+                Msg::Frame(f) => {
+                    content.update(f.digest);
+                    hw.write_all(&f.zst)
+                        .await
+                        .map_err(io_err("write artifact"))?;
+                    raw += f.raw_len;
+                    frames += 1;
                 }
-            } else {
-                f
-            };
-            let h = frame_bytes(&f);
-            raw_hash.update(&h);
-            raw_hash.update(&f.payload);
-            enc.write_all(&h).await.map_err(io_err("write artifact"))?;
-            enc.write_all(&f.payload)
-                .await
-                .map_err(io_err("write artifact"))?;
-            raw += (h.len() + f.payload.len()) as u64;
-            frames += 1;
-            if f.kind == KIND_TRAILER {
-                break;
+                Msg::Done(rows) => {
+                    let t = seal(
+                        &Frame {
+                            kind: KIND_TRAILER,
+                            payload: format!(
+                                "frames={frames}\nrows={rows}\nsha256={}\n",
+                                hex::encode(content.clone().finalize())
+                            )
+                            .into_bytes(),
+                        },
+                        level,
+                    )
+                    .map_err(io_err("compress trailer"))?;
+                    hw.write_all(&t.zst)
+                        .await
+                        .map_err(io_err("write artifact"))?;
+                    raw += t.raw_len;
+                    break;
+                }
             }
         }
-        enc.shutdown().await.map_err(io_err("finish artifact"))?;
+        hw.shutdown().await.map_err(io_err("finish artifact"))?;
         Ok::<u64, MySqlError>(raw)
     };
     let send_err = |_| MySqlError::Unexpected("artifact writer stopped".into());
     let producers = async {
         for f in pre {
-            tx.send(f).await.map_err(send_err)?;
+            send_frame(&tx, f, level).await?;
         }
         let mut tasks = Vec::new();
         for mut c in conns.drain(..) {
@@ -808,7 +865,7 @@ where
                 loop {
                     let next = queue.lock().await.pop();
                     let Some(chunk) = next else { break };
-                    rows += dump_chunk(&mut c, &chunk, stmt, format, &tx).await?;
+                    rows += dump_chunk(&mut c, &chunk, stmt, format, level, &tx).await?;
                 }
                 let _ = exec(&mut c, "COMMIT", Duration::from_secs(10)).await;
                 Ok::<u64, MySqlError>(rows)
@@ -820,14 +877,9 @@ where
             total += r?;
         }
         for f in post {
-            tx.send(f).await.map_err(send_err)?;
+            send_frame(&tx, f, level).await?;
         }
-        tx.send(Frame {
-            kind: KIND_TRAILER,
-            payload: total.to_string().into_bytes(),
-        })
-        .await
-        .map_err(send_err)?;
+        tx.send(Msg::Done(total)).await.map_err(send_err)?;
         Ok::<u64, MySqlError>(total)
     };
     let (prod, wr) = tokio::join!(producers, writer);
@@ -890,8 +942,10 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             .await
             .map_err(|e| MySqlError::Corrupt(format!("truncated frame: {e}")))?;
         if kind != KIND_TRAILER {
-            self.raw_hash.update(head);
-            self.raw_hash.update(&payload);
+            let mut h = Sha256::new();
+            h.update(head);
+            h.update(&payload);
+            self.raw_hash.update(h.finalize());
         }
         self.frames += 1;
         Ok(Some(Frame { kind, payload }))
@@ -925,7 +979,10 @@ fn check_trailer(f: &Frame, raw_hash: &Sha256, frames_before: u64) -> Result<u64
 }
 
 fn decoder<R: AsyncRead + Unpin>(r: R) -> ZstdDecoder<BufReader<R>> {
-    ZstdDecoder::new(BufReader::with_capacity(256 << 10, r))
+    // One zstd frame per artifact frame.
+    let mut d = ZstdDecoder::new(BufReader::with_capacity(256 << 10, r));
+    d.multiple_members(true);
+    d
 }
 
 /// Read a whole stored artifact and check its structure, its content digest
@@ -1361,8 +1418,10 @@ gtid=0-1-5
             },
         ] {
             let h = frame_bytes(&f);
-            raw_hash.update(&h);
-            raw_hash.update(&f.payload);
+            let mut fh = Sha256::new();
+            fh.update(&h);
+            fh.update(&f.payload);
+            raw_hash.update(fh.finalize());
             raw.extend_from_slice(&h);
             raw.extend_from_slice(&f.payload);
             frames += 1;
