@@ -6,6 +6,7 @@ pub mod cli;
 pub mod controller;
 pub mod engine;
 pub mod metrics;
+pub mod mysql;
 pub mod operator;
 pub mod redis;
 pub mod resources;

@@ -1,0 +1,181 @@
+//! Performing planned actions against members (I/O only, no decisions).
+
+use std::time::Duration;
+
+use mysql_async::Conn;
+
+use super::MySqlError;
+use super::flavor::Dialect;
+use super::observe::{exec, rows, value_str};
+use super::plan::Action;
+
+/// What the executor needs besides the connection.
+pub struct ActCtx<'a> {
+    pub dialect: Dialect,
+    pub query_timeout: Duration,
+    pub operator_user: &'a str,
+    pub replication_user: &'a str,
+    pub replication_password: &'a str,
+    pub operator_password: &'a str,
+    pub semi_wait_for: i32,
+    pub semi_timeout_ms: Option<i64>,
+}
+
+async fn run_all(conn: &mut Conn, stmts: &[String], t: Duration) -> Result<(), MySqlError> {
+    for s in stmts {
+        exec(conn, s, t).await?;
+    }
+    Ok(())
+}
+
+/// Kill client connections (not replication, not the operator's).
+pub async fn kill_writers(conn: &mut Conn, cx: &ActCtx<'_>) -> Result<usize, MySqlError> {
+    let q = cx
+        .dialect
+        .writer_connections_query(&[cx.operator_user, cx.replication_user]);
+    let ids = rows(conn, &q, cx.query_timeout).await?;
+    let mut n = 0;
+    for r in ids {
+        if let Some(id) = r
+            .as_ref(0)
+            .and_then(value_str)
+            .and_then(|s| s.parse::<u64>().ok())
+        {
+            // A connection may end by itself meanwhile: ignore "unknown thread".
+            if exec(conn, &cx.dialect.kill_connection(id), cx.query_timeout)
+                .await
+                .is_ok()
+            {
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
+}
+
+/// Read-only on, writers killed (before, so commits stuck waiting for
+/// semi-sync acknowledgements cannot hold the read-only switch, and after).
+pub async fn fence(conn: &mut Conn, cx: &ActCtx<'_>) -> Result<(), MySqlError> {
+    let _ = kill_writers(conn, cx).await;
+    run_all(conn, &cx.dialect.set_read_only(), cx.query_timeout).await?;
+    kill_writers(conn, cx).await?;
+    Ok(())
+}
+
+/// Turn the member into a replica of `host:port`.
+pub async fn repoint(
+    conn: &mut Conn,
+    cx: &ActCtx<'_>,
+    host: &str,
+    port: u16,
+    executed: &str,
+) -> Result<(), MySqlError> {
+    let d = cx.dialect;
+    let t = cx.query_timeout;
+    exec(conn, d.stop_replica(), t).await?;
+    run_all(conn, &d.align_slave_pos(executed), t).await?;
+    exec(
+        conn,
+        &d.change_source(host, port, cx.replication_user, cx.replication_password),
+        t,
+    )
+    .await?;
+    exec(conn, d.start_replica(), t).await?;
+    Ok(())
+}
+
+/// Perform one action (not `EnsureUsers` or `Reseed`, which need other
+/// connections; see the engine).
+pub async fn perform(
+    conn: &mut Conn,
+    cx: &ActCtx<'_>,
+    action: &Action,
+    source: Option<(&str, u16)>,
+) -> Result<(), MySqlError> {
+    let d = cx.dialect;
+    let t = cx.query_timeout;
+    match action {
+        Action::MakeWritable { semi_sync, .. } => {
+            if *semi_sync {
+                run_all(
+                    conn,
+                    &d.semi_sync_primary(cx.semi_wait_for, cx.semi_timeout_ms),
+                    t,
+                )
+                .await?;
+            }
+            run_all(conn, &d.set_writable(), t).await
+        }
+        Action::Fence { .. } => fence(conn, cx).await,
+        Action::Repoint { executed, .. } => {
+            let (host, port) =
+                source.ok_or_else(|| MySqlError::Unexpected("repoint without a source".into()))?;
+            repoint(conn, cx, host, port, executed).await
+        }
+        Action::StartReplication { .. } => exec(conn, d.start_replica(), t).await,
+        Action::StopIo { .. } => exec(conn, d.stop_io_thread(), t).await,
+        Action::Promote { semi_sync, .. } => {
+            exec(conn, d.stop_replica(), t).await?;
+            exec(conn, d.reset_replica_all(), t).await?;
+            if *semi_sync {
+                run_all(
+                    conn,
+                    &d.semi_sync_primary(cx.semi_wait_for, cx.semi_timeout_ms),
+                    t,
+                )
+                .await?;
+            }
+            run_all(conn, &d.set_writable(), t).await
+        }
+        Action::SemiSyncPrimary { .. } => {
+            run_all(
+                conn,
+                &d.semi_sync_primary(cx.semi_wait_for, cx.semi_timeout_ms),
+                t,
+            )
+            .await
+        }
+        Action::SemiSyncPrimaryOff { .. } => exec(conn, d.semi_sync_primary_off(), t).await,
+        Action::SemiSyncReplica { .. } => {
+            exec(conn, d.semi_sync_replica(), t).await?;
+            // Takes effect when the IO thread reconnects.
+            let _ = exec(conn, d.stop_io_thread(), t).await;
+            let _ = exec(conn, d.start_io_thread(), t).await;
+            Ok(())
+        }
+        Action::WaitGtid { gtids, secs, .. } => rows(
+            conn,
+            &d.wait_for_gtids(gtids, *secs),
+            t + Duration::from_secs(u64::from(*secs)),
+        )
+        .await
+        .map(|_| ()),
+        Action::EnsureUsers { .. } => ensure_users(conn, cx).await,
+        Action::Reseed { .. } => Err(MySqlError::Unexpected(
+            "re-seeding is performed by the engine".into(),
+        )),
+    }
+}
+
+/// Create or refresh the operator and replication users; `conn` must be a
+/// root connection to the primary (statements are binlogged so replicas get
+/// the users through replication, never as errant transactions).
+pub async fn ensure_users(conn: &mut Conn, cx: &ActCtx<'_>) -> Result<(), MySqlError> {
+    let d = cx.dialect;
+    run_all(
+        conn,
+        &d.ensure_user(cx.operator_user, cx.operator_password, d.operator_grants()),
+        cx.query_timeout,
+    )
+    .await?;
+    run_all(
+        conn,
+        &d.ensure_user(
+            cx.replication_user,
+            cx.replication_password,
+            d.replication_grants(),
+        ),
+        cx.query_timeout,
+    )
+    .await
+}

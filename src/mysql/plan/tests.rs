@@ -1,0 +1,464 @@
+//! Unit tests of the pure planner (no I/O).
+
+use super::*;
+use crate::api::MySqlFlavor;
+use crate::mysql::observe::ReplicaStatus;
+
+fn g(s: &str) -> GtidSet {
+    GtidSet::parse(MySqlFlavor::MariaDB, s).unwrap()
+}
+
+fn obs(executed: &str, read_only: bool, source: Option<&str>) -> Observed {
+    Observed {
+        server_id: 0,
+        version: "10.11".into(),
+        read_only,
+        super_read_only: false,
+        executed: g(executed),
+        identity: "server_id=100;datadir=x".into(),
+        replica: source.map(|h| ReplicaStatus {
+            host: h.into(),
+            port: 3306,
+            io_running: "Yes".into(),
+            sql_running: true,
+            last_io_errno: 0,
+            last_io_error: String::new(),
+            last_sql_errno: 0,
+            last_sql_error: String::new(),
+            seconds_behind: Some(0),
+            sql_state: String::new(),
+            received: Some(g(executed)),
+        }),
+        semi_primary: Some(false),
+        semi_replica: Some(false),
+        executed_after: None,
+        purged: None,
+        via_root: false,
+    }
+}
+
+fn view(ordinal: i32, o: Option<Observed>) -> View {
+    View {
+        ordinal,
+        pod: format!("db-{ordinal}"),
+        dns_name: format!("db-{ordinal}.h"),
+        address: Some(format!("10.0.0.{ordinal}")),
+        port: 3306,
+        obs: o.ok_or_else(|| "connection refused".to_string()),
+    }
+}
+
+fn now() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_800_000_000, 0).unwrap()
+}
+
+fn run(views: &[View], state: &ReplicationState, desired: Option<i32>, at: DateTime<Utc>) -> Plan {
+    let settings = MySqlSettings::default();
+    let failover = FailoverSpec {
+        enabled: true,
+        detection_seconds: 5,
+        max_lag: None,
+    };
+    plan(&PlanInput {
+        views,
+        state,
+        desired_primary: desired,
+        failover: &failover,
+        settings: &settings,
+        now: at,
+        timeouts: OpTimeouts::default(),
+    })
+}
+
+fn healthy_state() -> ReplicationState {
+    ReplicationState {
+        primary: Some(0),
+        term: 1,
+        primary_position: Some("0-100-10".into()),
+        primary_identity: Some("server_id=100;datadir=x".into()),
+        ..Default::default()
+    }
+}
+
+fn actions(p: &Plan) -> Vec<Action> {
+    p.steps.iter().map(|s| s.action.clone()).collect()
+}
+
+#[test]
+fn bootstrap_promotes_ordinal_zero() {
+    let views = vec![
+        view(0, Some(obs("", true, None))),
+        view(1, Some(obs("", true, None))),
+    ];
+    let p = run(&views, &ReplicationState::default(), None, now());
+    assert_eq!(p.state.primary, Some(0));
+    assert_eq!(p.state.term, 1);
+    assert_eq!(
+        actions(&p),
+        vec![
+            Action::MakeWritable {
+                ordinal: 0,
+                semi_sync: false
+            },
+            Action::EnsureUsers { ordinal: 0 }
+        ]
+    );
+    assert_eq!(p.members[0].role, MemberRole::Primary);
+    // Ordinal 0 unreachable: wait, never pick another member.
+    let views = vec![view(0, None), view(1, Some(obs("", true, None)))];
+    let p = run(&views, &ReplicationState::default(), None, now());
+    assert_eq!(p.state.primary, None);
+    assert!(p.steps.is_empty());
+}
+
+#[test]
+fn steady_state_repairs_drift() {
+    let views = vec![
+        view(0, Some(obs("0-100-10", true, None))),
+        view(1, Some(obs("0-100-9", false, None))),
+        view(2, Some(obs("0-100-10", true, Some("db-0.h")))),
+    ];
+    let p = run(&views, &healthy_state(), None, now());
+    let a = actions(&p);
+    // restarted primary (read-only at boot) holding every transaction: writable again
+    assert!(a.contains(&Action::MakeWritable {
+        ordinal: 0,
+        semi_sync: false
+    }));
+    // stray writable member fenced and pointed at the primary
+    assert!(a.contains(&Action::Fence { ordinal: 1 }));
+    assert!(a.contains(&Action::Repoint {
+        ordinal: 1,
+        source: 0,
+        executed: "0-100-9".into()
+    }));
+    assert_eq!(p.members[2].role, MemberRole::Replica);
+    assert_eq!(p.members[2].source, Some(0));
+    assert!(matches!(p.health, Health::Unhealthy { .. }));
+}
+
+#[test]
+fn healthy_cluster_does_nothing() {
+    let views = vec![
+        view(0, Some(obs("0-100-10", false, None))),
+        view(1, Some(obs("0-100-10", true, Some("10.0.0.0")))),
+    ];
+    let p = run(&views, &healthy_state(), None, now());
+    assert!(p.steps.is_empty(), "{:?}", p.steps);
+    assert_eq!(p.health, Health::Healthy);
+    assert_eq!(p.members[1].role, MemberRole::Replica);
+}
+
+#[test]
+fn errant_replica_is_quarantined_not_repointed() {
+    let views = vec![
+        view(0, Some(obs("0-100-10", false, None))),
+        view(1, Some(obs("0-101-11", false, Some("db-0.h")))),
+    ];
+    let p = run(&views, &healthy_state(), None, now());
+    assert_eq!(p.members[1].role, MemberRole::Quarantined);
+    let a = actions(&p);
+    assert!(a.contains(&Action::Fence { ordinal: 1 }));
+    assert!(!a.iter().any(|a| matches!(a, Action::Repoint { .. })));
+    assert!(
+        p.events
+            .iter()
+            .any(|e| e.reason == "ErrantTransactions" && e.type_ == EventType::Warning)
+    );
+}
+
+#[test]
+fn stale_primary_is_not_trusted() {
+    // came back empty (lost volume): not made writable, failover clock starts
+    let views = vec![
+        view(0, Some(obs("", true, None))),
+        view(1, Some(obs("0-100-10", true, Some("db-0.h")))),
+    ];
+    let p = run(&views, &healthy_state(), None, now());
+    assert!(
+        !actions(&p)
+            .iter()
+            .any(|a| matches!(a, Action::MakeWritable { .. }))
+    );
+    assert!(p.state.primary_unhealthy_since.is_some());
+    assert!(matches!(&p.health, Health::Unhealthy { reason, .. } if reason == "PrimaryStale"));
+}
+
+#[test]
+fn failover_waits_for_detection_window_then_starts() {
+    let views = vec![
+        view(0, None),
+        view(1, Some(obs("0-100-10", true, Some("db-0.h")))),
+        view(2, Some(obs("0-100-8", true, Some("db-0.h")))),
+    ];
+    let p = run(&views, &healthy_state(), None, now());
+    assert!(p.state.operation.is_none());
+    assert_eq!(
+        p.state.primary_unhealthy_since.as_ref().map(from_time),
+        Some(now())
+    );
+    let mut st = p.state.clone();
+    let p = run(&views, &st, None, now() + ChronoDuration::seconds(3));
+    assert!(p.state.operation.is_none());
+    let p = run(&views, &st, None, now() + ChronoDuration::seconds(6));
+    let op = p.state.operation.clone().expect("failover started");
+    assert_eq!(op.kind, OperationKind::Failover);
+    assert_eq!(op.step, step::WAIT_RELAY);
+    assert_eq!(op.term, 2);
+    assert_eq!(
+        actions(&p),
+        vec![Action::StopIo { ordinal: 1 }, Action::StopIo { ordinal: 2 }]
+    );
+    // next pass: relay logs applied → candidate chosen (the superset), persisted
+    st = p.state.clone();
+    let mut stopped = views.clone();
+    for v in stopped.iter_mut().skip(1) {
+        if let Ok(o) = &mut v.obs {
+            o.replica.as_mut().unwrap().io_running = "No".into();
+        }
+    }
+    let p = run(&stopped, &st, None, now() + ChronoDuration::seconds(7));
+    let op = p.state.operation.clone().unwrap();
+    assert_eq!((op.step.as_str(), op.to), (step::PROMOTE, Some(1)));
+    // promote
+    let p = run(&stopped, &p.state, None, now() + ChronoDuration::seconds(8));
+    assert_eq!(
+        actions(&p),
+        vec![Action::Promote {
+            ordinal: 1,
+            semi_sync: false
+        }]
+    );
+    assert_eq!(p.state.primary, Some(1));
+    assert_eq!(p.state.term, 2);
+    assert!(p.state.operation.is_none());
+    assert_eq!(p.fallback.operation, Some(op));
+}
+
+#[test]
+fn failover_waits_for_relay_log() {
+    let mut o1 = obs("0-100-8", true, Some("db-0.h"));
+    o1.replica.as_mut().unwrap().received = Some(g("0-100-10"));
+    let st = ReplicationState {
+        operation: Some(Operation {
+            kind: OperationKind::Failover,
+            from: 0,
+            to: None,
+            step: step::WAIT_RELAY.into(),
+            term: 2,
+            started_at: to_time(now()),
+            deadline: Some(to_time(now() + ChronoDuration::seconds(60))),
+            reason: "lost".into(),
+            data: Some(format!(
+                "relay_until={}",
+                (now() + ChronoDuration::seconds(20)).to_rfc3339()
+            )),
+        }),
+        ..healthy_state()
+    };
+    let views = vec![view(0, None), view(1, Some(o1.clone()))];
+    let p = run(&views, &st, None, now() + ChronoDuration::seconds(1));
+    assert_eq!(p.state.operation.as_ref().unwrap().step, step::WAIT_RELAY);
+    // past the relay wait the candidate is judged as is: it lacks 2 → refused
+    let p = run(&views, &st, None, now() + ChronoDuration::seconds(21));
+    assert!(p.state.operation.is_none());
+    assert!(p.events.iter().any(|e| e.reason == "FailoverRefused"));
+    assert!(actions(&p).contains(&Action::StartReplication { ordinal: 1 }));
+}
+
+#[test]
+fn candidate_choice() {
+    let a = g("0-100-10");
+    let b = g("0-100-8");
+    let c = g("0-101-10");
+    assert_eq!(
+        choose_candidate(&[(1, &b), (2, &a)], Some(&a), None, None),
+        Ok(2)
+    );
+    // lagging beyond max_lag
+    assert!(choose_candidate(&[(1, &b)], Some(&a), None, None).is_err());
+    assert_eq!(choose_candidate(&[(1, &b)], Some(&a), Some(2), None), Ok(1));
+    // diverged replicas: nobody holds everything
+    assert!(choose_candidate(&[(1, &a), (2, &c)], None, None, None).is_err());
+    // preference among equals
+    assert_eq!(
+        choose_candidate(&[(1, &a), (2, &a)], None, None, Some(2)),
+        Ok(2)
+    );
+    assert_eq!(
+        choose_candidate(&[(1, &a), (2, &a)], None, None, None),
+        Ok(1)
+    );
+    assert!(choose_candidate(&[], None, None, None).is_err());
+}
+
+#[test]
+fn switchover_fences_then_promotes_or_aborts() {
+    let views = vec![
+        view(0, Some(obs("0-100-10", false, None))),
+        view(1, Some(obs("0-100-10", true, Some("db-0.h")))),
+    ];
+    let p = run(&views, &healthy_state(), Some(1), now());
+    let op = p.state.operation.clone().expect("switchover");
+    assert_eq!(
+        (op.kind, op.step.as_str(), op.to),
+        (OperationKind::Switchover, step::CATCH_UP, Some(1))
+    );
+    assert!(
+        p.steps
+            .iter()
+            .any(|s| s.action == Action::Fence { ordinal: 0 } && s.critical)
+    );
+    // candidate behind: wait
+    let behind = vec![
+        view(0, Some(obs("0-100-12", true, None))),
+        view(1, Some(obs("0-100-10", true, Some("db-0.h")))),
+    ];
+    let p2 = run(
+        &behind,
+        &p.state,
+        Some(1),
+        now() + ChronoDuration::seconds(1),
+    );
+    assert!(actions(&p2).contains(&Action::WaitGtid {
+        ordinal: 1,
+        gtids: "0-100-12".into(),
+        secs: 1
+    }));
+    assert_eq!(p2.state.primary, Some(0));
+    // deadline passed: abort, old primary writable again, cooldown recorded
+    let p3 = run(
+        &behind,
+        &p.state,
+        Some(1),
+        now() + ChronoDuration::seconds(31),
+    );
+    assert!(actions(&p3).contains(&Action::MakeWritable {
+        ordinal: 0,
+        semi_sync: false
+    }));
+    assert_eq!(p3.state.operation.as_ref().unwrap().step, step::COOLDOWN);
+    assert_eq!(p3.state.primary, Some(0));
+    // during the cooldown the steady state runs without a new attempt
+    let healthy = vec![
+        view(0, Some(obs("0-100-12", false, None))),
+        view(1, Some(obs("0-100-12", true, Some("db-0.h")))),
+    ];
+    let p4 = run(
+        &healthy,
+        &p3.state,
+        Some(1),
+        now() + ChronoDuration::seconds(40),
+    );
+    assert!(p4.steps.is_empty(), "{:?}", p4.steps);
+    // caught up: promote
+    let p5 = run(
+        &healthy,
+        &p.state,
+        Some(1),
+        now() + ChronoDuration::seconds(2),
+    );
+    assert_eq!(
+        actions(&p5),
+        vec![Action::Promote {
+            ordinal: 1,
+            semi_sync: false
+        }]
+    );
+    assert_eq!(p5.state.primary, Some(1));
+    assert_eq!(p5.state.term, 2);
+}
+
+#[test]
+fn identity_origin_parses_both_flavors() {
+    assert_eq!(
+        identity_origin(Some("server_id=101;datadir=x")).as_deref(),
+        Some("101")
+    );
+    assert_eq!(
+        identity_origin(Some("server_id=101;server_uuid=abc")).as_deref(),
+        Some("abc")
+    );
+    assert_eq!(identity_origin(None), None);
+}
+
+#[test]
+fn member_behind_purged_binlogs_is_reseeded_not_repointed() {
+    let mut po = obs("0-100-300", false, None);
+    po.purged = Some(g("0-100-210"));
+    let mut broken = obs("0-100-50", true, Some("db-0.h"));
+    {
+        let r = broken.replica.as_mut().unwrap();
+        r.io_running = "No".into();
+        r.last_io_errno = 1236;
+        r.last_io_error = "Got fatal error 1236 from master when reading data from binary log: 'Could not find GTID state requested by slave in any binlog files. Probably the slave state is too old and required binlog files have been purged.'".into();
+    }
+    let views = vec![
+        view(0, Some(po)),
+        view(1, Some(obs("", true, None))),
+        view(2, Some(broken)),
+        view(3, Some(obs("0-100-250", true, None))),
+    ];
+    let p = run(&views, &healthy_state(), None, now());
+    let a = actions(&p);
+    assert!(
+        a.contains(&Action::Reseed {
+            ordinal: 1,
+            source: 0
+        }),
+        "{a:?}"
+    );
+    assert!(
+        a.contains(&Action::Reseed {
+            ordinal: 2,
+            source: 0
+        }),
+        "{a:?}"
+    );
+    // holds everything purged: a plain repoint is enough
+    assert!(a.contains(&Action::Repoint {
+        ordinal: 3,
+        source: 0,
+        executed: "0-100-250".into()
+    }));
+    assert!(p.events.iter().any(|e| e.reason == "Reseeding"));
+}
+
+#[test]
+fn replica_sampled_after_the_primary_is_not_errant() {
+    // The replica was observed after the primary committed more: the primary's
+    // position re-read after all observations is the reference.
+    let mut po = obs("0-100-10", false, None);
+    po.executed_after = Some(g("0-100-12"));
+    let views = vec![
+        view(0, Some(po)),
+        view(1, Some(obs("0-100-12", true, Some("db-0.h")))),
+    ];
+    let p = run(&views, &healthy_state(), None, now());
+    assert_eq!(p.members[1].role, MemberRole::Replica);
+    assert_eq!(p.health, Health::Healthy);
+}
+
+#[test]
+fn semi_sync_settings_are_enforced_each_pass() {
+    let views = vec![
+        view(0, Some(obs("0-100-10", false, None))),
+        view(1, Some(obs("0-100-10", true, Some("db-0.h")))),
+    ];
+    let mut settings = MySqlSettings::default();
+    settings.replication.mode = ReplicationMode::SemiSync;
+    let failover = FailoverSpec::default();
+    let state = healthy_state();
+    let p = plan(&PlanInput {
+        views: &views,
+        state: &state,
+        desired_primary: None,
+        failover: &failover,
+        settings: &settings,
+        now: now(),
+        timeouts: OpTimeouts::default(),
+    });
+    let a = actions(&p);
+    assert!(a.contains(&Action::SemiSyncPrimary { ordinal: 0 }));
+    assert!(a.contains(&Action::SemiSyncReplica { ordinal: 1 }));
+}

@@ -1,0 +1,957 @@
+//! The MySQL/MariaDB engine against real `mariadbd` processes (MariaDB 10.11
+//! from Debian). MySQL 8 syntax is covered by unit tests of the generated SQL
+//! in `src/mysql/flavor.rs`; no MySQL server is started here.
+
+#[path = "support/mysql.rs"]
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use ordinal::api::MemberRole;
+use support::*;
+
+/// The scenarios share two cores: run them one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const CONVERGE: Duration = Duration::from_secs(30);
+
+/// A client inserting rows 1, 2, 3… into app.t wherever writes are accepted;
+/// records the ids whose COMMIT was acknowledged.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<i64>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Writer {
+    fn start(targets: Vec<(String, u16)>) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let (s2, a2) = (stop.clone(), acked.clone());
+        let task = tokio::spawn(async move {
+            let mut next = 1i64;
+            let mut conns: Vec<Option<mysql_async::Conn>> = targets.iter().map(|_| None).collect();
+            let mut cur = 0usize;
+            while !s2.load(Ordering::SeqCst) {
+                let mut done = false;
+                for k in 0..targets.len() {
+                    let i = (cur + k) % targets.len();
+                    if conns[i].is_none() {
+                        let o = mysql_async::OptsBuilder::default()
+                            .ip_or_hostname(targets[i].0.clone())
+                            .tcp_port(targets[i].1)
+                            .user(Some("app"))
+                            .pass(Some(APP_PW))
+                            .prefer_socket(false);
+                        if let Ok(Ok(c)) = tokio::time::timeout(
+                            Duration::from_millis(300),
+                            mysql_async::Conn::new(o),
+                        )
+                        .await
+                        {
+                            conns[i] = Some(c);
+                        } else {
+                            continue;
+                        }
+                    }
+                    let Some(c) = conns[i].as_mut() else { continue };
+                    let r = tokio::time::timeout(
+                        Duration::from_secs(3),
+                        c.query_drop(format!("INSERT INTO app.t (id, v) VALUES ({next}, 'w')")),
+                    )
+                    .await;
+                    match r {
+                        Ok(Ok(())) => {
+                            a2.lock().unwrap().push(next);
+                            next += 1;
+                            cur = i;
+                            done = true;
+                            break;
+                        }
+                        Ok(Err(mysql_async::Error::Server(e))) if e.code == 1062 => {
+                            // An earlier ambiguous attempt committed: not acknowledged.
+                            next += 1;
+                            done = true;
+                            break;
+                        }
+                        Ok(Err(mysql_async::Error::Server(e)))
+                            if e.code == 1290 || e.code == 1836 =>
+                        {
+                            // read-only: try the next member
+                        }
+                        _ => {
+                            conns[i] = None;
+                        }
+                    }
+                }
+                if !done {
+                    tokio::time::sleep(Duration::from_millis(30)).await;
+                } else {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+        });
+        Writer { stop, acked, task }
+    }
+
+    fn acked(&self) -> Vec<i64> {
+        self.acked.lock().unwrap().clone()
+    }
+
+    async fn wait_acked(&self, n: usize, timeout: Duration) {
+        let deadline = std::time::Instant::now() + timeout;
+        while self.acked.lock().unwrap().len() < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "writer acknowledged only {} rows",
+                self.acked().len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn stop(self) -> Vec<i64> {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.task.await;
+        self.acked.lock().unwrap().clone()
+    }
+}
+
+fn targets(c: &Cluster) -> Vec<(String, u16)> {
+    c.servers.iter().map(|s| (s.ip.clone(), s.port)).collect()
+}
+
+async fn missing_ids(s: &Server, ids: &[i64]) -> Vec<i64> {
+    let mut conn = s.root().await;
+    let present: Vec<i64> = conn
+        .query("SELECT id FROM app.t")
+        .await
+        .expect("select ids");
+    let set: std::collections::HashSet<i64> = present.into_iter().collect();
+    ids.iter().copied().filter(|i| !set.contains(i)).collect()
+}
+
+async fn bootstrap(n: i32) -> Cluster {
+    let mut c = Cluster::new(n);
+    bootstrap_cluster(&mut c).await;
+    c
+}
+
+async fn bootstrap_cluster(c: &mut Cluster) {
+    c.converge(CONVERGE, "bootstrap", |o| healthy_with(o, 0))
+        .await;
+    setup_app(c.server(0)).await;
+    assert_eq!(c.state.term, 1);
+}
+
+#[tokio::test]
+async fn bootstrap_replicates_and_replicas_refuse_writes() {
+    let _g = SERIAL.lock().await;
+    let mut c = bootstrap(3).await;
+    let out = c.pass().await;
+    assert!(healthy_with(&out, 0), "{out:#?}");
+    assert!(
+        out.state
+            .primary_identity
+            .as_deref()
+            .unwrap_or("")
+            .contains("server_id=100")
+    );
+    let mut app = c.server(0).app().await.expect("app on primary");
+    for i in 0..50 {
+        app.query_drop(format!("INSERT INTO app.t (id, v) VALUES ({i}, 'x')"))
+            .await
+            .expect("insert on primary");
+    }
+    for r in 1..3 {
+        wait_rows(c.server(r), "app.t", 50, Duration::from_secs(10)).await;
+        let mut a = c.server(r).app().await.expect("app on replica");
+        let err = a
+            .query_drop("INSERT INTO app.t (id, v) VALUES (1000, 'no')")
+            .await
+            .expect_err("replica must refuse writes");
+        assert!(
+            format!("{err}").contains("read-only")
+                || format!("{err}").contains("READ-ONLY")
+                || format!("{err}").contains("1290"),
+            "{err}"
+        );
+        assert_eq!(
+            c.server(r).scalar("SELECT @@read_only").await.as_deref(),
+            Some("1")
+        );
+        assert_eq!(
+            c.server(r).slave_status("Using_Gtid").await.as_deref(),
+            Some("Slave_Pos")
+        );
+    }
+    // The operator and replication users replicated with the primary's GTIDs:
+    // no replica holds a transaction of its own.
+    for r in 1..3 {
+        let pos = c
+            .server(r)
+            .scalar("SELECT @@gtid_binlog_pos")
+            .await
+            .unwrap_or_default();
+        assert!(
+            pos.split(',').all(|g| g.split('-').nth(1) == Some("100")),
+            "replica {r} has own GTIDs: {pos}"
+        );
+    }
+    // The operator user is used from now on (no root fallback on the primary).
+    let out = c.pass().await;
+    assert!(healthy_with(&out, 0));
+    assert!(out.members.iter().all(|m| m.gtid.is_some()));
+}
+
+#[tokio::test]
+async fn failover_after_primary_sigkill_under_writes() {
+    let _g = SERIAL.lock().await;
+    let mut c = bootstrap(3).await;
+    let w = Writer::start(targets(&c));
+    w.wait_acked(200, Duration::from_secs(20)).await;
+    // Keep the engine observing while writes flow.
+    c.pass().await;
+    c.server_mut(0).kill();
+    let killed_at = std::time::Instant::now();
+    let out = c
+        .converge(Duration::from_secs(40), "failover", |o| {
+            o.state.primary.is_some_and(|p| p != 0) && o.state.operation.is_none()
+        })
+        .await;
+    let new_primary = out.state.primary.expect("primary");
+    eprintln!(
+        "promoted ordinal {new_primary} after {:?}",
+        killed_at.elapsed()
+    );
+    assert_eq!(out.state.term, 2);
+    let rec = out.state.last_failover.clone().expect("failover record");
+    assert_eq!((rec.from, rec.to), (0, new_primary));
+    // The other replica follows the new primary.
+    let other = if new_primary == 1 { 2 } else { 1 };
+    c.converge(CONVERGE, "repointed", |o| {
+        o.members[other as usize].role == MemberRole::Replica
+            && o.members[new_primary as usize].role == MemberRole::Primary
+    })
+    .await;
+    // Writes resume on the new primary.
+    let before = w.acked().len();
+    w.wait_acked(before + 100, Duration::from_secs(20)).await;
+    // Old primary restarts read-only (as rendered) and becomes a replica.
+    c.server_mut(0).start();
+    assert_eq!(
+        c.server(0).scalar("SELECT @@read_only").await.as_deref(),
+        Some("1")
+    );
+    let out = c
+        .converge(CONVERGE, "old primary rejoins", |o| {
+            o.members[0].role == MemberRole::Replica || o.members[0].role == MemberRole::Quarantined
+        })
+        .await;
+    let acked = w.stop().await;
+    let np = c.server(new_primary);
+    let n = np.count("app.t").await;
+    assert!(
+        n as usize >= acked.len() - 50,
+        "new primary has {n} rows, {} acknowledged",
+        acked.len()
+    );
+    if out.members[0].role == MemberRole::Replica {
+        // Asynchronous replication may lose the last acknowledged writes of
+        // the killed primary; if the old primary holds none of them, it rejoins.
+        wait_rows(c.server(0), "app.t", n, Duration::from_secs(15)).await;
+        assert_eq!(
+            c.server(0).scalar("SELECT @@read_only").await.as_deref(),
+            Some("1")
+        );
+    } else {
+        // It had committed transactions nobody received: quarantined, reported.
+        assert!(c.events.iter().any(|e| e.contains("ErrantTransactions")));
+    }
+    wait_rows(c.server(other), "app.t", n, Duration::from_secs(15)).await;
+    let out = c.pass().await;
+    assert_eq!(
+        out.members[other as usize].role,
+        MemberRole::Replica,
+        "{out:#?}"
+    );
+    // Exactly one writable member.
+    let mut writable = 0;
+    for s in &c.servers {
+        if s.scalar("SELECT @@read_only").await.as_deref() == Some("0") {
+            writable += 1;
+        }
+    }
+    assert_eq!(writable, 1);
+}
+
+async fn writable_members(c: &Cluster) -> Vec<i32> {
+    let mut v = Vec::new();
+    for s in &c.servers {
+        if let Ok(mut conn) = s.conn_as("root", ROOT_PW).await
+            && let Ok(Some(ro)) = conn.query_first::<i64, _>("SELECT @@read_only").await
+            && ro == 0
+        {
+            v.push(s.ordinal);
+        }
+    }
+    v
+}
+
+#[tokio::test]
+async fn errant_replica_is_quarantined_and_never_promoted() {
+    let _g = SERIAL.lock().await;
+    let mut c = bootstrap(3).await;
+    let mut app = c.server(0).app().await.expect("app");
+    for i in 0..20 {
+        app.query_drop(format!("INSERT INTO app.t (id, v) VALUES ({i}, 'x')"))
+            .await
+            .expect("insert");
+    }
+    wait_rows(c.server(2), "app.t", 20, Duration::from_secs(10)).await;
+    // Someone writes directly on replica 2 (binlogged with its own server id).
+    let mut r2 = c.server(2).root().await;
+    r2.query_drop("SET SESSION sql_log_bin = 1; INSERT INTO app.t (id, v) VALUES (9999, 'errant')")
+        .await
+        .expect("errant write");
+    // The primary keeps taking writes.
+    for i in 20..30 {
+        app.query_drop(format!("INSERT INTO app.t (id, v) VALUES ({i}, 'x')"))
+            .await
+            .expect("insert");
+    }
+    let out = c
+        .converge(CONVERGE, "quarantine", |o| {
+            o.members[2].role == MemberRole::Quarantined
+        })
+        .await;
+    let msg = out.members[2].message.clone().unwrap_or_default();
+    assert!(msg.contains("0-102-"), "{msg}");
+    assert!(matches!(
+        out.health,
+        ordinal::engine::Health::Unhealthy { .. }
+    ));
+    assert!(out.events.iter().any(
+        |e| e.reason == "ErrantTransactions" && e.type_ == ordinal::engine::EventType::Warning
+    ));
+    assert_eq!(out.members[1].role, MemberRole::Replica);
+    // Fail the primary: replica 1 is promoted, never the errant replica 2.
+    wait_rows(c.server(1), "app.t", 30, Duration::from_secs(10)).await;
+    c.server_mut(0).kill();
+    let out = c
+        .converge(Duration::from_secs(30), "failover", |o| {
+            o.state.primary.is_some_and(|p| p != 0) && o.state.operation.is_none()
+        })
+        .await;
+    assert_eq!(out.state.primary, Some(1));
+    let out = c
+        .converge(CONVERGE, "still quarantined", |o| {
+            o.members[1].role == MemberRole::Primary
+        })
+        .await;
+    assert_eq!(out.members[2].role, MemberRole::Quarantined, "{out:#?}");
+    // Its data is kept, and it is not writable.
+    assert_eq!(
+        c.server(2)
+            .scalar("SELECT COUNT(*) FROM app.t WHERE id = 9999")
+            .await
+            .as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        c.server(1)
+            .scalar("SELECT COUNT(*) FROM app.t WHERE id = 9999")
+            .await
+            .as_deref(),
+        Some("0")
+    );
+    assert_eq!(writable_members(&c).await, vec![1]);
+}
+
+#[tokio::test]
+async fn switchover_under_writes_loses_nothing() {
+    let _g = SERIAL.lock().await;
+    let mut c = bootstrap(3).await;
+    let w = Writer::start(targets(&c));
+    w.wait_acked(200, Duration::from_secs(20)).await;
+    c.desired_primary = Some(2);
+    let started = std::time::Instant::now();
+    let out = c
+        .converge(CONVERGE, "switchover", |o| {
+            o.state.primary == Some(2) && o.state.operation.is_none()
+        })
+        .await;
+    eprintln!("switchover took {:?}", started.elapsed());
+    assert_eq!(out.state.term, 2);
+    assert_eq!(
+        out.state.last_failover.as_ref().map(|r| (r.from, r.to)),
+        Some((0, 2))
+    );
+    c.converge(CONVERGE, "old primary replicates", |o| healthy_with(o, 2))
+        .await;
+    let before = w.acked().len();
+    w.wait_acked(before + 100, Duration::from_secs(20)).await;
+    let acked = w.stop().await;
+    let missing = missing_ids(c.server(2), &acked).await;
+    assert!(
+        missing.is_empty(),
+        "acknowledged rows lost in the switchover: {missing:?}"
+    );
+    let n = c.server(2).count("app.t").await;
+    for r in [0, 1] {
+        wait_rows(c.server(r), "app.t", n, Duration::from_secs(15)).await;
+    }
+    assert_eq!(writable_members(&c).await, vec![2]);
+}
+
+#[tokio::test]
+async fn switchover_that_cannot_catch_up_aborts_and_keeps_primary_writable() {
+    let _g = SERIAL.lock().await;
+    let cfg = ordinal::mysql::MySqlEngineConfig {
+        timeouts: ordinal::mysql::plan::OpTimeouts {
+            switchover: Duration::from_secs(3),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let mut c = Cluster::with_config(2, cfg);
+    bootstrap_cluster(&mut c).await;
+    // Block the candidate's SQL thread with a global read lock.
+    let mut lock = c.server(1).root().await;
+    lock.query_drop("FLUSH TABLES WITH READ LOCK")
+        .await
+        .expect("ftwrl");
+    let mut app = c.server(0).app().await.expect("app");
+    for i in 0..10 {
+        app.query_drop(format!("INSERT INTO app.t (id, v) VALUES ({i}, 'x')"))
+            .await
+            .expect("insert");
+    }
+    c.desired_primary = Some(1);
+    let started = std::time::Instant::now();
+    let out = c
+        .converge(Duration::from_secs(20), "abort", |o| {
+            o.events.iter().any(|e| e.reason == "SwitchoverAborted")
+        })
+        .await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(10), "abort took {took:?}");
+    assert_eq!(out.state.primary, Some(0));
+    assert_eq!(
+        c.server(0).scalar("SELECT @@read_only").await.as_deref(),
+        Some("0")
+    );
+    let mut app = c.server(0).app().await.expect("app reconnects");
+    app.query_drop("INSERT INTO app.t (id, v) VALUES (100, 'after abort')")
+        .await
+        .expect("primary writable after the abort");
+    // While cooling down no new attempt fences the primary.
+    for _ in 0..3 {
+        let o = c.pass().await;
+        assert_eq!(o.state.primary, Some(0));
+        assert!(o.members[0].role == MemberRole::Primary, "{o:#?}");
+    }
+    assert_eq!(writable_members(&c).await, vec![0]);
+    lock.query_drop("UNLOCK TABLES").await.expect("unlock");
+    wait_rows(c.server(1), "app.t", 11, Duration::from_secs(10)).await;
+}
+
+#[tokio::test]
+async fn semi_sync_failover_keeps_every_acknowledged_row() {
+    let _g = SERIAL.lock().await;
+    let mut c = Cluster::new(3);
+    c.settings.replication.mode = ordinal::api::mysql::ReplicationMode::SemiSync;
+    bootstrap_cluster(&mut c).await;
+    // Semi-sync is on and a replica acknowledges.
+    c.converge(CONVERGE, "semi-sync replicas", |o| healthy_with(o, 0))
+        .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let st = c.server(0).scalar("SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'RPL_SEMI_SYNC_MASTER_STATUS'").await;
+        let clients = c.server(0).scalar("SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'RPL_SEMI_SYNC_MASTER_CLIENTS'").await;
+        if st.as_deref() == Some("ON") && clients.as_deref().is_some_and(|n| n != "0") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "semi-sync not active: status {st:?}, clients {clients:?}"
+        );
+        c.pass().await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        c.server(0)
+            .scalar("SELECT @@rpl_semi_sync_master_wait_point")
+            .await
+            .as_deref(),
+        Some("AFTER_SYNC")
+    );
+    let w = Writer::start(targets(&c));
+    w.wait_acked(300, Duration::from_secs(30)).await;
+    // Kill right after acknowledged commits.
+    c.server_mut(0).kill();
+    let acked = w.acked();
+    let out = c
+        .converge(Duration::from_secs(30), "failover", |o| {
+            o.state.primary.is_some_and(|p| p != 0) && o.state.operation.is_none()
+        })
+        .await;
+    let np = out.state.primary.expect("primary");
+    let missing = missing_ids(c.server(np), &acked).await;
+    assert!(
+        missing.is_empty(),
+        "semi-sync lost acknowledged rows: {missing:?}"
+    );
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn operator_crash_mid_failover_converges_to_one_primary() {
+    let _g = SERIAL.lock().await;
+    let mut c = bootstrap(3).await;
+    let mut app = c.server(0).app().await.expect("app");
+    for i in 0..50 {
+        app.query_drop(format!("INSERT INTO app.t (id, v) VALUES ({i}, 'x')"))
+            .await
+            .expect("insert");
+    }
+    wait_rows(c.server(1), "app.t", 50, Duration::from_secs(10)).await;
+    wait_rows(c.server(2), "app.t", 50, Duration::from_secs(10)).await;
+    c.pass().await;
+    c.server_mut(0).kill();
+    // Run until the failover reached its Promote step, then "crash".
+    c.converge(Duration::from_secs(20), "promote step persisted", |o| {
+        o.state
+            .operation
+            .as_ref()
+            .is_some_and(|op| op.step == "Promote")
+    })
+    .await;
+    let persisted = c.state.clone();
+    // The crashed operator performed the promotion but never persisted it.
+    c.pass().await;
+    c.state = persisted.clone();
+    // A new operator instance resumes from the persisted step.
+    c.engine = ordinal::mysql::MySqlEngine::new(Default::default());
+    let out = c
+        .converge(CONVERGE, "one primary", |o| {
+            o.state.operation.is_none() && o.state.primary.is_some_and(|p| p != 0)
+        })
+        .await;
+    let p = out.state.primary.expect("primary");
+    assert_eq!(Some(p), persisted.operation.as_ref().and_then(|op| op.to));
+    assert_eq!(out.state.term, 2);
+    c.converge(CONVERGE, "replica follows", |o| {
+        o.members
+            .iter()
+            .filter(|m| m.role == MemberRole::Primary)
+            .count()
+            == 1
+            && o.members
+                .iter()
+                .filter(|m| m.role == MemberRole::Replica)
+                .count()
+                == 1
+    })
+    .await;
+    assert_eq!(writable_members(&c).await, vec![p]);
+}
+
+fn root_endpoint(s: &Server) -> ordinal::mysql::backup::Endpoint {
+    ordinal::mysql::backup::Endpoint {
+        host: s.ip.clone(),
+        port: s.port,
+        login: ordinal::mysql::observe::Login {
+            user: "root".into(),
+            password: ROOT_PW.into(),
+        },
+        flavor: ordinal::api::MySqlFlavor::MariaDB,
+    }
+}
+
+/// Rows per big table; the default keeps the whole file within minutes on
+/// two cores in a debug build (~25 MB of data per 100 000 rows).
+fn backup_rows() -> u64 {
+    std::env::var("ORDINAL_MYSQL_BACKUP_ROWS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(120_000)
+}
+
+/// A schema exercising the dump: integer-keyed tables split into ranges, a
+/// composite key, no key, binary data, NULLs, a view, a trigger, a routine.
+pub async fn create_dataset(primary: &Server, rows: u64) {
+    let mut c = primary.root().await;
+    c.query_drop(
+        "CREATE DATABASE shop; \
+         CREATE TABLE shop.orders (id BIGINT PRIMARY KEY, customer INT NOT NULL, note VARCHAR(200), payload BLOB, \
+           created DATETIME(3), price DECIMAL(12,2), ratio DOUBLE, flag BIT(1)) ENGINE=InnoDB; \
+         CREATE TABLE shop.items (id INT UNSIGNED PRIMARY KEY, name VARCHAR(100) CHARACTER SET utf8mb4, body TEXT) ENGINE=InnoDB; \
+         CREATE TABLE shop.pairs (a INT, b VARCHAR(20), v INT, PRIMARY KEY (a, b)) ENGINE=InnoDB; \
+         CREATE TABLE shop.logs (line VARCHAR(100), at DATE) ENGINE=InnoDB; \
+         CREATE TABLE shop.audit (id BIGINT AUTO_INCREMENT PRIMARY KEY, what VARCHAR(50)) ENGINE=InnoDB; \
+         CREATE TABLE shop.legacy (id INT PRIMARY KEY, name VARCHAR(50) CHARACTER SET latin1, raw VARBINARY(16)) ENGINE=InnoDB; \
+         INSERT INTO shop.legacy VALUES (1, 'café crème', 0x00090a0d5c27), (2, NULL, ''), (3, 'tab\there', NULL); \
+         CREATE VIEW shop.big_orders AS SELECT id, price FROM shop.orders WHERE price > 500; \
+         CREATE TRIGGER shop.pairs_ins AFTER INSERT ON shop.pairs FOR EACH ROW INSERT INTO shop.audit (what) VALUES (CONCAT('pair ', NEW.a)); \
+         CREATE PROCEDURE shop.touch(IN x INT) SELECT x + 1",
+    )
+    .await
+    .expect("schema");
+    c.query_drop("USE shop").await.expect("use");
+    c.query_drop(format!(
+        "INSERT INTO shop.orders SELECT seq, seq % 1000, CONCAT('note ''quoted'' \\\\ ', seq, REPEAT('x', seq % 120)), \
+           IF(seq % 7 = 0, NULL, UNHEX(SHA2(seq, 256))), '2024-01-01 00:00:00.000' + INTERVAL seq SECOND, \
+           (seq % 100000) / 100, seq / 3, seq % 2 FROM seq_1_to_{rows}"
+    ))
+    .await
+    .expect("orders");
+    c.query_drop(format!(
+        "INSERT INTO shop.items SELECT seq, CONCAT('item é ', seq), REPEAT(MD5(seq), 3) FROM seq_1_to_{rows}"
+    ))
+    .await
+    .expect("items");
+    c.query_drop(
+        "INSERT INTO shop.pairs SELECT seq % 100, CONCAT('k', seq), seq FROM seq_1_to_3000",
+    )
+    .await
+    .expect("pairs");
+    c.query_drop("INSERT INTO shop.logs SELECT CONCAT('line\\n', seq), '2020-01-01' + INTERVAL (seq % 999) DAY FROM seq_1_to_5000")
+        .await
+        .expect("logs");
+}
+
+async fn checksums(s: &Server, tables: &[&str]) -> Vec<(String, String, i64)> {
+    let mut out = Vec::new();
+    for t in tables {
+        let cs = s.scalar(&format!("SELECT 1 FROM {t} LIMIT 0")).await;
+        let _ = cs;
+        let mut c = s.root().await;
+        let row: Option<(String, Option<i64>)> = c
+            .query_first(format!("CHECKSUM TABLE {t}"))
+            .await
+            .expect("checksum");
+        let sum = row
+            .and_then(|r| r.1)
+            .map(|v| v.to_string())
+            .unwrap_or_default();
+        out.push((t.to_string(), sum, s.count(t).await));
+    }
+    out
+}
+
+#[tokio::test]
+async fn backup_under_writes_restores_identically_and_refuses_corruption() {
+    let _g = SERIAL.lock().await;
+    let mut c = bootstrap(2).await;
+    let rows = backup_rows();
+    create_dataset(c.server(0), rows).await;
+    c.converge(CONVERGE, "replica caught up", |o| healthy_with(o, 0))
+        .await;
+    wait_rows(
+        c.server(1),
+        "shop.items",
+        rows as i64,
+        Duration::from_secs(120),
+    )
+    .await;
+    // The replica stops replicating; it is replayed exactly to the backup's
+    // GTID afterwards, as the reference for the restored copy.
+    let mut r1 = c.server(1).root().await;
+    r1.query_drop("STOP SLAVE").await.expect("stop slave");
+    let w = Writer::start(targets(&c));
+    w.wait_acked(50, Duration::from_secs(20)).await;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("backup.ordinal.zst");
+    let file = tokio::fs::File::create(&path)
+        .await
+        .expect("create artifact");
+    let started = std::time::Instant::now();
+    let summary =
+        ordinal::mysql::backup::backup(&root_endpoint(c.server(0)), file, &Default::default())
+            .await
+            .expect("backup");
+    let took = started.elapsed();
+    let acked_during = w.stop().await.len();
+    let on_disk = std::fs::metadata(&path).expect("artifact").len();
+    eprintln!(
+        "backup: {} rows, {} tables, raw {} MB, stored {} MB in {:?} ({:.1} MB/s raw), gtid {}, {} rows written meanwhile",
+        summary.rows,
+        summary.tables,
+        summary.raw_size >> 20,
+        summary.size >> 20,
+        took,
+        summary.raw_size as f64 / 1048576.0 / took.as_secs_f64(),
+        summary.gtid,
+        acked_during
+    );
+    assert_eq!(on_disk, summary.size);
+    assert_eq!(summary.sha256.len(), 64);
+    assert!(summary.rows >= 2 * rows + 8000);
+    assert!(!summary.gtid.is_empty());
+
+    // Reference: the stopped replica replayed up to exactly the backup GTID.
+    r1.query_drop(format!(
+        "START SLAVE UNTIL master_gtid_pos = '{}'",
+        summary.gtid
+    ))
+    .await
+    .expect("start slave until");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let pos = c
+            .server(1)
+            .scalar("SELECT @@gtid_slave_pos")
+            .await
+            .unwrap_or_default();
+        let sql = c
+            .server(1)
+            .slave_status("Slave_SQL_Running")
+            .await
+            .unwrap_or_default();
+        if pos == summary.gtid && sql == "No" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "replica did not reach {} (at {pos})",
+            summary.gtid
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Restore into a fresh server, verifying the stored artifact first.
+    let fresh = Server::new(7);
+    let p2 = path.clone();
+    let started = std::time::Instant::now();
+    let restored = ordinal::mysql::backup::restore_verified(
+        || tokio::fs::File::open(p2.clone()),
+        &summary.sha256,
+        &root_endpoint(&fresh),
+        &Default::default(),
+    )
+    .await
+    .expect("restore");
+    eprintln!("restore: {} rows in {:?}", restored.rows, started.elapsed());
+    assert_eq!(restored.gtid, summary.gtid);
+    assert_eq!(restored.rows, summary.rows);
+    let tables = [
+        "shop.orders",
+        "shop.items",
+        "shop.pairs",
+        "shop.logs",
+        "shop.audit",
+        "app.t",
+    ];
+    let want = checksums(c.server(1), &tables).await;
+    let got = checksums(&fresh, &tables).await;
+    assert_eq!(
+        got, want,
+        "restored data differs from the source at the backup GTID"
+    );
+    assert!(want.iter().all(|(_, sum, _)| !sum.is_empty()));
+    assert_eq!(
+        fresh.scalar("SELECT @@gtid_slave_pos").await.as_deref(),
+        Some(summary.gtid.as_str())
+    );
+    // Schema objects came along: view, trigger (after the data), routine.
+    assert_eq!(
+        fresh.scalar("SELECT COUNT(*) FROM shop.big_orders").await,
+        c.server(1)
+            .scalar("SELECT COUNT(*) FROM shop.big_orders")
+            .await
+    );
+    assert_eq!(
+        fresh
+            .scalar(
+                "SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = 'shop'"
+            )
+            .await
+            .as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        fresh
+            .scalar(
+                "SELECT COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = 'shop'"
+            )
+            .await
+            .as_deref(),
+        Some("1")
+    );
+
+    // The INSERT data format (replayable by any client) restores identically too.
+    let ins_path = dir.path().join("insert.zst");
+    let opts = ordinal::mysql::backup::BackupOptions {
+        data_format: ordinal::mysql::backup::DataFormat::Insert,
+        ..Default::default()
+    };
+    let ins = ordinal::mysql::backup::backup(
+        &root_endpoint(c.server(1)),
+        tokio::fs::File::create(&ins_path).await.expect("create"),
+        &opts,
+    )
+    .await
+    .expect("insert-format backup of the stopped replica");
+    let fresh2 = Server::new(9);
+    let p3 = ins_path.clone();
+    ordinal::mysql::backup::restore_verified(
+        || tokio::fs::File::open(p3.clone()),
+        &ins.sha256,
+        &root_endpoint(&fresh2),
+        &Default::default(),
+    )
+    .await
+    .expect("restore insert format");
+    assert_eq!(
+        checksums(&fresh2, &tables).await,
+        want,
+        "INSERT-format restore differs"
+    );
+    // latin1 bytes survive both formats ('café crème' in latin1).
+    for srv in [c.server(1), &fresh, &fresh2] {
+        assert_eq!(
+            srv.scalar("SELECT HEX(name) FROM shop.legacy WHERE id = 1")
+                .await
+                .as_deref(),
+            Some("636166E9206372E86D65")
+        );
+    }
+    drop(fresh2);
+
+    // A corrupted artifact is refused before anything is applied.
+    let mut bytes = std::fs::read(&path).expect("read artifact");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x5a;
+    let bad = dir.path().join("corrupt.zst");
+    std::fs::write(&bad, &bytes).expect("write corrupt copy");
+    let empty = Server::new(8);
+    let err = ordinal::mysql::backup::restore_verified(
+        || tokio::fs::File::open(bad.clone()),
+        &summary.sha256,
+        &root_endpoint(&empty),
+        &Default::default(),
+    )
+    .await
+    .expect_err("corrupted artifact must be refused");
+    eprintln!("corrupted artifact refused: {err}");
+    assert!(
+        matches!(err, ordinal::mysql::MySqlError::Corrupt(_)),
+        "{err}"
+    );
+    assert_eq!(empty.scalar("SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME IN ('shop', 'app')").await.as_deref(), Some("0"));
+    // Without the stored digest, the content digest still catches it.
+    let err =
+        ordinal::mysql::backup::verify(tokio::fs::File::open(&bad).await.expect("open"), None)
+            .await;
+    assert!(err.is_err());
+}
+
+#[tokio::test]
+async fn new_replica_after_binlog_purge_is_reseeded() {
+    let _g = SERIAL.lock().await;
+    let mut c = bootstrap(2).await;
+    let mut app = c.server(0).app().await.expect("app");
+    for i in 0..200 {
+        app.query_drop(format!(
+            "INSERT INTO app.t (id, v) VALUES ({i}, 'before purge')"
+        ))
+        .await
+        .expect("insert");
+    }
+    let mut root = c.server(0).root().await;
+    root.query_drop("FLUSH BINARY LOGS").await.expect("flush");
+    let current: Option<(String, i64)> = root
+        .query_first("SHOW MASTER STATUS")
+        .await
+        .expect("master status")
+        .map(|r: mysql_async::Row| {
+            (
+                mysql_async::from_value::<String>(r.get(0).expect("file")),
+                0,
+            )
+        });
+    let (current, _) = current.expect("binlog file");
+    // A log still read by the existing replica's dump thread is kept: retry
+    // until only the current binlog is left.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let _ = root
+            .query_drop(format!("PURGE BINARY LOGS TO '{current}'"))
+            .await;
+        let logs: Vec<mysql_async::Row> =
+            root.query("SHOW BINARY LOGS").await.expect("binary logs");
+        if logs.len() == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "binlogs not purged: {logs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for i in 200..300 {
+        app.query_drop(format!(
+            "INSERT INTO app.t (id, v) VALUES ({i}, 'after purge')"
+        ))
+        .await
+        .expect("insert");
+    }
+    // A new member joins with an empty datadir.
+    c.servers.push(Server::new(2));
+    let out = c
+        .converge(Duration::from_secs(60), "new replica seeded", |o| {
+            healthy_with(o, 0)
+        })
+        .await;
+    assert!(
+        c.events.iter().any(|e| e.contains("Reseeding")),
+        "{:?}",
+        c.events
+    );
+    assert_eq!(out.members[2].role, MemberRole::Replica);
+    wait_rows(c.server(2), "app.t", 300, Duration::from_secs(15)).await;
+    app.query_drop("INSERT INTO app.t (id, v) VALUES (1000, 'after seeding')")
+        .await
+        .expect("insert");
+    wait_rows(c.server(2), "app.t", 301, Duration::from_secs(15)).await;
+}
+
+#[tokio::test]
+async fn restarted_primary_boots_read_only_and_is_confirmed_again() {
+    let _g = SERIAL.lock().await;
+    let mut c = bootstrap(2).await;
+    c.failover.detection_seconds = 30;
+    let mut app = c.server(0).app().await.expect("app");
+    app.query_drop("INSERT INTO app.t (id, v) VALUES (1, 'x')")
+        .await
+        .expect("insert");
+    drop(app);
+    c.server_mut(0).restart();
+    // As rendered, it boots read-only: nobody can write before the engine decides.
+    assert_eq!(
+        c.server(0).scalar("SELECT @@read_only").await.as_deref(),
+        Some("1")
+    );
+    let mut app = c.server(0).app().await.expect("app");
+    assert!(
+        app.query_drop("INSERT INTO app.t (id, v) VALUES (2, 'x')")
+            .await
+            .is_err()
+    );
+    // Holding every known transaction, it is confirmed primary again (no failover).
+    let out = c
+        .converge(CONVERGE, "primary confirmed", |o| healthy_with(o, 0))
+        .await;
+    assert_eq!(out.state.term, 1);
+    assert!(c.events.iter().any(|e| e.contains("PrimaryWritable")));
+    let mut app = c.server(0).app().await.expect("app");
+    app.query_drop("INSERT INTO app.t (id, v) VALUES (2, 'x')")
+        .await
+        .expect("writable again");
+    wait_rows(c.server(1), "app.t", 2, Duration::from_secs(10)).await;
+}
