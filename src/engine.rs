@@ -139,37 +139,3 @@ pub trait Engine: Send + Sync {
         input: &EngineInput<Self::Settings>,
     ) -> impl std::future::Future<Output = Result<EngineOutcome, EngineError>> + Send;
 }
-
-/// Stand-in used until an engine is wired: reports replication as Unknown and
-/// touches nothing. Never reports success.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Unavailable;
-
-impl Engine for Unavailable {
-    type Settings = ();
-
-    async fn reconcile(&self, input: &EngineInput<()>) -> Result<EngineOutcome, EngineError> {
-        let message =
-            "this build has no replication engine for this kind; replication is not managed"
-                .to_string();
-        Ok(EngineOutcome {
-            state: input.state.clone(),
-            members: input
-                .members
-                .iter()
-                .map(|m| crate::api::MemberStatus {
-                    ordinal: m.ordinal,
-                    pod: m.pod.clone(),
-                    message: Some(message.clone()),
-                    ..Default::default()
-                })
-                .collect(),
-            health: Health::Unknown {
-                reason: "EngineUnavailable".into(),
-                message,
-            },
-            events: Vec::new(),
-            requeue_after: Duration::from_secs(30),
-        })
-    }
-}

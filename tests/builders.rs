@@ -71,7 +71,7 @@ fn mysql_server_ids_follow_ordinals_from_base_100() {
         );
         assert!(file.starts_with("# Rendered by Ordinal") && file.contains("\n[mysqld]\n"));
         for wanted in [
-            "log_bin = binlog",
+            "log_bin = mysql-bin",
             "gtid_strict_mode = ON",
             "relay_log_recovery = ON",
             "read_only = ON",
@@ -98,6 +98,7 @@ fn mysql8_renders_its_own_gtid_and_read_only_settings() {
         "super_read_only = ON",
         "skip_replica_start = ON",
         "log_replica_updates = ON",
+        "plugin_load_add = semisync_source.so",
     ] {
         assert!(file.contains(wanted), "{wanted} in {file}");
     }

@@ -65,7 +65,7 @@ pub struct Context {
     pub recorder: Recorder,
     pub settings: Settings,
     pub redis: crate::redis::RedisEngine,
-    pub mysql: crate::engine::Unavailable,
+    pub mysql: crate::mysql::MySqlEngine,
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
     failures: Mutex<HashMap<String, u32>>,
     /// Per cluster: fingerprint of the children last applied, and when.
@@ -87,7 +87,7 @@ impl Context {
             client,
             settings,
             redis: crate::redis::RedisEngine::new(crate::redis::RedisEngineConfig::default()),
-            mysql: crate::engine::Unavailable,
+            mysql: crate::mysql::MySqlEngine::new(crate::mysql::MySqlEngineConfig::default()),
             metrics,
             failures: Mutex::new(HashMap::new()),
             applied: Mutex::new(HashMap::new()),

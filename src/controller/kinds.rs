@@ -89,7 +89,7 @@ impl ClusterResource for RedisReplication {
 }
 
 impl ClusterResource for MySQLCluster {
-    type Engine = crate::engine::Unavailable;
+    type Engine = crate::mysql::MySqlEngine;
 
     fn db_kind(&self) -> DbKind {
         DbKind::MySql(self.spec.flavor)
@@ -124,7 +124,9 @@ impl ClusterResource for MySQLCluster {
     fn render(&self, view: &ClusterView, _state: &ReplicationState) -> RenderedConfig {
         config::render_mysql(view, &self.spec)
     }
-    fn engine_settings(&self) {}
+    fn engine_settings(&self) -> crate::mysql::MySqlSettings {
+        crate::mysql::MySqlEngine::settings_from_spec(&self.spec)
+    }
     fn engine(ctx: &Context) -> &Self::Engine {
         &ctx.mysql
     }

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use sha2::{Digest, Sha256};
 
 use super::{ClusterView, RenderedConfig};
-use crate::api::{MySQLClusterSpec, MySqlFlavor, RedisReplicationSpec, ReplicationState};
+use crate::api::{MySQLClusterSpec, RedisReplicationSpec, ReplicationState};
 
 /// Where the ConfigMap is mounted in the database container.
 pub const CONFIG_DIR: &str = "/etc/ordinal/config";
@@ -102,6 +102,7 @@ pub fn render_redis(
 /// read-only at boot: the operator turns writes on only on the confirmed
 /// primary and sets up replication itself.
 pub fn render_mysql(view: &ClusterView, spec: &MySQLClusterSpec) -> RenderedConfig {
+    let dialect = crate::mysql::flavor::Dialect(spec.flavor);
     let mut files = BTreeMap::new();
     let mut all = String::new();
     for ordinal in 0..view.replicas {
@@ -109,34 +110,13 @@ pub fn render_mysql(view: &ClusterView, spec: &MySQLClusterSpec) -> RenderedConf
             "# Rendered by Ordinal for {}; do not edit.\n[mysqld]\n",
             view.pod_name(ordinal)
         );
-        let _ = writeln!(
-            file,
-            "server_id = {}",
-            spec.server_id_base + i64::from(ordinal)
-        );
         let _ = writeln!(file, "port = {}", view.kind.port());
         let _ = writeln!(file, "datadir = {}", view.kind.data_dir());
-        let _ = writeln!(file, "report_host = {}", view.member_dns(ordinal));
-        file.push_str(
-            "log_bin = binlog\n\
-             relay_log = relay-bin\n\
-             binlog_format = ROW\n\
-             relay_log_recovery = ON\n\
-             read_only = ON\n",
-        );
-        match spec.flavor {
-            MySqlFlavor::MariaDB => file.push_str(
-                "log_slave_updates = ON\n\
-                 gtid_strict_mode = ON\n\
-                 skip_slave_start = ON\n",
-            ),
-            MySqlFlavor::MySQL => file.push_str(
-                "log_replica_updates = ON\n\
-                 gtid_mode = ON\n\
-                 enforce_gtid_consistency = ON\n\
-                 skip_replica_start = ON\n\
-                 super_read_only = ON\n",
-            ),
+        let _ = writeln!(file, "relay_log = relay-bin");
+        let server_id = spec.server_id_base + i64::from(ordinal);
+        for line in dialect.boot_config(server_id, &view.member_dns(ordinal)) {
+            file.push_str(&line);
+            file.push('\n');
         }
         for (key, value) in &spec.config {
             let _ = writeln!(file, "{key} = {value}");
