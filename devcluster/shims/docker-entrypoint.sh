@@ -37,6 +37,8 @@ extra="--user=root"
 if [ -n "${DEVCLUSTER_POD_IP:-}" ]; then extra="$extra --bind-address=$DEVCLUSTER_POD_IP"; fi
 
 mkdir -p /run/mysqld
+# Client tools would send a password from the environment before one is set.
+unset MYSQL_PWD
 if [ ! -d "$datadir/mysql" ]; then
 	log "initializing $datadir"
 	mkdir -p "$datadir"

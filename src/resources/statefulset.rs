@@ -53,6 +53,9 @@ fn mysql_start(flavor: MySqlFlavor) -> String {
     )
 }
 
+/// `ping` answers 0 whenever the server runs, even when it refuses the
+/// login, so the probe needs no credentials (and none are put in the
+/// environment, where client tools would pick them up).
 fn mysql_ready(flavor: MySqlFlavor) -> String {
     let admin = match flavor {
         MySqlFlavor::MariaDB => "mariadb-admin",
@@ -139,8 +142,6 @@ pub fn database_container(view: &ClusterView) -> Container {
                 mysql_start(flavor),
                 vec![
                     env_from_secret(root_env, &view.secret_name, MYSQL_ROOT),
-                    // Read by the client tools of the readiness probe.
-                    env_from_secret("MYSQL_PWD", &view.secret_name, MYSQL_ROOT),
                     pod_ip_env(),
                 ],
                 mysql_ready(flavor),
