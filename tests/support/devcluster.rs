@@ -240,6 +240,14 @@ fn nix_is_root() -> bool {
 
 impl Drop for DevCluster {
     fn drop(&mut self) {
+        if std::thread::panicking() && std::env::var_os("ORDINAL_E2E_KEEP").is_some() {
+            let kept = std::mem::replace(&mut self.state, tempfile::tempdir().expect("tmp")).keep();
+            eprintln!(
+                "ORDINAL_E2E_KEEP: cluster left running, state in {}",
+                kept.display()
+            );
+            return;
+        }
         self.kill_operator();
         let _ = Command::new(&self.devcluster)
             .args(["down", "--wipe"])
