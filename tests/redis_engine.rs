@@ -731,3 +731,68 @@ async fn password_rotation_keeps_replication_up() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_from_a_primary_with_disk_based_sync() {
+    let mut c = Cluster::new(82, 1, failover(5));
+    c.start(0);
+    c.converge(Duration::from_secs(10)).await;
+    let mut p = c.server(0).conn().await;
+    set_many(&mut p, "d", 5000).await;
+    // Disk-based sync: the RDB arrives as `$<len>` instead of an EOF mark.
+    let () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("repl-diskless-sync")
+        .arg("no")
+        .query_async(&mut p)
+        .await
+        .unwrap();
+    let mut artifact = Vec::new();
+    let source = BackupSource {
+        host: c.ip(0),
+        port: PORT,
+        password: Some(harness::PASSWORD.into()),
+    };
+    let report = backup_rdb(&source, &mut artifact, &BackupOptions::default())
+        .await
+        .unwrap();
+    // (A primary without replicas keeps no backlog: its offset is still 0.)
+    assert!(
+        report.offset >= 0 && report.raw_bytes > 50_000,
+        "{report:?}"
+    );
+    assert_eq!(report.compressed_bytes as usize, artifact.len());
+    // A wrong password is a clear error, not an empty backup.
+    let bad = BackupSource {
+        password: Some("nope".into()),
+        ..source.clone()
+    };
+    let err = backup_rdb(&bad, Vec::new(), &BackupOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            BackupError::Refused {
+                command: "AUTH",
+                ..
+            }
+        ),
+        "{err}"
+    );
+
+    let dir = c.base.path().join("restored").join("data");
+    std::fs::create_dir_all(&dir).unwrap();
+    restore_rdb(&artifact[..], &report.sha256, &dir)
+        .await
+        .unwrap();
+    let restored = Server::start(&format!("127.0.{}.9", c.block), PORT, &dir, None);
+    let mut rc = restored.conn().await;
+    wait_dbsize(&restored.ip, 5000).await;
+    let v: String = redis::cmd("GET")
+        .arg("d:4321")
+        .query_async(&mut rc)
+        .await
+        .unwrap();
+    assert_eq!(v, "4321");
+}

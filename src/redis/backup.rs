@@ -28,7 +28,8 @@ use async_compression::tokio::bufread::ZstdDecoder;
 use async_compression::tokio::write::ZstdEncoder;
 use sha2::{Digest, Sha256};
 use tokio::io::{
-    AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf,
+    AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader,
+    ReadBuf,
 };
 use tokio::net::TcpStream;
 use tracing::Instrument;
@@ -232,8 +233,8 @@ async fn timed<T>(
 }
 
 /// Read one reply line, skipping the bare newlines a server sends as keepalives.
-async fn read_line(
-    r: &mut BufReader<TcpStream>,
+async fn read_line<R: AsyncBufRead + Unpin>(
+    r: &mut R,
     idle: Duration,
     during: &'static str,
 ) -> Result<String, BackupError> {
@@ -396,8 +397,8 @@ enum Payload {
 }
 
 /// Copy the RDB payload to `out`, checking the magic, and return its size.
-async fn copy_payload<W: AsyncWrite + Unpin>(
-    r: &mut BufReader<TcpStream>,
+async fn copy_payload<R: AsyncBufRead + Unpin, W: AsyncWrite + Unpin>(
+    r: &mut R,
     out: &mut W,
     mode: Payload,
     idle: Duration,
@@ -619,6 +620,100 @@ mod tests {
         assert_eq!(pick_backup_source(&members), Some(2));
         assert_eq!(pick_backup_source(&members[..1]), Some(0));
         assert_eq!(pick_backup_source(&[]), None);
+    }
+
+    fn payload(len: usize) -> Vec<u8> {
+        let mut p = b"REDIS0010".to_vec();
+        p.extend((0..len).map(|i| (i * 7 % 251) as u8));
+        p
+    }
+
+    #[tokio::test]
+    async fn eof_payload_with_the_mark_split_across_reads() {
+        let mark = b"abcdefghijabcdefghijabcdefghijabcdefghij".to_vec();
+        let rdb = payload(10_000);
+        let mut wire = rdb.clone();
+        wire.extend_from_slice(&mark);
+        wire.extend_from_slice(b"+trailing replication stream");
+        for cap in [1, 7, 39, 40, 41, 4096] {
+            let mut r = BufReader::with_capacity(cap, &wire[..]);
+            let mut out = Vec::new();
+            let n = copy_payload(
+                &mut r,
+                &mut out,
+                Payload::Eof(mark.clone()),
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+            assert_eq!(n as usize, rdb.len(), "read size {cap}");
+            assert_eq!(out, rdb, "read size {cap}");
+        }
+    }
+
+    #[tokio::test]
+    async fn payloads_that_end_early_are_errors() {
+        let mark = b"abcdefghijabcdefghijabcdefghijabcdefghij".to_vec();
+        let rdb = payload(1000);
+        let mut r = BufReader::new(&rdb[..]);
+        let err = copy_payload(
+            &mut r,
+            &mut Vec::new(),
+            Payload::Eof(mark),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, BackupError::MissingEndMark(_)), "{err}");
+
+        let mut r = BufReader::new(&rdb[..]);
+        let err = copy_payload(
+            &mut r,
+            &mut Vec::new(),
+            Payload::Len(5000),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                BackupError::Truncated {
+                    got: 1009,
+                    expected: 5000
+                }
+            ),
+            "{err}"
+        );
+
+        let mut r = BufReader::new(&rdb[..]);
+        let mut out = Vec::new();
+        let n = copy_payload(&mut r, &mut out, Payload::Len(500), Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!((n, &out[..]), (500, &rdb[..500]));
+
+        let junk = b"NOTREDIS-at-all".to_vec();
+        let mut r = BufReader::new(&junk[..]);
+        let err = copy_payload(
+            &mut r,
+            &mut Vec::new(),
+            Payload::Len(15),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, BackupError::NotRdb), "{err}");
+    }
+
+    #[tokio::test]
+    async fn keepalive_newlines_are_skipped() {
+        let wire = b"\n\n\r\n+FULLRESYNC abc 42\r\n".to_vec();
+        let mut r = BufReader::new(&wire[..]);
+        let line = read_line(&mut r, Duration::from_secs(1), "test")
+            .await
+            .unwrap();
+        assert_eq!(line, "+FULLRESYNC abc 42");
     }
 
     #[test]
