@@ -209,13 +209,15 @@ pub struct Candidate {
 }
 
 /// Pick the reachable member (other than `exclude`) with the highest offset on
-/// the recorded primary's replication history; refuse when it is missing more
+/// the recorded primary's replication history (on a tie `prefer`, e.g. the
+/// desired primary, then the lowest ordinal); refuse when it is missing more
 /// than `max_lag` bytes of what the primary was last seen at.
 pub fn choose_candidate(
     members: &[MemberView],
     exclude: i32,
     position: Option<&str>,
     max_lag: i64,
+    prefer: Option<i32>,
 ) -> Result<Candidate, String> {
     let (lineage, last_offset) = position.map(parse_position).unwrap_or((None, None));
     let best = members
@@ -227,7 +229,12 @@ pub fn choose_candidate(
             Some(id) => n.replid == id || n.replid2 == id,
             None => true,
         })
-        .max_by(|(a, an), (b, bn)| an.offset.cmp(&bn.offset).then(b.ordinal.cmp(&a.ordinal)));
+        .max_by(|(a, an), (b, bn)| {
+            an.offset
+                .cmp(&bn.offset)
+                .then((prefer == Some(a.ordinal)).cmp(&(prefer == Some(b.ordinal))))
+                .then(b.ordinal.cmp(&a.ordinal))
+        });
     let Some((m, n)) = best else {
         return Err("no reachable member holds the primary's replication history".to_string());
     };
@@ -265,13 +272,14 @@ pub fn returned_decision(
     n: &NodeInfo,
     position: Option<&str>,
     max_lag: i64,
+    prefer: Option<i32>,
 ) -> Returned {
     let others_hold_data = members
         .iter()
         .filter(|m| m.ordinal != primary)
         .filter_map(|m| m.node())
         .any(|o| o.keys > 0);
-    let best = choose_candidate(members, primary, position, max_lag);
+    let best = choose_candidate(members, primary, position, max_lag, prefer);
     if n.keys == 0 {
         if !others_hold_data {
             return Returned::PromoteBack;
@@ -515,6 +523,7 @@ impl<'a> Planner<'a> {
             primary,
             position.as_deref(),
             max_lag(self.input.failover),
+            self.input.desired_primary,
         ) {
             Ok(c) => self.start_failover(primary, c, format!("{why} for {}s", elapsed / 1000)),
             Err(refusal) => self.refuse(&why, &refusal),
@@ -547,6 +556,7 @@ impl<'a> Planner<'a> {
             n,
             position.as_deref(),
             max_lag(self.input.failover),
+            self.input.desired_primary,
         ) {
             Returned::PromoteBack => {
                 self.plan.step = Some(Action::Promote { ordinal: primary });
@@ -1223,13 +1233,13 @@ mod tests {
             view(1, Some(stranger)),
             view(2, Some(replica(0, 90))),
         ];
-        let c = choose_candidate(&members, 0, Some("A:100"), 1000).unwrap();
+        let c = choose_candidate(&members, 0, Some("A:100"), 1000, None).unwrap();
         assert_eq!(c.ordinal, 2);
         let members = [
             view(0, None),
             view(1, Some(members[1].obs.clone().unwrap())),
         ];
-        assert!(choose_candidate(&members, 0, Some("A:100"), 1000).is_err());
+        assert!(choose_candidate(&members, 0, Some("A:100"), 1000, None).is_err());
         // A member already promoted (replid2 = old history) still counts.
         let mut promoted = node(ServerRole::Master, None, 120, 10);
         promoted.replid = "C".into();
@@ -1240,11 +1250,44 @@ mod tests {
             view(2, Some(replica(0, 100))),
         ];
         assert_eq!(
-            choose_candidate(&members, 0, Some("A:100"), 0)
+            choose_candidate(&members, 0, Some("A:100"), 0, None)
                 .unwrap()
                 .ordinal,
             1
         );
+    }
+
+    #[test]
+    fn ties_go_to_the_desired_primary_then_the_lowest_ordinal() {
+        let members = [
+            view(0, None),
+            view(1, Some(replica(0, 100))),
+            view(2, Some(replica(0, 100))),
+        ];
+        let pick = |prefer| choose_candidate(&members, 0, Some("A:100"), 0, prefer).unwrap();
+        assert_eq!(pick(None).ordinal, 1);
+        assert_eq!(pick(Some(2)).ordinal, 2);
+        // Never at the cost of data.
+        let members = [
+            view(0, None),
+            view(1, Some(replica(0, 100))),
+            view(2, Some(replica(0, 99))),
+        ];
+        let c = choose_candidate(&members, 0, Some("A:100"), 10, Some(2)).unwrap();
+        assert_eq!(c.ordinal, 1);
+    }
+
+    #[test]
+    fn nobody_is_fenced_or_repointed_while_the_primary_is_being_judged() {
+        let members = [
+            view(0, None),
+            view(1, Some(node(ServerRole::Master, None, 100, 10))),
+            view(2, Some(replica(1, 100))),
+        ];
+        let p = run(&members, &state(0, 1, 100), 0);
+        assert!(p.step.is_none());
+        assert!(p.settings.is_empty());
+        assert!(p.members.iter().all(|m| m.role == MemberRole::Unknown));
     }
 
     fn returned_primary(keys: i64) -> NodeInfo {
