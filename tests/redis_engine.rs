@@ -796,3 +796,32 @@ async fn backup_from_a_primary_with_disk_based_sync() {
         .unwrap();
     assert_eq!(v, "4321");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_crash_mid_switchover_adopts_the_new_primary() {
+    let mut c = Cluster::new(83, 3, failover(5));
+    c.start_all();
+    c.converge(Duration::from_secs(20)).await;
+    let mut p = c.server(0).conn().await;
+    set_many(&mut p, "k", 300).await;
+    c.input.desired_primary = Some(1);
+    // The pass that sends FAILOVER TO is lost before its state is persisted.
+    let before = c.input.state.clone();
+    let out = c.pass().await;
+    assert!(out.state.operation.is_some());
+    c.input.state = before;
+    c.engine = ordinal::redis::RedisEngine::new(Default::default());
+    let t = Instant::now();
+    let out = c.converge(Duration::from_secs(15)).await;
+    assert!(
+        t.elapsed() < Duration::from_secs(4),
+        "no detection window needed: {:?}",
+        t.elapsed()
+    );
+    assert_eq!(out.state.primary, Some(1));
+    assert_eq!(out.state.term, 2);
+    assert_eq!(c.masters().await, [1]);
+    let mut np = c.server(1).conn().await;
+    assert_eq!(dbsize(&mut np).await, 300);
+    wait_dbsize(&c.ip(2), 300).await;
+}

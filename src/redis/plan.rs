@@ -448,6 +448,10 @@ impl<'a> Planner<'a> {
         let pm = self.member(primary).cloned();
         if let Some(n) = pm.as_ref().and_then(|m| m.writable_primary()).cloned() {
             self.record_primary(&n);
+            if n.failover_state != "no-failover" {
+                self.foreign_failover(primary);
+                return;
+            }
             let desired = self
                 .input
                 .desired_primary
@@ -477,6 +481,10 @@ impl<'a> Planner<'a> {
         });
         if let Some(n) = returned {
             self.returned(primary, &n);
+            return;
+        }
+        if let Some(x) = self.handed_over_to(primary) {
+            self.adopt(primary, x);
             return;
         }
         let why = match pm.as_ref().map(|m| &m.obs) {
@@ -528,6 +536,97 @@ impl<'a> Planner<'a> {
             Ok(c) => self.start_failover(primary, c, format!("{why} for {}s", elapsed / 1000)),
             Err(refusal) => self.refuse(&why, &refusal),
         }
+    }
+
+    /// A `FAILOVER` runs on the primary that no persisted operation accounts
+    /// for (its pass was lost, or a person started it): wait for it, but abort
+    /// it once it has run longer than our own switchovers may, so writes are
+    /// never left paused.
+    fn foreign_failover(&mut self, primary: i32) {
+        let since = self
+            .input
+            .state
+            .primary_unhealthy_since
+            .clone()
+            .unwrap_or_else(|| self.now());
+        for s in [&mut self.plan.state, &mut self.plan.fallback] {
+            s.primary_unhealthy_since = Some(since.clone());
+        }
+        self.plan.requeue = self.input.timing.active;
+        let limit = self.input.timing.switchover_timeout + Duration::from_secs(5);
+        let elapsed = (self.input.now - from_time(&since))
+            .to_std()
+            .unwrap_or_default();
+        if elapsed > limit {
+            let why = format!(
+                "a FAILOVER on {} ran for {}s; aborted so it accepts writes again",
+                self.pod(primary),
+                elapsed.as_secs()
+            );
+            self.plan.step = Some(Action::AbortFailover { primary });
+            self.plan.state.primary_unhealthy_since = None;
+            self.plan
+                .step_events
+                .push(event(EventType::Warning, "SwitchoverAborted", why.clone()));
+            self.plan.health = unhealthy("SwitchoverFailed", why);
+        } else {
+            self.plan.health = unhealthy(
+                "SwitchoverInProgress",
+                format!("a FAILOVER is in progress on {}", self.pod(primary)),
+            );
+        }
+    }
+
+    /// The recorded primary already replicates, link up, from a writable
+    /// primary that continues its replication history: a `FAILOVER` finished
+    /// whose outcome was never persisted (operator restarted mid-switchover),
+    /// or a person moved the primary by hand. Nothing can be lost by following.
+    fn handed_over_to(&self, primary: i32) -> Option<i32> {
+        let pn = self.member(primary)?.node()?;
+        if pn.role != ServerRole::Replica || !pn.link_up {
+            return None;
+        }
+        let x = source_of(pn, self.members()).filter(|x| *x != primary)?;
+        let xn = self.member(x)?.writable_primary()?;
+        let lineage = self
+            .input
+            .state
+            .primary_position
+            .as_deref()
+            .and_then(|p| parse_position(p).0)?;
+        (xn.replid2 == lineage || xn.replid == lineage).then_some(x)
+    }
+
+    fn adopt(&mut self, from: i32, to: i32) {
+        let term = self.input.state.term + 1;
+        let reason = format!(
+            "{} already replicates from {}, which continues its history",
+            self.pod(from),
+            self.pod(to)
+        );
+        for s in [&mut self.plan.state, &mut self.plan.fallback] {
+            s.primary = Some(to);
+            s.term = term;
+            s.primary_unhealthy_since = None;
+            s.operation = None;
+            s.last_failover = Some(FailoverRecord {
+                kind: OperationKind::Switchover,
+                from,
+                to,
+                time: to_time(self.input.now),
+                reason: reason.clone(),
+            });
+        }
+        self.plan.events.push(event(
+            EventType::Normal,
+            "PrimaryAdopted",
+            format!("{} is the primary in term {term}: {reason}", self.pod(to)),
+        ));
+        if let Some(n) = self.member(to).and_then(|m| m.writable_primary()) {
+            self.record_primary(&n.clone());
+        }
+        self.plan.requeue = self.input.timing.active;
+        self.repair(to);
     }
 
     fn refuse(&mut self, why: &str, refusal: &str) {
@@ -1288,6 +1387,61 @@ mod tests {
         assert!(p.step.is_none());
         assert!(p.settings.is_empty());
         assert!(p.members.iter().all(|m| m.role == MemberRole::Unknown));
+    }
+
+    #[test]
+    fn a_handover_that_already_happened_is_adopted_at_once() {
+        let mut new_primary = primary(120, &[0]);
+        new_primary.replid = "B".into();
+        new_primary.replid2 = "A".into();
+        let members = [
+            view(0, Some(replica(1, 120))),
+            view(1, Some(new_primary.clone())),
+            view(2, Some(replica(0, 100))),
+        ];
+        let p = run(&members, &state(0, 1, 100), 0);
+        assert_eq!(p.state.primary, Some(1));
+        assert_eq!(p.state.term, 2);
+        assert_eq!(
+            p.step,
+            Some(Action::Replicate {
+                ordinals: vec![2],
+                primary: 1
+            })
+        );
+        assert!(reasons(&p.events).contains(&"PrimaryAdopted"));
+        assert_eq!(p.state.primary_position.as_deref(), Some("B:120"));
+        // A primary elsewhere on another history is not adopted.
+        let mut stranger = new_primary;
+        stranger.replid2 = "Z".into();
+        let members = [view(0, Some(replica(1, 120))), view(1, Some(stranger))];
+        let p = run(&members, &state(0, 1, 100), 0);
+        assert_eq!(p.state.primary, Some(0));
+        assert!(p.step.is_none());
+    }
+
+    #[test]
+    fn a_failover_nobody_recorded_is_awaited_then_aborted() {
+        let mut busy = primary(100, &[1]);
+        busy.failover_state = "waiting-for-sync".into();
+        let members = [view(0, Some(busy)), view(1, Some(replica(0, 90)))];
+        let p = run_with(
+            &members,
+            &state(0, 1, 100),
+            0,
+            Some(1),
+            &FailoverSpec::default(),
+            None,
+        );
+        assert!(p.step.is_none(), "no second FAILOVER");
+        assert!(
+            matches!(&p.health, Health::Unhealthy { reason, .. } if reason == "SwitchoverInProgress")
+        );
+        assert_eq!(p.members[0].role, MemberRole::Primary);
+        let q = run(&members, &p.state, 10);
+        assert!(q.step.is_none());
+        let q = run(&members, &p.state, 16);
+        assert_eq!(q.step, Some(Action::AbortFailover { primary: 0 }));
     }
 
     fn returned_primary(keys: i64) -> NodeInfo {
