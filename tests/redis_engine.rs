@@ -360,11 +360,13 @@ async fn failover_refused_when_candidate_is_too_far_behind() {
         }
         h => panic!("unexpected health {h:?}"),
     }
-    assert!(
-        out.events
-            .iter()
-            .any(|e| e.reason == "FailoverRefused" && e.type_ == EventType::Warning)
-    );
+    let refusals = c
+        .history
+        .iter()
+        .flat_map(|o| &o.events)
+        .filter(|e| e.reason == "FailoverRefused" && e.type_ == EventType::Warning)
+        .count();
+    assert_eq!(refusals, 1, "one Warning event, not one per pass");
     let mut r = c.server(1).conn().await;
     assert_eq!(info_field(&mut r, "role").await.as_deref(), Some("slave"));
 }

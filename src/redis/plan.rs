@@ -534,7 +534,7 @@ impl<'a> Planner<'a> {
             self.input.desired_primary,
         ) {
             Ok(c) => self.start_failover(primary, c, format!("{why} for {}s", elapsed / 1000)),
-            Err(refusal) => self.refuse(&why, &refusal),
+            Err(refusal) => self.refuse(&why, &refusal, elapsed - window),
         }
     }
 
@@ -629,12 +629,19 @@ impl<'a> Planner<'a> {
         self.repair(to);
     }
 
-    fn refuse(&mut self, why: &str, refusal: &str) {
+    /// Report a refused failover. The condition says so on every pass; the
+    /// Warning event goes out when the refusal starts (`refused_ms` is how long
+    /// it has lasted) and then every 10 minutes, not on every pass.
+    fn refuse(&mut self, why: &str, refusal: &str, refused_ms: i64) {
         self.plan.requeue = self.input.timing.steady;
         let msg = format!("{why}; not failing over: {refusal}");
-        self.plan
-            .events
-            .push(event(EventType::Warning, "FailoverRefused", msg.clone()));
+        let period = 10 * 60 * 1000;
+        let steady = i64::try_from(self.input.timing.steady.as_millis()).unwrap_or(1000);
+        if refused_ms.rem_euclid(period) < steady.max(1000) {
+            self.plan
+                .events
+                .push(event(EventType::Warning, "FailoverRefused", msg.clone()));
+        }
         self.plan.health = unhealthy("FailoverRefused", msg);
     }
 
@@ -689,7 +696,19 @@ impl<'a> Planner<'a> {
                     );
                 }
             }
-            Returned::Refuse(why) => self.refuse(&pod, &why),
+            Returned::Refuse(why) => {
+                let since = self
+                    .input
+                    .state
+                    .primary_unhealthy_since
+                    .clone()
+                    .unwrap_or_else(|| self.now());
+                let refused_ms = (self.input.now - from_time(&since)).num_milliseconds();
+                for s in [&mut self.plan.state, &mut self.plan.fallback] {
+                    s.primary_unhealthy_since = Some(since.clone());
+                }
+                self.refuse(&pod, &why, refused_ms);
+            }
         }
     }
 
@@ -1290,7 +1309,7 @@ mod tests {
         };
         let mut st = state(0, 1, 200);
         st.primary_unhealthy_since = Some(to_time(at(0)));
-        let p = run_with(&members, &st, 10, None, &failover, None);
+        let p = run_with(&members, &st, 5, None, &failover, None);
         assert!(p.step.is_none());
         assert_eq!(p.state.primary, Some(0));
         assert!(
@@ -1298,6 +1317,12 @@ mod tests {
         );
         assert_eq!(reasons(&p.events), ["FailoverRefused"]);
         assert_eq!(p.events[0].type_, EventType::Warning);
+        // Reported on every pass, but the event is not repeated every pass.
+        let later = run_with(&members, &p.state, 30, None, &failover, None);
+        assert!(later.events.is_empty());
+        assert!(
+            matches!(&later.health, Health::Unhealthy { reason, .. } if reason == "FailoverRefused")
+        );
         // Within maxLag it goes ahead.
         let failover = FailoverSpec {
             max_lag: Some(100),
