@@ -107,6 +107,31 @@ pub enum Action {
     },
 }
 
+impl Action {
+    /// A sentence naming the command and the members, for events.
+    pub fn describe(&self, members: &[MemberView]) -> String {
+        let pod = |o: &i32| pod_name(members, *o);
+        match self {
+            Action::Promote { ordinal } => format!("REPLICAOF NO ONE on {}", pod(ordinal)),
+            Action::Replicate { ordinals, primary } => format!(
+                "REPLICAOF {} on {}",
+                pod(primary),
+                ordinals.iter().map(pod).collect::<Vec<_>>().join(", ")
+            ),
+            Action::Failover {
+                primary,
+                host,
+                port,
+                ..
+            } => format!("FAILOVER TO {host} {port} on {}", pod(primary)),
+            Action::AbortFailover { primary } => format!("FAILOVER ABORT on {}", pod(primary)),
+            Action::SetMinReplicas { ordinal, .. } => {
+                format!("CONFIG SET min-replicas-to-write on {}", pod(ordinal))
+            }
+        }
+    }
+}
+
 /// The planner's decision for one pass.
 #[derive(Clone, Debug)]
 pub struct Plan {
@@ -1744,6 +1769,20 @@ mod tests {
         confirm_primary(&mut st, &primary(5, &[]));
         assert_eq!(st.role, MemberRole::Primary);
         assert_eq!(st.link_up, None);
+    }
+
+    #[test]
+    fn actions_are_described_for_people() {
+        let members = [view(0, None), view(1, None), view(2, None)];
+        let a = Action::Replicate {
+            ordinals: vec![1, 2],
+            primary: 0,
+        };
+        assert_eq!(a.describe(&members), "REPLICAOF r-0 on r-1, r-2");
+        assert_eq!(
+            Action::Promote { ordinal: 1 }.describe(&members),
+            "REPLICAOF NO ONE on r-1"
+        );
     }
 
     #[test]
