@@ -461,11 +461,12 @@ async fn backup_streams_and_restore_verifies_before_installing() {
         .unwrap();
     let artifact = c.base.path().join("backup.rdb.zst");
     let file = tokio::fs::File::create(&artifact).await.unwrap();
-    let source = BackupSource {
-        host: c.ip(1),
-        port: PORT,
-        password: Some(harness::PASSWORD.into()),
-    };
+    // The source is chosen from the last outcome: the replica.
+    let last = c.pass().await;
+    let source =
+        ordinal::redis::backup_source_for(&c.input.members, &last.members, &c.input.credentials)
+            .unwrap();
+    assert_eq!(source.host, c.ip(1));
     let t = Instant::now();
     let report = backup_rdb(&source, file, &BackupOptions::default())
         .await

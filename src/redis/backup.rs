@@ -35,6 +35,7 @@ use tokio::net::TcpStream;
 use tracing::Instrument;
 
 use crate::api::{MemberRole, MemberStatus};
+use crate::engine::{Credentials, Member};
 
 /// Errors of backup and restore, with what was being done.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +70,8 @@ pub enum BackupError {
     ChecksumMismatch { expected: String, actual: String },
     #[error("decompressing the artifact: {0}")]
     Decompress(io::Error),
+    #[error("no member can serve a backup: {0}")]
+    NoSource(String),
 }
 
 fn io_err(what: &'static str) -> impl FnOnce(io::Error) -> BackupError {
@@ -151,6 +154,31 @@ pub fn pick_backup_source(members: &[MemberStatus]) -> Option<i32> {
                 .find(|m| m.reachable && m.role == MemberRole::Primary)
         })
         .map(|m| m.ordinal)
+}
+
+/// The source of a backup from the last reported member statuses: the closest
+/// healthy replica, else the primary, dialled at its pod IP with the
+/// cluster's password.
+pub fn backup_source_for(
+    members: &[Member],
+    statuses: &[MemberStatus],
+    credentials: &Credentials,
+) -> Result<BackupSource, BackupError> {
+    let ordinal = pick_backup_source(statuses)
+        .ok_or_else(|| BackupError::NoSource("no reachable replica or primary".into()))?;
+    let m = members
+        .iter()
+        .find(|m| m.ordinal == ordinal)
+        .ok_or_else(|| BackupError::NoSource(format!("ordinal {ordinal} is not a member")))?;
+    let host = m
+        .address
+        .clone()
+        .ok_or_else(|| BackupError::NoSource(format!("{} has no IP address", m.pod)))?;
+    Ok(BackupSource {
+        host,
+        port: m.port,
+        password: credentials.get("password").map(str::to_string),
+    })
 }
 
 /// An `AsyncWrite` that hashes and counts what its inner writer accepted.

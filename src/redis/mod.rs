@@ -38,7 +38,10 @@ use crate::engine::{
 use observe::Timeouts;
 use plan::{MemberView, PlanInput, Timing};
 
-pub use backup::{BackupError, BackupReport, RestoreReport, backup_rdb, restore_rdb};
+pub use backup::{
+    BackupError, BackupOptions, BackupReport, BackupSource, RestoreReport, backup_rdb,
+    backup_source_for, pick_backup_source, restore_rdb,
+};
 
 /// Errors of Redis client calls, with the context of what was attempted.
 #[derive(Debug, thiserror::Error)]
