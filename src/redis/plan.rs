@@ -794,6 +794,13 @@ impl<'a> Planner<'a> {
             .iter()
             .find(|r| dm.is_addressed_by(&r.ip, r.port) && r.state == "online")
             .ok_or("the primary does not list it as an online replica")?;
+        let behind = pn.offset - listed.offset.max(dn.offset);
+        let limit = max_lag(self.input.failover);
+        if behind > limit {
+            return Err(format!(
+                "it is {behind} bytes behind the primary (more than {limit}); waiting for it to catch up before pausing writes"
+            ));
+        }
         let timeout = self.input.timing.switchover_timeout;
         let deadline = self.input.now
             + chrono::Duration::from_std(timeout + Duration::from_secs(5))
@@ -1699,6 +1706,19 @@ mod tests {
             None,
         );
         assert_eq!(q.step, Some(Action::AbortFailover { primary: 0 }));
+    }
+
+    #[test]
+    fn switchover_waits_for_a_lagging_target_before_pausing_writes() {
+        let mut pn = primary(5_000_000, &[1]);
+        pn.replicas[0].offset = 100;
+        let members = [view(0, Some(pn)), view(1, Some(replica(0, 100)))];
+        let f = FailoverSpec::default();
+        let p = run_with(&members, &state(0, 1, 100), 0, Some(1), &f, None);
+        assert!(p.step.is_none());
+        assert!(
+            matches!(&p.health, Health::Unhealthy { reason, message } if reason == "SwitchoverBlocked" && message.contains("behind"))
+        );
     }
 
     #[test]
