@@ -472,6 +472,9 @@ impl<'a> Planner<'a> {
     fn steady(&mut self, primary: i32) {
         let pm = self.member(primary).cloned();
         if let Some(n) = pm.as_ref().and_then(|m| m.writable_primary()).cloned() {
+            if self.restarted_empty_as_primary(primary, &n) {
+                return;
+            }
             self.record_primary(&n);
             if n.failover_state != "no-failover" {
                 self.foreign_failover(primary);
@@ -560,6 +563,45 @@ impl<'a> Planner<'a> {
         ) {
             Ok(c) => self.start_failover(primary, c, format!("{why} for {}s", elapsed / 1000)),
             Err(refusal) => self.refuse(&why, &refusal, elapsed - window),
+        }
+    }
+
+    /// Safety net for a recorded primary that restarted *writable* and empty
+    /// (its configuration should have made it boot read-only): while replicas
+    /// still hold the data, replace it at once instead of recording it.
+    fn restarted_empty_as_primary(&mut self, primary: i32, n: &NodeInfo) -> bool {
+        let restarted = self
+            .input
+            .state
+            .primary_identity
+            .as_deref()
+            .is_some_and(|id| id != n.run_id);
+        if !restarted || n.keys > 0 || !self.input.failover.enabled {
+            return false;
+        }
+        let position = self.input.state.primary_position.clone();
+        match returned_decision(
+            self.members(),
+            primary,
+            n,
+            position.as_deref(),
+            max_lag(self.input.failover),
+            self.input.desired_primary,
+        ) {
+            Returned::FailOver(c, why) => {
+                let why = format!(
+                    "{} restarted as a writable primary: {why}",
+                    self.pod(primary)
+                );
+                self.plan.events.push(event(
+                    EventType::Warning,
+                    "PrimaryReturnedWithoutData",
+                    why.clone(),
+                ));
+                self.start_failover(primary, c, why);
+                true
+            }
+            Returned::PromoteBack | Returned::Refuse(_) => false,
         }
     }
 
@@ -1560,6 +1602,25 @@ mod tests {
             run(&members, &state(0, 1, 0), 0).step,
             Some(Action::Promote { ordinal: 0 })
         );
+    }
+
+    #[test]
+    fn a_primary_that_restarted_writable_and_empty_is_replaced() {
+        let mut empty = primary(0, &[]);
+        empty.keys = 0;
+        empty.replid = "fresh".into();
+        empty.run_id = "new-run".into();
+        let members = [view(0, Some(empty.clone())), view(1, Some(replica(0, 100)))];
+        let mut st = state(0, 1, 100);
+        st.primary_identity = Some("old-run".into());
+        let p = run(&members, &st, 0);
+        assert_eq!(p.step, Some(Action::Promote { ordinal: 1 }));
+        assert_eq!(p.state.term, 2);
+        // Same process (a FLUSHALL, not a restart): left alone.
+        st.primary_identity = Some("new-run".into());
+        let p = run(&members, &st, 0);
+        assert!(p.step.is_none());
+        assert_eq!(p.state.primary, Some(0));
     }
 
     #[test]
