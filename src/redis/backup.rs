@@ -489,6 +489,29 @@ async fn copy_payload<R: AsyncBufRead + Unpin, W: AsyncWrite + Unpin>(
     Ok(written)
 }
 
+/// Put the verified dataset in place: the AOF base (same inode when the
+/// filesystem allows) with its manifest, then `dump.rdb` by rename.
+async fn install(tmp: &Path, dump: &Path, aof_dir: &Path) -> Result<(), BackupError> {
+    tokio::fs::create_dir(aof_dir)
+        .await
+        .map_err(io_err("creating appendonlydir"))?;
+    let base = aof_dir.join("appendonly.aof.1.base.rdb");
+    if tokio::fs::hard_link(tmp, &base).await.is_err() {
+        tokio::fs::copy(tmp, &base)
+            .await
+            .map_err(io_err("writing the AOF base file"))?;
+    }
+    tokio::fs::write(
+        aof_dir.join("appendonly.aof.manifest"),
+        b"file appendonly.aof.1.base.rdb seq 1 type b\n",
+    )
+    .await
+    .map_err(io_err("writing the AOF manifest"))?;
+    tokio::fs::rename(tmp, dump)
+        .await
+        .map_err(io_err("installing dump.rdb"))
+}
+
 /// Removes a file on drop unless disarmed.
 struct TempGuard(Option<PathBuf>);
 
@@ -585,24 +608,11 @@ async fn restore_inner<R: AsyncRead + Unpin>(
     drop(file);
     let dump = dir.join("dump.rdb");
     let aof_dir = dir.join("appendonlydir");
-    tokio::fs::create_dir(&aof_dir)
-        .await
-        .map_err(io_err("creating appendonlydir"))?;
-    let base = aof_dir.join("appendonly.aof.1.base.rdb");
-    if tokio::fs::hard_link(&tmp, &base).await.is_err() {
-        tokio::fs::copy(&tmp, &base)
-            .await
-            .map_err(io_err("writing the AOF base file"))?;
+    if let Err(e) = install(&tmp, &dump, &aof_dir).await {
+        // Leave the directory as it was: no half-installed AOF.
+        let _ = tokio::fs::remove_dir_all(&aof_dir).await;
+        return Err(e);
     }
-    tokio::fs::write(
-        aof_dir.join("appendonly.aof.manifest"),
-        b"file appendonly.aof.1.base.rdb seq 1 type b\n",
-    )
-    .await
-    .map_err(io_err("writing the AOF manifest"))?;
-    tokio::fs::rename(&tmp, &dump)
-        .await
-        .map_err(io_err("installing dump.rdb"))?;
     guard.0 = None;
     if let Ok(d) = tokio::fs::File::open(dir).await {
         let _ = d.sync_all().await;
