@@ -186,6 +186,202 @@ async fn bench_backup_throughput() {
     compare_backup(&c, "populate", 3).await;
 }
 
+type Target = std::sync::Arc<std::sync::Mutex<Option<(String, u16)>>>;
+
+/// A client that SETs every 10 ms on `target`; with `sentinels`, it asks them
+/// for the master after an error, as Sentinel-aware clients do. Returns the
+/// times of acknowledged writes.
+fn spawn_writer(
+    target: Target,
+    sentinels: Vec<String>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<Vec<Instant>> {
+    tokio::spawn(async move {
+        let mut acks = Vec::new();
+        let mut n = 0u64;
+        let mut conn: Option<((String, u16), redis::aio::MultiplexedConnection)> = None;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let want = target.lock().unwrap().clone();
+            if let Some(addr) = want {
+                if conn.as_ref().map(|(a, _)| a != &addr).unwrap_or(true) {
+                    conn = connect(&addr.0, addr.1)
+                        .await
+                        .ok()
+                        .map(|c| (addr.clone(), c));
+                }
+                let ok = match conn.as_mut() {
+                    Some((_, cn)) => matches!(
+                        tokio::time::timeout(
+                            Duration::from_millis(500),
+                            redis::cmd("SET")
+                                .arg(format!("w:{n}"))
+                                .arg(n)
+                                .query_async::<()>(cn),
+                        )
+                        .await,
+                        Ok(Ok(()))
+                    ),
+                    None => false,
+                };
+                if ok {
+                    acks.push(Instant::now());
+                    n += 1;
+                } else {
+                    conn = None;
+                    if let Some(addr) = ask_sentinels(&sentinels).await {
+                        *target.lock().unwrap() = Some(addr);
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        acks
+    })
+}
+
+async fn ask_sentinels(sentinels: &[String]) -> Option<(String, u16)> {
+    for s in sentinels {
+        let Ok(client) = redis::Client::open(format!("redis://{s}:{SENTINEL_PORT}/")) else {
+            continue;
+        };
+        let cfg = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_millis(200)))
+            .set_response_timeout(Some(Duration::from_millis(200)));
+        let Ok(mut c) = client
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await
+        else {
+            continue;
+        };
+        let r: redis::RedisResult<Option<(String, u16)>> = redis::cmd("SENTINEL")
+            .arg("get-master-addr-by-name")
+            .arg("m")
+            .query_async(&mut c)
+            .await;
+        if let Ok(Some(addr)) = r {
+            return Some(addr);
+        }
+    }
+    None
+}
+
+const SENTINEL_PORT: u16 = 26379;
+
+/// A `redis-server --sentinel` process, killed on drop.
+struct Sentinel(std::process::Child);
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The same kill with Redis Sentinel (3 sentinels, quorum 2) in charge instead.
+async fn sentinel_once(down_after_ms: u64, block: u8) -> f64 {
+    let mut c = Cluster::new(block, 3, FailoverSpec::default());
+    c.start_all(); // ordinal 0 primary, 1 and 2 replicas of it
+    for r in [1, 2] {
+        let ip = c.ip(r);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut cn = connect(&ip, PORT).await.unwrap();
+            if info_field(&mut cn, "master_link_status").await.as_deref() == Some("up") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "replica never linked");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let mut sentinels = Vec::new();
+    let mut ips = Vec::new();
+    for i in 0..3 {
+        let ip = format!("127.0.{block}.{}", 11 + i);
+        let dir = c.base.path().join(format!("sentinel-{i}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = dir.join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {SENTINEL_PORT}\nbind {ip}\ndir {}\nlogfile {}\nsentinel announce-ip {ip}\nsentinel monitor m {} {PORT} 2\nsentinel auth-pass m {PASSWORD}\nsentinel down-after-milliseconds m {down_after_ms}\nsentinel failover-timeout m 60000\nsentinel parallel-syncs m 2\n",
+                dir.display(),
+                dir.join("log").display(),
+                c.ip(0)
+            ),
+        )
+        .unwrap();
+        let child = Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        sentinels.push(Sentinel(child));
+        ips.push(ip);
+    }
+    // Let the sentinels find the replicas and each other.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut ready = true;
+        for ip in &ips {
+            let ok = async {
+                let client = redis::Client::open(format!("redis://{ip}:{SENTINEL_PORT}/")).ok()?;
+                let mut s = client.get_multiplexed_async_connection().await.ok()?;
+                let others: Vec<redis::Value> = redis::cmd("SENTINEL")
+                    .arg("sentinels")
+                    .arg("m")
+                    .query_async(&mut s)
+                    .await
+                    .ok()?;
+                let replicas: Vec<redis::Value> = redis::cmd("SENTINEL")
+                    .arg("replicas")
+                    .arg("m")
+                    .query_async(&mut s)
+                    .await
+                    .ok()?;
+                Some(others.len() == 2 && replicas.len() == 2)
+            }
+            .await;
+            ready &= ok == Some(true);
+        }
+        if ready {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sentinels did not discover the topology"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let target = std::sync::Arc::new(std::sync::Mutex::new(Some((c.ip(0), PORT))));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = spawn_writer(target.clone(), ips.clone(), stop.clone());
+    tokio::time::sleep(Duration::from_millis(1000 + rand::random::<u64>() % 1000)).await;
+    c.kill(0);
+    let killed = Instant::now();
+    loop {
+        let moved = target
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|(ip, _)| *ip != c.ip(0));
+        if moved {
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(60),
+            "sentinel never failed over"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acks = writer.await.unwrap();
+    drop(sentinels);
+    let first = acks.iter().find(|t| **t > killed).expect("writes resumed");
+    (*first - killed).as_secs_f64()
+}
+
 async fn failover_once(detection: i32, block: u8) -> f64 {
     let mut c = Cluster::new(
         block,
@@ -198,42 +394,9 @@ async fn failover_once(detection: i32, block: u8) -> f64 {
     c.start_all();
     c.converge(Duration::from_secs(30)).await;
     // A client writing every 10 ms to whichever member holds the primary label.
-    let target = std::sync::Arc::new(std::sync::Mutex::new(Some(c.ip(0))));
-    let t2 = target.clone();
+    let target = std::sync::Arc::new(std::sync::Mutex::new(Some((c.ip(0), PORT))));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let s2 = stop.clone();
-    let writer = tokio::spawn(async move {
-        let mut acks = Vec::new();
-        let mut n = 0u64;
-        let mut conn: Option<(String, redis::aio::MultiplexedConnection)> = None;
-        while !s2.load(std::sync::atomic::Ordering::Relaxed) {
-            let want = t2.lock().unwrap().clone();
-            if let Some(ip) = want {
-                if conn.as_ref().map(|(h, _)| h != &ip).unwrap_or(true) {
-                    conn = connect(&ip, PORT).await.ok().map(|c| (ip.clone(), c));
-                }
-                if let Some((_, cn)) = conn.as_mut() {
-                    let r = tokio::time::timeout(
-                        Duration::from_millis(500),
-                        redis::cmd("SET")
-                            .arg(format!("w:{n}"))
-                            .arg(n)
-                            .query_async::<()>(cn),
-                    )
-                    .await;
-                    match r {
-                        Ok(Ok(())) => {
-                            acks.push(Instant::now());
-                            n += 1;
-                        }
-                        _ => conn = None,
-                    }
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        acks
-    });
+    let writer = spawn_writer(target.clone(), Vec::new(), stop.clone());
     // The reconciler's schedule runs on its own clock (a pass, then the
     // requested requeue, at most 1 s); the kill lands at a random point of it.
     let kill_at = Instant::now() + Duration::from_millis(3000 + rand::random::<u64>() % 1000);
@@ -253,7 +416,7 @@ async fn failover_once(detection: i32, block: u8) -> f64 {
                 .find(|m| m.role == MemberRole::Primary)
                 .map(|m| c.ip(m.ordinal as usize));
             if p.is_some() && p != Some(c.ip(0)) {
-                *target.lock().unwrap() = p;
+                *target.lock().unwrap() = p.map(|ip| (ip, PORT));
             }
             if killed.is_some() && out.state.primary != Some(0) && out.state.operation.is_none() {
                 break;
@@ -277,19 +440,36 @@ async fn failover_once(detection: i32, block: u8) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark; run explicitly"]
 async fn bench_failover_unavailability() {
-    for detection in [5, 1] {
-        let mut v = Vec::new();
-        for run in 0..5u8 {
-            let s = failover_once(detection, 91 + run).await;
-            eprintln!("detection {detection}s run {run}: write-unavailability {s:.2}s");
-            v.push(s);
-        }
+    let runs: u8 = std::env::var("BENCH_FAILOVER_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let summary = |name: &str, v: &[f64]| {
         let min = v.iter().cloned().fold(f64::MAX, f64::min);
         let max = v.iter().cloned().fold(0.0, f64::max);
+        let m = median(v.to_vec());
         eprintln!(
-            "RESULT failover detection {detection}s: write-unavailability median {:.2}s (min {min:.2}, max {max:.2}, {} runs)",
-            median(v.clone()),
+            "RESULT failover {name}: write-unavailability median {m:.2}s (min {min:.2}, max {max:.2}, {} runs)",
             v.len()
+        );
+        m
+    };
+    for detection in [5, 1] {
+        let mut ours = Vec::new();
+        let mut sentinel = Vec::new();
+        for run in 0..runs {
+            let s = failover_once(detection, 91 + run % 4).await;
+            eprintln!("ordinal detection {detection}s run {run}: write-unavailability {s:.2}s");
+            ours.push(s);
+            let s = sentinel_once(detection as u64 * 1000, 95 + run % 4).await;
+            eprintln!("sentinel down-after {detection}s run {run}: write-unavailability {s:.2}s");
+            sentinel.push(s);
+        }
+        let o = summary(&format!("ordinal detection {detection}s"), &ours);
+        let s = summary(&format!("sentinel down-after {detection}s"), &sentinel);
+        eprintln!(
+            "RESULT failover {detection}s: ordinal/sentinel ratio {:.2}",
+            o / s
         );
     }
 }

@@ -360,11 +360,13 @@ async fn failover_refused_when_candidate_is_too_far_behind() {
         }
         h => panic!("unexpected health {h:?}"),
     }
-    assert!(
-        out.events
-            .iter()
-            .any(|e| e.reason == "FailoverRefused" && e.type_ == EventType::Warning)
-    );
+    let refusals = c
+        .history
+        .iter()
+        .flat_map(|o| &o.events)
+        .filter(|e| e.reason == "FailoverRefused" && e.type_ == EventType::Warning)
+        .count();
+    assert_eq!(refusals, 1, "one Warning event, not one per pass");
     let mut r = c.server(1).conn().await;
     assert_eq!(info_field(&mut r, "role").await.as_deref(), Some("slave"));
 }
@@ -459,11 +461,12 @@ async fn backup_streams_and_restore_verifies_before_installing() {
         .unwrap();
     let artifact = c.base.path().join("backup.rdb.zst");
     let file = tokio::fs::File::create(&artifact).await.unwrap();
-    let source = BackupSource {
-        host: c.ip(1),
-        port: PORT,
-        password: Some(harness::PASSWORD.into()),
-    };
+    // The source is chosen from the last outcome: the replica.
+    let last = c.pass().await;
+    let source =
+        ordinal::redis::backup_source_for(&c.input.members, &last.members, &c.input.credentials)
+            .unwrap();
+    assert_eq!(source.host, c.ip(1));
     let t = Instant::now();
     let report = backup_rdb(&source, file, &BackupOptions::default())
         .await
@@ -730,4 +733,98 @@ async fn password_rotation_keeps_replication_up() {
         },
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_from_a_primary_with_disk_based_sync() {
+    let mut c = Cluster::new(82, 1, failover(5));
+    c.start(0);
+    c.converge(Duration::from_secs(10)).await;
+    let mut p = c.server(0).conn().await;
+    set_many(&mut p, "d", 5000).await;
+    // Disk-based sync: the RDB arrives as `$<len>` instead of an EOF mark.
+    let () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("repl-diskless-sync")
+        .arg("no")
+        .query_async(&mut p)
+        .await
+        .unwrap();
+    let mut artifact = Vec::new();
+    let source = BackupSource {
+        host: c.ip(0),
+        port: PORT,
+        password: Some(harness::PASSWORD.into()),
+    };
+    let report = backup_rdb(&source, &mut artifact, &BackupOptions::default())
+        .await
+        .unwrap();
+    // (A primary without replicas keeps no backlog: its offset is still 0.)
+    assert!(
+        report.offset >= 0 && report.raw_bytes > 50_000,
+        "{report:?}"
+    );
+    assert_eq!(report.compressed_bytes as usize, artifact.len());
+    // A wrong password is a clear error, not an empty backup.
+    let bad = BackupSource {
+        password: Some("nope".into()),
+        ..source.clone()
+    };
+    let err = backup_rdb(&bad, Vec::new(), &BackupOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            BackupError::Refused {
+                command: "AUTH",
+                ..
+            }
+        ),
+        "{err}"
+    );
+
+    let dir = c.base.path().join("restored").join("data");
+    std::fs::create_dir_all(&dir).unwrap();
+    restore_rdb(&artifact[..], &report.sha256, &dir)
+        .await
+        .unwrap();
+    let restored = Server::start(&format!("127.0.{}.9", c.block), PORT, &dir, None);
+    let mut rc = restored.conn().await;
+    wait_dbsize(&restored.ip, 5000).await;
+    let v: String = redis::cmd("GET")
+        .arg("d:4321")
+        .query_async(&mut rc)
+        .await
+        .unwrap();
+    assert_eq!(v, "4321");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_crash_mid_switchover_adopts_the_new_primary() {
+    let mut c = Cluster::new(83, 3, failover(5));
+    c.start_all();
+    c.converge(Duration::from_secs(20)).await;
+    let mut p = c.server(0).conn().await;
+    set_many(&mut p, "k", 300).await;
+    c.input.desired_primary = Some(1);
+    // The pass that sends FAILOVER TO is lost before its state is persisted.
+    let before = c.input.state.clone();
+    let out = c.pass().await;
+    assert!(out.state.operation.is_some());
+    c.input.state = before;
+    c.engine = ordinal::redis::RedisEngine::new(Default::default());
+    let t = Instant::now();
+    let out = c.converge(Duration::from_secs(15)).await;
+    assert!(
+        t.elapsed() < Duration::from_secs(4),
+        "no detection window needed: {:?}",
+        t.elapsed()
+    );
+    assert_eq!(out.state.primary, Some(1));
+    assert_eq!(out.state.term, 2);
+    assert_eq!(c.masters().await, [1]);
+    let mut np = c.server(1).conn().await;
+    assert_eq!(dbsize(&mut np).await, 300);
+    wait_dbsize(&c.ip(2), 300).await;
 }

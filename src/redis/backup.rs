@@ -28,12 +28,14 @@ use async_compression::tokio::bufread::ZstdDecoder;
 use async_compression::tokio::write::ZstdEncoder;
 use sha2::{Digest, Sha256};
 use tokio::io::{
-    AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf,
+    AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader,
+    ReadBuf,
 };
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
 use crate::api::{MemberRole, MemberStatus};
+use crate::engine::{Credentials, Member};
 
 /// Errors of backup and restore, with what was being done.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +70,8 @@ pub enum BackupError {
     ChecksumMismatch { expected: String, actual: String },
     #[error("decompressing the artifact: {0}")]
     Decompress(io::Error),
+    #[error("no member can serve a backup: {0}")]
+    NoSource(String),
 }
 
 fn io_err(what: &'static str) -> impl FnOnce(io::Error) -> BackupError {
@@ -152,6 +156,31 @@ pub fn pick_backup_source(members: &[MemberStatus]) -> Option<i32> {
         .map(|m| m.ordinal)
 }
 
+/// The source of a backup from the last reported member statuses: the closest
+/// healthy replica, else the primary, dialled at its pod IP with the
+/// cluster's password.
+pub fn backup_source_for(
+    members: &[Member],
+    statuses: &[MemberStatus],
+    credentials: &Credentials,
+) -> Result<BackupSource, BackupError> {
+    let ordinal = pick_backup_source(statuses)
+        .ok_or_else(|| BackupError::NoSource("no reachable replica or primary".into()))?;
+    let m = members
+        .iter()
+        .find(|m| m.ordinal == ordinal)
+        .ok_or_else(|| BackupError::NoSource(format!("ordinal {ordinal} is not a member")))?;
+    let host = m
+        .address
+        .clone()
+        .ok_or_else(|| BackupError::NoSource(format!("{} has no IP address", m.pod)))?;
+    Ok(BackupSource {
+        host,
+        port: m.port,
+        password: credentials.get("password").map(str::to_string),
+    })
+}
+
 /// An `AsyncWrite` that hashes and counts what its inner writer accepted.
 struct HashingWriter<W> {
     inner: W,
@@ -232,8 +261,8 @@ async fn timed<T>(
 }
 
 /// Read one reply line, skipping the bare newlines a server sends as keepalives.
-async fn read_line(
-    r: &mut BufReader<TcpStream>,
+async fn read_line<R: AsyncBufRead + Unpin>(
+    r: &mut R,
     idle: Duration,
     during: &'static str,
 ) -> Result<String, BackupError> {
@@ -396,8 +425,8 @@ enum Payload {
 }
 
 /// Copy the RDB payload to `out`, checking the magic, and return its size.
-async fn copy_payload<W: AsyncWrite + Unpin>(
-    r: &mut BufReader<TcpStream>,
+async fn copy_payload<R: AsyncBufRead + Unpin, W: AsyncWrite + Unpin>(
+    r: &mut R,
     out: &mut W,
     mode: Payload,
     idle: Duration,
@@ -458,6 +487,29 @@ async fn copy_payload<W: AsyncWrite + Unpin>(
         }
     }
     Ok(written)
+}
+
+/// Put the verified dataset in place: the AOF base (same inode when the
+/// filesystem allows) with its manifest, then `dump.rdb` by rename.
+async fn install(tmp: &Path, dump: &Path, aof_dir: &Path) -> Result<(), BackupError> {
+    tokio::fs::create_dir(aof_dir)
+        .await
+        .map_err(io_err("creating appendonlydir"))?;
+    let base = aof_dir.join("appendonly.aof.1.base.rdb");
+    if tokio::fs::hard_link(tmp, &base).await.is_err() {
+        tokio::fs::copy(tmp, &base)
+            .await
+            .map_err(io_err("writing the AOF base file"))?;
+    }
+    tokio::fs::write(
+        aof_dir.join("appendonly.aof.manifest"),
+        b"file appendonly.aof.1.base.rdb seq 1 type b\n",
+    )
+    .await
+    .map_err(io_err("writing the AOF manifest"))?;
+    tokio::fs::rename(tmp, dump)
+        .await
+        .map_err(io_err("installing dump.rdb"))
 }
 
 /// Removes a file on drop unless disarmed.
@@ -556,24 +608,11 @@ async fn restore_inner<R: AsyncRead + Unpin>(
     drop(file);
     let dump = dir.join("dump.rdb");
     let aof_dir = dir.join("appendonlydir");
-    tokio::fs::create_dir(&aof_dir)
-        .await
-        .map_err(io_err("creating appendonlydir"))?;
-    let base = aof_dir.join("appendonly.aof.1.base.rdb");
-    if tokio::fs::hard_link(&tmp, &base).await.is_err() {
-        tokio::fs::copy(&tmp, &base)
-            .await
-            .map_err(io_err("writing the AOF base file"))?;
+    if let Err(e) = install(&tmp, &dump, &aof_dir).await {
+        // Leave the directory as it was: no half-installed AOF.
+        let _ = tokio::fs::remove_dir_all(&aof_dir).await;
+        return Err(e);
     }
-    tokio::fs::write(
-        aof_dir.join("appendonly.aof.manifest"),
-        b"file appendonly.aof.1.base.rdb seq 1 type b\n",
-    )
-    .await
-    .map_err(io_err("writing the AOF manifest"))?;
-    tokio::fs::rename(&tmp, &dump)
-        .await
-        .map_err(io_err("installing dump.rdb"))?;
     guard.0 = None;
     if let Ok(d) = tokio::fs::File::open(dir).await {
         let _ = d.sync_all().await;
@@ -619,6 +658,100 @@ mod tests {
         assert_eq!(pick_backup_source(&members), Some(2));
         assert_eq!(pick_backup_source(&members[..1]), Some(0));
         assert_eq!(pick_backup_source(&[]), None);
+    }
+
+    fn payload(len: usize) -> Vec<u8> {
+        let mut p = b"REDIS0010".to_vec();
+        p.extend((0..len).map(|i| (i * 7 % 251) as u8));
+        p
+    }
+
+    #[tokio::test]
+    async fn eof_payload_with_the_mark_split_across_reads() {
+        let mark = b"abcdefghijabcdefghijabcdefghijabcdefghij".to_vec();
+        let rdb = payload(10_000);
+        let mut wire = rdb.clone();
+        wire.extend_from_slice(&mark);
+        wire.extend_from_slice(b"+trailing replication stream");
+        for cap in [1, 7, 39, 40, 41, 4096] {
+            let mut r = BufReader::with_capacity(cap, &wire[..]);
+            let mut out = Vec::new();
+            let n = copy_payload(
+                &mut r,
+                &mut out,
+                Payload::Eof(mark.clone()),
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+            assert_eq!(n as usize, rdb.len(), "read size {cap}");
+            assert_eq!(out, rdb, "read size {cap}");
+        }
+    }
+
+    #[tokio::test]
+    async fn payloads_that_end_early_are_errors() {
+        let mark = b"abcdefghijabcdefghijabcdefghijabcdefghij".to_vec();
+        let rdb = payload(1000);
+        let mut r = BufReader::new(&rdb[..]);
+        let err = copy_payload(
+            &mut r,
+            &mut Vec::new(),
+            Payload::Eof(mark),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, BackupError::MissingEndMark(_)), "{err}");
+
+        let mut r = BufReader::new(&rdb[..]);
+        let err = copy_payload(
+            &mut r,
+            &mut Vec::new(),
+            Payload::Len(5000),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                BackupError::Truncated {
+                    got: 1009,
+                    expected: 5000
+                }
+            ),
+            "{err}"
+        );
+
+        let mut r = BufReader::new(&rdb[..]);
+        let mut out = Vec::new();
+        let n = copy_payload(&mut r, &mut out, Payload::Len(500), Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!((n, &out[..]), (500, &rdb[..500]));
+
+        let junk = b"NOTREDIS-at-all".to_vec();
+        let mut r = BufReader::new(&junk[..]);
+        let err = copy_payload(
+            &mut r,
+            &mut Vec::new(),
+            Payload::Len(15),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, BackupError::NotRdb), "{err}");
+    }
+
+    #[tokio::test]
+    async fn keepalive_newlines_are_skipped() {
+        let wire = b"\n\n\r\n+FULLRESYNC abc 42\r\n".to_vec();
+        let mut r = BufReader::new(&wire[..]);
+        let line = read_line(&mut r, Duration::from_secs(1), "test")
+            .await
+            .unwrap();
+        assert_eq!(line, "+FULLRESYNC abc 42");
     }
 
     #[test]

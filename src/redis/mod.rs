@@ -38,7 +38,10 @@ use crate::engine::{
 use observe::Timeouts;
 use plan::{MemberView, PlanInput, Timing};
 
-pub use backup::{BackupError, BackupReport, RestoreReport, backup_rdb, restore_rdb};
+pub use backup::{
+    BackupError, BackupOptions, BackupReport, BackupSource, RestoreReport, backup_rdb,
+    backup_source_for, pick_backup_source, restore_rdb,
+};
 
 /// Errors of Redis client calls, with the context of what was attempted.
 #[derive(Debug, thiserror::Error)]
@@ -227,9 +230,10 @@ impl RedisEngine {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, ?step, "step failed");
+                    let what = step.describe(&views);
+                    tracing::warn!(error = %e, step = %what, "step failed");
                     state = plan.fallback;
-                    let msg = format!("{step:?} failed: {e}");
+                    let msg = format!("{what} failed: {e}");
                     events.push(EngineEvent {
                         type_: EventType::Warning,
                         reason: "StepFailed".into(),
@@ -244,7 +248,7 @@ impl RedisEngine {
         }
         for s in &plan.settings {
             if let Err(e) = act::perform(s, &views, &mut conns).await {
-                tracing::warn!(error = %e, "applying durability settings failed");
+                tracing::warn!(error = %e, action = %s.describe(&views), "applying durability settings failed");
             }
         }
         events.extend(rotate_passwords(&auth_states, password, &mut conns, input).await);

@@ -17,6 +17,8 @@ use crate::engine::{EngineEvent, EventType, Health};
 
 use super::observe::{NodeInfo, ServerRole};
 
+mod operations;
+
 /// Default `failover.maxLag` for Redis: 1 MiB of replication stream.
 pub const DEFAULT_MAX_LAG: i64 = 1 << 20;
 
@@ -105,6 +107,31 @@ pub enum Action {
         to_write: i64,
         max_lag: i64,
     },
+}
+
+impl Action {
+    /// A sentence naming the command and the members, for events.
+    pub fn describe(&self, members: &[MemberView]) -> String {
+        let pod = |o: &i32| pod_name(members, *o);
+        match self {
+            Action::Promote { ordinal } => format!("REPLICAOF NO ONE on {}", pod(ordinal)),
+            Action::Replicate { ordinals, primary } => format!(
+                "REPLICAOF {} on {}",
+                pod(primary),
+                ordinals.iter().map(pod).collect::<Vec<_>>().join(", ")
+            ),
+            Action::Failover {
+                primary,
+                host,
+                port,
+                ..
+            } => format!("FAILOVER TO {host} {port} on {}", pod(primary)),
+            Action::AbortFailover { primary } => format!("FAILOVER ABORT on {}", pod(primary)),
+            Action::SetMinReplicas { ordinal, .. } => {
+                format!("CONFIG SET min-replicas-to-write on {}", pod(ordinal))
+            }
+        }
+    }
 }
 
 /// The planner's decision for one pass.
@@ -209,13 +236,15 @@ pub struct Candidate {
 }
 
 /// Pick the reachable member (other than `exclude`) with the highest offset on
-/// the recorded primary's replication history; refuse when it is missing more
+/// the recorded primary's replication history (on a tie `prefer`, e.g. the
+/// desired primary, then the lowest ordinal); refuse when it is missing more
 /// than `max_lag` bytes of what the primary was last seen at.
 pub fn choose_candidate(
     members: &[MemberView],
     exclude: i32,
     position: Option<&str>,
     max_lag: i64,
+    prefer: Option<i32>,
 ) -> Result<Candidate, String> {
     let (lineage, last_offset) = position.map(parse_position).unwrap_or((None, None));
     let best = members
@@ -227,7 +256,12 @@ pub fn choose_candidate(
             Some(id) => n.replid == id || n.replid2 == id,
             None => true,
         })
-        .max_by(|(a, an), (b, bn)| an.offset.cmp(&bn.offset).then(b.ordinal.cmp(&a.ordinal)));
+        .max_by(|(a, an), (b, bn)| {
+            an.offset
+                .cmp(&bn.offset)
+                .then((prefer == Some(a.ordinal)).cmp(&(prefer == Some(b.ordinal))))
+                .then(b.ordinal.cmp(&a.ordinal))
+        });
     let Some((m, n)) = best else {
         return Err("no reachable member holds the primary's replication history".to_string());
     };
@@ -265,13 +299,14 @@ pub fn returned_decision(
     n: &NodeInfo,
     position: Option<&str>,
     max_lag: i64,
+    prefer: Option<i32>,
 ) -> Returned {
     let others_hold_data = members
         .iter()
         .filter(|m| m.ordinal != primary)
         .filter_map(|m| m.node())
         .any(|o| o.keys > 0);
-    let best = choose_candidate(members, primary, position, max_lag);
+    let best = choose_candidate(members, primary, position, max_lag, prefer);
     if n.keys == 0 {
         if !others_hold_data {
             return Returned::PromoteBack;
@@ -439,7 +474,14 @@ impl<'a> Planner<'a> {
     fn steady(&mut self, primary: i32) {
         let pm = self.member(primary).cloned();
         if let Some(n) = pm.as_ref().and_then(|m| m.writable_primary()).cloned() {
+            if self.restarted_empty_as_primary(primary, &n) {
+                return;
+            }
             self.record_primary(&n);
+            if n.failover_state != "no-failover" {
+                self.foreign_failover(primary);
+                return;
+            }
             let desired = self
                 .input
                 .desired_primary
@@ -469,6 +511,10 @@ impl<'a> Planner<'a> {
         });
         if let Some(n) = returned {
             self.returned(primary, &n);
+            return;
+        }
+        if let Some(x) = self.handed_over_to(primary) {
+            self.adopt(primary, x);
             return;
         }
         let why = match pm.as_ref().map(|m| &m.obs) {
@@ -515,18 +561,65 @@ impl<'a> Planner<'a> {
             primary,
             position.as_deref(),
             max_lag(self.input.failover),
+            self.input.desired_primary,
         ) {
             Ok(c) => self.start_failover(primary, c, format!("{why} for {}s", elapsed / 1000)),
-            Err(refusal) => self.refuse(&why, &refusal),
+            Err(refusal) => self.refuse(&why, &refusal, elapsed - window),
         }
     }
 
-    fn refuse(&mut self, why: &str, refusal: &str) {
+    /// Safety net for a recorded primary that restarted *writable* and empty
+    /// (its configuration should have made it boot read-only): while replicas
+    /// still hold the data, replace it at once instead of recording it.
+    fn restarted_empty_as_primary(&mut self, primary: i32, n: &NodeInfo) -> bool {
+        let restarted = self
+            .input
+            .state
+            .primary_identity
+            .as_deref()
+            .is_some_and(|id| id != n.run_id);
+        if !restarted || n.keys > 0 || !self.input.failover.enabled {
+            return false;
+        }
+        let position = self.input.state.primary_position.clone();
+        match returned_decision(
+            self.members(),
+            primary,
+            n,
+            position.as_deref(),
+            max_lag(self.input.failover),
+            self.input.desired_primary,
+        ) {
+            Returned::FailOver(c, why) => {
+                let why = format!(
+                    "{} restarted as a writable primary: {why}",
+                    self.pod(primary)
+                );
+                self.plan.events.push(event(
+                    EventType::Warning,
+                    "PrimaryReturnedWithoutData",
+                    why.clone(),
+                ));
+                self.start_failover(primary, c, why);
+                true
+            }
+            Returned::PromoteBack | Returned::Refuse(_) => false,
+        }
+    }
+
+    /// Report a refused failover. The condition says so on every pass; the
+    /// Warning event goes out when the refusal starts (`refused_ms` is how long
+    /// it has lasted) and then every 10 minutes, not on every pass.
+    fn refuse(&mut self, why: &str, refusal: &str, refused_ms: i64) {
         self.plan.requeue = self.input.timing.steady;
         let msg = format!("{why}; not failing over: {refusal}");
-        self.plan
-            .events
-            .push(event(EventType::Warning, "FailoverRefused", msg.clone()));
+        let period = 10 * 60 * 1000;
+        let steady = i64::try_from(self.input.timing.steady.as_millis()).unwrap_or(1000);
+        if refused_ms.rem_euclid(period) < steady.max(1000) {
+            self.plan
+                .events
+                .push(event(EventType::Warning, "FailoverRefused", msg.clone()));
+        }
         self.plan.health = unhealthy("FailoverRefused", msg);
     }
 
@@ -547,6 +640,7 @@ impl<'a> Planner<'a> {
             n,
             position.as_deref(),
             max_lag(self.input.failover),
+            self.input.desired_primary,
         ) {
             Returned::PromoteBack => {
                 self.plan.step = Some(Action::Promote { ordinal: primary });
@@ -580,104 +674,20 @@ impl<'a> Planner<'a> {
                     );
                 }
             }
-            Returned::Refuse(why) => self.refuse(&pod, &why),
+            Returned::Refuse(why) => {
+                let since = self
+                    .input
+                    .state
+                    .primary_unhealthy_since
+                    .clone()
+                    .unwrap_or_else(|| self.now());
+                let refused_ms = (self.input.now - from_time(&since)).num_milliseconds();
+                for s in [&mut self.plan.state, &mut self.plan.fallback] {
+                    s.primary_unhealthy_since = Some(since.clone());
+                }
+                self.refuse(&pod, &why, refused_ms);
+            }
         }
-    }
-
-    fn start_failover(&mut self, from: i32, c: Candidate, reason: String) {
-        let term = self.input.state.term + 1;
-        let to_pod = self.pod(c.ordinal);
-        let from_pod = self.pod(from);
-        let now = self.now();
-        let deadline = self.input.now
-            + chrono::Duration::from_std(self.input.timing.failover_deadline)
-                .unwrap_or_else(|_| chrono::Duration::seconds(30));
-        let s = &mut self.plan.state;
-        s.operation = Some(Operation {
-            kind: OperationKind::Failover,
-            from,
-            to: Some(c.ordinal),
-            step: STEP_REPOINT.to_string(),
-            term,
-            started_at: now,
-            deadline: Some(to_time(deadline)),
-            reason: reason.clone(),
-            data: s.primary_position.clone(),
-        });
-        s.primary = Some(c.ordinal);
-        s.term = term;
-        s.primary_unhealthy_since = None;
-        self.plan.step = Some(Action::Promote { ordinal: c.ordinal });
-        self.plan.step_events.push(event(
-            EventType::Normal,
-            "Promoted",
-            format!(
-                "promoted {to_pod} (offset {}, {} keys) to primary in term {term} replacing {from_pod}: {reason}",
-                c.offset, c.keys
-            ),
-        ));
-        self.plan.health = unhealthy(
-            "FailoverInProgress",
-            format!("failing over from {from_pod} to {to_pod}"),
-        );
-        self.plan.requeue = self.input.timing.active;
-    }
-
-    fn start_switchover(&mut self, primary: i32, d: i32, pn: &NodeInfo) -> Result<(), String> {
-        let dm = self.member(d).ok_or("it is not a member")?.clone();
-        let dn = dm
-            .obs
-            .as_ref()
-            .map_err(|e| format!("it is unreachable: {e}"))?;
-        if dn.role != ServerRole::Replica
-            || source_of(dn, self.members()) != Some(primary)
-            || !dn.link_up
-            || dn.loading
-        {
-            return Err("it is not a replica of the primary with its link up".into());
-        }
-        let listed = pn
-            .replicas
-            .iter()
-            .find(|r| dm.is_addressed_by(&r.ip, r.port) && r.state == "online")
-            .ok_or("the primary does not list it as an online replica")?;
-        let timeout = self.input.timing.switchover_timeout;
-        let deadline = self.input.now
-            + chrono::Duration::from_std(timeout + Duration::from_secs(5))
-                .unwrap_or_else(|_| chrono::Duration::seconds(30));
-        let term = self.input.state.term + 1;
-        self.plan.state.operation = Some(Operation {
-            kind: OperationKind::Switchover,
-            from: primary,
-            to: Some(d),
-            step: STEP_AWAIT_FAILOVER.to_string(),
-            term,
-            started_at: self.now(),
-            deadline: Some(to_time(deadline)),
-            reason: format!("spec.primary asks for {}", dm.pod),
-            data: Some(format!("{}:{}", listed.ip, listed.port)),
-        });
-        self.plan.step = Some(Action::Failover {
-            primary,
-            host: listed.ip.clone(),
-            port: listed.port,
-            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
-        });
-        self.plan.step_events.push(event(
-            EventType::Normal,
-            "SwitchoverStarted",
-            format!(
-                "switching the primary over from {} to {} (writes pause until it has caught up)",
-                self.pod(primary),
-                dm.pod
-            ),
-        ));
-        self.plan.health = unhealthy(
-            "SwitchoverInProgress",
-            format!("switching over to {}", dm.pod),
-        );
-        self.plan.requeue = self.input.timing.active;
-        Ok(())
     }
 
     /// Repoint replicas and fence stray primaries toward `primary`.
@@ -691,207 +701,6 @@ impl<'a> Planner<'a> {
             });
             self.plan.requeue = self.input.timing.active;
         }
-    }
-
-    fn operation(&mut self, op: Operation) {
-        self.plan.requeue = self.input.timing.active;
-        let Some(to) = op.to else {
-            self.plan.state.operation = None;
-            self.plan.fallback.operation = None;
-            return;
-        };
-        let past_deadline = op
-            .deadline
-            .as_ref()
-            .is_some_and(|d| self.input.now > from_time(d));
-        match (op.kind, op.step.as_str()) {
-            (OperationKind::Switchover, STEP_AWAIT_FAILOVER) => {
-                self.await_switchover(&op, to, past_deadline)
-            }
-            (OperationKind::Switchover, STEP_RETRY_WAIT) => self.retry_wait(&op, to, past_deadline),
-            _ => self.finish_repoint(&op, to, past_deadline),
-        }
-    }
-
-    /// After a failed switchover: behave as in steady state without starting
-    /// another switchover until the deadline (or until the request changes).
-    fn retry_wait(&mut self, op: &Operation, to: i32, past_deadline: bool) {
-        let Some(primary) = self.input.state.primary else {
-            self.plan.state.operation = None;
-            self.plan.fallback.operation = None;
-            return;
-        };
-        let still_wanted = self.input.desired_primary == Some(to) && primary == op.from;
-        if past_deadline || !still_wanted {
-            self.plan.state.operation = None;
-            self.plan.fallback.operation = None;
-            self.plan.requeue = self.input.timing.steady;
-            self.steady(primary);
-            return;
-        }
-        self.allow_switchover = false;
-        self.plan.requeue = self.input.timing.steady;
-        self.steady(primary);
-        if self.plan.health == Health::Healthy {
-            self.plan.health = unhealthy(
-                "SwitchoverFailed",
-                format!(
-                    "the switchover to {} failed ({}); it is retried later",
-                    self.pod(to),
-                    op.data.as_deref().unwrap_or("see events")
-                ),
-            );
-        }
-    }
-
-    /// The failed switchover `op`, waiting for its retry.
-    fn retry_later(&self, op: &Operation, why: &str) -> Operation {
-        let retry = self.input.now
-            + chrono::Duration::from_std(self.input.timing.switchover_retry)
-                .unwrap_or_else(|_| chrono::Duration::seconds(30));
-        Operation {
-            step: STEP_RETRY_WAIT.to_string(),
-            deadline: Some(to_time(retry)),
-            data: Some(why.to_string()),
-            ..op.clone()
-        }
-    }
-
-    fn await_switchover(&mut self, op: &Operation, to: i32, past_deadline: bool) {
-        let from = op.from;
-        let from_node = self.member(from).and_then(|m| m.node()).cloned();
-        let to_primary = self.member(to).and_then(|m| m.writable_primary()).is_some();
-        let from_demoted = from_node
-            .as_ref()
-            .is_some_and(|n| n.role == ServerRole::Replica);
-        if to_primary && (from_demoted || from_node.is_none()) {
-            for s in [&mut self.plan.state, &mut self.plan.fallback] {
-                s.primary = Some(to);
-                s.term = op.term;
-                s.primary_unhealthy_since = None;
-                if let Some(o) = s.operation.as_mut() {
-                    o.step = STEP_REPOINT.to_string();
-                }
-            }
-            self.plan.events.push(event(
-                EventType::Normal,
-                "Promoted",
-                format!(
-                    "{} is the primary in term {} (switchover from {})",
-                    self.pod(to),
-                    op.term,
-                    self.pod(from)
-                ),
-            ));
-            self.finish_repoint(op, to, past_deadline);
-            return;
-        }
-        let aborted = from_node
-            .as_ref()
-            .is_some_and(|n| n.role == ServerRole::Master && n.failover_state == "no-failover");
-        if aborted || from_node.is_none() {
-            let why = if aborted {
-                format!(
-                    "{} did not catch up within the timeout; {} stays the primary",
-                    self.pod(to),
-                    self.pod(from)
-                )
-            } else {
-                format!(
-                    "{} became unreachable during the switchover",
-                    self.pod(from)
-                )
-            };
-            let next = aborted.then(|| self.retry_later(op, &why));
-            self.plan.state.operation = next.clone();
-            self.plan.fallback.operation = next;
-            self.plan
-                .events
-                .push(event(EventType::Warning, "SwitchoverFailed", why.clone()));
-            self.plan.health = unhealthy("SwitchoverFailed", why);
-            return;
-        }
-        if past_deadline {
-            let why = format!(
-                "switchover to {} passed its deadline; aborted, {} stays the primary",
-                self.pod(to),
-                self.pod(from)
-            );
-            self.plan.state.operation = Some(self.retry_later(op, &why));
-            self.plan.step = Some(Action::AbortFailover { primary: from });
-            self.plan
-                .step_events
-                .push(event(EventType::Warning, "SwitchoverAborted", why.clone()));
-            self.plan.health = unhealthy("SwitchoverFailed", why);
-            return;
-        }
-        self.plan.health = unhealthy(
-            "SwitchoverInProgress",
-            format!(
-                "waiting for {} to take over from {}",
-                self.pod(to),
-                self.pod(from)
-            ),
-        );
-    }
-
-    /// Last step of both operations: repoint everyone at `to`, then close the
-    /// operation and record it.
-    fn finish_repoint(&mut self, op: &Operation, to: i32, past_deadline: bool) {
-        let record = FailoverRecord {
-            kind: op.kind,
-            from: op.from,
-            to,
-            time: self.now(),
-            reason: op.reason.clone(),
-        };
-        let kind = match op.kind {
-            OperationKind::Failover => "Failover",
-            OperationKind::Switchover => "Switchover",
-        };
-        let done = event(
-            EventType::Normal,
-            &format!("{kind}Completed"),
-            format!(
-                "{} replaced {} as primary in term {}: {}",
-                self.pod(to),
-                self.pod(op.from),
-                op.term,
-                op.reason
-            ),
-        );
-        let wrong = if self.member(to).and_then(|m| m.writable_primary()).is_some() {
-            misplaced(self.members(), to)
-        } else {
-            // The new primary is not confirmed (yet): nothing to repoint at.
-            if !past_deadline {
-                self.plan.health = unhealthy(
-                    "FailoverInProgress",
-                    format!("waiting for {} to answer as primary", self.pod(to)),
-                );
-                return;
-            }
-            Vec::new()
-        };
-        self.plan.state.operation = None;
-        self.plan.state.last_failover = Some(record);
-        if wrong.is_empty() {
-            self.plan.events.push(done);
-            self.plan.fallback = self.plan.state.clone();
-            self.plan.health = Health::Healthy;
-            return;
-        } else {
-            self.plan.step_events = replicate_events(self.members(), &wrong, to);
-            self.plan.step_events.push(done);
-            self.plan.step = Some(Action::Replicate {
-                ordinals: wrong,
-                primary: to,
-            });
-        }
-        self.plan.health = unhealthy(
-            "FailoverInProgress",
-            format!("repointing replicas at {}", self.pod(to)),
-        );
     }
 
     /// Member statuses, steady health and durability settings from the final state.
@@ -1181,7 +990,7 @@ mod tests {
         };
         let mut st = state(0, 1, 200);
         st.primary_unhealthy_since = Some(to_time(at(0)));
-        let p = run_with(&members, &st, 10, None, &failover, None);
+        let p = run_with(&members, &st, 5, None, &failover, None);
         assert!(p.step.is_none());
         assert_eq!(p.state.primary, Some(0));
         assert!(
@@ -1189,6 +998,12 @@ mod tests {
         );
         assert_eq!(reasons(&p.events), ["FailoverRefused"]);
         assert_eq!(p.events[0].type_, EventType::Warning);
+        // Reported on every pass, but the event is not repeated every pass.
+        let later = run_with(&members, &p.state, 30, None, &failover, None);
+        assert!(later.events.is_empty());
+        assert!(
+            matches!(&later.health, Health::Unhealthy { reason, .. } if reason == "FailoverRefused")
+        );
         // Within maxLag it goes ahead.
         let failover = FailoverSpec {
             max_lag: Some(100),
@@ -1223,13 +1038,13 @@ mod tests {
             view(1, Some(stranger)),
             view(2, Some(replica(0, 90))),
         ];
-        let c = choose_candidate(&members, 0, Some("A:100"), 1000).unwrap();
+        let c = choose_candidate(&members, 0, Some("A:100"), 1000, None).unwrap();
         assert_eq!(c.ordinal, 2);
         let members = [
             view(0, None),
             view(1, Some(members[1].obs.clone().unwrap())),
         ];
-        assert!(choose_candidate(&members, 0, Some("A:100"), 1000).is_err());
+        assert!(choose_candidate(&members, 0, Some("A:100"), 1000, None).is_err());
         // A member already promoted (replid2 = old history) still counts.
         let mut promoted = node(ServerRole::Master, None, 120, 10);
         promoted.replid = "C".into();
@@ -1240,11 +1055,99 @@ mod tests {
             view(2, Some(replica(0, 100))),
         ];
         assert_eq!(
-            choose_candidate(&members, 0, Some("A:100"), 0)
+            choose_candidate(&members, 0, Some("A:100"), 0, None)
                 .unwrap()
                 .ordinal,
             1
         );
+    }
+
+    #[test]
+    fn ties_go_to_the_desired_primary_then_the_lowest_ordinal() {
+        let members = [
+            view(0, None),
+            view(1, Some(replica(0, 100))),
+            view(2, Some(replica(0, 100))),
+        ];
+        let pick = |prefer| choose_candidate(&members, 0, Some("A:100"), 0, prefer).unwrap();
+        assert_eq!(pick(None).ordinal, 1);
+        assert_eq!(pick(Some(2)).ordinal, 2);
+        // Never at the cost of data.
+        let members = [
+            view(0, None),
+            view(1, Some(replica(0, 100))),
+            view(2, Some(replica(0, 99))),
+        ];
+        let c = choose_candidate(&members, 0, Some("A:100"), 10, Some(2)).unwrap();
+        assert_eq!(c.ordinal, 1);
+    }
+
+    #[test]
+    fn nobody_is_fenced_or_repointed_while_the_primary_is_being_judged() {
+        let members = [
+            view(0, None),
+            view(1, Some(node(ServerRole::Master, None, 100, 10))),
+            view(2, Some(replica(1, 100))),
+        ];
+        let p = run(&members, &state(0, 1, 100), 0);
+        assert!(p.step.is_none());
+        assert!(p.settings.is_empty());
+        assert!(p.members.iter().all(|m| m.role == MemberRole::Unknown));
+    }
+
+    #[test]
+    fn a_handover_that_already_happened_is_adopted_at_once() {
+        let mut new_primary = primary(120, &[0]);
+        new_primary.replid = "B".into();
+        new_primary.replid2 = "A".into();
+        let members = [
+            view(0, Some(replica(1, 120))),
+            view(1, Some(new_primary.clone())),
+            view(2, Some(replica(0, 100))),
+        ];
+        let p = run(&members, &state(0, 1, 100), 0);
+        assert_eq!(p.state.primary, Some(1));
+        assert_eq!(p.state.term, 2);
+        assert_eq!(
+            p.step,
+            Some(Action::Replicate {
+                ordinals: vec![2],
+                primary: 1
+            })
+        );
+        assert!(reasons(&p.events).contains(&"PrimaryAdopted"));
+        assert_eq!(p.state.primary_position.as_deref(), Some("B:120"));
+        // A primary elsewhere on another history is not adopted.
+        let mut stranger = new_primary;
+        stranger.replid2 = "Z".into();
+        let members = [view(0, Some(replica(1, 120))), view(1, Some(stranger))];
+        let p = run(&members, &state(0, 1, 100), 0);
+        assert_eq!(p.state.primary, Some(0));
+        assert!(p.step.is_none());
+    }
+
+    #[test]
+    fn a_failover_nobody_recorded_is_awaited_then_aborted() {
+        let mut busy = primary(100, &[1]);
+        busy.failover_state = "waiting-for-sync".into();
+        let members = [view(0, Some(busy)), view(1, Some(replica(0, 90)))];
+        let p = run_with(
+            &members,
+            &state(0, 1, 100),
+            0,
+            Some(1),
+            &FailoverSpec::default(),
+            None,
+        );
+        assert!(p.step.is_none(), "no second FAILOVER");
+        assert!(
+            matches!(&p.health, Health::Unhealthy { reason, .. } if reason == "SwitchoverInProgress")
+        );
+        assert_eq!(p.members[0].role, MemberRole::Primary);
+        let q = run(&members, &p.state, 10);
+        assert!(q.step.is_none());
+        let q = run(&members, &p.state, 16);
+        assert_eq!(q.step, Some(Action::AbortFailover { primary: 0 }));
     }
 
     fn returned_primary(keys: i64) -> NodeInfo {
@@ -1306,6 +1209,25 @@ mod tests {
             run(&members, &state(0, 1, 0), 0).step,
             Some(Action::Promote { ordinal: 0 })
         );
+    }
+
+    #[test]
+    fn a_primary_that_restarted_writable_and_empty_is_replaced() {
+        let mut empty = primary(0, &[]);
+        empty.keys = 0;
+        empty.replid = "fresh".into();
+        empty.run_id = "new-run".into();
+        let members = [view(0, Some(empty.clone())), view(1, Some(replica(0, 100)))];
+        let mut st = state(0, 1, 100);
+        st.primary_identity = Some("old-run".into());
+        let p = run(&members, &st, 0);
+        assert_eq!(p.step, Some(Action::Promote { ordinal: 1 }));
+        assert_eq!(p.state.term, 2);
+        // Same process (a FLUSHALL, not a restart): left alone.
+        st.primary_identity = Some("new-run".into());
+        let p = run(&members, &st, 0);
+        assert!(p.step.is_none());
+        assert_eq!(p.state.primary, Some(0));
     }
 
     #[test]
@@ -1455,6 +1377,19 @@ mod tests {
     }
 
     #[test]
+    fn switchover_waits_for_a_lagging_target_before_pausing_writes() {
+        let mut pn = primary(5_000_000, &[1]);
+        pn.replicas[0].offset = 100;
+        let members = [view(0, Some(pn)), view(1, Some(replica(0, 100)))];
+        let f = FailoverSpec::default();
+        let p = run_with(&members, &state(0, 1, 100), 0, Some(1), &f, None);
+        assert!(p.step.is_none());
+        assert!(
+            matches!(&p.health, Health::Unhealthy { reason, message } if reason == "SwitchoverBlocked" && message.contains("behind"))
+        );
+    }
+
+    #[test]
     fn switchover_is_blocked_when_the_primary_does_not_list_the_target() {
         let members = [
             view(0, Some(primary(100, &[2]))),
@@ -1522,6 +1457,20 @@ mod tests {
         confirm_primary(&mut st, &primary(5, &[]));
         assert_eq!(st.role, MemberRole::Primary);
         assert_eq!(st.link_up, None);
+    }
+
+    #[test]
+    fn actions_are_described_for_people() {
+        let members = [view(0, None), view(1, None), view(2, None)];
+        let a = Action::Replicate {
+            ordinals: vec![1, 2],
+            primary: 0,
+        };
+        assert_eq!(a.describe(&members), "REPLICAOF r-0 on r-1, r-2");
+        assert_eq!(
+            Action::Promote { ordinal: 1 }.describe(&members),
+            "REPLICAOF NO ONE on r-1"
+        );
     }
 
     #[test]
