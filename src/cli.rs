@@ -26,6 +26,12 @@ pub enum Command {
     Run(RunArgs),
     /// Print every CustomResourceDefinition as YAML.
     Crd,
+    /// Backup steps run by backup Jobs.
+    #[command(subcommand)]
+    Backup(crate::backup::run::BackupCommand),
+    /// Restore steps run before or next to a database.
+    #[command(subcommand)]
+    Restore(crate::backup::run::RestoreCommand),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -90,6 +96,14 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run(args) => run(args).await,
+        Command::Backup(cmd) => {
+            init_tracing(LogFormat::Text);
+            crate::backup::run::backup(cmd).await
+        }
+        Command::Restore(cmd) => {
+            init_tracing(LogFormat::Text);
+            crate::backup::run::restore(cmd).await
+        }
     }
 }
 

@@ -27,7 +27,10 @@ const JOB_UID: i64 = 65532;
 #[derive(Clone, Debug, PartialEq)]
 pub enum JobEngine {
     Redis,
-    MySql { user: String },
+    MySql {
+        user: String,
+        flavor: crate::api::MySqlFlavor,
+    },
 }
 
 /// Everything a backup Job needs.
@@ -219,9 +222,10 @@ pub fn backup_job(p: &BackupJob<'_>) -> Job {
     ];
     match &p.engine {
         JobEngine::Redis => args.push("--engine=redis".into()),
-        JobEngine::MySql { user } => {
+        JobEngine::MySql { user, flavor } => {
             args.push("--engine=mysql".into());
             args.push(format!("--user={user}"));
+            args.push(format!("--flavor={flavor:?}"));
         }
     }
     let mut env = vec![secret_env(ENV_DB_PASSWORD, &p.db_secret)];

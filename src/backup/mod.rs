@@ -2,5 +2,6 @@
 
 pub mod artifact;
 pub mod job;
+pub mod run;
 pub mod schedule;
 pub mod target;

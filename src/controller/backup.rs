@@ -109,9 +109,10 @@ async fn resolve_source(
     let secret_name = secret_name.unwrap_or_else(|| ClusterView::generated_secret_name(name));
     let (engine, key) = match kind {
         DbKind::Redis => (JobEngine::Redis, secret::REDIS_PASSWORD),
-        DbKind::MySql(_) => (
+        DbKind::MySql(flavor) => (
             JobEngine::MySql {
                 user: "root".into(),
+                flavor,
             },
             secret::MYSQL_ROOT,
         ),

@@ -380,6 +380,8 @@ async fn run_process_inner(
     let env = build_env(ctx, c).await?;
     let argv = resolve_command(ctx, c, &env)?;
     let spec = exec_spec(ctx, c, vols, argv.clone(), env.clone())?;
+    // A fresh termination log per run, read back when the process exits.
+    std::fs::write(termination_log(ctx, c), b"")?;
     let spec_path = ctx.dir.join(format!("{}.exec.json", c.name));
     std::fs::write(&spec_path, serde_json::to_vec_pretty(&spec)?)?;
     let log_path = ctx.dir.join(format!("{}.log", c.name));
@@ -493,10 +495,15 @@ async fn run_process_inner(
     let t = now();
     let reason = if code == 0 { "Completed" } else { "Error" };
     info!("pod {}/{}: {} exited with {code}", ctx.ns, ctx.name, c.name);
+    let message = termination_message(ctx, c, code);
     ctx.ctr(init, idx, |s| {
         s.ready = false;
-        s.state = json!({"terminated": {"exitCode": code, "reason": reason, "startedAt": started_at,
-            "finishedAt": t, "containerID": format!("devcluster://{pid}")}});
+        let mut state = json!({"exitCode": code, "reason": reason, "startedAt": started_at,
+            "finishedAt": t, "containerID": format!("devcluster://{pid}")});
+        if let Some(m) = &message {
+            state["message"] = json!(m);
+        }
+        s.state = json!({"terminated": state});
     });
     Ok(Outcome::Exited(code, start.elapsed()))
 }
@@ -1286,6 +1293,33 @@ fn resolve_command(ctx: &PodCtx, c: &Container, env: &[(String, String)]) -> Res
     Ok(argv)
 }
 
+/// Host file behind a container's `terminationMessagePath`.
+fn termination_log(ctx: &PodCtx, c: &Container) -> std::path::PathBuf {
+    ctx.dir.join(format!("{}.termination-log", c.name))
+}
+
+/// The message a kubelet reports: the termination log (at most 4096 bytes),
+/// or with `FallbackToLogsOnError` the log's tail when the container failed.
+fn termination_message(ctx: &PodCtx, c: &Container, code: i32) -> Option<String> {
+    const MAX: usize = 4096;
+    let tail = |bytes: Vec<u8>| {
+        let start = bytes.len().saturating_sub(MAX);
+        String::from_utf8_lossy(&bytes[start..]).into_owned()
+    };
+    let written = std::fs::read(termination_log(ctx, c)).unwrap_or_default();
+    if !written.is_empty() {
+        return Some(tail(written));
+    }
+    let fallback = c.termination_message_policy.as_deref() == Some("FallbackToLogsOnError");
+    if fallback && code != 0 {
+        let log = std::fs::read(ctx.dir.join(format!("{}.log", c.name))).unwrap_or_default();
+        let text = tail(log);
+        let lines: Vec<&str> = text.lines().collect();
+        return Some(lines[lines.len().saturating_sub(80)..].join("\n"));
+    }
+    None
+}
+
 fn exec_spec(
     ctx: &PodCtx,
     c: &Container,
@@ -1346,6 +1380,15 @@ fn exec_spec(
             read_only: m.read_only.unwrap_or(false),
         });
     }
+    mounts.push(Mount {
+        src: termination_log(ctx, c),
+        dst: c
+            .termination_message_path
+            .clone()
+            .unwrap_or_else(|| "/dev/termination-log".into())
+            .into(),
+        read_only: false,
+    });
     let workdir = c.working_dir.clone().unwrap_or_else(|| "/".into());
     Ok(ExecSpec {
         argv,
