@@ -278,7 +278,7 @@ fn statefulset_keeps_volumes_rolls_on_delete_and_runs_non_root() {
     v.storage.size = "5Gi".into();
     v.storage.storage_class_name = Some("fast".into());
     let claim = statefulset::data_claim(&v);
-    let sts = statefulset::statefulset(&v, "hash-1", vec![claim]);
+    let sts = statefulset::statefulset(&v, "hash-1", vec![claim], Default::default());
     let spec = sts.spec.expect("spec");
     assert_eq!(spec.replicas, Some(3));
     assert_eq!(spec.service_name.as_deref(), Some("cache-headless"));
@@ -367,7 +367,12 @@ fn user_pod_overrides_are_merged_and_ours_win() {
         "nodeSelector: {disk: ssd}\ntolerations: [{key: db, operator: Exists}]\npriorityClassName: critical\nlabels: {team: shop, app.kubernetes.io/instance: evil}\nannotations: {note: hi}",
     )
     .expect("overrides");
-    let sts = statefulset::statefulset(&v, "h", vec![statefulset::data_claim(&v)]);
+    let sts = statefulset::statefulset(
+        &v,
+        "h",
+        vec![statefulset::data_claim(&v)],
+        Default::default(),
+    );
     let spec = sts.spec.expect("spec");
     assert_eq!(
         spec.persistent_volume_claim_retention_policy

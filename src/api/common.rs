@@ -199,6 +199,7 @@ pub mod condition {
     pub const FAILOVER_IN_PROGRESS: &str = "FailoverInProgress";
     pub const CONFIG_VALID: &str = "ConfigValid";
     pub const STORAGE_IN_SYNC: &str = "StorageInSync";
+    pub const RESTORED: &str = "Restored";
 }
 
 /// Lifecycle phase of a cluster, for humans and printer columns.

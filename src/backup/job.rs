@@ -52,7 +52,7 @@ pub struct BackupJob<'a> {
     pub timeout_seconds: i64,
 }
 
-fn secret_env(name: &str, r: &SecretKeyRef) -> EnvVar {
+pub(crate) fn secret_env(name: &str, r: &SecretKeyRef) -> EnvVar {
     EnvVar {
         name: name.into(),
         value_from: Some(EnvVarSource {
@@ -106,19 +106,19 @@ pub fn target_volumes(target: &BackupTarget) -> (Vec<Volume>, Vec<VolumeMount>) 
 }
 
 /// The parts in which backup and cleanup Jobs differ.
-struct JobShape<'a> {
-    name: String,
-    namespace: &'a str,
-    owner: OwnerReference,
-    labels: BTreeMap<String, String>,
-    image: &'a str,
-    args: Vec<String>,
-    env: Vec<EnvVar>,
-    target: &'a BackupTarget,
-    timeout_seconds: i64,
+pub(crate) struct JobShape<'a> {
+    pub(crate) name: String,
+    pub(crate) namespace: &'a str,
+    pub(crate) owner: OwnerReference,
+    pub(crate) labels: BTreeMap<String, String>,
+    pub(crate) image: &'a str,
+    pub(crate) args: Vec<String>,
+    pub(crate) env: Vec<EnvVar>,
+    pub(crate) target: &'a BackupTarget,
+    pub(crate) timeout_seconds: i64,
 }
 
-fn job(shape: JobShape<'_>) -> Job {
+pub(crate) fn job(shape: JobShape<'_>) -> Job {
     let JobShape {
         name,
         namespace,

@@ -2,6 +2,7 @@
 
 pub mod artifact;
 pub mod job;
+pub mod restore;
 pub mod run;
 pub mod schedule;
 pub mod target;

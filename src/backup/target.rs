@@ -81,6 +81,20 @@ fn prefix_of(prefix: Option<&String>) -> Path {
     Path::from(prefix.map(|p| p.trim_matches('/')).unwrap_or_default())
 }
 
+/// The key prefix of a target's artifacts (a PVC target's path is part of
+/// its root directory instead).
+pub fn prefix(target: &BackupTarget) -> Path {
+    if let Some(s3) = &target.s3 {
+        prefix_of(s3.prefix.as_ref())
+    } else if let Some(gcs) = &target.gcs {
+        prefix_of(gcs.prefix.as_ref())
+    } else if let Some(az) = &target.azure {
+        prefix_of(az.prefix.as_ref())
+    } else {
+        Path::default()
+    }
+}
+
 /// A human-readable URL of the target (no credentials).
 pub fn location(target: &BackupTarget) -> String {
     let join = |scheme: &str, root: &str, prefix: Option<&String>| {

@@ -20,10 +20,12 @@ use tracing::{info, instrument, warn};
 
 use super::context::{Context, Error, KubeContext};
 use super::kinds::ClusterResource;
+use super::restore::{self, LoadState, RestorePlan};
 use super::status::{self, Observation, ReplicationReport};
 use super::validate;
 use crate::api::ClusterStatus;
 use crate::engine::{Credentials, Engine, EngineEvent, EngineInput, EventType, Member};
+use crate::resources::statefulset::InitStep;
 use crate::resources::{ClusterView, labels, pdb, secret, services, statefulset};
 
 pub const FINALIZER: &str = "ordinal.dev/cleanup";
@@ -185,17 +187,35 @@ async fn apply<K: ClusterResource>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Act
         return Ok(Action::requeue(ctx.settings.resync));
     }
 
+    // A new cluster bootstrapped from a backup.
+    let restore_plan = restore::plan(&*obj, &view, &state, &ctx).await?;
+    let (init, start_members) = match &restore_plan {
+        RestorePlan::Init(step) => (step.clone(), true),
+        RestorePlan::Waiting(_) => (InitStep::default(), false),
+        _ => (InitStep::default(), true),
+    };
+    obs.restore = match &restore_plan {
+        RestorePlan::NotRequested | RestorePlan::Bootstrapped => None,
+        RestorePlan::Waiting(why) => Some(("False", "BackupNotReady", why.clone())),
+        RestorePlan::Init(_) | RestorePlan::Load(_) => Some((
+            "False",
+            "Restoring",
+            "restoring the backup into ordinal 0 before replication starts".into(),
+        )),
+    };
+
     // Children, from the recorded state. Applying them is skipped while
     // nothing they are built from changed and the last apply is recent: the
     // engine runs every second, the children need not be re-sent as often.
     let rendered = obj.render(&view, &state);
     let fingerprint = crate::resources::config::sha256_hex(
         format!(
-            "{:?}|{:?}|{:?}|{:?}",
+            "{:?}|{:?}|{:?}|{:?}|{:?}",
             obj.meta().generation,
             rendered.files,
             view,
-            state.primary
+            state.primary,
+            restore_plan
         )
         .as_bytes(),
     );
@@ -209,7 +229,7 @@ async fn apply<K: ClusterResource>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Act
             })
             .map(|c| c.message.clone());
     } else {
-        obs.storage_note = apply_children(&view, &rendered, &ctx).await?;
+        obs.storage_note = apply_children(&view, &rendered, &init, start_members, &ctx).await?;
         ctx.children_applied(&key_of(&*obj), fingerprint);
     }
 
@@ -233,6 +253,34 @@ async fn apply<K: ClusterResource>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Act
             }
         })
         .collect::<Vec<_>>();
+
+    // A MySQL restore loads ordinal 0 before replication is set up.
+    if let RestorePlan::Load(source) = &restore_plan {
+        let first_ready = pods.get(&view.pod_name(0)).is_some_and(pod_ready);
+        let hold = match restore::load(&*obj, &view, source, first_ready, &ctx).await? {
+            LoadState::Done => None,
+            LoadState::WaitingForMember => Some((
+                "False",
+                "Restoring",
+                "waiting for ordinal 0 to start".to_string(),
+            )),
+            LoadState::Running => Some((
+                "False",
+                "Restoring",
+                format!("loading Backup {} into ordinal 0", source.backup),
+            )),
+            LoadState::Failed(why) => Some(("False", "RestoreFailed", why)),
+        };
+        if let Some(condition) = hold {
+            obs.restore = Some(condition);
+            write_status(&*obj, previous.as_ref(), &obs, &ctx).await?;
+            return Ok(Action::requeue(std::time::Duration::from_secs(5)));
+        }
+    }
+    if !start_members {
+        write_status(&*obj, previous.as_ref(), &obs, &ctx).await?;
+        return Ok(Action::requeue(std::time::Duration::from_secs(10)));
+    }
 
     // Database step.
     let input = EngineInput {
@@ -260,6 +308,17 @@ async fn apply<K: ClusterResource>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Act
         health: outcome.health.clone(),
     });
     record_metrics::<K>(&view, &state, &outcome, &ctx);
+    if obs.restore.is_some() && outcome.state.primary.is_some() {
+        let backup = obj
+            .restore_spec()
+            .map(|r| r.backup.clone())
+            .unwrap_or_default();
+        obs.restore = Some((
+            "True",
+            "Restored",
+            format!("bootstrapped from Backup {backup}"),
+        ));
+    }
     // Persist the engine's step before anything else acts on it.
     write_status(&*obj, previous.as_ref(), &obs, &ctx).await?;
     if outcome.state.primary != state.primary {
@@ -322,6 +381,8 @@ fn key_of<K: ClusterResource>(obj: &K) -> String {
 async fn apply_children(
     view: &ClusterView,
     rendered: &crate::resources::RenderedConfig,
+    init: &InitStep,
+    start_members: bool,
     ctx: &Context,
 ) -> Result<Option<String>, Error> {
     let client = &ctx.client;
@@ -344,13 +405,16 @@ async fn apply_children(
         .patch(&view.name, &apply_params(), &Patch::Apply(&pdb::pdb(view)))
         .await
         .context(format!("apply PodDisruptionBudget {}", view.name))?;
+    if !start_members {
+        return Ok(None);
+    }
     let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
     let existing = sts_api
         .get_opt(&view.name)
         .await
         .context(format!("get StatefulSet {}", view.name))?;
     let (claims, storage_note) = claims_for(view, existing.as_ref());
-    let sts = statefulset::statefulset(view, &rendered.restart_hash, claims);
+    let sts = statefulset::statefulset(view, &rendered.restart_hash, claims, init.clone());
     sts_api
         .patch(&view.name, &apply_params(), &Patch::Apply(&sts))
         .await

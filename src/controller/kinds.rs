@@ -36,6 +36,7 @@ pub trait ClusterResource:
     fn config(&self) -> &BTreeMap<String, String>;
     fn failover(&self) -> &FailoverSpec;
     fn desired_primary(&self) -> Option<i32>;
+    fn restore_spec(&self) -> Option<&crate::api::RestoreSpec>;
     fn cluster_status(&self) -> Option<&ClusterStatus>;
     fn owned_keys() -> &'static [&'static str];
     /// Per-ordinal configuration following the recorded primary.
@@ -70,6 +71,9 @@ impl ClusterResource for RedisReplication {
     }
     fn desired_primary(&self) -> Option<i32> {
         self.spec.primary
+    }
+    fn restore_spec(&self) -> Option<&crate::api::RestoreSpec> {
+        self.spec.restore.as_ref()
     }
     fn cluster_status(&self) -> Option<&ClusterStatus> {
         self.status.as_ref()
@@ -114,6 +118,9 @@ impl ClusterResource for MySQLCluster {
     }
     fn desired_primary(&self) -> Option<i32> {
         self.spec.primary
+    }
+    fn restore_spec(&self) -> Option<&crate::api::RestoreSpec> {
+        self.spec.restore.as_ref()
     }
     fn cluster_status(&self) -> Option<&ClusterStatus> {
         self.status.as_ref()

@@ -4,6 +4,7 @@ pub mod backup;
 pub mod cluster;
 pub mod context;
 pub mod kinds;
+pub mod restore;
 pub mod schedule;
 pub mod status;
 pub mod validate;

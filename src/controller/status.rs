@@ -18,6 +18,8 @@ pub struct Observation {
     pub storage_note: Option<String>,
     /// Engine result; None when the engine step did not run.
     pub replication: Option<ReplicationReport>,
+    /// `Restored` condition (status, reason, message) while a restore matters.
+    pub restore: Option<super::restore::RestoreCondition>,
 }
 
 /// The part of an engine outcome that goes into status.
@@ -122,6 +124,17 @@ pub fn compute(
         ),
     }
 
+    if let Some((state, reason, message)) = &obs.restore {
+        set_condition(
+            conditions,
+            condition::RESTORED,
+            state,
+            reason,
+            message,
+            generation,
+            now,
+        );
+    }
     let (healthy, reason, message) = match &obs.replication {
         Some(report) => {
             status.replication = report.state.clone();

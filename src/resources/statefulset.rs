@@ -244,6 +244,14 @@ pub fn data_claim(view: &ClusterView) -> PersistentVolumeClaim {
     }
 }
 
+/// A step that runs before the database starts (e.g. restoring a backup),
+/// with the extra volumes it needs.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct InitStep {
+    pub containers: Vec<Container>,
+    pub volumes: Vec<Volume>,
+}
+
 /// The StatefulSet. `config_hash` goes into a pod annotation so a change of
 /// restart-relevant configuration marks pods outdated; `claims` are the
 /// volumeClaimTemplates to use (the existing ones when the StatefulSet exists,
@@ -252,7 +260,27 @@ pub fn statefulset(
     view: &ClusterView,
     config_hash: &str,
     claims: Vec<PersistentVolumeClaim>,
+    init: InitStep,
 ) -> StatefulSet {
+    let mut volumes = vec![
+        Volume {
+            name: CONFIG_VOLUME.into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: view.config_map(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        Volume {
+            name: RUN_VOLUME.into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                medium: Some("Memory".into()),
+                size_limit: Some(Quantity("16Mi".into())),
+            }),
+            ..Default::default()
+        },
+    ];
+    volumes.extend(init.volumes);
     let overrides = &view.template.pod;
     let mut pod_labels = overrides.labels.clone().unwrap_or_default();
     pod_labels.extend(labels::common(view));
@@ -292,25 +320,9 @@ pub fn statefulset(
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
+                    init_containers: (!init.containers.is_empty()).then_some(init.containers),
                     containers: vec![database_container(view)],
-                    volumes: Some(vec![
-                        Volume {
-                            name: CONFIG_VOLUME.into(),
-                            config_map: Some(ConfigMapVolumeSource {
-                                name: view.config_map(),
-                                ..Default::default()
-                            }),
-                            ..Default::default()
-                        },
-                        Volume {
-                            name: RUN_VOLUME.into(),
-                            empty_dir: Some(EmptyDirVolumeSource {
-                                medium: Some("Memory".into()),
-                                size_limit: Some(Quantity("16Mi".into())),
-                            }),
-                            ..Default::default()
-                        },
-                    ]),
+                    volumes: Some(volumes),
                     security_context: Some(PodSecurityContext {
                         run_as_non_root: Some(true),
                         run_as_user: Some(DB_UID),

@@ -1,0 +1,253 @@
+//! Pure builders of restore steps: which artifact a `spec.restore` names, the
+//! init container that puts a Redis dump in place before redis starts, and the
+//! Job that loads a MySQL/MariaDB dump into a fresh first member.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Container, VolumeMount};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+
+use super::job::{self, JobShape};
+use super::run::{MYSQL_ARTIFACT, REDIS_ARTIFACT};
+use super::target;
+use crate::api::MySqlFlavor;
+use crate::api::backup::{Backup, BackupPhase, BackupTarget, ClusterKind, SecretKeyRef};
+use crate::resources::statefulset::{DATA_VOLUME, InitStep};
+
+/// The artifact a restore reads.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RestoreSource {
+    pub backup: String,
+    pub target: BackupTarget,
+    /// Object key relative to the target.
+    pub key: String,
+    pub sha256: String,
+}
+
+/// Resolve a Backup into what a restore needs; the reason when it cannot be used.
+pub fn source_of(
+    backup: &Backup,
+    namespace: &str,
+    want: ClusterKind,
+) -> Result<RestoreSource, String> {
+    let name = backup.metadata.name.clone().unwrap_or_default();
+    if backup.spec.cluster.kind != want {
+        return Err(format!(
+            "Backup {name} holds a {:?}, not a {want:?}",
+            backup.spec.cluster.kind
+        ));
+    }
+    let status = backup.status.clone().unwrap_or_default();
+    if status.phase != BackupPhase::Succeeded {
+        return Err(format!(
+            "Backup {name} is {:?}, not Succeeded",
+            status.phase
+        ));
+    }
+    let sha256 = status
+        .sha256
+        .ok_or_else(|| format!("Backup {name} records no sha256"))?;
+    let file = match want {
+        ClusterKind::RedisReplication => REDIS_ARTIFACT,
+        ClusterKind::MySQLCluster => MYSQL_ARTIFACT,
+    };
+    let dir = target::backup_dir(
+        &target::prefix(&backup.spec.target),
+        namespace,
+        &backup.spec.cluster.name,
+        &name,
+    );
+    Ok(RestoreSource {
+        backup: name,
+        target: backup.spec.target.clone(),
+        key: dir.clone().join(file).to_string(),
+        sha256,
+    })
+}
+
+fn source_args(src: &RestoreSource) -> Vec<String> {
+    vec![
+        format!(
+            "--target={}",
+            serde_json::to_string(&src.target).unwrap_or_default()
+        ),
+        format!("--artifact={}", src.key),
+        format!("--sha256={}", src.sha256),
+    ]
+}
+
+/// Init container restoring a Redis dump into ordinal 0's empty data
+/// directory (other ordinals start empty and replicate).
+pub fn redis_init_step(image: &str, src: &RestoreSource, data_dir: &str) -> InitStep {
+    let (volumes, mut mounts) = job::target_volumes(&src.target);
+    mounts.push(VolumeMount {
+        name: DATA_VOLUME.into(),
+        mount_path: data_dir.into(),
+        ..Default::default()
+    });
+    let mut args = vec!["restore".into(), "redis".into()];
+    args.extend(source_args(src));
+    args.extend([format!("--data-dir={data_dir}"), "--only-ordinal=0".into()]);
+    InitStep {
+        containers: vec![Container {
+            name: "restore".into(),
+            image: Some(image.into()),
+            args: Some(args),
+            env: Some(job::target_env(&src.target)),
+            volume_mounts: Some(mounts),
+            ..Default::default()
+        }],
+        volumes,
+    }
+}
+
+/// Everything the MySQL restore Job needs.
+pub struct MySqlRestore<'a> {
+    pub cluster: &'a str,
+    pub namespace: &'a str,
+    pub owner: OwnerReference,
+    pub image: &'a str,
+    /// First member's stable DNS name.
+    pub host: String,
+    pub flavor: MySqlFlavor,
+    pub root_secret: SecretKeyRef,
+    pub source: &'a RestoreSource,
+}
+
+/// Job name of a cluster's restore.
+pub fn mysql_job_name(cluster: &str) -> String {
+    job::job_name(cluster, "restore")
+}
+
+/// The Job loading a dump into the first member before replication starts.
+pub fn mysql_restore_job(p: &MySqlRestore<'_>) -> Job {
+    let mut args = vec!["restore".into(), "mysql".into()];
+    args.extend(source_args(p.source));
+    args.extend([
+        format!("--host={}", p.host),
+        "--user=root".into(),
+        format!("--flavor={:?}", p.flavor),
+    ]);
+    let mut env = vec![job::secret_env(job::ENV_DB_PASSWORD, &p.root_secret)];
+    env.extend(job::target_env(&p.source.target));
+    let labels = BTreeMap::from([
+        (
+            "app.kubernetes.io/instance".to_string(),
+            p.cluster.to_string(),
+        ),
+        (
+            "app.kubernetes.io/managed-by".to_string(),
+            "ordinal".to_string(),
+        ),
+        (
+            "app.kubernetes.io/component".to_string(),
+            "restore".to_string(),
+        ),
+    ]);
+    job::job(JobShape {
+        name: mysql_job_name(p.cluster),
+        namespace: p.namespace,
+        owner: p.owner.clone(),
+        labels,
+        image: p.image,
+        args,
+        env,
+        target: &p.source.target,
+        timeout_seconds: job::DEFAULT_TIMEOUT_SECONDS * 6,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::backup::{BackupSpec, BackupStatus, ClusterRef, PvcTarget};
+
+    fn backup(phase: BackupPhase) -> Backup {
+        let mut b = Backup::new(
+            "nightly-1",
+            BackupSpec {
+                cluster: ClusterRef {
+                    kind: ClusterKind::RedisReplication,
+                    name: "cache".into(),
+                },
+                target: BackupTarget {
+                    s3: None,
+                    gcs: None,
+                    azure: None,
+                    pvc: Some(PvcTarget {
+                        claim_name: "backups".into(),
+                        path: None,
+                    }),
+                },
+                verify: false,
+                artifact_policy: Default::default(),
+                timeout_seconds: None,
+            },
+        );
+        b.status = Some(BackupStatus {
+            phase,
+            sha256: Some("ab".repeat(32)),
+            ..Default::default()
+        });
+        b
+    }
+
+    #[test]
+    fn only_a_succeeded_backup_of_the_same_kind_restores() {
+        let src = source_of(
+            &backup(BackupPhase::Succeeded),
+            "shop",
+            ClusterKind::RedisReplication,
+        )
+        .expect("usable");
+        assert_eq!(src.key, "shop/cache/nightly-1/dump.rdb.zst");
+        assert!(
+            source_of(
+                &backup(BackupPhase::Running),
+                "shop",
+                ClusterKind::RedisReplication
+            )
+            .unwrap_err()
+            .contains("not Succeeded")
+        );
+        assert!(
+            source_of(
+                &backup(BackupPhase::Succeeded),
+                "shop",
+                ClusterKind::MySQLCluster
+            )
+            .unwrap_err()
+            .contains("not a MySQLCluster")
+        );
+    }
+
+    #[test]
+    fn redis_init_step_restores_only_ordinal_zero_with_the_checksum() {
+        let src = source_of(
+            &backup(BackupPhase::Succeeded),
+            "shop",
+            ClusterKind::RedisReplication,
+        )
+        .expect("usable");
+        let step = redis_init_step("ordinal:dev", &src, "/data");
+        let c = &step.containers[0];
+        let args = c.args.clone().expect("args").join(" ");
+        assert!(
+            args.starts_with("restore redis")
+                && args.contains("--only-ordinal=0")
+                && args.contains(&format!("--sha256={}", "ab".repeat(32)))
+        );
+        let mounts = c.volume_mounts.clone().expect("mounts");
+        assert!(
+            mounts
+                .iter()
+                .any(|m| m.name == DATA_VOLUME && m.mount_path == "/data")
+        );
+        assert!(step.volumes.iter().any(|v| {
+            v.persistent_volume_claim
+                .as_ref()
+                .is_some_and(|p| p.claim_name == "backups")
+        }));
+    }
+}

@@ -1,0 +1,151 @@
+//! Bootstrapping a new cluster from a Backup (`spec.restore`). Redis: an init
+//! container puts the verified dump into ordinal 0's empty data directory
+//! before redis starts. MySQL/MariaDB: a Job loads the verified dump into
+//! ordinal 0 before replication is set up. Either way the restore happens
+//! only before the first primary is recorded: an established cluster is
+//! never overwritten by an old backup.
+
+use k8s_openapi::api::batch::v1::Job;
+use kube::ResourceExt;
+use kube::api::{Api, PostParams};
+
+use super::cluster::FIELD_MANAGER;
+use super::context::{Context, Error, KubeContext};
+use super::kinds::ClusterResource;
+use crate::api::ReplicationState;
+use crate::api::backup::{Backup, ClusterKind, SecretKeyRef};
+use crate::backup::restore::{self, MySqlRestore, RestoreSource};
+use crate::resources::statefulset::InitStep;
+use crate::resources::{ClusterView, DbKind, secret};
+
+/// What the restore needs from this pass.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RestorePlan {
+    /// No `spec.restore`.
+    NotRequested,
+    /// The cluster already bootstrapped; nothing is restored any more.
+    Bootstrapped,
+    /// The Backup cannot be used yet; members are not started.
+    Waiting(String),
+    /// Redis: start the members with this init step.
+    Init(InitStep),
+    /// MySQL: load this artifact into ordinal 0 before replication.
+    Load(Box<RestoreSource>),
+}
+
+/// Condition `Restored` for a plan (status, reason, message).
+pub type RestoreCondition = (&'static str, &'static str, String);
+
+pub async fn plan<K: ClusterResource>(
+    obj: &K,
+    view: &ClusterView,
+    state: &ReplicationState,
+    ctx: &Context,
+) -> Result<RestorePlan, Error> {
+    let Some(spec) = obj.restore_spec() else {
+        return Ok(RestorePlan::NotRequested);
+    };
+    if state.primary.is_some() {
+        return Ok(RestorePlan::Bootstrapped);
+    }
+    let api: Api<Backup> = Api::namespaced(ctx.client.clone(), &view.namespace);
+    let Some(backup) = api
+        .get_opt(&spec.backup)
+        .await
+        .context(format!("get Backup {}", spec.backup))?
+    else {
+        return Ok(RestorePlan::Waiting(format!(
+            "Backup {} does not exist",
+            spec.backup
+        )));
+    };
+    let kind = match view.kind {
+        DbKind::Redis => ClusterKind::RedisReplication,
+        DbKind::MySql(_) => ClusterKind::MySQLCluster,
+    };
+    let source = match restore::source_of(&backup, &view.namespace, kind) {
+        Ok(s) => s,
+        Err(reason) => return Ok(RestorePlan::Waiting(reason)),
+    };
+    Ok(match view.kind {
+        DbKind::Redis => RestorePlan::Init(restore::redis_init_step(
+            &ctx.settings.image,
+            &source,
+            view.kind.data_dir(),
+        )),
+        DbKind::MySql(_) => RestorePlan::Load(Box::new(source)),
+    })
+}
+
+/// State of the MySQL restore Job, creating it once ordinal 0 is ready.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LoadState {
+    WaitingForMember,
+    Running,
+    Done,
+    Failed(String),
+}
+
+pub async fn load<K: ClusterResource>(
+    obj: &K,
+    view: &ClusterView,
+    source: &RestoreSource,
+    first_ready: bool,
+    ctx: &Context,
+) -> Result<LoadState, Error> {
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &view.namespace);
+    let name = restore::mysql_job_name(&view.name);
+    let existing = jobs
+        .get_opt(&name)
+        .await
+        .context(format!("get Job {name}"))?;
+    let Some(job) = existing else {
+        if !first_ready {
+            return Ok(LoadState::WaitingForMember);
+        }
+        let DbKind::MySql(flavor) = view.kind else {
+            return Ok(LoadState::Done);
+        };
+        let owner = view.owner.clone();
+        let job = restore::mysql_restore_job(&MySqlRestore {
+            cluster: &view.name,
+            namespace: &view.namespace,
+            owner,
+            image: &ctx.settings.image,
+            host: view.member_dns(0),
+            flavor,
+            root_secret: SecretKeyRef {
+                name: view.secret_name.clone(),
+                key: secret::MYSQL_ROOT.into(),
+            },
+            source,
+        });
+        jobs.create(
+            &PostParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..Default::default()
+            },
+            &job,
+        )
+        .await
+        .context(format!("create Job {name}"))?;
+        tracing::info!(cluster = %obj.name_any(), kind = %K::kind(&()), backup = %source.backup, "restore Job created");
+        return Ok(LoadState::Running);
+    };
+    let conditions = job.status.and_then(|s| s.conditions).unwrap_or_default();
+    let is = |t: &str| {
+        conditions
+            .iter()
+            .find(|c| c.type_ == t && c.status == "True")
+    };
+    if is("Complete").is_some() {
+        return Ok(LoadState::Done);
+    }
+    if let Some(c) = is("Failed") {
+        return Ok(LoadState::Failed(format!(
+            "restore Job {name} failed ({}); see its logs, delete the Job to retry",
+            c.reason.clone().unwrap_or_default()
+        )));
+    }
+    Ok(LoadState::Running)
+}
