@@ -7,7 +7,10 @@ use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncRead;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::io::StreamReader;
 
 use super::target::Target;
@@ -100,25 +103,56 @@ fn store_err<'a>(
     }
 }
 
+/// The sink a dump writes into. Shutting it down only flushes: the upload is
+/// completed by [`upload`] after the dump reported success, and aborted when
+/// it failed, so a failed dump never leaves a complete-looking object.
+pub struct Sink<'a>(&'a mut BufWriter);
+
+impl AsyncWrite for Sink<'_> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut *self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.0).poll_flush(cx)
+    }
+}
+
 /// Stream a dump into `dir/<name>` and, once the store confirms it, write the
-/// manifest. `dump` writes into the sink, shuts it down (which completes the
-/// upload) and reports what it wrote; on error the upload is aborted.
+/// manifest. `dump` writes into the sink and reports what it wrote; the
+/// upload is completed only when it succeeded.
 pub async fn upload(
     target: &Target,
     dir: &Path,
     name: &str,
-    dump: impl AsyncFnOnce(&mut BufWriter) -> Result<DumpReport, String>,
+    dump: impl AsyncFnOnce(Sink<'_>) -> Result<DumpReport, String>,
     describe: impl FnOnce(&DumpReport, &Path) -> Manifest,
 ) -> Result<Manifest, ArtifactError> {
     let path = dir.clone().join(name);
     let mut writer = BufWriter::with_capacity(target.store.clone(), path.clone(), 8 * 1024 * 1024);
-    let report = match dump(&mut writer).await {
+    let report = match dump(Sink(&mut writer)).await {
         Ok(report) => report,
         Err(e) => {
             let _ = writer.abort().await;
             return Err(ArtifactError::Dump(e));
         }
     };
+    writer
+        .shutdown()
+        .await
+        .map_err(|source| ArtifactError::Io {
+            action: "complete upload of",
+            path: path.to_string(),
+            source,
+        })?;
     let meta = target
         .store
         .head(&path)
@@ -219,7 +253,6 @@ mod tests {
     use crate::api::backup::{BackupTarget, PvcTarget};
     use crate::backup::target::{TargetCredentials, backup_dir, open};
     use sha2::{Digest, Sha256};
-    use tokio::io::AsyncWriteExt;
 
     fn pvc_target(root: &std::path::Path) -> Target {
         let t = BackupTarget {
@@ -261,7 +294,7 @@ mod tests {
         let data: Vec<u8> = (0..20_000_000u32).map(|i| (i % 251) as u8).collect();
         let sha = hex::encode(Sha256::digest(&data));
         let payload = data.clone();
-        let dump = async move |w: &mut BufWriter| {
+        let dump = async move |mut w: Sink<'_>| {
             for chunk in payload.chunks(1 << 20) {
                 w.write_all(chunk).await.map_err(|e| e.to_string())?;
             }
@@ -300,7 +333,7 @@ mod tests {
         let root = tempfile::tempdir().expect("tmp");
         let target = pvc_target(root.path());
         let dir = backup_dir(&target.prefix, "ns", "c", "b2");
-        let short = async |w: &mut BufWriter| {
+        let short = async |mut w: Sink<'_>| {
             w.write_all(b"partial").await.map_err(|e| e.to_string())?;
             w.shutdown().await.map_err(|e| e.to_string())?;
             // The dump claims more than it wrote: the size check must catch it.
@@ -330,7 +363,7 @@ mod tests {
             Err(ArtifactError::NoManifest(_))
         ));
 
-        let failing = async |w: &mut BufWriter| {
+        let failing = async |mut w: Sink<'_>| {
             w.write_all(b"some bytes")
                 .await
                 .map_err(|e| e.to_string())?;

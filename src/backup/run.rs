@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 use chrono::Utc;
 use clap::{Args, Subcommand, ValueEnum};
-use object_store::buffered::BufWriter;
 
 use super::artifact::{self, DumpReport, FORMAT_VERSION, Manifest};
 use super::target::{self, PVC_MOUNT, Target, TargetCredentials};
@@ -222,7 +221,7 @@ async fn run_backup(args: &RunArgs) -> anyhow::Result<Manifest> {
                 port: args.port,
                 password: Some(password),
             };
-            let dump = async |w: &mut BufWriter| {
+            let dump = async |w: artifact::Sink<'_>| {
                 let opts = crate::redis::backup::BackupOptions::default();
                 let r = crate::redis::backup_rdb(&source, w, &opts)
                     .await
@@ -246,7 +245,7 @@ async fn run_backup(args: &RunArgs) -> anyhow::Result<Manifest> {
                 },
                 flavor: args.flavor.into(),
             };
-            let dump = async |w: &mut BufWriter| {
+            let dump = async |w: artifact::Sink<'_>| {
                 let opts = crate::mysql::backup::BackupOptions::default();
                 let r = crate::mysql::backup::backup(&source, w, &opts)
                     .await
