@@ -162,7 +162,7 @@ fn spawn_writer(client: kube::Client, stop: Arc<AtomicBool>) -> tokio::task::Joi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn mysql_end_to_end() {
-    let mut cluster = DevCluster::up();
+    let mut cluster = DevCluster::up(102);
     let client = cluster.client().await;
     cluster
         .kubectl(&["create", "namespace", NS])

@@ -148,7 +148,7 @@ fn spawn_writer(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_end_to_end() {
-    let mut cluster = DevCluster::up();
+    let mut cluster = DevCluster::up(101);
     let client = cluster.client().await;
     cluster
         .kubectl(&["create", "namespace", NS])

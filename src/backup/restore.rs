@@ -96,6 +96,7 @@ pub fn redis_init_step(image: &str, src: &RestoreSource, data_dir: &str) -> Init
             args: Some(args),
             env: Some(job::target_env(&src.target)),
             volume_mounts: Some(mounts),
+            termination_message_policy: Some("FallbackToLogsOnError".into()),
             ..Default::default()
         }],
         volumes,

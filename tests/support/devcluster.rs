@@ -32,8 +32,10 @@ pub struct DevCluster {
 }
 
 impl DevCluster {
-    /// Bring up a fresh cluster with the CRDs installed and the operator running.
-    pub fn up() -> DevCluster {
+    /// Bring up a fresh cluster with the CRDs installed and the operator
+    /// running; its pods get addresses 127.0.<ip_block>.10 and up, so suites
+    /// (and a demo cluster) do not collide.
+    pub fn up(ip_block: u8) -> DevCluster {
         assert!(
             nix_is_root(),
             "the end-to-end tests run the devcluster, which needs root (mount namespaces)"
@@ -55,6 +57,7 @@ impl DevCluster {
             .arg("up")
             .env("ORDINAL_DEVCLUSTER_DIR", state.path())
             .env("ORDINAL_BIN", ordinal)
+            .env("ORDINAL_DEVCLUSTER_IP_BLOCK", ip_block.to_string())
             .stdin(Stdio::null())
             .output()
             .expect("run devcluster up");

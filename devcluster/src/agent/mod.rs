@@ -90,7 +90,13 @@ impl IpMap {
             return Ok(ip.clone());
         }
         let used: HashSet<&String> = self.map.values().collect();
-        let ip = (0..=255u8)
+        // Several clusters on one machine (e.g. parallel end-to-end suites)
+        // take distinct blocks: 127.0.<block>.10 and up.
+        let first_block = std::env::var("ORDINAL_DEVCLUSTER_IP_BLOCK")
+            .ok()
+            .and_then(|b| b.parse::<u8>().ok())
+            .unwrap_or(0);
+        let ip = (first_block..=255u8)
             .flat_map(|b| (10..=250u8).map(move |c| format!("127.0.{b}.{c}")))
             .find(|ip| !used.contains(ip))
             .context("out of loopback addresses")?;

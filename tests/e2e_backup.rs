@@ -1,0 +1,479 @@
+//! Backups as resources on a real API server (the devcluster): Backup Jobs to
+//! a PVC target, a Backup that survives an operator restart recorded once, a
+//! failing target never marked Succeeded, restores of Redis and MariaDB into
+//! new clusters with the data compared, a tampered artifact refused at
+//! restore, and a every-minute BackupSchedule whose retention deletes old
+//! Backups and their artifacts.
+
+#[path = "support/devcluster.rs"]
+mod devcluster;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use devcluster::{DevCluster, eventually, members, secret_value};
+use kube::api::{Api, ListParams, PostParams};
+use mysql_async::prelude::*;
+use ordinal::api::backup::{Backup, BackupPhase};
+use ordinal::api::{ClusterPhase, MySQLCluster, RedisReplication};
+
+const NS: &str = "e2e-backup";
+
+fn obj<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
+    serde_json::from_value(v).expect("object")
+}
+
+fn pvc_target(path: &str) -> serde_json::Value {
+    serde_json::json!({"pvc": {"claimName": "backups", "path": path}})
+}
+
+async fn ready<K>(api: &Api<K>, name: &str, timeout: Duration)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + HasStatus,
+{
+    eventually(&format!("{name} Ready"), timeout, || async {
+        let o = api.get(name).await.ok()?;
+        let s = o.status_of()?;
+        (s.phase == ClusterPhase::Running).then_some(())
+    })
+    .await;
+}
+
+trait HasStatus {
+    fn status_of(&self) -> Option<&ordinal::api::ClusterStatus>;
+}
+impl HasStatus for RedisReplication {
+    fn status_of(&self) -> Option<&ordinal::api::ClusterStatus> {
+        self.status.as_ref()
+    }
+}
+impl HasStatus for MySQLCluster {
+    fn status_of(&self) -> Option<&ordinal::api::ClusterStatus> {
+        self.status.as_ref()
+    }
+}
+
+async fn backup_done(api: &Api<Backup>, name: &str) -> Backup {
+    eventually(
+        &format!("Backup {name} finished"),
+        Duration::from_secs(180),
+        || async {
+            let b = api.get(name).await.ok()?;
+            matches!(
+                b.status.as_ref()?.phase,
+                BackupPhase::Succeeded | BackupPhase::Failed
+            )
+            .then_some(b)
+        },
+    )
+    .await
+}
+
+async fn ip_of(client: &kube::Client, cluster: &str, role: &str) -> String {
+    members(client, NS, cluster)
+        .await
+        .into_iter()
+        .find(|(_, r, _)| r.as_deref() == Some(role))
+        .and_then(|(_, _, ip)| ip)
+        .expect("member with role")
+}
+
+async fn redis_conn(ip: &str, password: &str) -> redis::aio::MultiplexedConnection {
+    let client = redis::Client::open(format!("redis://:{password}@{ip}:6379/")).expect("client");
+    client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect")
+}
+
+async fn mysql_conn(ip: &str, password: &str) -> mysql_async::Conn {
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname(ip.to_string())
+        .tcp_port(3306)
+        .user(Some("root"))
+        .pass(Some(password.to_string()));
+    mysql_async::Conn::new(opts).await.expect("connect mysql")
+}
+
+async fn mysql_fingerprint(ip: &str, password: &str) -> (i64, i64) {
+    let mut c = mysql_conn(ip, password).await;
+    let n: Option<i64> = c
+        .query_first("SELECT COUNT(*) FROM shop.orders")
+        .await
+        .expect("count");
+    let row: Option<(String, i64)> = c
+        .query_first("CHECKSUM TABLE shop.orders")
+        .await
+        .expect("checksum");
+    (n.unwrap_or(-1), row.map(|r| r.1).unwrap_or(-1))
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files_under(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn backups_end_to_end() {
+    let mut cluster = DevCluster::up(103);
+    let client = cluster.client().await;
+    cluster
+        .kubectl(&["create", "namespace", NS])
+        .expect("namespace");
+    let step = |s: &str| eprintln!("[e2e-backup] {s}");
+    let rr: Api<RedisReplication> = Api::namespaced(client.clone(), NS);
+    let my: Api<MySQLCluster> = Api::namespaced(client.clone(), NS);
+    let backups: Api<Backup> = Api::namespaced(client.clone(), NS);
+    let pp = PostParams::default();
+    let pv_root = cluster.state_path().join("pv").join(NS).join("backups");
+
+    step("a PVC target and two source clusters");
+    cluster
+        .kubectl_stdin(
+            &["-n", NS, "apply", "-f", "-"],
+            "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: backups}\nspec:\n  accessModes: [ReadWriteOnce]\n  resources: {requests: {storage: 1Gi}}\n",
+        )
+        .expect("pvc");
+    rr.create(
+        &pp,
+        &obj(
+            serde_json::json!({"apiVersion": "ordinal.dev/v1alpha1", "kind": "RedisReplication",
+        "metadata": {"name": "cache"}, "spec": {"replicas": 2}}),
+        ),
+    )
+    .await
+    .expect("redis");
+    my.create(&pp, &obj(serde_json::json!({"apiVersion": "ordinal.dev/v1alpha1", "kind": "MySQLCluster",
+        "metadata": {"name": "db"}, "spec": {"replicas": 2, "config": {"innodb_buffer_pool_size": "64M"}}}))).await.expect("mysql");
+    ready(&rr, "cache", Duration::from_secs(180)).await;
+    ready(&my, "db", Duration::from_secs(300)).await;
+    let redis_pw = secret_value(&client, NS, "cache-auth", "password").await;
+    let mysql_pw = secret_value(&client, NS, "db-auth", "root-password").await;
+    let mut r = redis_conn(&ip_of(&client, "cache", "primary").await, &redis_pw).await;
+    let _: () = redis::cmd("DEBUG")
+        .arg("POPULATE")
+        .arg(50_000)
+        .arg("k")
+        .arg(100)
+        .query_async(&mut r)
+        .await
+        .expect("populate");
+    let _: () = redis::cmd("SET")
+        .arg("marker")
+        .arg("before-backup")
+        .query_async(&mut r)
+        .await
+        .expect("set");
+    let mut m = mysql_conn(&ip_of(&client, "db", "primary").await, &mysql_pw).await;
+    m.query_drop("CREATE DATABASE shop").await.expect("db");
+    m.query_drop("CREATE TABLE shop.orders (id INT PRIMARY KEY, customer VARCHAR(32), total DECIMAL(10,2), note TEXT)").await.expect("table");
+    for chunk in 0..20 {
+        let values: Vec<String> = (0..500).map(|i| {
+            let id = chunk * 500 + i;
+            format!("({id}, 'customer-{}', {}.{:02}, 'note with ''quotes'' and \\\\backslash {id}')", id % 97, id % 1000, id % 100)
+        }).collect();
+        m.query_drop(format!(
+            "INSERT INTO shop.orders VALUES {}",
+            values.join(",")
+        ))
+        .await
+        .expect("insert");
+    }
+    let source_fp = mysql_fingerprint(&ip_of(&client, "db", "primary").await, &mysql_pw).await;
+    assert_eq!(source_fp.0, 10_000);
+
+    step("an every-minute BackupSchedule keeping the last 2 starts in the background");
+    cluster.kubectl_stdin(&["-n", NS, "apply", "-f", "-"], &serde_json::json!({
+        "apiVersion": "ordinal.dev/v1alpha1", "kind": "BackupSchedule", "metadata": {"name": "every-minute"},
+        "spec": {"schedule": "* * * * *", "cluster": {"kind": "RedisReplication", "name": "cache"},
+                 "target": pvc_target("scheduled"), "retention": {"keepLast": 2}}
+    }).to_string()).expect("schedule");
+
+    step("a Redis backup survives an operator restart and is recorded once");
+    backups.create(&pp, &obj(serde_json::json!({"apiVersion": "ordinal.dev/v1alpha1", "kind": "Backup",
+        "metadata": {"name": "cache-1"}, "spec": {"cluster": {"kind": "RedisReplication", "name": "cache"}, "target": pvc_target("manual")}}))).await.expect("backup");
+    eventually("backup running", Duration::from_secs(60), || async {
+        let b = backups.get("cache-1").await.ok()?;
+        (b.status?.phase != BackupPhase::Pending).then_some(())
+    })
+    .await;
+    cluster.kill_operator();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cluster.start_operator();
+    let b = backup_done(&backups, "cache-1").await;
+    let status = b.status.clone().expect("status");
+    assert_eq!(
+        status.phase,
+        BackupPhase::Succeeded,
+        "{status:?}\n{}",
+        cluster.diagnostics(NS)
+    );
+    assert!(
+        status.size_bytes.is_some_and(|s| s > 0)
+            && status.sha256.as_ref().is_some_and(|s| s.len() == 64)
+    );
+    assert!(
+        status.position.is_some() && status.source.as_deref() == Some("cache-1"),
+        "read from the replica: {status:?}"
+    );
+    let jobs = cluster
+        .kubectl(&[
+            "-n",
+            NS,
+            "get",
+            "jobs",
+            "-l",
+            "ordinal.dev/backup=cache-1",
+            "-o",
+            "name",
+        ])
+        .expect("jobs");
+    assert_eq!(jobs.lines().count(), 1, "one Job: {jobs}");
+    let events = cluster
+        .kubectl(&[
+            "-n",
+            NS,
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=cache-1,reason=BackupSucceeded",
+            "-o",
+            "name",
+        ])
+        .expect("events");
+    assert_eq!(events.lines().count(), 1, "recorded once: {events}");
+    let artifact = pv_root
+        .join("manual")
+        .join(NS)
+        .join("cache")
+        .join("cache-1")
+        .join("dump.rdb.zst");
+    assert_eq!(
+        std::fs::metadata(&artifact).map(|m| m.len() as i64).ok(),
+        status.size_bytes
+    );
+
+    step("a MariaDB backup while writes continue");
+    backups.create(&pp, &obj(serde_json::json!({"apiVersion": "ordinal.dev/v1alpha1", "kind": "Backup",
+        "metadata": {"name": "db-1"}, "spec": {"cluster": {"kind": "MySQLCluster", "name": "db"}, "target": pvc_target("manual")}}))).await.expect("backup");
+    let b = backup_done(&backups, "db-1").await;
+    let db_status = b.status.expect("status");
+    assert_eq!(db_status.phase, BackupPhase::Succeeded, "{db_status:?}");
+    let mut m = mysql_conn(&ip_of(&client, "db", "primary").await, &mysql_pw).await;
+    m.query_drop("INSERT INTO shop.orders VALUES (99999, 'after', 1.00, 'after the backup')")
+        .await
+        .expect("later write");
+
+    step("a Backup whose target is unreachable fails with a clear message, never Succeeded");
+    cluster
+        .kubectl(&[
+            "-n",
+            NS,
+            "create",
+            "secret",
+            "generic",
+            "s3",
+            "--from-literal=id=a",
+            "--from-literal=secret=b",
+        ])
+        .expect("secret");
+    backups.create(&pp, &obj(serde_json::json!({"apiVersion": "ordinal.dev/v1alpha1", "kind": "Backup",
+        "metadata": {"name": "nowhere"}, "spec": {"cluster": {"kind": "RedisReplication", "name": "cache"},
+        "target": {"s3": {"bucket": "b", "endpoint": "http://127.0.0.1:9", "forcePathStyle": true,
+            "accessKeyId": {"name": "s3", "key": "id"}, "secretAccessKey": {"name": "s3", "key": "secret"}}}}}))).await.expect("backup");
+    let b = backup_done(&backups, "nowhere").await;
+    let st = b.status.expect("status");
+    assert_eq!(st.phase, BackupPhase::Failed);
+    let msg = st.message.unwrap_or_default();
+    assert!(
+        msg.contains("failed")
+            && (msg.contains("127.0.0.1:9")
+                || msg.contains("error sending request")
+                || msg.contains("upload")),
+        "{msg}"
+    );
+    assert!(st.sha256.is_none() && st.size_bytes.is_none());
+
+    step("restore both into new clusters and compare the data");
+    rr.create(&pp, &obj(serde_json::json!({"apiVersion": "ordinal.dev/v1alpha1", "kind": "RedisReplication",
+        "metadata": {"name": "cache-copy"}, "spec": {"replicas": 2, "restore": {"backup": "cache-1"}}}))).await.expect("redis copy");
+    my.create(&pp, &obj(serde_json::json!({"apiVersion": "ordinal.dev/v1alpha1", "kind": "MySQLCluster",
+        "metadata": {"name": "db-copy"}, "spec": {"replicas": 2, "restore": {"backup": "db-1"}, "config": {"innodb_buffer_pool_size": "64M"}}}))).await.expect("mysql copy");
+    ready(&rr, "cache-copy", Duration::from_secs(180)).await;
+    ready(&my, "db-copy", Duration::from_secs(300)).await;
+    for (cond, name) in [
+        (rr.get("cache-copy").await.expect("rr").status, "cache-copy"),
+        (my.get("db-copy").await.expect("my").status, "db-copy"),
+    ] {
+        let restored = cond
+            .expect("status")
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Restored")
+            .expect("Restored condition");
+        assert_eq!(restored.status, "True", "{name}: {restored:?}");
+    }
+    let copy_pw = secret_value(&client, NS, "cache-copy-auth", "password").await;
+    let mut src = redis_conn(&ip_of(&client, "cache", "primary").await, &redis_pw).await;
+    let replica_ip = ip_of(&client, "cache-copy", "replica").await;
+    let mut copy = redis_conn(&replica_ip, &copy_pw).await;
+    let n: i64 = redis::cmd("DBSIZE")
+        .query_async(&mut copy)
+        .await
+        .expect("dbsize");
+    assert_eq!(
+        n, 50_001,
+        "every key restored, and replicated to the copy's replica"
+    );
+    for key in ["k:0", "k:777", "k:49999", "marker"] {
+        let a: Option<String> = redis::cmd("GET")
+            .arg(key)
+            .query_async(&mut src)
+            .await
+            .expect("get");
+        let b: Option<String> = redis::cmd("GET")
+            .arg(key)
+            .query_async(&mut copy)
+            .await
+            .expect("get");
+        assert_eq!(a, b, "{key}");
+    }
+    let copy_mysql_pw = secret_value(&client, NS, "db-copy-auth", "root-password").await;
+    let fp = eventually(
+        "rows on the copy's replica",
+        Duration::from_secs(60),
+        || async {
+            let fp = mysql_fingerprint(&ip_of(&client, "db-copy", "replica").await, &copy_mysql_pw)
+                .await;
+            (fp.0 == source_fp.0).then_some(fp)
+        },
+    )
+    .await;
+    assert_eq!(
+        fp, source_fp,
+        "same rows and CHECKSUM TABLE as at the backup's GTID position"
+    );
+
+    step("a tampered artifact is refused at restore");
+    backups.create(&pp, &obj(serde_json::json!({"apiVersion": "ordinal.dev/v1alpha1", "kind": "Backup",
+        "metadata": {"name": "cache-2"}, "spec": {"cluster": {"kind": "RedisReplication", "name": "cache"}, "target": pvc_target("manual")}}))).await.expect("backup");
+    assert_eq!(
+        backup_done(&backups, "cache-2")
+            .await
+            .status
+            .expect("status")
+            .phase,
+        BackupPhase::Succeeded
+    );
+    let file = pv_root
+        .join("manual")
+        .join(NS)
+        .join("cache")
+        .join("cache-2")
+        .join("dump.rdb.zst");
+    let mut bytes = std::fs::read(&file).expect("artifact");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x5a;
+    std::fs::write(&file, &bytes).expect("tamper");
+    rr.create(&pp, &obj(serde_json::json!({"apiVersion": "ordinal.dev/v1alpha1", "kind": "RedisReplication",
+        "metadata": {"name": "cache-bad"}, "spec": {"replicas": 1, "restore": {"backup": "cache-2"}}}))).await.expect("bad copy");
+    let message = eventually("the restore step refuses the artifact", Duration::from_secs(120), || async {
+        let out = cluster.kubectl(&["-n", NS, "get", "pod", "cache-bad-0", "-o", "jsonpath={.status.initContainerStatuses[0].lastState.terminated.message}{.status.initContainerStatuses[0].state.terminated.message}"]).ok()?;
+        (!out.trim().is_empty()).then_some(out)
+    }).await;
+    assert!(
+        message.contains("sha256") || message.contains("checksum"),
+        "{message}"
+    );
+    let bad = rr
+        .get("cache-bad")
+        .await
+        .expect("rr")
+        .status
+        .unwrap_or_default();
+    assert_ne!(
+        bad.phase,
+        ClusterPhase::Running,
+        "a refused restore never serves"
+    );
+    assert!(bad.replication.primary.is_none());
+
+    step(
+        "the schedule created Backups every minute and retention removed the oldest with their artifacts",
+    );
+    let sched_root = pv_root.join("scheduled").join(NS).join("cache");
+    eventually(
+        "three scheduled backups, the oldest deleted",
+        Duration::from_secs(300),
+        || async {
+            let list = backups
+                .list(&ListParams::default().labels("ordinal.dev/schedule=every-minute"))
+                .await
+                .ok()?;
+            let succeeded: Vec<String> = list
+                .items
+                .iter()
+                .filter(|b| {
+                    b.status
+                        .as_ref()
+                        .is_some_and(|s| s.phase == BackupPhase::Succeeded)
+                        && b.metadata.deletion_timestamp.is_none()
+                })
+                .map(|b| b.metadata.name.clone().unwrap_or_default())
+                .collect();
+            let dirs: Vec<String> = std::fs::read_dir(&sched_root)
+                .ok()?
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            let schedule = cluster
+                .kubectl(&[
+                    "-n",
+                    NS,
+                    "get",
+                    "obs",
+                    "every-minute",
+                    "-o",
+                    "jsonpath={.status.lastScheduleTime}",
+                ])
+                .ok()?;
+            // Retention ran at least once: more runs happened than are kept.
+            let runs = cluster
+                .kubectl(&[
+                    "-n",
+                    NS,
+                    "get",
+                    "events",
+                    "--field-selector",
+                    "involvedObject.name=every-minute,reason=RetentionDeleted",
+                    "-o",
+                    "name",
+                ])
+                .ok()?;
+            let mut dirs_sorted = dirs.clone();
+            dirs_sorted.sort();
+            let mut ok_sorted = succeeded.clone();
+            ok_sorted.sort();
+            (!schedule.is_empty()
+                && runs.lines().count() >= 1
+                && succeeded.len() == 2
+                && dirs_sorted == ok_sorted)
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(files_under(&sched_root).iter().all(|p| {
+        p.file_name()
+            .is_some_and(|n| n == "dump.rdb.zst" || n == "manifest.json")
+    }));
+}
