@@ -160,14 +160,14 @@ async fn backups_end_to_end() {
     let redis_pw = secret_value(&client, NS, "cache-auth", "password").await;
     let mysql_pw = secret_value(&client, NS, "db-auth", "root-password").await;
     let mut r = redis_conn(&ip_of(&client, "cache", "primary").await, &redis_pw).await;
-    let _: () = redis::cmd("DEBUG")
-        .arg("POPULATE")
-        .arg(50_000)
-        .arg("k")
-        .arg(100)
-        .query_async(&mut r)
-        .await
-        .expect("populate");
+    for batch in 0..50 {
+        let mut mset = redis::cmd("MSET");
+        for i in batch * 1000..(batch + 1) * 1000 {
+            mset.arg(format!("k:{i}"))
+                .arg(format!("value-{i}-{}", "x".repeat(80)));
+        }
+        let _: () = mset.query_async(&mut r).await.expect("populate");
+    }
     let _: () = redis::cmd("SET")
         .arg("marker")
         .arg("before-backup")

@@ -184,6 +184,17 @@ pub async fn backup(cmd: BackupCommand) -> anyhow::Result<()> {
             let target = open_target(&loc.target, &loc.pvc_root)?;
             let dir = target::backup_dir(&target.prefix, &loc.namespace, &loc.cluster, &loc.backup);
             let n = artifact::delete(&target, &dir).await?;
+            if let Some(pvc) = &loc.target.pvc {
+                // A directory is not an object: remove the emptied one too.
+                let base = loc
+                    .pvc_root
+                    .join(pvc.path.as_deref().unwrap_or_default().trim_matches('/'));
+                let _ = std::fs::remove_dir(
+                    base.join(&loc.namespace)
+                        .join(&loc.cluster)
+                        .join(&loc.backup),
+                );
+            }
             println!("deleted {n} objects under {}/{dir}", target.location);
             Ok(())
         }
