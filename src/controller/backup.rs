@@ -336,6 +336,18 @@ async fn follow(
         status.position = Some(m.position.clone());
         status.source = Some(m.source.clone());
         status.message = Some(format!("{} bytes uploaded and confirmed", m.size_bytes));
+        if backup.spec.verify {
+            // Said plainly rather than silently skipped.
+            super::status::set_condition(
+                &mut status.conditions,
+                "Verified",
+                "Unknown",
+                "NotImplemented",
+                "restore verification into a throwaway instance is not implemented in this version",
+                backup.meta().generation,
+                now,
+            );
+        }
         write_status(backup, &status, ns, ctx).await?;
         let labels = ClusterLabels {
             namespace: ns.into(),
