@@ -36,6 +36,13 @@ impl DevCluster {
     /// running; its pods get addresses 127.0.<ip_block>.10 and up, so suites
     /// (and a demo cluster) do not collide.
     pub fn up(ip_block: u8) -> DevCluster {
+        let mut cluster = Self::up_without_operator(ip_block);
+        cluster.start_operator();
+        cluster
+    }
+
+    /// A fresh cluster with the CRDs installed and no operator.
+    pub fn up_without_operator(ip_block: u8) -> DevCluster {
         assert!(
             nix_is_root(),
             "the end-to-end tests run the devcluster, which needs root (mount namespaces)"
@@ -68,7 +75,7 @@ impl DevCluster {
             String::from_utf8_lossy(&out.stderr)
         );
         let kubeconfig = state.path().join("kubeconfig");
-        let mut cluster = DevCluster {
+        let cluster = DevCluster {
             operator_log: state.path().join("operator.log"),
             state,
             kubeconfig,
@@ -93,7 +100,6 @@ impl DevCluster {
                 "--timeout=60s",
             ])
             .expect("CRDs established");
-        cluster.start_operator();
         cluster
     }
 
