@@ -87,7 +87,9 @@ async fn checksum(s: &Server) -> Vec<(String, Option<i64>)> {
     v
 }
 
-#[tokio::test]
+// Multi-threaded like the operator's runtime: parsing rows, compressing and
+// hashing spread over both cores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark: minutes of CPU; run explicitly with --release"]
 async fn bench_backup_restore() {
     let restore_workers: usize = std::env::var("ORDINAL_BENCH_RESTORE_WORKERS")
