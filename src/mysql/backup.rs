@@ -1324,7 +1324,7 @@ impl MySqlEngine {
         target: &Member,
         creds: &Creds,
         d: Dialect,
-    ) -> Result<(), MySqlError> {
+    ) -> Result<String, MySqlError> {
         let root = Login {
             user: "root".into(),
             password: creds.root.clone(),
@@ -1391,7 +1391,7 @@ impl MySqlEngine {
         .await?;
         exec(&mut c, d.start_replica(), t).await?;
         tracing::info!(member = %target.pod, gtid = %summary.gtid, rows = summary.rows, "re-seeded from a fresh dump");
-        Ok(())
+        Ok(summary.gtid)
     }
 }
 

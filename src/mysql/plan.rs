@@ -228,6 +228,10 @@ fn base_status(v: &View) -> MemberStatus {
                 s.lag = r.seconds_behind;
             }
         }
+        Err(e) if e == super::RESEEDING => {
+            s.reachable = true;
+            s.message = Some(e.clone());
+        }
         Err(e) => s.message = Some(format!("unreachable: {e}")),
     }
     s
@@ -513,6 +517,10 @@ fn plan_steady(inp: &PlanInput<'_>, primary: i32, p: &mut Plan) {
     for v in inp.views.iter().filter(|v| v.ordinal != primary) {
         let o = match &v.obs {
             Ok(o) => o,
+            Err(e) if e == super::RESEEDING => {
+                problems.push(format!("{} {e}", v.pod));
+                continue;
+            }
             Err(_) => {
                 problems.push(format!("{} unreachable", v.pod));
                 continue;
