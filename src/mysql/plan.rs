@@ -222,7 +222,7 @@ fn base_status(v: &View) -> MemberStatus {
     };
     match &v.obs {
         Ok(o) => {
-            s.gtid = Some(o.executed.to_string());
+            s.gtid = Some(o.executed.position());
             if let Some(r) = &o.replica {
                 s.link_up = Some(r.io_yes() && r.sql_running);
                 s.lag = r.seconds_behind;
