@@ -581,7 +581,7 @@ fn backup_rows() -> u64 {
     std::env::var("ORDINAL_MYSQL_BACKUP_ROWS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(120_000)
+        .unwrap_or(250_000)
 }
 
 /// A schema exercising the dump: integer-keyed tables split into ranges, a

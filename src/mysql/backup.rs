@@ -12,7 +12,8 @@
 //! # Artifact format (version 1)
 //! The artifact is one zstd stream. Decompressed, it is a sequence of frames:
 //! `kind: u8`, `len: u32 little endian`, `payload: len bytes`. Kinds:
-//! * `1` header: UTF-8 `key=value` lines (`format=1`, `flavor`, `gtid`, `created`);
+//! * `1` header: UTF-8 `key=value` lines (`format=1`, `flavor`, `gtid`,
+//!   `binlog_state` (MariaDB: every originating server's last GTID), `created`);
 //! * `2` schema: `database` `\n` statement (CREATE DATABASE/TABLE/VIEW/routine),
 //!   applied in order before any data;
 //! * `3` data: one complete multi-row `INSERT INTO db.table VALUES …` statement;
@@ -775,16 +776,17 @@ where
             .await?;
         }
         let r = rows(&mut coord, d.binlog_gtid_query(), Duration::from_secs(10)).await?;
-        Ok::<String, MySqlError>(
+        let col = |i: usize| {
             r.first()
-                .and_then(|r| r.as_ref(0))
+                .and_then(|r| r.as_ref(i))
                 .and_then(value_str)
-                .unwrap_or_default(),
-        )
+                .unwrap_or_default()
+        };
+        Ok::<(String, String), MySqlError>((col(0), col(1)))
     }
     .await;
     let unlock = exec(&mut coord, "UNLOCK TABLES", Duration::from_secs(10)).await;
-    let gtid = snap?;
+    let (gtid, binlog_state) = snap?;
     unlock?;
     drop(coord);
     tracing::info!(host = %source.host, gtid = %gtid, workers, "backup snapshot taken");
@@ -804,7 +806,7 @@ where
     let (tx, mut rx) = mpsc::channel::<Msg>(4 * workers + 4);
     let level = opts.zstd_level;
     let header = format!(
-        "format=1\nflavor={:?}\ngtid={gtid}\ncreated={}\n",
+        "format=1\nflavor={:?}\ngtid={gtid}\nbinlog_state={binlog_state}\ncreated={}\n",
         source.flavor,
         chrono::Utc::now().to_rfc3339()
     );
@@ -1299,7 +1301,8 @@ where
         apply_schema(&mut main, &p).await?;
     }
     if opts.set_gtid && !gtid.is_empty() {
-        let stmts = d.set_restored_gtid(&gtid);
+        let state = kv(&header, "binlog_state").unwrap_or_default();
+        let stmts = d.set_restored_gtid(&gtid, Some(state.as_str()).filter(|s| !s.is_empty()));
         for s in stmts {
             exec(&mut main, &s, Duration::from_secs(30)).await?;
         }
