@@ -408,6 +408,13 @@ async fn switchover_under_writes_loses_nothing() {
         wait_rows(c.server(r), "app.t", n, Duration::from_secs(15)).await;
     }
     assert_eq!(writable_members(&c).await, vec![2]);
+    // The status is lost (resource re-created): the existing primary is
+    // adopted from the data, never ordinal 0 by default.
+    c.state = Default::default();
+    c.desired_primary = None;
+    c.engine = ordinal::mysql::MySqlEngine::new(Default::default());
+    c.converge(CONVERGE, "adopted", |o| healthy_with(o, 2)).await;
+    assert_eq!(writable_members(&c).await, vec![2]);
 }
 
 #[tokio::test]

@@ -96,7 +96,7 @@ fn bootstrap_promotes_ordinal_zero() {
     assert_eq!(
         actions(&p),
         vec![
-            Action::MakeWritable {
+            Action::Promote {
                 ordinal: 0,
                 semi_sync: false
             },
@@ -542,4 +542,39 @@ fn mysql_flavor_quarantines_and_fails_over_by_gtid_sets() {
         .collect();
     let p = run_y(&stopped, &p.state, now() + ChronoDuration::seconds(3));
     assert_eq!(p.state.operation.as_ref().and_then(|o| o.to), Some(1));
+}
+
+#[test]
+fn bootstrap_adopts_the_member_holding_every_transaction() {
+    // Status lost while ordinal 2 was the primary: it is adopted, not ordinal 0.
+    let views = vec![
+        view(0, Some(obs("0-100-10,0-102-40", true, Some("db-2.h")))),
+        view(1, None),
+        view(2, Some(obs("0-100-10,0-102-42", false, None))),
+    ];
+    let p = run(&views, &ReplicationState::default(), None, now());
+    assert_eq!(p.state.primary, None, "waits for every member first");
+    assert!(p.steps.is_empty());
+    let views = vec![
+        view(0, Some(obs("0-100-10,0-102-40", true, Some("db-2.h")))),
+        view(1, Some(obs("0-100-10", true, Some("db-2.h")))),
+        view(2, Some(obs("0-100-10,0-102-42", false, None))),
+    ];
+    let p = run(&views, &ReplicationState::default(), None, now());
+    assert_eq!(p.state.primary, Some(2));
+    assert_eq!(
+        actions(&p)[0],
+        Action::Promote {
+            ordinal: 2,
+            semi_sync: false
+        }
+    );
+    // Diverged members: refused, a person decides.
+    let views = vec![
+        view(0, Some(obs("0-100-10,0-101-11", true, None))),
+        view(1, Some(obs("0-100-10,0-102-11", true, None))),
+    ];
+    let p = run(&views, &ReplicationState::default(), None, now());
+    assert_eq!(p.state.primary, None);
+    assert!(p.events.iter().any(|e| e.reason == "BootstrapRefused"));
 }
