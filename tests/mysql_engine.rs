@@ -413,7 +413,8 @@ async fn switchover_under_writes_loses_nothing() {
     c.state = Default::default();
     c.desired_primary = None;
     c.engine = ordinal::mysql::MySqlEngine::new(Default::default());
-    c.converge(CONVERGE, "adopted", |o| healthy_with(o, 2)).await;
+    c.converge(CONVERGE, "adopted", |o| healthy_with(o, 2))
+        .await;
     assert_eq!(writable_members(&c).await, vec![2]);
 }
 
@@ -768,6 +769,20 @@ async fn backup_under_writes_restores_identically_and_refuses_corruption() {
         fresh.scalar("SELECT @@gtid_slave_pos").await.as_deref(),
         Some(summary.gtid.as_str())
     );
+    // Application accounts came along (root and operator accounts did not).
+    let mut app = fresh.app().await.expect("app account restored");
+    let n: Option<i64> = app
+        .query_first("SELECT COUNT(*) FROM app.t")
+        .await
+        .expect("app can read");
+    assert!(n.is_some());
+    assert_eq!(
+        fresh
+            .scalar("SELECT COUNT(*) FROM mysql.user WHERE User IN ('ordinal', 'repl')")
+            .await
+            .as_deref(),
+        Some("0")
+    );
     // Schema objects came along: view, trigger (after the data), routine.
     assert_eq!(
         fresh.scalar("SELECT COUNT(*) FROM shop.big_orders").await,
@@ -929,6 +944,13 @@ async fn new_replica_after_binlog_purge_is_reseeded() {
         .await
         .expect("insert");
     wait_rows(c.server(2), "app.t", 301, Duration::from_secs(15)).await;
+    // The application account exists on the seeded member (promotable).
+    let mut a2 = c.server(2).app().await.expect("app account seeded");
+    let n: Option<i64> = a2
+        .query_first("SELECT COUNT(*) FROM app.t")
+        .await
+        .expect("read");
+    assert_eq!(n, Some(301));
 }
 
 #[tokio::test]

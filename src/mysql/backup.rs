@@ -36,7 +36,9 @@
 //! [`verify`] over the stored artifact first and applies nothing when it fails.
 //!
 //! Not in the dump: the `mysql`, `sys`, `information_schema` and
-//! `performance_schema` schemas (users and grants), and scheduled events.
+//! `performance_schema` schemas (accounts and grants are carried as
+//! `CREATE USER IF NOT EXISTS` / `GRANT` statements, except root, system
+//! and operator accounts; roles are not), and scheduled events.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -89,6 +91,10 @@ pub struct BackupOptions {
     pub zstd_level: i32,
     /// Encoding of table data (default `LoadData`, the fastest to restore).
     pub data_format: DataFormat,
+    /// Accounts (user names) not carried in the dump: root and the system
+    /// accounts (created per cluster from its own Secret) and the operator's
+    /// own users (re-created by the engine with the current credentials).
+    pub exclude_users: Vec<String>,
     pub connect_timeout: Duration,
 }
 
@@ -100,6 +106,19 @@ impl Default for BackupOptions {
             statement_bytes: 1 << 20,
             zstd_level: 3,
             data_format: DataFormat::LoadData,
+            exclude_users: [
+                "root",
+                "mariadb.sys",
+                "mysql.sys",
+                "mysql.session",
+                "mysql.infoschema",
+                "PUBLIC",
+                "ordinal",
+                "repl",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
             connect_timeout: Duration::from_secs(5),
         }
     }
@@ -513,6 +532,49 @@ async fn dump_schema(
     Ok((pre, post, chunks, tables_total))
 }
 
+/// Accounts and their grants, as post-data statements (applied after the
+/// data, so grants on restored schemas resolve). Existing accounts on the
+/// target are kept as they are (`CREATE USER IF NOT EXISTS`); roles are not
+/// carried.
+async fn dump_users(
+    conn: &mut Conn,
+    d: Dialect,
+    exclude: &[String],
+) -> Result<Vec<Frame>, MySqlError> {
+    let users: Vec<(String, String)> = conn
+        .query(d.list_users_query())
+        .await
+        .map_err(sql_err("list accounts"))?;
+    let mut out = Vec::new();
+    for (user, host) in users {
+        if exclude.iter().any(|e| e == &user) || user.is_empty() {
+            continue;
+        }
+        let account = format!("{}@{}", quote_str(&user), quote_str(&host));
+        if let Some(create) = first_string(conn, &format!("SHOW CREATE USER {account}"), 0).await? {
+            let stmt = match create.strip_prefix("CREATE USER ") {
+                Some(rest) => format!("CREATE USER IF NOT EXISTS {rest}"),
+                None => create,
+            };
+            out.push(Frame {
+                kind: KIND_POST,
+                payload: schema_payload("", &stmt),
+            });
+        }
+        let grants: Vec<String> = conn
+            .query(format!("SHOW GRANTS FOR {account}"))
+            .await
+            .map_err(sql_err("read grants"))?;
+        for g in grants {
+            out.push(Frame {
+                kind: KIND_POST,
+                payload: schema_payload("", &g),
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// Split a table by ranges of its single-integer primary key.
 async fn split(conn: &mut Conn, c: Chunk, chunk_rows: u64) -> Result<Vec<Chunk>, MySqlError> {
     let pk: Vec<(String, String)> = conn
@@ -791,7 +853,8 @@ where
     drop(coord);
     tracing::info!(host = %source.host, gtid = %gtid, workers, "backup snapshot taken");
 
-    let (pre, post, tables, ntables) = dump_schema(&mut conns[0]).await?;
+    let (pre, mut post, tables, ntables) = dump_schema(&mut conns[0]).await?;
+    post.extend(dump_users(&mut conns[0], d, &opts.exclude_users).await?);
     let mut chunks = Vec::new();
     for t in tables {
         chunks.extend(split(&mut conns[0], t, opts.chunk_rows).await?);

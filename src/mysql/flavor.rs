@@ -400,6 +400,15 @@ impl Dialect {
         }
     }
 
+    /// Accounts (user, host), roles excluded.
+    pub fn list_users_query(self) -> &'static str {
+        if self.maria() {
+            "SELECT User, Host FROM mysql.user WHERE is_role = 'N' ORDER BY User, Host"
+        } else {
+            "SELECT user, host FROM mysql.user ORDER BY user, host"
+        }
+    }
+
     /// Query returning the executed GTIDs (MariaDB: position and binlog
     /// state, which also names every originating server).
     pub fn executed_gtid_query(self) -> &'static str {

@@ -39,6 +39,17 @@
 //!   Fencing kills client connections before `read_only=ON` and every
 //!   statement has a timeout, so a primary stuck waiting for acknowledgements
 //!   never blocks a failover.
+//! * A member that lacks transactions its source purged from the binlogs
+//!   (1236 "could not find GTID state", or a new member behind the oldest
+//!   binlog's Gtid_list) is re-seeded: its user schemas are dropped, a fresh
+//!   dump of the primary is streamed into it (accounts included) and it
+//!   replicates from the dump's GTID position. This runs as a background
+//!   task; the member is reported as re-seeding meanwhile. Only members
+//!   without errant transactions are re-seeded.
+//! * Bootstrap with no recorded primary: an empty cluster starts with
+//!   ordinal 0; if members already hold data (status lost, restored
+//!   ordinal 0) every member must answer and the one holding every other's
+//!   transactions is adopted; diverged members are refused.
 //! * Application users must not hold `SUPER`/`READ_ONLY ADMIN` on MariaDB,
 //!   which has no `super_read_only`: such users could write on a fenced member.
 //! * MySQL 8.0.23+/8.4 SQL is covered by unit tests of the generated
