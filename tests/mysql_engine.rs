@@ -213,8 +213,11 @@ async fn failover_after_primary_sigkill_under_writes() {
     let mut c = bootstrap(3).await;
     let w = Writer::start(targets(&c));
     w.wait_acked(200, Duration::from_secs(20)).await;
-    // Keep the engine observing while writes flow.
+    // Keep the engine observing while writes flow (the recorded position is
+    // the yardstick of failover.maxLag = 0; give the replicas a moment to
+    // receive it, as they would have between two real passes).
     c.pass().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     c.server_mut(0).kill();
     let killed_at = std::time::Instant::now();
     let out = c
@@ -405,6 +408,14 @@ async fn switchover_under_writes_loses_nothing() {
         wait_rows(c.server(r), "app.t", n, Duration::from_secs(15)).await;
     }
     assert_eq!(writable_members(&c).await, vec![2]);
+    // The status is lost (resource re-created): the existing primary is
+    // adopted from the data, never ordinal 0 by default.
+    c.state = Default::default();
+    c.desired_primary = None;
+    c.engine = ordinal::mysql::MySqlEngine::new(Default::default());
+    c.converge(CONVERGE, "adopted", |o| healthy_with(o, 2))
+        .await;
+    assert_eq!(writable_members(&c).await, vec![2]);
 }
 
 #[tokio::test]
@@ -578,7 +589,7 @@ fn backup_rows() -> u64 {
     std::env::var("ORDINAL_MYSQL_BACKUP_ROWS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(120_000)
+        .unwrap_or(250_000)
 }
 
 /// A schema exercising the dump: integer-keyed tables split into ranges, a
@@ -758,6 +769,20 @@ async fn backup_under_writes_restores_identically_and_refuses_corruption() {
         fresh.scalar("SELECT @@gtid_slave_pos").await.as_deref(),
         Some(summary.gtid.as_str())
     );
+    // Application accounts came along (root and operator accounts did not).
+    let mut app = fresh.app().await.expect("app account restored");
+    let n: Option<i64> = app
+        .query_first("SELECT COUNT(*) FROM app.t")
+        .await
+        .expect("app can read");
+    assert!(n.is_some());
+    assert_eq!(
+        fresh
+            .scalar("SELECT COUNT(*) FROM mysql.user WHERE User IN ('ordinal', 'repl')")
+            .await
+            .as_deref(),
+        Some("0")
+    );
     // Schema objects came along: view, trigger (after the data), routine.
     assert_eq!(
         fresh.scalar("SELECT COUNT(*) FROM shop.big_orders").await,
@@ -919,6 +944,13 @@ async fn new_replica_after_binlog_purge_is_reseeded() {
         .await
         .expect("insert");
     wait_rows(c.server(2), "app.t", 301, Duration::from_secs(15)).await;
+    // The application account exists on the seeded member (promotable).
+    let mut a2 = c.server(2).app().await.expect("app account seeded");
+    let n: Option<i64> = a2
+        .query_first("SELECT COUNT(*) FROM app.t")
+        .await
+        .expect("read");
+    assert_eq!(n, Some(301));
 }
 
 #[tokio::test]
@@ -954,4 +986,45 @@ async fn restarted_primary_boots_read_only_and_is_confirmed_again() {
         .await
         .expect("writable again");
     wait_rows(c.server(1), "app.t", 2, Duration::from_secs(10)).await;
+}
+
+#[tokio::test]
+async fn failover_promotes_the_most_advanced_replica() {
+    let _g = SERIAL.lock().await;
+    let mut c = bootstrap(3).await;
+    let mut app = c.server(0).app().await.expect("app");
+    for i in 0..20 {
+        app.query_drop(format!("INSERT INTO app.t (id, v) VALUES ({i}, 'x')"))
+            .await
+            .expect("insert");
+    }
+    wait_rows(c.server(1), "app.t", 20, Duration::from_secs(10)).await;
+    // Replica 1 stops receiving; replica 2 gets 30 more transactions.
+    let mut r1 = c.server(1).root().await;
+    r1.query_drop("STOP SLAVE IO_THREAD")
+        .await
+        .expect("stop io");
+    for i in 20..50 {
+        app.query_drop(format!("INSERT INTO app.t (id, v) VALUES ({i}, 'x')"))
+            .await
+            .expect("insert");
+    }
+    wait_rows(c.server(2), "app.t", 50, Duration::from_secs(10)).await;
+    c.server_mut(0).kill();
+    let out = c
+        .converge(Duration::from_secs(30), "failover", |o| {
+            o.state.primary.is_some_and(|p| p != 0) && o.state.operation.is_none()
+        })
+        .await;
+    assert_eq!(
+        out.state.primary,
+        Some(2),
+        "the replica holding every transaction must be promoted"
+    );
+    // The lagging replica follows the new primary and receives what it missed.
+    c.converge(CONVERGE, "replica 1 follows", |o| {
+        o.members[1].role == MemberRole::Replica && o.members[1].source == Some(2)
+    })
+    .await;
+    wait_rows(c.server(1), "app.t", 50, Duration::from_secs(15)).await;
 }

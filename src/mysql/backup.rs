@@ -12,7 +12,8 @@
 //! # Artifact format (version 1)
 //! The artifact is one zstd stream. Decompressed, it is a sequence of frames:
 //! `kind: u8`, `len: u32 little endian`, `payload: len bytes`. Kinds:
-//! * `1` header: UTF-8 `key=value` lines (`format=1`, `flavor`, `gtid`, `created`);
+//! * `1` header: UTF-8 `key=value` lines (`format=1`, `flavor`, `gtid`,
+//!   `binlog_state` (MariaDB: every originating server's last GTID), `created`);
 //! * `2` schema: `database` `\n` statement (CREATE DATABASE/TABLE/VIEW/routine),
 //!   applied in order before any data;
 //! * `3` data: one complete multi-row `INSERT INTO db.table VALUES …` statement;
@@ -35,7 +36,9 @@
 //! [`verify`] over the stored artifact first and applies nothing when it fails.
 //!
 //! Not in the dump: the `mysql`, `sys`, `information_schema` and
-//! `performance_schema` schemas (users and grants), and scheduled events.
+//! `performance_schema` schemas (accounts and grants are carried as
+//! `CREATE USER IF NOT EXISTS` / `GRANT` statements, except root, system
+//! and operator accounts; roles are not), and scheduled events.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -88,6 +91,10 @@ pub struct BackupOptions {
     pub zstd_level: i32,
     /// Encoding of table data (default `LoadData`, the fastest to restore).
     pub data_format: DataFormat,
+    /// Accounts (user names) not carried in the dump: root and the system
+    /// accounts (created per cluster from its own Secret) and the operator's
+    /// own users (re-created by the engine with the current credentials).
+    pub exclude_users: Vec<String>,
     pub connect_timeout: Duration,
 }
 
@@ -99,6 +106,19 @@ impl Default for BackupOptions {
             statement_bytes: 1 << 20,
             zstd_level: 3,
             data_format: DataFormat::LoadData,
+            exclude_users: [
+                "root",
+                "mariadb.sys",
+                "mysql.sys",
+                "mysql.session",
+                "mysql.infoschema",
+                "PUBLIC",
+                "ordinal",
+                "repl",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
             connect_timeout: Duration::from_secs(5),
         }
     }
@@ -143,7 +163,8 @@ pub struct ArtifactInfo {
 /// Tuning of a restore.
 #[derive(Clone, Debug)]
 pub struct RestoreOptions {
-    /// Parallel loading connections (default 4).
+    /// Parallel loading connections (default 2: on the 2-core benchmark machine
+    /// more loaders only contend for the server CPU).
     pub workers: usize,
     /// Set the server's GTID state to the backup's position afterwards
     /// (default true), so it can serve as a replica or a new primary.
@@ -156,12 +177,24 @@ pub struct RestoreOptions {
 impl Default for RestoreOptions {
     fn default() -> Self {
         Self {
-            workers: 4,
+            workers: 2,
             set_gtid: true,
             require_empty: true,
             connect_timeout: Duration::from_secs(5),
         }
     }
+}
+
+/// Member to back up from: the replica with the least lag (a replica's read
+/// lock only pauses its SQL thread), else the primary.
+pub fn pick_backup_member(members: &[crate::api::MemberStatus]) -> Option<i32> {
+    use crate::api::MemberRole;
+    members
+        .iter()
+        .filter(|m| m.role == MemberRole::Replica && m.link_up == Some(true))
+        .min_by_key(|m| (m.lag.unwrap_or(i64::MAX), m.ordinal))
+        .or_else(|| members.iter().find(|m| m.role == MemberRole::Primary))
+        .map(|m| m.ordinal)
 }
 
 /// Result of a restore.
@@ -499,6 +532,49 @@ async fn dump_schema(
     Ok((pre, post, chunks, tables_total))
 }
 
+/// Accounts and their grants, as post-data statements (applied after the
+/// data, so grants on restored schemas resolve). Existing accounts on the
+/// target are kept as they are (`CREATE USER IF NOT EXISTS`); roles are not
+/// carried.
+async fn dump_users(
+    conn: &mut Conn,
+    d: Dialect,
+    exclude: &[String],
+) -> Result<Vec<Frame>, MySqlError> {
+    let users: Vec<(String, String)> = conn
+        .query(d.list_users_query())
+        .await
+        .map_err(sql_err("list accounts"))?;
+    let mut out = Vec::new();
+    for (user, host) in users {
+        if exclude.iter().any(|e| e == &user) || user.is_empty() {
+            continue;
+        }
+        let account = format!("{}@{}", quote_str(&user), quote_str(&host));
+        if let Some(create) = first_string(conn, &format!("SHOW CREATE USER {account}"), 0).await? {
+            let stmt = match create.strip_prefix("CREATE USER ") {
+                Some(rest) => format!("CREATE USER IF NOT EXISTS {rest}"),
+                None => create,
+            };
+            out.push(Frame {
+                kind: KIND_POST,
+                payload: schema_payload("", &stmt),
+            });
+        }
+        let grants: Vec<String> = conn
+            .query(format!("SHOW GRANTS FOR {account}"))
+            .await
+            .map_err(sql_err("read grants"))?;
+        for g in grants {
+            out.push(Frame {
+                kind: KIND_POST,
+                payload: schema_payload("", &g),
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// Split a table by ranges of its single-integer primary key.
 async fn split(conn: &mut Conn, c: Chunk, chunk_rows: u64) -> Result<Vec<Chunk>, MySqlError> {
     let pk: Vec<(String, String)> = conn
@@ -732,10 +808,18 @@ where
         conns.push(open(source, opts.connect_timeout).await?);
     }
     // Consistent snapshot across every worker at one GTID position.
+    // A FLUSH waiting behind a long query would block every writer: give up
+    // after lock_wait_timeout instead (the backup fails, writes go on).
+    exec(
+        &mut coord,
+        "SET SESSION lock_wait_timeout = 10",
+        Duration::from_secs(10),
+    )
+    .await?;
     exec(
         &mut coord,
         "FLUSH TABLES WITH READ LOCK",
-        Duration::from_secs(60),
+        Duration::from_secs(15),
     )
     .await?;
     let snap = async {
@@ -754,21 +838,23 @@ where
             .await?;
         }
         let r = rows(&mut coord, d.binlog_gtid_query(), Duration::from_secs(10)).await?;
-        Ok::<String, MySqlError>(
+        let col = |i: usize| {
             r.first()
-                .and_then(|r| r.as_ref(0))
+                .and_then(|r| r.as_ref(i))
                 .and_then(value_str)
-                .unwrap_or_default(),
-        )
+                .unwrap_or_default()
+        };
+        Ok::<(String, String), MySqlError>((col(0), col(1)))
     }
     .await;
     let unlock = exec(&mut coord, "UNLOCK TABLES", Duration::from_secs(10)).await;
-    let gtid = snap?;
+    let (gtid, binlog_state) = snap?;
     unlock?;
     drop(coord);
     tracing::info!(host = %source.host, gtid = %gtid, workers, "backup snapshot taken");
 
-    let (pre, post, tables, ntables) = dump_schema(&mut conns[0]).await?;
+    let (pre, mut post, tables, ntables) = dump_schema(&mut conns[0]).await?;
+    post.extend(dump_users(&mut conns[0], d, &opts.exclude_users).await?);
     let mut chunks = Vec::new();
     for t in tables {
         chunks.extend(split(&mut conns[0], t, opts.chunk_rows).await?);
@@ -783,7 +869,7 @@ where
     let (tx, mut rx) = mpsc::channel::<Msg>(4 * workers + 4);
     let level = opts.zstd_level;
     let header = format!(
-        "format=1\nflavor={:?}\ngtid={gtid}\ncreated={}\n",
+        "format=1\nflavor={:?}\ngtid={gtid}\nbinlog_state={binlog_state}\ncreated={}\n",
         source.flavor,
         chrono::Utc::now().to_rfc3339()
     );
@@ -1060,9 +1146,17 @@ where
 }
 
 async fn session_for_load(c: &mut Conn) -> Result<(), MySqlError> {
+    // READ COMMITTED: fewer gap locks between parallel loaders.
     exec(
         c,
-        "SET SESSION sql_log_bin = 0, SESSION foreign_key_checks = 0, SESSION unique_checks = 0,          SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO', NAMES utf8mb4",
+        "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+        Duration::from_secs(10),
+    )
+    .await?;
+    exec(
+        c,
+        "SET SESSION sql_log_bin = 0, SESSION foreign_key_checks = 0, SESSION unique_checks = 0, \
+         SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO', NAMES utf8mb4",
         Duration::from_secs(10),
     )
     .await
@@ -1085,15 +1179,38 @@ async fn apply_schema(c: &mut Conn, payload: &[u8]) -> Result<(), MySqlError> {
     )))
 }
 
-/// Apply one data frame on a loader connection (`SET NAMES binary`).
+/// Apply one data frame on a loader connection. Each frame is one
+/// autocommitted statement, rolled back as a whole on a deadlock or lock wait
+/// timeout between parallel loaders, so it is retried (bounded).
 async fn load_frame(c: &mut Conn, f: Frame) -> Result<(), MySqlError> {
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        match load_frame_once(c, &f).await {
+            Err(MySqlError::Sql {
+                source: mysql_async::Error::Server(e),
+                ..
+            }) if (e.code == 1213 || e.code == 1205) && attempt < 8 => {
+                tracing::debug!(
+                    attempt,
+                    code = e.code,
+                    "retrying a data frame after a lock conflict"
+                );
+                tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn load_frame_once(c: &mut Conn, f: &Frame) -> Result<(), MySqlError> {
     if f.kind == KIND_DATA {
         return c
-            .query_drop(f.payload)
+            .query_drop(f.payload.as_slice())
             .await
             .map_err(sql_err("load INSERT statement"));
     }
-    let p = f.payload;
+    let p = &f.payload;
     let first = p
         .iter()
         .position(|&b| b == b'\n')
@@ -1105,7 +1222,7 @@ async fn load_frame(c: &mut Conn, f: Frame) -> Result<(), MySqlError> {
         .ok_or_else(|| MySqlError::Corrupt("rows frame without table".into()))?;
     let db = String::from_utf8_lossy(&p[..first]).to_string();
     let table = String::from_utf8_lossy(&p[first + 1..second]).to_string();
-    let data = bytes::Bytes::from(p).slice(second + 1..);
+    let data = bytes::Bytes::copy_from_slice(&p[second + 1..]);
     c.set_infile_handler(async move {
         let s: mysql_async::InfileData = Box::pin(futures::stream::once(async move { Ok(data) }));
         Ok(s)
@@ -1247,7 +1364,8 @@ where
         apply_schema(&mut main, &p).await?;
     }
     if opts.set_gtid && !gtid.is_empty() {
-        let stmts = d.set_restored_gtid(&gtid);
+        let state = kv(&header, "binlog_state").unwrap_or_default();
+        let stmts = d.set_restored_gtid(&gtid, Some(state.as_str()).filter(|s| !s.is_empty()));
         for s in stmts {
             exec(&mut main, &s, Duration::from_secs(30)).await?;
         }
@@ -1292,7 +1410,7 @@ impl MySqlEngine {
         target: &Member,
         creds: &Creds,
         d: Dialect,
-    ) -> Result<(), MySqlError> {
+    ) -> Result<String, MySqlError> {
         let root = Login {
             user: "root".into(),
             password: creds.root.clone(),
@@ -1359,13 +1477,34 @@ impl MySqlEngine {
         .await?;
         exec(&mut c, d.start_replica(), t).await?;
         tracing::info!(member = %target.pod, gtid = %summary.gtid, rows = summary.rows, "re-seeded from a fresh dump");
-        Ok(())
+        Ok(summary.gtid)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backup_member_choice() {
+        use crate::api::{MemberRole, MemberStatus};
+        let m = |ordinal, role, lag| MemberStatus {
+            ordinal,
+            role,
+            link_up: Some(true),
+            lag,
+            ..Default::default()
+        };
+        let all = vec![
+            m(0, MemberRole::Primary, None),
+            m(1, MemberRole::Replica, Some(5)),
+            m(2, MemberRole::Replica, Some(0)),
+            m(3, MemberRole::Quarantined, Some(0)),
+        ];
+        assert_eq!(pick_backup_member(&all), Some(2));
+        assert_eq!(pick_backup_member(&all[..1]), Some(0));
+        assert_eq!(pick_backup_member(&all[3..]), None);
+    }
 
     #[test]
     fn literals() {

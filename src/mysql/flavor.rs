@@ -378,13 +378,18 @@ impl Dialect {
 
     /// Restore: make the restored data's GTID position this server's state so
     /// replicas (or the server itself, as a replica) continue from it.
-    pub fn set_restored_gtid(self, gtids: &str) -> Vec<String> {
+    pub fn set_restored_gtid(self, gtids: &str, binlog_state: Option<&str>) -> Vec<String> {
         if self.maria() {
-            // The binlog state makes a restored server continue the sequence
-            // when it becomes a primary; the slave position lets it replicate.
+            // The binlog state (with the source's history of originating
+            // servers, when known) makes a restored server continue the
+            // sequence as a primary and keeps errant-transaction checks
+            // against it exact; the slave position lets it replicate.
             vec![
                 "RESET MASTER".into(),
-                format!("SET GLOBAL gtid_binlog_state = {}", quote_str(gtids)),
+                format!(
+                    "SET GLOBAL gtid_binlog_state = {}",
+                    quote_str(binlog_state.unwrap_or(gtids))
+                ),
                 format!("SET GLOBAL gtid_slave_pos = {}", quote_str(gtids)),
             ]
         } else {
@@ -392,6 +397,15 @@ impl Dialect {
                 "RESET BINARY LOGS AND GTIDS".into(),
                 format!("SET GLOBAL gtid_purged = {}", quote_str(gtids)),
             ]
+        }
+    }
+
+    /// Accounts (user, host), roles excluded.
+    pub fn list_users_query(self) -> &'static str {
+        if self.maria() {
+            "SELECT User, Host FROM mysql.user WHERE is_role = 'N' ORDER BY User, Host"
+        } else {
+            "SELECT user, host FROM mysql.user ORDER BY user, host"
         }
     }
 
@@ -409,9 +423,9 @@ impl Dialect {
     /// under FLUSH TABLES WITH READ LOCK).
     pub fn binlog_gtid_query(self) -> &'static str {
         if self.maria() {
-            "SELECT @@gtid_binlog_pos"
+            "SELECT @@gtid_binlog_pos, @@gtid_binlog_state"
         } else {
-            "SELECT @@GLOBAL.gtid_executed"
+            "SELECT @@GLOBAL.gtid_executed, @@GLOBAL.gtid_executed"
         }
     }
 }
@@ -516,7 +530,7 @@ mod tests {
         ));
         assert!(M.is_divergence_error(1236, "Error: connecting slave requested to start from GTID 0-101-3, which is not in the master's binlog"));
         assert_eq!(
-            Y.set_restored_gtid("u:1-5")[1],
+            Y.set_restored_gtid("u:1-5", None)[1],
             "SET GLOBAL gtid_purged = 'u:1-5'"
         );
         assert!(

@@ -39,6 +39,17 @@
 //!   Fencing kills client connections before `read_only=ON` and every
 //!   statement has a timeout, so a primary stuck waiting for acknowledgements
 //!   never blocks a failover.
+//! * A member that lacks transactions its source purged from the binlogs
+//!   (1236 "could not find GTID state", or a new member behind the oldest
+//!   binlog's Gtid_list) is re-seeded: its user schemas are dropped, a fresh
+//!   dump of the primary is streamed into it (accounts included) and it
+//!   replicates from the dump's GTID position. This runs as a background
+//!   task; the member is reported as re-seeding meanwhile. Only members
+//!   without errant transactions are re-seeded.
+//! * Bootstrap with no recorded primary: an empty cluster starts with
+//!   ordinal 0; if members already hold data (status lost, restored
+//!   ordinal 0) every member must answer and the one holding every other's
+//!   transactions is adopted; diverged members are refused.
 //! * Application users must not hold `SUPER`/`READ_ONLY ADMIN` on MariaDB,
 //!   which has no `super_read_only`: such users could write on a fenced member.
 //! * MySQL 8.0.23+/8.4 SQL is covered by unit tests of the generated
@@ -52,6 +63,8 @@ pub mod gtid;
 pub mod observe;
 pub mod plan;
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
@@ -130,17 +143,29 @@ impl Default for MySqlEngineConfig {
     }
 }
 
+/// Re-seeds running in the background, by `namespace/name/ordinal`.
+type Reseeds =
+    Arc<std::sync::Mutex<HashMap<String, tokio::task::JoinHandle<Result<String, MySqlError>>>>>;
+
 /// The MySQL/MariaDB engine.
 #[derive(Clone, Debug, Default)]
 pub struct MySqlEngine {
     cfg: MySqlEngineConfig,
+    /// A re-seed (dump of the primary streamed into a replica) can take long:
+    /// it runs as a background task so passes (and failover detection) go on;
+    /// the member is reported as being re-seeded meanwhile.
+    reseeds: Reseeds,
 }
+
+/// Message of a member whose re-seed is running (reported, never acted upon).
+pub const RESEEDING: &str = "re-seeding from a dump of the primary";
 
 /// Credential keys of the cluster Secret.
 pub const ROOT_PASSWORD: &str = "root-password";
 pub const OPERATOR_PASSWORD: &str = "operator-password";
 pub const REPLICATION_PASSWORD: &str = "replication-password";
 
+#[derive(Clone)]
 pub(crate) struct Creds {
     root: String,
     operator: String,
@@ -149,7 +174,59 @@ pub(crate) struct Creds {
 
 impl MySqlEngine {
     pub fn new(cfg: MySqlEngineConfig) -> Self {
-        Self { cfg }
+        Self {
+            cfg,
+            reseeds: Reseeds::default(),
+        }
+    }
+
+    fn reseed_key(input: &EngineInput<MySqlSettings>, ordinal: i32) -> String {
+        format!("{}/{}/{ordinal}", input.namespace, input.name)
+    }
+
+    /// Collect finished re-seeds of this cluster (as events) and return the
+    /// ordinals still being re-seeded.
+    async fn poll_reseeds(
+        &self,
+        input: &EngineInput<MySqlSettings>,
+        events: &mut Vec<EngineEvent>,
+    ) -> Vec<i32> {
+        let mut finished = Vec::new();
+        let mut running = Vec::new();
+        if let Ok(mut map) = self.reseeds.lock() {
+            for m in &input.members {
+                let key = Self::reseed_key(input, m.ordinal);
+                match map.get(&key) {
+                    Some(h) if h.is_finished() => {
+                        if let Some(h) = map.remove(&key) {
+                            finished.push((m.pod.clone(), h));
+                        }
+                    }
+                    Some(_) => running.push(m.ordinal),
+                    None => {}
+                }
+            }
+        }
+        for (pod, h) in finished {
+            match h.await {
+                Ok(Ok(gtid)) => events.push(EngineEvent {
+                    type_: EventType::Normal,
+                    reason: "Reseeded".into(),
+                    note: format!("{pod} was seeded from a fresh dump of the primary at GTID {gtid} and replicates from there"),
+                }),
+                Ok(Err(e)) => events.push(EngineEvent {
+                    type_: EventType::Warning,
+                    reason: "ReseedFailed".into(),
+                    note: format!("seeding {pod} from a dump of the primary failed: {e}; it will be retried"),
+                }),
+                Err(e) => events.push(EngineEvent {
+                    type_: EventType::Warning,
+                    reason: "ReseedFailed".into(),
+                    note: format!("seeding {pod} stopped: {e}"),
+                }),
+            }
+        }
+        running
     }
 
     pub fn config(&self) -> &MySqlEngineConfig {
@@ -275,6 +352,8 @@ impl Engine for MySqlEngine {
                 }
             };
         }
+        let mut early_events = Vec::new();
+        let busy = self.poll_reseeds(input, &mut early_events).await;
         let mut conns: Vec<Option<Conn>> = Vec::with_capacity(observed.len());
         let mut views: Vec<View> = Vec::with_capacity(observed.len());
         for (m, (conn, obs)) in input.members.iter().zip(observed) {
@@ -282,6 +361,11 @@ impl Engine for MySqlEngine {
                 tracing::debug!(member = %m.pod, error = %e, "member unreachable");
             }
             conns.push(conn);
+            let obs = if busy.contains(&m.ordinal) {
+                Err(RESEEDING.to_string())
+            } else {
+                obs
+            };
             views.push(View {
                 ordinal: m.ordinal,
                 pod: m.pod.clone(),
@@ -317,7 +401,8 @@ impl Engine for MySqlEngine {
         };
         let mut state = plan.state.clone();
         let mut members = plan.members.clone();
-        let mut events = plan.events.clone();
+        let mut events = early_events;
+        events.extend(plan.events.iter().cloned());
         let mut health = plan.health.clone();
         let mut failed_critical = false;
         for st in &plan.steps {
@@ -343,9 +428,23 @@ impl Engine for MySqlEngine {
                     }
                 }
                 Action::Reseed { source, .. } => {
-                    let src = input.members.iter().find(|m| m.ordinal == *source);
-                    match src {
-                        Some(src) => self.reseed(src, member, &creds, d).await,
+                    match input.members.iter().find(|m| m.ordinal == *source) {
+                        Some(src) => {
+                            let (me, src, dst, creds) =
+                                (self.clone(), src.clone(), member.clone(), creds.clone());
+                            let handle =
+                                tokio::spawn(async move { me.reseed(&src, &dst, &creds, d).await });
+                            match self.reseeds.lock() {
+                                Ok(mut map) => {
+                                    map.insert(Self::reseed_key(input, ord), handle);
+                                    Ok(())
+                                }
+                                Err(_) => {
+                                    handle.abort();
+                                    Err(MySqlError::Unexpected("re-seed registry poisoned".into()))
+                                }
+                            }
+                        }
                         None => Err(MySqlError::Unexpected("source not a member".into())),
                     }
                 }

@@ -222,11 +222,15 @@ fn base_status(v: &View) -> MemberStatus {
     };
     match &v.obs {
         Ok(o) => {
-            s.gtid = Some(o.executed.to_string());
+            s.gtid = Some(o.executed.position());
             if let Some(r) = &o.replica {
                 s.link_up = Some(r.io_yes() && r.sql_running);
                 s.lag = r.seconds_behind;
             }
+        }
+        Err(e) if e == super::RESEEDING => {
+            s.reachable = true;
+            s.message = Some(e.clone());
         }
         Err(e) => s.message = Some(format!("unreachable: {e}")),
     }
@@ -353,58 +357,98 @@ fn semi(inp: &PlanInput<'_>) -> bool {
 }
 
 fn plan_bootstrap(inp: &PlanInput<'_>, p: &mut Plan) {
-    let Some(v0) = view(inp, 0) else {
-        p.health = Health::Unknown {
-            reason: "NoMembers".into(),
-            message: "the cluster has no member with ordinal 0".into(),
+    // Members already holding transactions mean an existing cluster whose
+    // status was lost (or a restored ordinal 0): adopt the member holding
+    // every transaction of the others, never blindly ordinal 0.
+    let has_data = inp
+        .views
+        .iter()
+        .any(|v| v.up().is_some_and(|o| !o.executed.is_empty()));
+    let chosen = if !has_data {
+        let Some(v0) = view(inp, 0) else {
+            p.health = Health::Unknown {
+                reason: "NoMembers".into(),
+                message: "the cluster has no member with ordinal 0".into(),
+            };
+            return;
         };
-        return;
+        if v0.up().is_none() {
+            p.health = Health::Unknown {
+                reason: "WaitingForMembers".into(),
+                message: format!("waiting for ordinal 0 ({}) to accept connections", v0.pod),
+            };
+            p.requeue = std::time::Duration::from_secs(2);
+            return;
+        }
+        0
+    } else {
+        if let Some(v) = inp.views.iter().find(|v| v.up().is_none()) {
+            p.health = Health::Unknown {
+                reason: "WaitingForMembers".into(),
+                message: format!(
+                    "members already hold data: waiting for every member (not yet {}) to answer before choosing the primary",
+                    v.pod
+                ),
+            };
+            p.requeue = std::time::Duration::from_secs(2);
+            return;
+        }
+        let sets: Vec<(i32, &GtidSet)> = inp
+            .views
+            .iter()
+            .filter_map(|v| v.up().map(|o| (v.ordinal, &o.executed)))
+            .collect();
+        let writable = inp
+            .views
+            .iter()
+            .find(|v| v.up().is_some_and(|o| o.writable()))
+            .map(|v| v.ordinal);
+        let preferred = inp.desired_primary.or(writable).or(Some(0));
+        match choose_candidate(&sets, None, None, preferred) {
+            Ok(c) => c,
+            Err(why) => {
+                p.health = unhealthy(
+                    "BootstrapConflict",
+                    format!("members already hold data and no primary can be chosen safely: {why}"),
+                );
+                p.events.push(ev(
+                    EventType::Warning,
+                    "BootstrapRefused",
+                    format!("no member holds every transaction of the others ({why}); a person must decide"),
+                ));
+                p.requeue = std::time::Duration::from_secs(10);
+                return;
+            }
+        }
     };
-    let Some(o) = v0.up() else {
-        p.health = Health::Unknown {
-            reason: "WaitingForMembers".into(),
-            message: format!("waiting for ordinal 0 ({}) to accept connections", v0.pod),
-        };
-        p.requeue = std::time::Duration::from_secs(2);
-        return;
-    };
-    if o.replica.is_some() {
-        p.health = unhealthy(
-            "BootstrapConflict",
-            format!(
-                "ordinal 0 ({}) already replicates from {}; refusing to bootstrap it as primary",
-                v0.pod,
-                o.replica.as_ref().map(|r| r.host.as_str()).unwrap_or("?")
-            ),
-        );
-        p.requeue = std::time::Duration::from_secs(10);
-        return;
-    }
+    let Some(v0) = view(inp, chosen) else { return };
+    let Some(o) = v0.up() else { return };
     // Semi-sync is enabled on later passes: with no replica attached yet, a
     // lossless primary would block the very user creation replicas need.
     let semi_sync = false;
+    // Promote: forgets any replication configuration of an adopted member.
     p.steps.push(Step {
-        action: Action::MakeWritable {
-            ordinal: 0,
+        action: Action::Promote {
+            ordinal: chosen,
             semi_sync,
         },
         critical: true,
     });
     p.steps.push(Step {
-        action: Action::EnsureUsers { ordinal: 0 },
+        action: Action::EnsureUsers { ordinal: chosen },
         critical: true,
     });
-    p.state.primary = Some(0);
+    p.state.primary = Some(chosen);
     p.state.term = inp.state.term.max(0) + 1;
     p.state.primary_unhealthy_since = None;
     p.state.primary_position = Some(o.executed.to_string());
     p.state.primary_identity = Some(o.identity.clone());
-    set_role(p, 0, MemberRole::Primary, None);
+    set_role(p, chosen, MemberRole::Primary, None);
     p.events.push(ev(
         EventType::Normal,
         "Bootstrapped",
         format!(
-            "{} (ordinal 0) is the first primary (term {}): users created, writes enabled",
+            "{} (ordinal {chosen}) is the first primary (term {}): users created, writes enabled",
             v0.pod, p.state.term
         ),
     ));
@@ -513,6 +557,10 @@ fn plan_steady(inp: &PlanInput<'_>, primary: i32, p: &mut Plan) {
     for v in inp.views.iter().filter(|v| v.ordinal != primary) {
         let o = match &v.obs {
             Ok(o) => o,
+            Err(e) if e == super::RESEEDING => {
+                problems.push(format!("{} {e}", v.pod));
+                continue;
+            }
             Err(_) => {
                 problems.push(format!("{} unreachable", v.pod));
                 continue;

@@ -96,7 +96,7 @@ fn bootstrap_promotes_ordinal_zero() {
     assert_eq!(
         actions(&p),
         vec![
-            Action::MakeWritable {
+            Action::Promote {
                 ordinal: 0,
                 semi_sync: false
             },
@@ -461,4 +461,120 @@ fn semi_sync_settings_are_enforced_each_pass() {
     let a = actions(&p);
     assert!(a.contains(&Action::SemiSyncPrimary { ordinal: 0 }));
     assert!(a.contains(&Action::SemiSyncReplica { ordinal: 1 }));
+}
+
+#[test]
+fn mysql_flavor_quarantines_and_fails_over_by_gtid_sets() {
+    const P: &str = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
+    const R: &str = "4e11fa47-71ca-11e1-9e33-c80aa9429562";
+    let y = |s: &str| GtidSet::parse(MySqlFlavor::MySQL, s).unwrap();
+    let mk = |executed: &str, read_only: bool, source: Option<&str>| {
+        let mut o = obs("", read_only, source);
+        o.executed = y(executed);
+        if let Some(r) = o.replica.as_mut() {
+            r.received = Some(y(executed));
+        }
+        o.identity = format!("server_id=100;server_uuid={P}");
+        o
+    };
+    let mut settings = MySqlSettings {
+        flavor: MySqlFlavor::MySQL,
+        ..Default::default()
+    };
+    settings.replication.mode = ReplicationMode::Async;
+    let failover = FailoverSpec {
+        enabled: true,
+        detection_seconds: 1,
+        max_lag: None,
+    };
+    let state = ReplicationState {
+        primary: Some(0),
+        term: 1,
+        primary_position: Some(format!("{P}:1-100")),
+        primary_identity: Some(format!("server_id=100;server_uuid={P}")),
+        ..Default::default()
+    };
+    let run_y = |views: &[View], st: &ReplicationState, at| {
+        plan(&PlanInput {
+            views,
+            state: st,
+            desired_primary: None,
+            failover: &failover,
+            settings: &settings,
+            now: at,
+            timeouts: OpTimeouts::default(),
+        })
+    };
+    let views = vec![
+        view(0, Some(mk(&format!("{P}:1-100"), false, None))),
+        view(1, Some(mk(&format!("{P}:1-100"), true, Some("db-0.h")))),
+        view(
+            2,
+            Some(mk(&format!("{P}:1-100,{R}:1"), true, Some("db-0.h"))),
+        ),
+    ];
+    let p = run_y(&views, &state, now());
+    assert_eq!(p.members[1].role, MemberRole::Replica);
+    assert_eq!(p.members[2].role, MemberRole::Quarantined);
+    assert!(
+        p.members[2]
+            .message
+            .as_deref()
+            .unwrap_or("")
+            .contains(&format!("{R}:1"))
+    );
+    // primary lost: the errant replica (a superset!) is never the candidate
+    let lost = vec![view(0, None), views[1].clone(), views[2].clone()];
+    let p = run_y(&lost, &state, now());
+    let p = run_y(&lost, &p.state, now() + ChronoDuration::seconds(2));
+    assert!(p.state.operation.is_some());
+    let stopped: Vec<View> = lost
+        .iter()
+        .cloned()
+        .map(|mut v| {
+            if let Ok(o) = &mut v.obs
+                && let Some(r) = o.replica.as_mut()
+            {
+                r.io_running = "No".into();
+            }
+            v
+        })
+        .collect();
+    let p = run_y(&stopped, &p.state, now() + ChronoDuration::seconds(3));
+    assert_eq!(p.state.operation.as_ref().and_then(|o| o.to), Some(1));
+}
+
+#[test]
+fn bootstrap_adopts_the_member_holding_every_transaction() {
+    // Status lost while ordinal 2 was the primary: it is adopted, not ordinal 0.
+    let views = vec![
+        view(0, Some(obs("0-100-10,0-102-40", true, Some("db-2.h")))),
+        view(1, None),
+        view(2, Some(obs("0-100-10,0-102-42", false, None))),
+    ];
+    let p = run(&views, &ReplicationState::default(), None, now());
+    assert_eq!(p.state.primary, None, "waits for every member first");
+    assert!(p.steps.is_empty());
+    let views = vec![
+        view(0, Some(obs("0-100-10,0-102-40", true, Some("db-2.h")))),
+        view(1, Some(obs("0-100-10", true, Some("db-2.h")))),
+        view(2, Some(obs("0-100-10,0-102-42", false, None))),
+    ];
+    let p = run(&views, &ReplicationState::default(), None, now());
+    assert_eq!(p.state.primary, Some(2));
+    assert_eq!(
+        actions(&p)[0],
+        Action::Promote {
+            ordinal: 2,
+            semi_sync: false
+        }
+    );
+    // Diverged members: refused, a person decides.
+    let views = vec![
+        view(0, Some(obs("0-100-10,0-101-11", true, None))),
+        view(1, Some(obs("0-100-10,0-102-11", true, None))),
+    ];
+    let p = run(&views, &ReplicationState::default(), None, now());
+    assert_eq!(p.state.primary, None);
+    assert!(p.events.iter().any(|e| e.reason == "BootstrapRefused"));
 }
