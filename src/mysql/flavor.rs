@@ -6,6 +6,13 @@
 use crate::api::MySqlFlavor;
 
 /// Quote a string literal for SQL (single quotes, backslashes escaped).
+/// `mysql_native_password` hash: `*` and the upper-case hex SHA1 of the SHA1.
+pub fn native_password_hash(password: &str) -> String {
+    use sha1::{Digest, Sha1};
+    let inner = Sha1::digest(password.as_bytes());
+    format!("*{}", hex::encode_upper(Sha1::digest(inner)))
+}
+
 pub fn quote_str(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('\'');
@@ -234,16 +241,24 @@ impl Dialect {
         format!("KILL CONNECTION {id}")
     }
 
-    /// Statements creating (or updating the password of) a user.
+    /// Statements creating (or updating the password of) a user. The
+    /// password never reaches the binary log in clear: MariaDB logs the
+    /// statement as written, so it is given the `mysql_native_password` hash;
+    /// MySQL 8 writes the hash to the binary log itself.
     pub fn ensure_user(self, user: &str, password: &str, grants: &str) -> Vec<String> {
         let u = format!("{}@'%'", quote_str(user));
+        let identified = if self.maria() {
+            format!(
+                "IDENTIFIED BY PASSWORD {}",
+                quote_str(&native_password_hash(password))
+            )
+        } else {
+            format!("IDENTIFIED BY {}", quote_str(password))
+        };
         vec![
             "SET SESSION sql_log_bin = 1".to_string(),
-            format!(
-                "CREATE USER IF NOT EXISTS {u} IDENTIFIED BY {}",
-                quote_str(password)
-            ),
-            format!("ALTER USER {u} IDENTIFIED BY {}", quote_str(password)),
+            format!("CREATE USER IF NOT EXISTS {u} {identified}"),
+            format!("ALTER USER {u} {identified}"),
             format!("GRANT {grants} ON *.* TO {u}"),
         ]
     }
@@ -519,6 +534,17 @@ mod tests {
             "CREATE USER IF NOT EXISTS 'ordinal'@'%' IDENTIFIED BY 'x''y'"
         );
         assert!(s[3].starts_with("GRANT SELECT"));
+        // MariaDB would log a clear password as written: it gets the hash.
+        let m = M.ensure_user("ordinal", "secret", M.operator_grants());
+        assert_eq!(
+            native_password_hash("secret"),
+            "*14E65567ABDB5135D0CFD9A70B3032C179A49EE7"
+        );
+        assert_eq!(
+            m[1],
+            "CREATE USER IF NOT EXISTS 'ordinal'@'%' IDENTIFIED BY PASSWORD '*14E65567ABDB5135D0CFD9A70B3032C179A49EE7'"
+        );
+        assert!(m.iter().all(|q| !q.contains("'secret'")));
         assert!(M.is_purged_binlog_error(
             1236,
             "Could not find GTID state requested by slave in any binlog files. Probably the slave state is too old and required binlog files have been purged."
