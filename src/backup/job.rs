@@ -196,6 +196,28 @@ pub(crate) fn job(shape: JobShape<'_>) -> Job {
     }
 }
 
+/// Where a Job stands, from its conditions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JobOutcome {
+    Running,
+    Complete,
+    /// Failed, with the condition's reason (e.g. `DeadlineExceeded`).
+    Failed(String),
+}
+
+pub fn outcome(job: &Job) -> JobOutcome {
+    let conditions = job.status.as_ref().and_then(|s| s.conditions.as_ref());
+    let true_condition =
+        |t: &str| conditions.and_then(|cs| cs.iter().find(|c| c.type_ == t && c.status == "True"));
+    if true_condition("Complete").is_some() {
+        JobOutcome::Complete
+    } else if let Some(c) = true_condition("Failed") {
+        JobOutcome::Failed(c.reason.clone().unwrap_or_default())
+    } else {
+        JobOutcome::Running
+    }
+}
+
 /// Kubernetes names are at most 63 characters; keep the suffix readable.
 pub fn job_name(backup: &str, suffix: &str) -> String {
     let max = 63 - suffix.len() - 1;
@@ -387,6 +409,36 @@ mod tests {
                 .clone()
                 .and_then(|s| s.read_only_root_filesystem),
             Some(true)
+        );
+    }
+
+    #[test]
+    fn job_outcome_reads_true_conditions_only() {
+        use k8s_openapi::api::batch::v1::{JobCondition, JobStatus};
+        let with = |t: &str, status: &str, reason: Option<&str>| Job {
+            status: Some(JobStatus {
+                conditions: Some(vec![JobCondition {
+                    type_: t.into(),
+                    status: status.into(),
+                    reason: reason.map(String::from),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(outcome(&Job::default()), JobOutcome::Running);
+        assert_eq!(
+            outcome(&with("Complete", "True", None)),
+            JobOutcome::Complete
+        );
+        assert_eq!(
+            outcome(&with("Complete", "False", None)),
+            JobOutcome::Running
+        );
+        assert_eq!(
+            outcome(&with("Failed", "True", Some("DeadlineExceeded"))),
+            JobOutcome::Failed("DeadlineExceeded".into())
         );
     }
 

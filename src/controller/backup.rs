@@ -26,7 +26,7 @@ use crate::api::backup::{
 };
 use crate::api::{ClusterStatus, MemberRole, MySQLCluster, RedisReplication};
 use crate::backup::artifact::Manifest;
-use crate::backup::job::{self, BackupJob, JobEngine};
+use crate::backup::job::{self, BackupJob, JobEngine, JobOutcome};
 use crate::metrics::ClusterLabels;
 use crate::resources::{ClusterView, DbKind, secret};
 
@@ -296,17 +296,8 @@ async fn follow(
         )
         .await;
     };
-    let conditions = job
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.clone())
-        .unwrap_or_default();
-    let is = |t: &str| {
-        conditions
-            .iter()
-            .any(|c| c.type_ == t && c.status == "True")
-    };
-    if is("Complete") {
+    let outcome = job::outcome(&job);
+    if outcome == JobOutcome::Complete {
         let report = job_report(&name, ns, ctx).await?;
         let manifest = report
             .as_deref()
@@ -379,12 +370,7 @@ async fn follow(
         .await;
         return Ok(Action::await_change());
     }
-    if is("Failed") {
-        let why = conditions
-            .iter()
-            .find(|c| c.type_ == "Failed")
-            .and_then(|c| c.reason.clone())
-            .unwrap_or_default();
+    if let JobOutcome::Failed(why) = outcome {
         let report = job_report(&name, ns, ctx).await?.unwrap_or_default();
         let detail = report
             .lines()
@@ -465,20 +451,11 @@ async fn cleanup(backup: &Backup, ns: &str, ctx: &Context) -> Result<Action, Err
             .context(format!("create Job {name}"))?
         }
     };
-    let conditions = existing
-        .status
-        .and_then(|s| s.conditions)
-        .unwrap_or_default();
-    if conditions
-        .iter()
-        .any(|c| c.type_ == "Complete" && c.status == "True")
-    {
+    let outcome = job::outcome(&existing);
+    if outcome == JobOutcome::Complete {
         return Ok(Action::await_change());
     }
-    if conditions
-        .iter()
-        .any(|c| c.type_ == "Failed" && c.status == "True")
-    {
+    if let JobOutcome::Failed(_) = outcome {
         let detail = job_report(&name, ns, ctx).await?.unwrap_or_default();
         publish(
             ctx,

@@ -45,38 +45,46 @@ pub trait ClusterResource:
     fn engine(ctx: &Context) -> &Self::Engine;
 }
 
+/// Accessors both cluster specs share field for field.
+macro_rules! spec_accessors {
+    () => {
+        fn replicas(&self) -> i32 {
+            self.spec.replicas
+        }
+        fn template(&self) -> &MemberTemplate {
+            &self.spec.template
+        }
+        fn storage(&self) -> &StorageSpec {
+            &self.spec.storage
+        }
+        fn auth(&self) -> &AuthSpec {
+            &self.spec.auth
+        }
+        fn config(&self) -> &BTreeMap<String, String> {
+            &self.spec.config
+        }
+        fn failover(&self) -> &FailoverSpec {
+            &self.spec.failover
+        }
+        fn desired_primary(&self) -> Option<i32> {
+            self.spec.primary
+        }
+        fn restore_spec(&self) -> Option<&crate::api::RestoreSpec> {
+            self.spec.restore.as_ref()
+        }
+        fn cluster_status(&self) -> Option<&ClusterStatus> {
+            self.status.as_ref()
+        }
+    };
+}
+
 impl ClusterResource for RedisReplication {
     type Engine = crate::redis::RedisEngine;
 
+    spec_accessors!();
+
     fn db_kind(&self) -> DbKind {
         DbKind::Redis
-    }
-    fn replicas(&self) -> i32 {
-        self.spec.replicas
-    }
-    fn template(&self) -> &MemberTemplate {
-        &self.spec.template
-    }
-    fn storage(&self) -> &StorageSpec {
-        &self.spec.storage
-    }
-    fn auth(&self) -> &AuthSpec {
-        &self.spec.auth
-    }
-    fn config(&self) -> &BTreeMap<String, String> {
-        &self.spec.config
-    }
-    fn failover(&self) -> &FailoverSpec {
-        &self.spec.failover
-    }
-    fn desired_primary(&self) -> Option<i32> {
-        self.spec.primary
-    }
-    fn restore_spec(&self) -> Option<&crate::api::RestoreSpec> {
-        self.spec.restore.as_ref()
-    }
-    fn cluster_status(&self) -> Option<&ClusterStatus> {
-        self.status.as_ref()
     }
     fn owned_keys() -> &'static [&'static str] {
         REDIS_OWNED_KEYS
@@ -95,35 +103,10 @@ impl ClusterResource for RedisReplication {
 impl ClusterResource for MySQLCluster {
     type Engine = crate::mysql::MySqlEngine;
 
+    spec_accessors!();
+
     fn db_kind(&self) -> DbKind {
         DbKind::MySql(self.spec.flavor)
-    }
-    fn replicas(&self) -> i32 {
-        self.spec.replicas
-    }
-    fn template(&self) -> &MemberTemplate {
-        &self.spec.template
-    }
-    fn storage(&self) -> &StorageSpec {
-        &self.spec.storage
-    }
-    fn auth(&self) -> &AuthSpec {
-        &self.spec.auth
-    }
-    fn config(&self) -> &BTreeMap<String, String> {
-        &self.spec.config
-    }
-    fn failover(&self) -> &FailoverSpec {
-        &self.spec.failover
-    }
-    fn desired_primary(&self) -> Option<i32> {
-        self.spec.primary
-    }
-    fn restore_spec(&self) -> Option<&crate::api::RestoreSpec> {
-        self.spec.restore.as_ref()
-    }
-    fn cluster_status(&self) -> Option<&ClusterStatus> {
-        self.status.as_ref()
     }
     fn owned_keys() -> &'static [&'static str] {
         MYSQL_OWNED_KEYS

@@ -14,6 +14,7 @@ use super::context::{Context, Error, KubeContext};
 use super::kinds::ClusterResource;
 use crate::api::ReplicationState;
 use crate::api::backup::{Backup, ClusterKind, SecretKeyRef};
+use crate::backup::job::JobOutcome;
 use crate::backup::restore::{self, MySqlRestore, RestoreSource};
 use crate::resources::statefulset::InitStep;
 use crate::resources::{ClusterView, DbKind, secret};
@@ -132,20 +133,11 @@ pub async fn load<K: ClusterResource>(
         tracing::info!(cluster = %obj.name_any(), kind = %K::kind(&()), backup = %source.backup, "restore Job created");
         return Ok(LoadState::Running);
     };
-    let conditions = job.status.and_then(|s| s.conditions).unwrap_or_default();
-    let is = |t: &str| {
-        conditions
-            .iter()
-            .find(|c| c.type_ == t && c.status == "True")
-    };
-    if is("Complete").is_some() {
-        return Ok(LoadState::Done);
-    }
-    if let Some(c) = is("Failed") {
-        return Ok(LoadState::Failed(format!(
-            "restore Job {name} failed ({}); see its logs, delete the Job to retry",
-            c.reason.clone().unwrap_or_default()
-        )));
-    }
-    Ok(LoadState::Running)
+    Ok(match crate::backup::job::outcome(&job) {
+        JobOutcome::Complete => LoadState::Done,
+        JobOutcome::Failed(why) => LoadState::Failed(format!(
+            "restore Job {name} failed ({why}); see its logs, delete the Job to retry"
+        )),
+        JobOutcome::Running => LoadState::Running,
+    })
 }
