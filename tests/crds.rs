@@ -338,3 +338,48 @@ fn examples_parse_and_pass_validation() {
         Vec::<String>::new()
     );
 }
+
+/// Paths of schema properties without a description (what `kubectl explain` shows).
+fn undocumented(schema: &Value, path: &str, out: &mut Vec<String>) {
+    if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+        for (name, sub) in props {
+            let p = format!("{path}.{name}");
+            let described = sub
+                .get("description")
+                .and_then(Value::as_str)
+                .is_some_and(|d| !d.trim().is_empty());
+            if !described && !matches!(name.as_str(), "apiVersion" | "kind" | "metadata") {
+                out.push(p.clone());
+            }
+            undocumented(sub, &p, out);
+        }
+    }
+    if let Some(items) = schema.get("items") {
+        undocumented(items, &format!("{path}[]"), out);
+    }
+    if let Some(extra) = schema.get("additionalProperties").filter(|v| v.is_object()) {
+        undocumented(extra, &format!("{path}{{}}"), out);
+    }
+}
+
+#[test]
+fn every_field_is_described_for_kubectl_explain() {
+    let mut missing = Vec::new();
+    for crd in api::crds() {
+        let schema = serde_json::to_value(
+            crd.spec.versions[0]
+                .schema
+                .as_ref()
+                .and_then(|s| s.open_api_v3_schema.as_ref())
+                .expect("schema"),
+        )
+        .expect("json");
+        undocumented(&schema, &crd.spec.names.kind, &mut missing);
+    }
+    assert!(
+        missing.is_empty(),
+        "{} fields lack a description:\n{}",
+        missing.len(),
+        missing.join("\n")
+    );
+}

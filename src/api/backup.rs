@@ -27,7 +27,9 @@ pub struct ClusterRef {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretKeyRef {
+    /// Name of the Secret.
     pub name: String,
+    /// Key in the Secret's data.
     pub key: String,
 }
 
@@ -60,7 +62,9 @@ pub struct S3Target {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GcsTarget {
+    /// Bucket name.
     pub bucket: String,
+    /// Key prefix of the artifacts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
     /// Service account JSON key.
@@ -71,8 +75,11 @@ pub struct GcsTarget {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AzureTarget {
+    /// Storage account name.
     pub account: String,
+    /// Blob container name.
     pub container: String,
+    /// Blob name prefix of the artifacts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
     /// Storage account access key.
@@ -167,10 +174,14 @@ pub enum BackupPhase {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BackupStatus {
+    /// Pending, Running, Succeeded (the store confirmed the artifact and the
+    /// manifest was written) or Failed.
     #[serde(default)]
     pub phase: BackupPhase,
+    /// When the backup Job was created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<Time>,
+    /// When the backup Succeeded or Failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<Time>,
     /// Location of the artifact (no credentials).
@@ -188,8 +199,10 @@ pub struct BackupStatus {
     /// Member the backup was read from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// What happened, in a sentence (the failure reason when Failed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// `Verified` when `spec.verify` is set.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }
@@ -280,12 +293,16 @@ pub struct BackupScheduleSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BackupScheduleStatus {
+    /// Scheduled time of the last Backup created (or run skipped).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_schedule_time: Option<Time>,
+    /// Newest Backup of this schedule that Succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_successful_backup: Option<String>,
+    /// When the next Backup is due.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_schedule_time: Option<Time>,
+    /// Backups of this schedule still Pending or Running.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub active: Vec<String>,
     /// `Scheduling` (True while the schedule is valid and running).

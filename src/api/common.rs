@@ -316,10 +316,15 @@ pub struct Operation {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FailoverRecord {
+    /// `Failover` or `Switchover`.
     pub kind: OperationKind,
+    /// Ordinal of the replaced primary.
     pub from: i32,
+    /// Ordinal of the new primary.
     pub to: i32,
+    /// When the change completed.
     pub time: Time,
+    /// Why it happened.
     pub reason: String,
 }
 
