@@ -556,6 +556,18 @@ fn plan_steady(inp: &PlanInput<'_>, primary: i32, p: &mut Plan) {
             action: Action::SemiSyncPrimary { ordinal: primary },
             critical: false,
         });
+        if inp.settings.flavor == crate::api::MySqlFlavor::MariaDB
+            && inp.settings.replication.wait_for_replicas > 1
+        {
+            p.events.push(ev(
+                EventType::Warning,
+                "SemiSyncWaitCountUnsupported",
+                format!(
+                    "MariaDB semi-sync waits for one replica acknowledgement; replication.waitForReplicas={} is only honoured on MySQL",
+                    inp.settings.replication.wait_for_replicas
+                ),
+            ));
+        }
     } else if !semi_sync && po.semi_primary == Some(true) {
         p.steps.push(Step {
             action: Action::SemiSyncPrimaryOff { ordinal: primary },

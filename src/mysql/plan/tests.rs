@@ -448,6 +448,7 @@ fn semi_sync_settings_are_enforced_each_pass() {
     ];
     let mut settings = MySqlSettings::default();
     settings.replication.mode = ReplicationMode::SemiSync;
+    settings.replication.wait_for_replicas = 2;
     let failover = FailoverSpec::default();
     let state = healthy_state();
     let p = plan(&PlanInput {
@@ -463,6 +464,11 @@ fn semi_sync_settings_are_enforced_each_pass() {
     let a = actions(&p);
     assert!(a.contains(&Action::SemiSyncPrimary { ordinal: 0 }));
     assert!(a.contains(&Action::SemiSyncReplica { ordinal: 1 }));
+    assert!(
+        p.events
+            .iter()
+            .any(|e| e.reason == "SemiSyncWaitCountUnsupported")
+    );
 }
 
 #[test]
