@@ -1028,3 +1028,39 @@ async fn failover_promotes_the_most_advanced_replica() {
     .await;
     wait_rows(c.server(1), "app.t", 50, Duration::from_secs(15)).await;
 }
+
+#[tokio::test]
+async fn rotated_passwords_are_applied_without_breaking_replication() {
+    let _g = SERIAL.lock().await;
+    let mut c = bootstrap(2).await;
+    c.credentials
+        .0
+        .insert("operator-password".into(), "op-rotated".into());
+    c.credentials
+        .0
+        .insert("replication-password".into(), "repl-rotated".into());
+    c.converge(CONVERGE, "rotated", |o| {
+        healthy_with(o, 0) && o.events.is_empty()
+    })
+    .await;
+    assert!(
+        c.events.iter().any(|e| e.contains("CredentialsRotated")),
+        "{:?}",
+        c.events
+    );
+    assert!(c.server(0).conn_as("ordinal", "op-rotated").await.is_ok());
+    assert!(c.server(0).conn_as("repl", "repl-rotated").await.is_ok());
+    assert!(c.server(0).conn_as("repl", REPL_PW).await.is_err());
+    // The replica reconnects with the new password and keeps replicating.
+    let mut r1 = c.server(1).root().await;
+    r1.query_drop("STOP SLAVE; START SLAVE")
+        .await
+        .expect("restart replication");
+    let mut app = c.server(0).app().await.expect("app");
+    app.query_drop("INSERT INTO app.t (id, v) VALUES (1, 'after rotation')")
+        .await
+        .expect("insert");
+    wait_rows(c.server(1), "app.t", 1, Duration::from_secs(10)).await;
+    let out = c.pass().await;
+    assert!(healthy_with(&out, 0), "{out:#?}");
+}

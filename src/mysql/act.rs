@@ -73,7 +73,20 @@ pub async fn repoint(
     let d = cx.dialect;
     let t = cx.query_timeout;
     exec(conn, d.stop_replica(), t).await?;
-    run_all(conn, &d.align_slave_pos(executed), t).await?;
+    // Replication may have applied more since the member was observed: align
+    // with what it holds now that it is stopped (never an older position,
+    // which strict mode would refuse to re-apply).
+    let now_pos = rows(conn, d.current_position_query(), t)
+        .await?
+        .first()
+        .and_then(|r| r.as_ref(0))
+        .and_then(value_str);
+    run_all(
+        conn,
+        &d.align_slave_pos(now_pos.as_deref().unwrap_or(executed)),
+        t,
+    )
+    .await?;
     exec(
         conn,
         &d.change_source(host, port, cx.replication_user, cx.replication_password),

@@ -415,6 +415,15 @@ impl Dialect {
         }
     }
 
+    /// The position a stopped replica resumes from (MariaDB gtid_current_pos).
+    pub fn current_position_query(self) -> &'static str {
+        if self.maria() {
+            "SELECT @@gtid_current_pos"
+        } else {
+            "SELECT @@GLOBAL.gtid_executed"
+        }
+    }
+
     /// Accounts (user, host), roles excluded.
     pub fn list_users_query(self) -> &'static str {
         if self.maria() {

@@ -155,6 +155,8 @@ pub struct MySqlEngine {
     /// it runs as a background task so passes (and failover detection) go on;
     /// the member is reported as being re-seeded meanwhile.
     reseeds: Reseeds,
+    /// Digest of the credentials last applied, per `namespace/name`.
+    applied_creds: Arc<std::sync::Mutex<HashMap<String, String>>>,
 }
 
 /// Message of a member whose re-seed is running (reported, never acted upon).
@@ -177,6 +179,7 @@ impl MySqlEngine {
         Self {
             cfg,
             reseeds: Reseeds::default(),
+            applied_creds: Default::default(),
         }
     }
 
@@ -352,6 +355,28 @@ impl Engine for MySqlEngine {
                 }
             };
         }
+        // Credentials rotation: compare a digest of the passwords the users
+        // were last set up with (kept in memory; after an operator restart a
+        // changed password is still caught by the 1045 refusals).
+        let cluster_key = format!("{}/{}", input.namespace, input.name);
+        let creds_digest = {
+            use sha2::{Digest, Sha256};
+            let mut h = Sha256::new();
+            h.update(creds.operator.as_bytes());
+            h.update([0u8]);
+            h.update(creds.replication.as_bytes());
+            hex::encode(h.finalize())
+        };
+        let credentials_changed = match self.applied_creds.lock() {
+            Ok(mut map) => match map.get(&cluster_key) {
+                Some(seen) => *seen != creds_digest,
+                None => {
+                    map.insert(cluster_key.clone(), creds_digest.clone());
+                    false
+                }
+            },
+            Err(_) => false,
+        };
         let mut early_events = Vec::new();
         let busy = self.poll_reseeds(input, &mut early_events).await;
         let mut conns: Vec<Option<Conn>> = Vec::with_capacity(observed.len());
@@ -383,6 +408,7 @@ impl Engine for MySqlEngine {
             settings: &input.settings,
             now: input.now,
             timeouts: self.cfg.timeouts,
+            credentials_changed,
         });
 
         let cx = act::ActCtx {
@@ -405,6 +431,7 @@ impl Engine for MySqlEngine {
         events.extend(plan.events.iter().cloned());
         let mut health = plan.health.clone();
         let mut failed_critical = false;
+        let mut users_applied = false;
         for st in &plan.steps {
             let ord = st.action.ordinal();
             let Some(idx) = input.members.iter().position(|m| m.ordinal == ord) else {
@@ -463,6 +490,9 @@ impl Engine for MySqlEngine {
                     }
                 }
             };
+            if res.is_ok() && matches!(st.action, Action::EnsureUsers { .. }) {
+                users_applied = true;
+            }
             if let Err(e) = res {
                 tracing::warn!(member = %member.pod, action = ?st.action, error = %e, "action failed");
                 events.push(EngineEvent {
@@ -490,6 +520,16 @@ impl Engine for MySqlEngine {
                     break;
                 }
             }
+        }
+        if credentials_changed && users_applied {
+            if let Ok(mut map) = self.applied_creds.lock() {
+                map.insert(cluster_key, creds_digest);
+            }
+            events.push(EngineEvent {
+                type_: EventType::Normal,
+                reason: "CredentialsRotated".into(),
+                note: "the operator and replication users were updated with the Secret's current passwords".into(),
+            });
         }
         if failed_critical {
             // Nothing was confirmed this pass: no member is reported primary

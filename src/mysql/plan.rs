@@ -72,6 +72,9 @@ pub struct PlanInput<'a> {
     pub settings: &'a MySqlSettings,
     pub now: DateTime<Utc>,
     pub timeouts: OpTimeouts,
+    /// The operator or replication password changed since the engine last
+    /// applied them: refresh the users on the primary and repoint replicas.
+    pub credentials_changed: bool,
 }
 
 /// A database action on one member (by ordinal).
@@ -534,7 +537,15 @@ fn plan_steady(inp: &PlanInput<'_>, primary: i32, p: &mut Plan) {
             format!("{} is the confirmed primary (term {}) holding every known transaction; writes enabled", pv.pod, inp.state.term),
         ));
     }
-    if po.via_root {
+    // Users are (re)applied when the operator user cannot log in, when the
+    // Secret changed, or when a replica is refused by the primary (1045).
+    let repl_refused = |o: &Observed| {
+        o.replica.as_ref().is_some_and(|r| {
+            r.last_io_errno == 1045 && source_ordinal(inp.views, &r.host, r.port) == Some(primary)
+        })
+    };
+    let refused_any = inp.views.iter().any(|v| v.up().is_some_and(repl_refused));
+    if po.via_root || inp.credentials_changed || refused_any {
         p.steps.push(Step {
             action: Action::EnsureUsers { ordinal: primary },
             critical: false,
@@ -545,6 +556,18 @@ fn plan_steady(inp: &PlanInput<'_>, primary: i32, p: &mut Plan) {
             action: Action::SemiSyncPrimary { ordinal: primary },
             critical: false,
         });
+        if inp.settings.flavor == crate::api::MySqlFlavor::MariaDB
+            && inp.settings.replication.wait_for_replicas > 1
+        {
+            p.events.push(ev(
+                EventType::Warning,
+                "SemiSyncWaitCountUnsupported",
+                format!(
+                    "MariaDB semi-sync waits for one replica acknowledgement; replication.waitForReplicas={} is only honoured on MySQL",
+                    inp.settings.replication.wait_for_replicas
+                ),
+            ));
+        }
     } else if !semi_sync && po.semi_primary == Some(true) {
         p.steps.push(Step {
             action: Action::SemiSyncPrimaryOff { ordinal: primary },
@@ -610,6 +633,33 @@ fn plan_steady(inp: &PlanInput<'_>, primary: i32, p: &mut Plan) {
             .and_then(|r| source_ordinal(inp.views, &r.host, r.port));
         match (&o.replica, src) {
             (Some(r), Some(s)) if s == primary => {
+                if inp.credentials_changed || r.last_io_errno == 1045 {
+                    // New replication password: CHANGE MASTER with it.
+                    p.steps.push(Step {
+                        action: Action::Repoint {
+                            ordinal: v.ordinal,
+                            source: primary,
+                            executed: o.executed.position(),
+                        },
+                        critical: false,
+                    });
+                    p.events.push(ev(
+                        EventType::Normal,
+                        "CredentialsApplied",
+                        format!(
+                            "{} reconnects to {} with the current replication credentials",
+                            v.pod, pv.pod
+                        ),
+                    ));
+                    problems.push(format!("{} reconnecting with new credentials", v.pod));
+                    set_role(
+                        p,
+                        v.ordinal,
+                        MemberRole::Unknown,
+                        Some("reconnecting with the current replication credentials".into()),
+                    );
+                    continue;
+                }
                 if d.is_purged_binlog_error(r.last_io_errno, &r.last_io_error) {
                     p.steps.push(Step {
                         action: Action::Reseed {

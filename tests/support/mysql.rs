@@ -355,6 +355,7 @@ pub struct Cluster {
     pub desired_primary: Option<i32>,
     pub last: Option<EngineOutcome>,
     pub events: Vec<String>,
+    pub credentials: Credentials,
 }
 
 impl Cluster {
@@ -381,6 +382,7 @@ impl Cluster {
             desired_primary: None,
             last: None,
             events: Vec::new(),
+            credentials: credentials(),
         }
     }
 
@@ -392,7 +394,7 @@ impl Cluster {
             state: self.state.clone(),
             desired_primary: self.desired_primary,
             failover: self.failover.clone(),
-            credentials: credentials(),
+            credentials: self.credentials.clone(),
             now: Utc::now(),
             settings: self.settings.clone(),
         }

@@ -67,6 +67,7 @@ fn run(views: &[View], state: &ReplicationState, desired: Option<i32>, at: DateT
         settings: &settings,
         now: at,
         timeouts: OpTimeouts::default(),
+        credentials_changed: false,
     })
 }
 
@@ -447,6 +448,7 @@ fn semi_sync_settings_are_enforced_each_pass() {
     ];
     let mut settings = MySqlSettings::default();
     settings.replication.mode = ReplicationMode::SemiSync;
+    settings.replication.wait_for_replicas = 2;
     let failover = FailoverSpec::default();
     let state = healthy_state();
     let p = plan(&PlanInput {
@@ -457,10 +459,16 @@ fn semi_sync_settings_are_enforced_each_pass() {
         settings: &settings,
         now: now(),
         timeouts: OpTimeouts::default(),
+        credentials_changed: false,
     });
     let a = actions(&p);
     assert!(a.contains(&Action::SemiSyncPrimary { ordinal: 0 }));
     assert!(a.contains(&Action::SemiSyncReplica { ordinal: 1 }));
+    assert!(
+        p.events
+            .iter()
+            .any(|e| e.reason == "SemiSyncWaitCountUnsupported")
+    );
 }
 
 #[test]
@@ -503,6 +511,7 @@ fn mysql_flavor_quarantines_and_fails_over_by_gtid_sets() {
             settings: &settings,
             now: at,
             timeouts: OpTimeouts::default(),
+            credentials_changed: false,
         })
     };
     let views = vec![
@@ -577,4 +586,54 @@ fn bootstrap_adopts_the_member_holding_every_transaction() {
     let p = run(&views, &ReplicationState::default(), None, now());
     assert_eq!(p.state.primary, None);
     assert!(p.events.iter().any(|e| e.reason == "BootstrapRefused"));
+}
+
+#[test]
+fn credential_change_refreshes_users_and_repoints_replicas() {
+    let views = vec![
+        view(0, Some(obs("0-100-10", false, None))),
+        view(1, Some(obs("0-100-10", true, Some("db-0.h")))),
+    ];
+    let settings = MySqlSettings::default();
+    let failover = FailoverSpec::default();
+    let state = healthy_state();
+    let p = plan(&PlanInput {
+        views: &views,
+        state: &state,
+        desired_primary: None,
+        failover: &failover,
+        settings: &settings,
+        now: now(),
+        timeouts: OpTimeouts::default(),
+        credentials_changed: true,
+    });
+    assert_eq!(
+        actions(&p),
+        vec![
+            Action::EnsureUsers { ordinal: 0 },
+            Action::Repoint {
+                ordinal: 1,
+                source: 0,
+                executed: "0-100-10".into()
+            }
+        ]
+    );
+    // A replica refused by the primary (access denied) triggers the same.
+    let mut refused = obs("0-100-10", true, Some("db-0.h"));
+    {
+        let r = refused.replica.as_mut().unwrap();
+        r.io_running = "Connecting".into();
+        r.last_io_errno = 1045;
+    }
+    let views = vec![
+        view(0, Some(obs("0-100-10", false, None))),
+        view(1, Some(refused)),
+    ];
+    let p = run(&views, &healthy_state(), None, now());
+    assert!(actions(&p).contains(&Action::EnsureUsers { ordinal: 0 }));
+    assert!(
+        actions(&p)
+            .iter()
+            .any(|a| matches!(a, Action::Repoint { ordinal: 1, .. }))
+    );
 }
