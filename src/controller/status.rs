@@ -168,7 +168,13 @@ pub fn compute(
         now,
     );
 
-    let operation = status.replication.operation.clone();
+    // An aborted switchover waiting out its cooldown is recorded as an
+    // operation so a restarted operator respects it, but nothing is running.
+    let operation = status
+        .replication
+        .operation
+        .clone()
+        .filter(|op| !op.step.ends_with("Cooldown"));
     match &operation {
         Some(op) => set_condition(
             conditions,
