@@ -294,6 +294,39 @@ async fn redis_end_to_end() {
     wait_ready(&api, "Ready after SIGKILL", Duration::from_secs(90)).await;
     assert!(single_master(&client, &password).await.is_some());
 
+    step("deleting the primary pod → it is recreated, one writable primary, data intact");
+    let (victim, _) = labelled_primary(&client, &api).await.expect("primary");
+    cluster
+        .kubectl(&["-n", NS, "delete", "pod", &victim, "--wait=false"])
+        .expect("delete pod");
+    let ip = eventually(
+        "a labelled, writable primary after the pod deletion",
+        Duration::from_secs(120),
+        || async {
+            let (_, ip) = labelled_primary(&client, &api).await?;
+            let mut c = conn(&ip, &password).await?;
+            let ok: String = redis::cmd("SET")
+                .arg("after-delete")
+                .arg("1")
+                .query_async(&mut c)
+                .await
+                .ok()?;
+            (ok == "OK").then_some(ip)
+        },
+    )
+    .await;
+    assert_eq!(
+        get(&ip, &password, "after-kill").await.as_deref(),
+        Some("1")
+    );
+    wait_ready(
+        &api,
+        "Ready after the pod deletion",
+        Duration::from_secs(120),
+    )
+    .await;
+    assert!(single_master(&client, &password).await.is_some());
+
     step("switchover through spec.primary under a write loop → no acknowledged write lost");
     let current = status(&api)
         .await
@@ -396,7 +429,7 @@ async fn redis_end_to_end() {
     .await;
     assert_eq!(single_master(&client, &password).await, Some(after));
 
-    step("scale 3 → 5 → 2: the primary is never removed, volumes are kept");
+    step("scale 3 → 5 → 2 → 3: the primary is never removed, volumes are kept and re-used");
     api.patch(
         NAME,
         &PatchParams::default(),
@@ -455,6 +488,54 @@ async fn redis_end_to_end() {
         get(&primary_ip, &password, "hello").await.as_deref(),
         Some("world"),
         "data survived it all"
+    );
+    api.patch(
+        NAME,
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"replicas": 3}})),
+    )
+    .await
+    .expect("scale up again");
+    let ip2 = eventually(
+        "member 2 back, replicating",
+        Duration::from_secs(120),
+        || async {
+            let s = status(&api).await?;
+            let pods = members(&client, NS, NAME).await;
+            let (_, role, ip) = pods
+                .into_iter()
+                .find(|(n, _, _)| *n == format!("{NAME}-2"))?;
+            (s.phase == ClusterPhase::Running && role.as_deref() == Some("replica")).then_some(ip?)
+        },
+    )
+    .await;
+    let claim = cluster
+        .kubectl(&[
+            "-n",
+            NS,
+            "get",
+            "pod",
+            &format!("{NAME}-2"),
+            "-o",
+            "jsonpath={.spec.volumes[?(@.name==\"data\")].persistentVolumeClaim.claimName}",
+        ])
+        .expect("claim");
+    assert_eq!(
+        claim,
+        format!("data-{NAME}-2"),
+        "the kept volume is re-used"
+    );
+    assert_eq!(
+        cluster
+            .kubectl(&["-n", NS, "get", "pvc", "-o", "name"])
+            .expect("pvcs")
+            .lines()
+            .count(),
+        5
+    );
+    assert_eq!(
+        get(&ip2, &password, "hello").await.as_deref(),
+        Some("world")
     );
 
     step("delete → children gone, volumes kept");
