@@ -300,7 +300,10 @@ async fn apply<K: ClusterResource>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Act
     };
     let outcome = K::engine(&ctx).reconcile(&input).await?;
     for event in &outcome.events {
-        publish_engine_event(&ctx, &*obj, event).await;
+        // An engine may report the same standing problem every pass.
+        if ctx.event_is_new(&key_of(&*obj), &event.reason, &event.note) {
+            publish_engine_event(&ctx, &*obj, event).await;
+        }
     }
     obs.replication = Some(ReplicationReport {
         state: outcome.state.clone(),

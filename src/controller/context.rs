@@ -70,7 +70,30 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// Per cluster: fingerprint of the children last applied, and when.
     applied: Mutex<HashMap<String, (String, std::time::Instant)>>,
+    published: Mutex<RecentEvents>,
 }
+
+/// Engine events published lately, per object and text, so a standing
+/// problem reported every pass becomes one Event per [`EVENT_REPEAT`].
+#[derive(Debug, Default)]
+pub struct RecentEvents(HashMap<(String, String, String), std::time::Instant>);
+
+impl RecentEvents {
+    /// Whether to publish now; records the event when so.
+    pub fn admit(&mut self, key: &str, reason: &str, note: &str, now: std::time::Instant) -> bool {
+        self.0
+            .retain(|_, at| now.duration_since(*at) < EVENT_REPEAT);
+        let id = (key.to_string(), reason.to_string(), note.to_string());
+        if self.0.contains_key(&id) {
+            return false;
+        }
+        self.0.insert(id, now);
+        true
+    }
+}
+
+/// How long an identical engine event is not published again.
+pub const EVENT_REPEAT: Duration = Duration::from_secs(600);
 
 impl Context {
     pub fn new(
@@ -91,6 +114,7 @@ impl Context {
             metrics,
             failures: Mutex::new(HashMap::new()),
             applied: Mutex::new(HashMap::new()),
+            published: Mutex::new(RecentEvents::default()),
         }
     }
 
@@ -100,6 +124,13 @@ impl Context {
         let n = failures.entry(key.to_string()).or_insert(0);
         *n = n.saturating_add(1);
         Duration::from_secs(1u64 << (*n - 1).min(8)).min(Duration::from_secs(300))
+    }
+
+    /// Whether an event is worth publishing: not the same reason and note for
+    /// the same object within [`EVENT_REPEAT`]. Records it when it is.
+    pub fn event_is_new(&self, key: &str, reason: &str, note: &str) -> bool {
+        let mut published = self.published.lock().unwrap_or_else(|e| e.into_inner());
+        published.admit(key, reason, note, std::time::Instant::now())
     }
 
     /// Whether children built from `fingerprint` were applied within the resync period.
@@ -128,5 +159,46 @@ impl Context {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn a_repeated_event_is_published_once_per_period() {
+        let mut recent = RecentEvents::default();
+        let t0 = Instant::now();
+        assert!(recent.admit("c", "ErrantTransactions", "db-2 holds 0-101-7", t0));
+        assert!(!recent.admit(
+            "c",
+            "ErrantTransactions",
+            "db-2 holds 0-101-7",
+            t0 + Duration::from_secs(1)
+        ));
+        assert!(
+            recent.admit(
+                "c",
+                "ErrantTransactions",
+                "db-2 holds 0-101-8",
+                t0 + Duration::from_secs(1)
+            ),
+            "new text"
+        );
+        assert!(
+            recent.admit("other", "ErrantTransactions", "db-2 holds 0-101-7", t0),
+            "other object"
+        );
+        assert!(
+            recent.admit(
+                "c",
+                "ErrantTransactions",
+                "db-2 holds 0-101-7",
+                t0 + EVENT_REPEAT
+            ),
+            "again after the period"
+        );
     }
 }
