@@ -382,7 +382,8 @@ pub struct ClusterStatus {
     /// Generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// sha256 of the credentials Secret's data the members were set up with.
+    /// sha256 of the credentials Secret's data Ordinal currently uses (changes
+    /// when a password is rotated; never the passwords themselves).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_hash: Option<String>,
 }

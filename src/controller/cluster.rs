@@ -161,6 +161,7 @@ async fn apply<K: ClusterResource>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Act
             None
         }
     };
+    obs.auth_hash = credentials.as_ref().map(auth_hash);
 
     if let Some(msg) = &config_error {
         obs.config_error = Some(msg.clone());
@@ -368,6 +369,17 @@ pub fn switchover_target(
         .max_by_key(|m| (m.offset.unwrap_or(0), -m.lag.unwrap_or(0), -m.ordinal))
         .map(|m| m.ordinal)
         .or(Some(0))
+}
+
+/// sha256 over the credentials (keys and values), recorded in status so a
+/// rotation is visible without exposing anything.
+pub fn auth_hash(credentials: &Credentials) -> String {
+    let text: String = credentials
+        .0
+        .iter()
+        .map(|(k, v)| format!("{k}\0{v}\0"))
+        .collect();
+    crate::resources::config::sha256_hex(text.as_bytes())
 }
 
 fn key_of<K: ClusterResource>(obj: &K) -> String {
@@ -765,6 +777,15 @@ mod tests {
             Some(0),
             "the user's choice wins"
         );
+    }
+
+    #[test]
+    fn auth_hash_changes_with_a_rotation_and_hides_the_passwords() {
+        let creds = |pw: &str| Credentials([("password".to_string(), pw.to_string())].into());
+        let a = auth_hash(&creds("old-secret"));
+        assert_eq!(a, auth_hash(&creds("old-secret")));
+        assert_ne!(a, auth_hash(&creds("new-secret")));
+        assert!(!a.contains("secret") && a.len() == 64);
     }
 
     #[test]

@@ -18,6 +18,8 @@ pub struct Observation {
     pub storage_note: Option<String>,
     /// Engine result; None when the engine step did not run.
     pub replication: Option<ReplicationReport>,
+    /// sha256 of the credentials in use.
+    pub auth_hash: Option<String>,
     /// `Restored` condition (status, reason, message) while a restore matters.
     pub restore: Option<super::restore::RestoreCondition>,
 }
@@ -81,6 +83,9 @@ pub fn compute(
     status.observed_generation = generation;
     status.replicas = obs.replicas_existing;
     status.ready_replicas = obs.replicas_ready;
+    if obs.auth_hash.is_some() {
+        status.auth_hash = obs.auth_hash.clone();
+    }
     let conditions = &mut status.conditions;
 
     match &obs.config_error {
