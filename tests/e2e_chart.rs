@@ -209,4 +209,64 @@ async fn chart_installs_a_leader_elected_least_privileged_operator() {
         },
     )
     .await;
+
+    step("SIGTERM: the operator releases its lease and exits 0");
+    let mut local = Command::new(env!("CARGO_BIN_EXE_ordinal"))
+        .args([
+            "run",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--namespaces",
+            "nothing-here",
+        ])
+        .args([
+            "--leader-election",
+            "--leader-election-namespace",
+            SYSTEM,
+            "--lease-name",
+            "shutdown-test",
+            "--identity",
+            "local-test",
+        ])
+        .env("KUBECONFIG", &cluster.kubeconfig)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start a local operator");
+    eventually(
+        "the local operator leads its lease",
+        Duration::from_secs(60),
+        || async {
+            let l = leases.get("shutdown-test").await.ok()?;
+            (l.spec?.holder_identity.as_deref() == Some("local-test")).then_some(())
+        },
+    )
+    .await;
+    let pid = local.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    let exit = loop {
+        if let Some(status) = local.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the operator did not exit within 40 s of SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(exit.success(), "exit status after SIGTERM: {exit:?}");
+    let released = leases
+        .get("shutdown-test")
+        .await
+        .expect("lease")
+        .spec
+        .and_then(|s| s.holder_identity);
+    assert_eq!(released, None, "the lease is released on shutdown");
 }
