@@ -48,6 +48,7 @@ pub struct Metrics {
     pub backup_duration: Family<ClusterLabels, Gauge<f64, AtomicU64>>,
     pub backup_bytes: Family<ClusterLabels, Gauge>,
     pub backup_last_success: Family<ClusterLabels, Gauge>,
+    pub backup_last_verified: Family<ClusterLabels, Gauge>,
     pub leader: Gauge,
 }
 
@@ -71,6 +72,7 @@ impl Metrics {
         let backup_duration = Family::<ClusterLabels, Gauge<f64, AtomicU64>>::default();
         let backup_bytes = Family::<ClusterLabels, Gauge>::default();
         let backup_last_success = Family::<ClusterLabels, Gauge>::default();
+        let backup_last_verified = Family::<ClusterLabels, Gauge>::default();
         let leader = Gauge::default();
         registry.register(
             "reconciles",
@@ -127,6 +129,7 @@ impl Metrics {
             backup_duration,
             backup_bytes,
             backup_last_success,
+            backup_last_verified,
             leader,
         }
     }

@@ -364,6 +364,40 @@ async fn backups_end_to_end() {
         "same rows and CHECKSUM TABLE as at the backup's GTID position"
     );
 
+    step("verified backups: each restored into a throwaway instance and checked");
+    for (name, kind, cluster_name) in [
+        ("cache-v", "RedisReplication", "cache"),
+        ("db-v", "MySQLCluster", "db"),
+    ] {
+        backups.create(&pp, &obj(serde_json::json!({"apiVersion": "ordinal.dev/v1alpha1", "kind": "Backup",
+            "metadata": {"name": name}, "spec": {"cluster": {"kind": kind, "name": cluster_name}, "target": pvc_target("verified"), "verify": true}}))).await.expect("backup");
+    }
+    for name in ["cache-v", "db-v"] {
+        let verified = eventually(
+            &format!("{name} verified"),
+            Duration::from_secs(240),
+            || async {
+                let b = backups.get(name).await.ok()?;
+                b.status?
+                    .conditions
+                    .into_iter()
+                    .find(|c| c.type_ == "Verified" && c.status != "Unknown")
+            },
+        )
+        .await;
+        assert_eq!(
+            verified.status,
+            "True",
+            "{name}: {verified:?}\n{}",
+            cluster.diagnostics(NS)
+        );
+        assert!(
+            verified.message.contains("keys loaded") || verified.message.contains("rows loaded"),
+            "{}",
+            verified.message
+        );
+    }
+
     step("a tampered artifact is refused at restore");
     backups.create(&pp, &obj(serde_json::json!({"apiVersion": "ordinal.dev/v1alpha1", "kind": "Backup",
         "metadata": {"name": "cache-2"}, "spec": {"cluster": {"kind": "RedisReplication", "name": "cache"}, "target": pvc_target("manual")}}))).await.expect("backup");

@@ -196,6 +196,9 @@ pub struct BackupStatus {
     /// Replication position of the snapshot: Redis offset or MySQL GTID set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub position: Option<String>,
+    /// MySQL/MariaDB: rows in the dump (a verification restore must find as many).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<i64>,
     /// Member the backup was read from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,

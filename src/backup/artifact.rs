@@ -43,6 +43,9 @@ pub struct Manifest {
     pub position: String,
     /// Member the dump was read from.
     pub source: String,
+    /// MySQL/MariaDB: rows in the dump.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<i64>,
     /// RFC 3339 time the upload was confirmed.
     pub completed_at: String,
 }
@@ -50,6 +53,8 @@ pub struct Manifest {
 /// What the engine's dump function reports about what it wrote.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DumpReport {
+    /// MySQL/MariaDB: rows in the dump.
+    pub rows: Option<i64>,
     pub raw_bytes: u64,
     pub compressed_bytes: u64,
     pub sha256: String,
@@ -281,6 +286,7 @@ mod tests {
             sha256: r.sha256.clone(),
             position: r.position.clone(),
             source: "c-1".into(),
+            rows: r.rows,
             completed_at: "2026-11-24T00:00:00Z".into(),
         }
     }
@@ -301,6 +307,7 @@ mod tests {
             w.shutdown().await.map_err(|e| e.to_string())?;
             let n = payload.len() as u64;
             Ok(DumpReport {
+                rows: None,
                 raw_bytes: n,
                 compressed_bytes: n,
                 sha256: sha,
@@ -338,6 +345,7 @@ mod tests {
             w.shutdown().await.map_err(|e| e.to_string())?;
             // The dump claims more than it wrote: the size check must catch it.
             Ok(DumpReport {
+                rows: None,
                 raw_bytes: 100,
                 compressed_bytes: 100,
                 sha256: "x".into(),

@@ -276,6 +276,160 @@ pub fn backup_job(p: &BackupJob<'_>) -> Job {
     })
 }
 
+/// Everything a verification Job needs.
+pub struct VerifyJob<'a> {
+    pub backup: &'a str,
+    pub namespace: &'a str,
+    pub owner: OwnerReference,
+    /// The operator image (restore step and checker).
+    pub image: &'a str,
+    /// The cluster's database image (the throwaway instance).
+    pub database_image: &'a str,
+    pub engine: JobEngine,
+    /// The cluster's Secret key of the password the throwaway instance uses.
+    pub db_secret: SecretKeyRef,
+    pub source: &'a super::restore::RestoreSource,
+    pub expected_rows: Option<i64>,
+}
+
+fn pod_ip_env() -> EnvVar {
+    EnvVar {
+        name: "POD_IP".into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(k8s_openapi::api::core::v1::ObjectFieldSelector {
+                field_path: "status.podIP".into(),
+                api_version: None,
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The Job that restores a backup into a throwaway instance in the same pod
+/// and checks it against the manifest: Redis loads the verified RDB (restore
+/// init step) and must finish loading; MySQL loads the verified dump and must
+/// find as many rows as the dump held. The checker stops the instance at the
+/// end so the Job completes.
+pub fn verify_job(p: &VerifyJob<'_>) -> Job {
+    let source_args = |args: &mut Vec<String>| {
+        args.push(format!("--target={}", target_json(&p.source.target)));
+        args.push(format!("--artifact={}", p.source.key));
+        args.push(format!("--sha256={}", p.source.sha256));
+    };
+    let mut args = vec!["backup".to_string(), "verify".to_string()];
+    let (db_command, db_env, port) = match &p.engine {
+        JobEngine::Redis => {
+            args.extend(["--engine=redis".to_string(), "--port=6379".to_string()]);
+            let script = r#"printf 'port 6379\nbind %s\ndir /data\nappendonly no\nrequirepass "%s"\n' "$POD_IP" "$REDIS_PASSWORD" | redis-server -"#;
+            (
+                script.to_string(),
+                vec![secret_env("REDIS_PASSWORD", &p.db_secret), pod_ip_env()],
+                6379,
+            )
+        }
+        JobEngine::MySql { user, flavor } => {
+            args.extend([
+                "--engine=mysql".to_string(),
+                "--port=3306".to_string(),
+                format!("--user={user}"),
+                format!("--flavor={flavor:?}"),
+            ]);
+            source_args(&mut args);
+            if let Some(rows) = p.expected_rows {
+                args.push(format!("--expect-rows={rows}"));
+            }
+            let (server, root_env) = match flavor {
+                crate::api::MySqlFlavor::MariaDB => ("mariadbd", "MARIADB_ROOT_PASSWORD"),
+                crate::api::MySqlFlavor::MySQL => ("mysqld", "MYSQL_ROOT_PASSWORD"),
+            };
+            let script = format!(
+                "exec docker-entrypoint.sh {server} --server-id=1 --log-bin=mysql-bin --binlog-format=ROW --bind-address=\"$POD_IP\""
+            );
+            (
+                script,
+                vec![secret_env(root_env, &p.db_secret), pod_ip_env()],
+                3306,
+            )
+        }
+    };
+    let mut env = vec![secret_env(ENV_DB_PASSWORD, &p.db_secret), pod_ip_env()];
+    env.extend(target_env(&p.source.target));
+    let labels = BTreeMap::from([
+        (LABEL_BACKUP.to_string(), p.backup.to_string()),
+        (
+            "app.kubernetes.io/managed-by".to_string(),
+            "ordinal".to_string(),
+        ),
+        (
+            "app.kubernetes.io/component".to_string(),
+            "backup-verify".to_string(),
+        ),
+    ]);
+    let mut job = job(JobShape {
+        name: job_name(p.backup, "verify"),
+        namespace: p.namespace,
+        owner: p.owner.clone(),
+        labels,
+        image: p.image,
+        args,
+        env,
+        target: &p.source.target,
+        timeout_seconds: DEFAULT_TIMEOUT_SECONDS,
+    });
+    let data = VolumeMount {
+        name: "data".into(),
+        mount_path: "/data".into(),
+        ..Default::default()
+    };
+    if let Some(pod) = job.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
+        pod.volumes.get_or_insert_with(Vec::new).push(Volume {
+            name: "data".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        });
+        // The throwaway instance runs as the image's database user, like the members.
+        pod.security_context = None;
+        pod.containers.push(Container {
+            name: "database".into(),
+            image: Some(p.database_image.into()),
+            command: Some(vec!["sh".into(), "-c".into(), db_command]),
+            env: Some(db_env),
+            ports: Some(vec![k8s_openapi::api::core::v1::ContainerPort {
+                container_port: port,
+                ..Default::default()
+            }]),
+            volume_mounts: Some(vec![if matches!(p.engine, JobEngine::Redis) {
+                data.clone()
+            } else {
+                VolumeMount {
+                    name: "data".into(),
+                    mount_path: "/var/lib/mysql".into(),
+                    ..Default::default()
+                }
+            }]),
+            ..Default::default()
+        });
+        if matches!(p.engine, JobEngine::Redis) {
+            let step = super::restore::redis_init_step(p.image, p.source, "/data");
+            let mut init = step.containers;
+            for c in &mut init {
+                if let Some(args) = c.args.as_mut() {
+                    args.push("--any-member".into());
+                }
+                // The init step mounts the Job's own data volume.
+                if let Some(mounts) = c.volume_mounts.as_mut() {
+                    for m in mounts.iter_mut().filter(|m| m.mount_path == "/data") {
+                        m.name = "data".into();
+                    }
+                }
+            }
+            pod.init_containers = Some(init);
+        }
+    }
+    job
+}
+
 /// The Job that deletes one backup's artifact and manifest.
 pub fn delete_job(
     backup: &str,
@@ -409,6 +563,70 @@ mod tests {
                 .clone()
                 .and_then(|s| s.read_only_root_filesystem),
             Some(true)
+        );
+    }
+
+    #[test]
+    fn verify_job_runs_a_throwaway_instance_beside_the_checker() {
+        use crate::backup::restore::RestoreSource;
+        let source = RestoreSource {
+            backup: "b".into(),
+            target: s3(),
+            key: "ns/c/b/dump.rdb.zst".into(),
+            sha256: "ab".repeat(32),
+        };
+        let verify = |engine: JobEngine| {
+            verify_job(&VerifyJob {
+                backup: "b",
+                namespace: "ns",
+                owner: owner(),
+                image: "ordinal:dev",
+                database_image: "redis:7.2",
+                engine,
+                db_secret: SecretKeyRef {
+                    name: "c-auth".into(),
+                    key: "password".into(),
+                },
+                source: &source,
+                expected_rows: Some(42),
+            })
+        };
+        let redis = verify(JobEngine::Redis)
+            .spec
+            .expect("spec")
+            .template
+            .spec
+            .expect("pod");
+        assert_eq!(redis.containers.len(), 2, "checker and throwaway database");
+        let init = redis.init_containers.expect("restore step");
+        let init_args = init[0].args.clone().expect("args").join(" ");
+        assert!(init_args.contains("--any-member") && init_args.contains("--sha256="));
+        assert!(
+            redis.containers[1]
+                .command
+                .clone()
+                .expect("cmd")
+                .join(" ")
+                .contains("redis-server -")
+        );
+        let mysql = verify(JobEngine::MySql {
+            user: "root".into(),
+            flavor: crate::api::MySqlFlavor::MariaDB,
+        })
+        .spec
+        .expect("spec")
+        .template
+        .spec
+        .expect("pod");
+        assert!(
+            mysql.init_containers.is_none(),
+            "MySQL loads into the running instance"
+        );
+        let args = mysql.containers[0].args.clone().expect("args").join(" ");
+        assert!(
+            args.contains("backup verify")
+                && args.contains("--expect-rows=42")
+                && args.contains("--artifact=ns/c/b/dump.rdb.zst")
         );
     }
 

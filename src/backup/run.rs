@@ -68,6 +68,45 @@ pub enum BackupCommand {
     Run(RunArgs),
     /// Delete one backup's artifact and manifest.
     Delete(Location),
+    /// Check a restored throwaway instance against the manifest, then stop it.
+    Verify(VerifyArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    #[arg(long, value_enum)]
+    pub engine: EngineArg,
+    /// Address of the throwaway database (this pod's IP).
+    #[arg(long, env = "POD_IP")]
+    pub host: String,
+    #[arg(long)]
+    pub port: u16,
+    #[arg(long, default_value = "root")]
+    pub user: String,
+    #[arg(long, value_enum, default_value = "MariaDB")]
+    pub flavor: FlavorArg,
+    /// MySQL: the artifact to load and its checksum (Redis was installed by
+    /// the restore init step before the server started).
+    #[arg(long, value_parser = parse_target)]
+    pub target: Option<BackupTarget>,
+    #[arg(long)]
+    pub artifact: Option<String>,
+    #[arg(long)]
+    pub sha256: Option<String>,
+    #[arg(long, default_value = PVC_MOUNT)]
+    pub pvc_root: PathBuf,
+    /// MySQL: rows the dump held; the restore must load exactly as many.
+    #[arg(long)]
+    pub expect_rows: Option<i64>,
+    /// How long to wait for the throwaway database to start.
+    #[arg(long, default_value_t = 300)]
+    pub wait_seconds: u64,
+    #[arg(
+        long,
+        env = "ORDINAL_TERMINATION_LOG",
+        default_value = "/dev/termination-log"
+    )]
+    pub termination_log: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -131,6 +170,9 @@ pub struct RestoreRedisArgs {
     /// start empty and replicate.
     #[arg(long, default_value_t = 0)]
     pub only_ordinal: i32,
+    /// Restore whatever the hostname (a throwaway verification instance).
+    #[arg(long)]
+    pub any_member: bool,
 }
 
 #[derive(Args, Debug)]
@@ -172,6 +214,24 @@ pub async fn backup(cmd: BackupCommand) -> anyhow::Result<()> {
                     let json = serde_json::to_string(&manifest).context("manifest")?;
                     report(&log, &json);
                     println!("{json}");
+                    Ok(())
+                }
+                Err(e) => {
+                    report(&log, &format!("{e:#}"));
+                    Err(e)
+                }
+            }
+        }
+        BackupCommand::Verify(args) => {
+            let log = args.termination_log.clone();
+            let result = match args.engine {
+                EngineArg::Redis => verify_redis(&args).await,
+                EngineArg::Mysql => verify_mysql(&args).await,
+            };
+            match result {
+                Ok(summary) => {
+                    report(&log, &summary);
+                    println!("{summary}");
                     Ok(())
                 }
                 Err(e) => {
@@ -223,6 +283,7 @@ async fn run_backup(args: &RunArgs) -> anyhow::Result<Manifest> {
         sha256: r.sha256.clone(),
         position: r.position.clone(),
         source: args.source_member.clone(),
+        rows: r.rows,
         completed_at: Utc::now().to_rfc3339(),
     };
     let manifest = match args.engine {
@@ -238,6 +299,7 @@ async fn run_backup(args: &RunArgs) -> anyhow::Result<Manifest> {
                     .await
                     .map_err(|e| e.to_string())?;
                 Ok(DumpReport {
+                    rows: None,
                     raw_bytes: r.raw_bytes,
                     compressed_bytes: r.compressed_bytes,
                     sha256: r.sha256,
@@ -262,6 +324,7 @@ async fn run_backup(args: &RunArgs) -> anyhow::Result<Manifest> {
                     .await
                     .map_err(|e| e.to_string())?;
                 Ok(DumpReport {
+                    rows: Some(r.rows as i64),
                     raw_bytes: r.raw_size,
                     compressed_bytes: r.size,
                     sha256: r.sha256,
@@ -279,7 +342,7 @@ pub async fn restore(cmd: RestoreCommand) -> anyhow::Result<()> {
         RestoreCommand::Redis(args) => {
             check_sha(&args.source.sha256)?;
             let ordinal = hostname_ordinal();
-            if ordinal != Some(args.only_ordinal) {
+            if !args.any_member && ordinal != Some(args.only_ordinal) {
                 println!(
                     "ordinal {ordinal:?} starts empty and replicates; restore runs on ordinal {}",
                     args.only_ordinal
@@ -334,6 +397,80 @@ pub async fn restore(cmd: RestoreCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn verify_redis(args: &VerifyArgs) -> anyhow::Result<String> {
+    let source = crate::redis::backup::BackupSource {
+        host: args.host.clone(),
+        port: args.port,
+        password: Some(password()?),
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(args.wait_seconds);
+    let keys = loop {
+        match crate::redis::backup::loaded_keys(&source).await {
+            Ok(Some(keys)) => break keys,
+            Ok(None) | Err(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Ok(None) => bail!(
+                "the restored server was still loading after {} s",
+                args.wait_seconds
+            ),
+            Err(e) => return Err(e).context("the restored server never answered"),
+        }
+    };
+    crate::redis::backup::shutdown_nosave(&source).await;
+    Ok(format!("{keys} keys loaded"))
+}
+
+async fn verify_mysql(args: &VerifyArgs) -> anyhow::Result<String> {
+    let (Some(target), Some(artifact), Some(sha)) = (&args.target, &args.artifact, &args.sha256)
+    else {
+        bail!("--target, --artifact and --sha256 are required for MySQL verification");
+    };
+    check_sha(sha)?;
+    let endpoint = crate::mysql::backup::Endpoint {
+        host: args.host.clone(),
+        port: args.port,
+        login: crate::mysql::observe::Login {
+            user: args.user.clone(),
+            password: password()?,
+        },
+        flavor: args.flavor.into(),
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(args.wait_seconds);
+    while crate::mysql::backup::ping(&endpoint).await.is_err() {
+        if std::time::Instant::now() >= deadline {
+            bail!(
+                "the throwaway server did not start within {} s",
+                args.wait_seconds
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    let store = open_target(target, &args.pvc_root)?;
+    let path = object_store::path::Path::from(artifact.as_str());
+    let open = || {
+        let (store, path) = (store.clone(), path.clone());
+        async move {
+            artifact::open_artifact(&store, &path)
+                .await
+                .map_err(std::io::Error::other)
+        }
+    };
+    let opts = crate::mysql::backup::RestoreOptions::default();
+    let restored = crate::mysql::backup::restore_verified(open, sha, &endpoint, &opts).await?;
+    let rows = restored.rows as i64;
+    crate::mysql::backup::shutdown(&endpoint).await;
+    if let Some(expected) = args.expect_rows
+        && expected != rows
+    {
+        bail!("the restore loaded {rows} rows, the backup recorded {expected}");
+    }
+    Ok(format!(
+        "{rows} rows loaded at GTID position {}",
+        restored.gtid
+    ))
 }
 
 /// The ordinal at the end of the pod's hostname (`<name>-<ordinal>`).

@@ -20,7 +20,7 @@ use tracing::{info, instrument};
 
 use super::cluster::{FIELD_MANAGER, publish};
 use super::context::{Context, Error, KubeContext};
-use super::status::to_time;
+use super::status::{set_condition, to_time};
 use crate::api::backup::{
     ArtifactPolicy, Backup, BackupPhase, BackupStatus, ClusterKind, SecretKeyRef,
 };
@@ -31,6 +31,8 @@ use crate::metrics::ClusterLabels;
 use crate::resources::{ClusterView, DbKind, secret};
 
 pub const FINALIZER: &str = "ordinal.dev/artifact";
+/// Condition of a verified Backup.
+pub const VERIFIED: &str = "Verified";
 
 /// What the controller knows of the cluster a Backup reads from.
 struct Source {
@@ -58,13 +60,21 @@ pub fn pick_member(status: &ClusterStatus) -> Option<i32> {
     })
 }
 
-async fn resolve_source(
+/// What a backup needs to know of its cluster.
+struct ClusterFacts {
+    kind: DbKind,
+    image: String,
+    secret_name: String,
+    status: Option<ClusterStatus>,
+}
+
+async fn cluster_facts(
     backup: &Backup,
     ns: &str,
     ctx: &Context,
-) -> Result<Result<Source, String>, Error> {
+) -> Result<Result<ClusterFacts, String>, Error> {
     let name = &backup.spec.cluster.name;
-    let (kind, secret_name, status) = match backup.spec.cluster.kind {
+    let (kind, image, secret, status) = match backup.spec.cluster.kind {
         ClusterKind::RedisReplication => {
             let api: Api<RedisReplication> = Api::namespaced(ctx.client.clone(), ns);
             match api
@@ -74,6 +84,7 @@ async fn resolve_source(
             {
                 Some(c) => (
                     DbKind::Redis,
+                    c.spec.template.image.clone(),
                     c.spec.auth.secret_name.clone(),
                     c.status.clone(),
                 ),
@@ -89,6 +100,7 @@ async fn resolve_source(
             {
                 Some(c) => (
                     DbKind::MySql(c.spec.flavor),
+                    c.spec.template.image.clone(),
                     c.spec.auth.secret_name.clone(),
                     c.status.clone(),
                 ),
@@ -96,6 +108,38 @@ async fn resolve_source(
             }
         }
     };
+    Ok(Ok(ClusterFacts {
+        kind,
+        image: image.unwrap_or_else(|| kind.default_image().to_string()),
+        secret_name: secret.unwrap_or_else(|| ClusterView::generated_secret_name(name)),
+        status,
+    }))
+}
+
+fn engine_and_key(kind: DbKind) -> (JobEngine, &'static str) {
+    match kind {
+        DbKind::Redis => (JobEngine::Redis, secret::REDIS_PASSWORD),
+        DbKind::MySql(flavor) => (
+            JobEngine::MySql {
+                user: "root".into(),
+                flavor,
+            },
+            secret::MYSQL_ROOT,
+        ),
+    }
+}
+
+async fn resolve_source(
+    backup: &Backup,
+    ns: &str,
+    ctx: &Context,
+) -> Result<Result<Source, String>, Error> {
+    let name = &backup.spec.cluster.name;
+    let facts = match cluster_facts(backup, ns, ctx).await? {
+        Ok(f) => f,
+        Err(why) => return Ok(Err(why)),
+    };
+    let (kind, secret_name, status) = (facts.kind, Some(facts.secret_name), facts.status);
     let Some(ordinal) = status.as_ref().and_then(pick_member) else {
         return Ok(Err(format!(
             "cluster {name} has no reachable primary or healthy replica yet"
@@ -107,16 +151,7 @@ async fn resolve_source(
         ctx.settings.cluster_domain
     );
     let secret_name = secret_name.unwrap_or_else(|| ClusterView::generated_secret_name(name));
-    let (engine, key) = match kind {
-        DbKind::Redis => (JobEngine::Redis, secret::REDIS_PASSWORD),
-        DbKind::MySql(flavor) => (
-            JobEngine::MySql {
-                user: "root".into(),
-                flavor,
-            },
-            secret::MYSQL_ROOT,
-        ),
-    };
+    let (engine, key) = engine_and_key(kind);
     Ok(Ok(Source {
         engine,
         host,
@@ -164,6 +199,7 @@ pub fn error_policy(_b: Arc<Backup>, error: &Error, _ctx: Arc<Context>) -> Actio
 async fn apply(backup: &Backup, ns: &str, ctx: &Context) -> Result<Action, Error> {
     let status = backup.status.clone().unwrap_or_default();
     match status.phase {
+        BackupPhase::Succeeded if backup.spec.verify => verify(backup, status, ns, ctx).await,
         BackupPhase::Succeeded | BackupPhase::Failed => Ok(Action::await_change()),
         BackupPhase::Pending => start(backup, status, ns, ctx).await,
         BackupPhase::Running => follow(backup, status, ns, ctx).await,
@@ -325,20 +361,9 @@ async fn follow(
         status.size_bytes = Some(m.size_bytes);
         status.sha256 = Some(m.sha256.clone());
         status.position = Some(m.position.clone());
+        status.rows = m.rows;
         status.source = Some(m.source.clone());
         status.message = Some(format!("{} bytes uploaded and confirmed", m.size_bytes));
-        if backup.spec.verify {
-            // Said plainly rather than silently skipped.
-            super::status::set_condition(
-                &mut status.conditions,
-                "Verified",
-                "Unknown",
-                "NotImplemented",
-                "restore verification into a throwaway instance is not implemented in this version",
-                backup.meta().generation,
-                now,
-            );
-        }
         write_status(backup, &status, ns, ctx).await?;
         let labels = ClusterLabels {
             namespace: ns.into(),
@@ -389,6 +414,168 @@ async fn follow(
         .await;
     }
     Ok(Action::requeue(Duration::from_secs(5)))
+}
+
+/// Restore the artifact into a throwaway instance (a Job) and compare it with
+/// the manifest; condition `Verified` says how it went.
+async fn verify(
+    backup: &Backup,
+    mut status: BackupStatus,
+    ns: &str,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let done = status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == VERIFIED && c.status != "Unknown");
+    if done {
+        return Ok(Action::await_change());
+    }
+    let now = Utc::now();
+    let generation = backup.meta().generation;
+    let name = job::job_name(&backup.name_any(), "verify");
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
+    let Some(existing) = jobs
+        .get_opt(&name)
+        .await
+        .context(format!("get Job {name}"))?
+    else {
+        let facts = match cluster_facts(backup, ns, ctx).await? {
+            Ok(f) => f,
+            Err(why) => {
+                set_condition(
+                    &mut status.conditions,
+                    VERIFIED,
+                    "False",
+                    "ClusterGone",
+                    &format!("cannot verify: {why}"),
+                    generation,
+                    now,
+                );
+                write_status(backup, &status, ns, ctx).await?;
+                return Ok(Action::await_change());
+            }
+        };
+        let kind = match facts.kind {
+            DbKind::Redis => ClusterKind::RedisReplication,
+            DbKind::MySql(_) => ClusterKind::MySQLCluster,
+        };
+        let source = match crate::backup::restore::source_of(backup, ns, kind) {
+            Ok(s) => s,
+            Err(why) => {
+                set_condition(
+                    &mut status.conditions,
+                    VERIFIED,
+                    "False",
+                    "NotRestorable",
+                    &why,
+                    generation,
+                    now,
+                );
+                write_status(backup, &status, ns, ctx).await?;
+                return Ok(Action::await_change());
+            }
+        };
+        let (engine, key) = engine_and_key(facts.kind);
+        let job = job::verify_job(&job::VerifyJob {
+            backup: &backup.name_any(),
+            namespace: ns,
+            owner: owner(backup)?,
+            image: &ctx.settings.image,
+            database_image: &facts.image,
+            engine,
+            db_secret: SecretKeyRef {
+                name: facts.secret_name,
+                key: key.into(),
+            },
+            source: &source,
+            expected_rows: status.rows,
+        });
+        jobs.create(
+            &PostParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..Default::default()
+            },
+            &job,
+        )
+        .await
+        .context(format!("create Job {name}"))?;
+        set_condition(
+            &mut status.conditions,
+            VERIFIED,
+            "Unknown",
+            "Verifying",
+            &format!("Job {name} restores the artifact into a throwaway instance"),
+            generation,
+            now,
+        );
+        write_status(backup, &status, ns, ctx).await?;
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    };
+    match job::outcome(&existing) {
+        JobOutcome::Running => Ok(Action::requeue(Duration::from_secs(5))),
+        JobOutcome::Complete => {
+            let report = job_report(&name, ns, ctx).await?.unwrap_or_default();
+            let message = format!("restored into a throwaway instance: {}", report.trim());
+            set_condition(
+                &mut status.conditions,
+                VERIFIED,
+                "True",
+                "Restored",
+                &message,
+                generation,
+                now,
+            );
+            write_status(backup, &status, ns, ctx).await?;
+            let labels = ClusterLabels {
+                namespace: ns.into(),
+                cluster: backup.spec.cluster.name.clone(),
+            };
+            ctx.metrics
+                .backup_last_verified
+                .get_or_create(&labels)
+                .set(now.timestamp());
+            publish(
+                ctx,
+                backup,
+                KubeEventType::Normal,
+                "BackupVerified",
+                message,
+            )
+            .await;
+            Ok(Action::await_change())
+        }
+        JobOutcome::Failed(why) => {
+            let report = job_report(&name, ns, ctx).await?.unwrap_or_default();
+            let detail = report
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("no message")
+                .trim()
+                .to_string();
+            let message = format!("verification Job {name} failed ({why}): {detail}");
+            set_condition(
+                &mut status.conditions,
+                VERIFIED,
+                "False",
+                "RestoreFailed",
+                &message,
+                generation,
+                now,
+            );
+            write_status(backup, &status, ns, ctx).await?;
+            publish(
+                ctx,
+                backup,
+                KubeEventType::Warning,
+                "BackupVerificationFailed",
+                message,
+            )
+            .await;
+            Ok(Action::await_change())
+        }
+    }
 }
 
 async fn fail(

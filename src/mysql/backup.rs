@@ -280,6 +280,20 @@ async fn open(ep: &Endpoint, timeout: Duration) -> Result<Conn, MySqlError> {
     connect(&ep.host, ep.port, &ep.login, timeout).await
 }
 
+/// Whether the server accepts a login (used to wait for a throwaway instance).
+pub async fn ping(ep: &Endpoint) -> Result<(), MySqlError> {
+    let c = open(ep, Duration::from_secs(2)).await?;
+    let _ = c.disconnect().await;
+    Ok(())
+}
+
+/// Stop a throwaway server (best effort: the connection drops as it goes).
+pub async fn shutdown(ep: &Endpoint) {
+    if let Ok(mut c) = open(ep, Duration::from_secs(2)).await {
+        let _ = exec(&mut c, "SHUTDOWN", Duration::from_secs(10)).await;
+    }
+}
+
 /// Render one text-protocol value as a SQL literal.
 fn push_literal(out: &mut String, v: &Value, ty: ColumnType, binary: bool) {
     match v {

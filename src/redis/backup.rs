@@ -626,9 +626,75 @@ async fn restore_inner<R: AsyncRead + Unpin>(
     })
 }
 
+/// Keys held by a running server once it finished loading its data (None
+/// while it is still loading).
+pub async fn loaded_keys(source: &BackupSource) -> Result<Option<i64>, crate::redis::RedisError> {
+    let timeouts = crate::redis::observe::Timeouts {
+        connect: Duration::from_secs(2),
+        command: Duration::from_secs(10),
+    };
+    let password = source.password.clone().unwrap_or_default();
+    let mut c =
+        crate::redis::observe::connect(&source.host, source.port, &password, timeouts).await?;
+    let persistence: String = redis::cmd("INFO")
+        .arg("persistence")
+        .query_async(&mut c)
+        .await
+        .map_err(|e| crate::redis::RedisError::command("INFO persistence", e))?;
+    if persistence.lines().any(|l| l.trim() == "loading:1") {
+        return Ok(None);
+    }
+    let keyspace: String = redis::cmd("INFO")
+        .arg("keyspace")
+        .query_async(&mut c)
+        .await
+        .map_err(|e| crate::redis::RedisError::command("INFO keyspace", e))?;
+    Ok(Some(keyspace_keys(&keyspace)))
+}
+
+/// Sum of `keys=` over the databases of `INFO keyspace`.
+pub fn keyspace_keys(info: &str) -> i64 {
+    info.lines()
+        .filter(|l| l.starts_with("db"))
+        .filter_map(|l| {
+            l.split(',').find_map(|f| {
+                f.split_once(':')
+                    .map(|(_, r)| r)
+                    .unwrap_or(f)
+                    .strip_prefix("keys=")
+            })
+        })
+        .filter_map(|n| n.trim().parse::<i64>().ok())
+        .sum()
+}
+
+/// Stop a throwaway server without saving (best effort).
+pub async fn shutdown_nosave(source: &BackupSource) {
+    let timeouts = crate::redis::observe::Timeouts {
+        connect: Duration::from_secs(2),
+        command: Duration::from_secs(5),
+    };
+    let password = source.password.clone().unwrap_or_default();
+    if let Ok(mut c) =
+        crate::redis::observe::connect(&source.host, source.port, &password, timeouts).await
+    {
+        let _: redis::RedisResult<()> = redis::cmd("SHUTDOWN")
+            .arg("NOSAVE")
+            .query_async(&mut c)
+            .await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keyspace_counts_every_database() {
+        let info = "# Keyspace\r\ndb0:keys=1000,expires=3,avg_ttl=0\r\ndb3:keys=25,expires=0,avg_ttl=0\r\n";
+        assert_eq!(keyspace_keys(info), 1025);
+        assert_eq!(keyspace_keys("# Keyspace\r\n"), 0);
+    }
 
     #[test]
     fn finds_the_end_mark_anywhere() {
