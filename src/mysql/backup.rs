@@ -40,9 +40,7 @@
 //! `CREATE USER IF NOT EXISTS` / `GRANT` statements, except root, system
 //! and operator accounts; roles are not), and scheduled events.
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use async_compression::tokio::bufread::ZstdDecoder;
@@ -50,13 +48,14 @@ use mysql_async::consts::ColumnType;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Row, Value};
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::{Mutex, mpsc};
 
 use super::flavor::{Dialect, quote_ident, quote_str};
 use super::observe::{Login, connect, exec, rows, value_str};
 use super::{Creds, MySqlEngine, MySqlError};
 use crate::api::MySqlFlavor;
+use crate::backup::hashing::{HashingReader, HashingWriter};
 use crate::engine::Member;
 
 const KIND_HEADER: u8 = 1;
@@ -216,64 +215,6 @@ fn io_err(context: &str) -> impl FnOnce(std::io::Error) -> MySqlError + '_ {
 fn sql_err(context: impl Into<String>) -> impl FnOnce(mysql_async::Error) -> MySqlError {
     let context = context.into();
     move |source| MySqlError::Sql { context, source }
-}
-
-/// Counts and hashes everything written through it.
-struct HashingWriter<W> {
-    inner: W,
-    hasher: Sha256,
-    bytes: u64,
-}
-
-impl<W: AsyncWrite + Unpin> AsyncWrite for HashingWriter<W> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_write(cx, buf) {
-            Poll::Ready(Ok(n)) => {
-                this.hasher.update(&buf[..n]);
-                this.bytes += n as u64;
-                Poll::Ready(Ok(n))
-            }
-            other => other,
-        }
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-/// Counts and hashes everything read through it.
-struct HashingReader<R> {
-    inner: R,
-    hasher: Sha256,
-    bytes: u64,
-}
-
-impl<R: AsyncRead + Unpin> AsyncRead for HashingReader<R> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let this = &mut *self;
-        let before = buf.filled().len();
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {
-                let new = &buf.filled()[before..];
-                this.hasher.update(new);
-                this.bytes += new.len() as u64;
-                Poll::Ready(Ok(()))
-            }
-            other => other,
-        }
-    }
 }
 
 async fn open(ep: &Endpoint, timeout: Duration) -> Result<Conn, MySqlError> {

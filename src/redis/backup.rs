@@ -20,8 +20,6 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_compression::tokio::bufread::ZstdDecoder;
@@ -29,12 +27,12 @@ use async_compression::tokio::write::ZstdEncoder;
 use sha2::{Digest, Sha256};
 use tokio::io::{
     AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader,
-    ReadBuf,
 };
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
 use crate::api::{MemberRole, MemberStatus};
+use crate::backup::hashing::{HashingReader, HashingWriter};
 use crate::engine::{Credentials, Member};
 
 /// Errors of backup and restore, with what was being done.
@@ -179,64 +177,6 @@ pub fn backup_source_for(
         port: m.port,
         password: credentials.get("password").map(str::to_string),
     })
-}
-
-/// An `AsyncWrite` that hashes and counts what its inner writer accepted.
-struct HashingWriter<W> {
-    inner: W,
-    hasher: Sha256,
-    bytes: u64,
-}
-
-impl<W: AsyncWrite + Unpin> AsyncWrite for HashingWriter<W> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_write(cx, buf) {
-            Poll::Ready(Ok(n)) => {
-                this.hasher.update(&buf[..n]);
-                this.bytes += n as u64;
-                Poll::Ready(Ok(n))
-            }
-            other => other,
-        }
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-/// An `AsyncRead` that hashes and counts what passes through it.
-struct HashingReader<R> {
-    inner: R,
-    hasher: Sha256,
-    bytes: u64,
-}
-
-impl<R: AsyncRead + Unpin> AsyncRead for HashingReader<R> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        let before = buf.filled().len();
-        let res = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = &res {
-            let new = &buf.filled()[before..];
-            this.hasher.update(new);
-            this.bytes += new.len() as u64;
-        }
-        res
-    }
 }
 
 fn resp(args: &[&[u8]]) -> Vec<u8> {
