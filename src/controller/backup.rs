@@ -20,6 +20,7 @@ use tracing::{info, instrument};
 
 use super::cluster::{FIELD_MANAGER, publish};
 use super::context::{Context, Error, KubeContext};
+use super::kinds::ClusterResource;
 use super::status::{set_condition, to_time};
 use crate::api::backup::{
     ArtifactPolicy, Backup, BackupPhase, BackupStatus, ClusterKind, SecretKeyRef,
@@ -73,46 +74,44 @@ async fn cluster_facts(
     ns: &str,
     ctx: &Context,
 ) -> Result<Result<ClusterFacts, String>, Error> {
-    let name = &backup.spec.cluster.name;
-    let (kind, image, secret, status) = match backup.spec.cluster.kind {
+    match backup.spec.cluster.kind {
         ClusterKind::RedisReplication => {
-            let api: Api<RedisReplication> = Api::namespaced(ctx.client.clone(), ns);
-            match api
-                .get_opt(name)
-                .await
-                .context(format!("get RedisReplication {name}"))?
-            {
-                Some(c) => (
-                    DbKind::Redis,
-                    c.spec.template.image.clone(),
-                    c.spec.auth.secret_name.clone(),
-                    c.status.clone(),
-                ),
-                None => return Ok(Err(format!("RedisReplication {name} does not exist"))),
-            }
+            facts_of::<RedisReplication>(&backup.spec.cluster.name, ns, ctx).await
         }
         ClusterKind::MySQLCluster => {
-            let api: Api<MySQLCluster> = Api::namespaced(ctx.client.clone(), ns);
-            match api
-                .get_opt(name)
-                .await
-                .context(format!("get MySQLCluster {name}"))?
-            {
-                Some(c) => (
-                    DbKind::MySql(c.spec.flavor),
-                    c.spec.template.image.clone(),
-                    c.spec.auth.secret_name.clone(),
-                    c.status.clone(),
-                ),
-                None => return Ok(Err(format!("MySQLCluster {name} does not exist"))),
-            }
+            facts_of::<MySQLCluster>(&backup.spec.cluster.name, ns, ctx).await
         }
+    }
+}
+
+async fn facts_of<K: ClusterResource>(
+    name: &str,
+    ns: &str,
+    ctx: &Context,
+) -> Result<Result<ClusterFacts, String>, Error> {
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
+    let kind_name = K::kind(&());
+    let Some(c) = api
+        .get_opt(name)
+        .await
+        .context(format!("get {kind_name} {name}"))?
+    else {
+        return Ok(Err(format!("{kind_name} {name} does not exist")));
     };
+    let kind = c.db_kind();
     Ok(Ok(ClusterFacts {
         kind,
-        image: image.unwrap_or_else(|| kind.default_image().to_string()),
-        secret_name: secret.unwrap_or_else(|| ClusterView::generated_secret_name(name)),
-        status,
+        image: c
+            .template()
+            .image
+            .clone()
+            .unwrap_or_else(|| kind.default_image().to_string()),
+        secret_name: c
+            .auth()
+            .secret_name
+            .clone()
+            .unwrap_or_else(|| ClusterView::generated_secret_name(name)),
+        status: c.cluster_status().cloned(),
     }))
 }
 
