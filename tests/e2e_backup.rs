@@ -27,32 +27,6 @@ fn pvc_target(path: &str) -> serde_json::Value {
     serde_json::json!({"pvc": {"claimName": "backups", "path": path}})
 }
 
-async fn ready<K>(api: &Api<K>, name: &str, timeout: Duration)
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + HasStatus,
-{
-    eventually(&format!("{name} Ready"), timeout, || async {
-        let o = api.get(name).await.ok()?;
-        let s = o.status_of()?;
-        (s.phase == ClusterPhase::Running).then_some(())
-    })
-    .await;
-}
-
-trait HasStatus {
-    fn status_of(&self) -> Option<&ordinal::api::ClusterStatus>;
-}
-impl HasStatus for RedisReplication {
-    fn status_of(&self) -> Option<&ordinal::api::ClusterStatus> {
-        self.status.as_ref()
-    }
-}
-impl HasStatus for MySQLCluster {
-    fn status_of(&self) -> Option<&ordinal::api::ClusterStatus> {
-        self.status.as_ref()
-    }
-}
-
 async fn backup_done(api: &Api<Backup>, name: &str) -> Backup {
     eventually(
         &format!("Backup {name} finished"),
@@ -155,8 +129,8 @@ async fn backups_end_to_end() {
     .expect("redis");
     my.create(&pp, &obj(serde_json::json!({"apiVersion": "ordinal.dev/v1alpha1", "kind": "MySQLCluster",
         "metadata": {"name": "db"}, "spec": {"replicas": 2, "config": {"innodb_buffer_pool_size": "64M"}}}))).await.expect("mysql");
-    ready(&rr, "cache", Duration::from_secs(180)).await;
-    ready(&my, "db", Duration::from_secs(300)).await;
+    devcluster::wait_ready(&rr, "cache", "cache Ready", Duration::from_secs(180)).await;
+    devcluster::wait_ready(&my, "db", "db Ready", Duration::from_secs(300)).await;
     let redis_pw = secret_value(&client, NS, "cache-auth", "password").await;
     let mysql_pw = secret_value(&client, NS, "db-auth", "root-password").await;
     let mut r = redis_conn(&ip_of(&client, "cache", "primary").await, &redis_pw).await;
@@ -309,8 +283,14 @@ async fn backups_end_to_end() {
         "metadata": {"name": "cache-copy"}, "spec": {"replicas": 2, "restore": {"backup": "cache-1"}}}))).await.expect("redis copy");
     my.create(&pp, &obj(serde_json::json!({"apiVersion": "ordinal.dev/v1alpha1", "kind": "MySQLCluster",
         "metadata": {"name": "db-copy"}, "spec": {"replicas": 2, "restore": {"backup": "db-1"}, "config": {"innodb_buffer_pool_size": "64M"}}}))).await.expect("mysql copy");
-    ready(&rr, "cache-copy", Duration::from_secs(180)).await;
-    ready(&my, "db-copy", Duration::from_secs(300)).await;
+    devcluster::wait_ready(
+        &rr,
+        "cache-copy",
+        "cache-copy Ready",
+        Duration::from_secs(180),
+    )
+    .await;
+    devcluster::wait_ready(&my, "db-copy", "db-copy Ready", Duration::from_secs(300)).await;
     for (cond, name) in [
         (rr.get("cache-copy").await.expect("rr").status, "cache-copy"),
         (my.get("db-copy").await.expect("my").status, "db-copy"),

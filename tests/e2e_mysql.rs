@@ -14,13 +14,13 @@ use std::time::Duration;
 use devcluster::{DevCluster, eventually, members, secret_value};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use mysql_async::prelude::*;
-use ordinal::api::{ClusterPhase, MySQLCluster};
+use ordinal::api::MySQLCluster;
 
 const NS: &str = "e2e-mysql";
 const NAME: &str = "db";
 
 async fn status(api: &Api<MySQLCluster>) -> Option<ordinal::api::ClusterStatus> {
-    api.get(NAME).await.ok().and_then(|r| r.status)
+    devcluster::cluster_status(api, NAME).await
 }
 
 async fn wait_ready(
@@ -28,15 +28,14 @@ async fn wait_ready(
     what: &str,
     timeout: Duration,
 ) -> ordinal::api::ClusterStatus {
-    eventually(what, timeout, || async {
-        status(api).await.filter(|s| {
-            s.phase == ClusterPhase::Running
-                && s.conditions
-                    .iter()
-                    .any(|c| c.type_ == "Ready" && c.status == "True")
-        })
-    })
-    .await
+    devcluster::wait_ready(api, NAME, what, timeout).await
+}
+
+async fn labelled_primary(
+    client: &kube::Client,
+    api: &Api<MySQLCluster>,
+) -> Option<(String, String)> {
+    devcluster::labelled_primary(client, api, NS, NAME).await
 }
 
 /// Application user: no SUPER, so read_only binds it (as it must bind every
@@ -81,25 +80,6 @@ async fn query_one<T: FromValue + Send + 'static>(
         .ok()?;
     let _ = c.disconnect().await;
     v
-}
-
-/// The pod labelled primary, when exactly one is and it is the recorded primary.
-async fn labelled_primary(
-    client: &kube::Client,
-    api: &Api<MySQLCluster>,
-) -> Option<(String, String)> {
-    let pods = members(client, NS, NAME).await;
-    let primaries: Vec<_> = pods
-        .iter()
-        .filter(|(_, r, _)| r.as_deref() == Some("primary"))
-        .collect();
-    let recorded = status(api).await?.replication.primary?;
-    match primaries.as_slice() {
-        [(name, _, Some(ip))] if *name == format!("{NAME}-{recorded}") => {
-            Some((name.clone(), ip.clone()))
-        }
-        _ => None,
-    }
 }
 
 /// Members that accept writes (read_only off), by name.

@@ -19,7 +19,7 @@ const NS: &str = "e2e-redis";
 const NAME: &str = "cache";
 
 async fn status(api: &Api<RedisReplication>) -> Option<ordinal::api::ClusterStatus> {
-    api.get(NAME).await.ok().and_then(|r| r.status)
+    devcluster::cluster_status(api, NAME).await
 }
 
 async fn wait_ready(
@@ -27,16 +27,14 @@ async fn wait_ready(
     what: &str,
     timeout: Duration,
 ) -> ordinal::api::ClusterStatus {
-    eventually(what, timeout, || async {
-        status(api).await.filter(|s| {
-            s.phase == ClusterPhase::Running
-                && s.conditions
-                    .iter()
-                    .any(|c| c.type_ == "Ready" && c.status == "True")
-                && s.observed_generation.is_some()
-        })
-    })
-    .await
+    devcluster::wait_ready(api, NAME, what, timeout).await
+}
+
+async fn labelled_primary(
+    client: &kube::Client,
+    api: &Api<RedisReplication>,
+) -> Option<(String, String)> {
+    devcluster::labelled_primary(client, api, NS, NAME).await
 }
 
 async fn conn(ip: &str, password: &str) -> Option<redis::aio::MultiplexedConnection> {
@@ -66,25 +64,6 @@ async fn role(ip: &str, password: &str) -> Option<String> {
     match v.first() {
         Some(redis::Value::BulkString(b)) => Some(String::from_utf8_lossy(b).into_owned()),
         Some(redis::Value::SimpleString(s)) => Some(s.clone()),
-        _ => None,
-    }
-}
-
-/// The pod labelled primary, when exactly one is, and it is the recorded primary.
-async fn labelled_primary(
-    client: &kube::Client,
-    api: &Api<RedisReplication>,
-) -> Option<(String, String)> {
-    let pods = members(client, NS, NAME).await;
-    let primaries: Vec<_> = pods
-        .iter()
-        .filter(|(_, r, _)| r.as_deref() == Some("primary"))
-        .collect();
-    let recorded = status(api).await?.replication.primary?;
-    match primaries.as_slice() {
-        [(name, _, Some(ip))] if *name == format!("{NAME}-{recorded}") => {
-            Some((name.clone(), ip.clone()))
-        }
         _ => None,
     }
 }

@@ -12,6 +12,8 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
+use ordinal::api::{ClusterPhase, ClusterStatus};
+use ordinal::controller::kinds::ClusterResource;
 
 /// Directory of the built binaries (the test executable lives in `<dir>/deps`).
 fn bin_dir() -> PathBuf {
@@ -319,4 +321,53 @@ pub async fn secret_value(client: &Client, ns: &str, name: &str, key: &str) -> S
     let api: Api<Secret> = Api::namespaced(client.clone(), ns);
     let s = api.get(name).await.expect("secret");
     String::from_utf8(s.data.expect("data")[key].0.clone()).expect("utf8")
+}
+
+/// Status of a cluster resource, when it has one.
+pub async fn cluster_status<K: ClusterResource>(api: &Api<K>, name: &str) -> Option<ClusterStatus> {
+    api.get(name)
+        .await
+        .ok()
+        .and_then(|c| c.cluster_status().cloned())
+}
+
+/// Wait until a cluster is Running and Ready.
+pub async fn wait_ready<K: ClusterResource>(
+    api: &Api<K>,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+) -> ClusterStatus {
+    eventually(what, timeout, || async {
+        cluster_status(api, name).await.filter(|s| {
+            s.phase == ClusterPhase::Running
+                && s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+                && s.observed_generation.is_some()
+        })
+    })
+    .await
+}
+
+/// The pod labelled primary (name, IP), when exactly one is and it is the
+/// recorded primary.
+pub async fn labelled_primary<K: ClusterResource>(
+    client: &Client,
+    api: &Api<K>,
+    ns: &str,
+    name: &str,
+) -> Option<(String, String)> {
+    let pods = members(client, ns, name).await;
+    let primaries: Vec<_> = pods
+        .iter()
+        .filter(|(_, r, _)| r.as_deref() == Some("primary"))
+        .collect();
+    let recorded = cluster_status(api, name).await?.replication.primary?;
+    match primaries.as_slice() {
+        [(pod, _, Some(ip))] if *pod == format!("{name}-{recorded}") => {
+            Some((pod.clone(), ip.clone()))
+        }
+        _ => None,
+    }
 }
