@@ -15,13 +15,25 @@ use serde::{Deserialize, Serialize};
 /// volumeClaimTemplates).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new(
-    "has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)"
-).message("storage.storageClassName is immutable"))]
+#[x_kube(
+    validation = Rule::new(
+        "has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)"
+    ).message("storage.storageClassName is immutable"),
+    validation = Rule::new(
+        "!isQuantity(self.size) || !isQuantity(oldSelf.size) || !quantity(self.size).isLessThan(quantity(oldSelf.size))"
+    ).message(kube::core::cel::Message::Expression(
+        "'storage.size cannot shrink (from ' + oldSelf.size + ' to ' + self.size + '): volumes only grow'".into()
+    )),
+)]
 pub struct StorageSpec {
-    /// Size of each member's volume, a Kubernetes quantity such as `10Gi`.
+    /// Size of each member's volume, a positive Kubernetes quantity such as
+    /// `10Gi`. It may grow but never shrink.
     #[serde(default = "default_storage_size")]
-    #[x_kube(validation = Rule::new("isQuantity(self)").message("storage.size must be a Kubernetes quantity such as 10Gi"))]
+    #[x_kube(
+        validation = Rule::new("isQuantity(self)").message("storage.size must be a Kubernetes quantity such as 10Gi"),
+        validation = Rule::new("!isQuantity(self) || quantity(self).isGreaterThan(quantity('0'))").message("storage.size must be greater than zero"),
+    )]
+    #[schemars(length(max = 64))]
     pub size: String,
     /// StorageClass of the PVCs; the cluster default when absent. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -76,12 +88,14 @@ impl RetentionPolicy {
 }
 
 /// Where the credentials live.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuthSpec {
     /// Name of a Secret in the same namespace holding the passwords. When absent,
     /// Ordinal generates `<name>-auth` once and never overwrites it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$')").message("auth.secretName must be a Secret name (lowercase letters, digits, '-' and '.')"))]
+    #[schemars(length(max = 253))]
     pub secret_name: Option<String>,
 }
 
@@ -166,10 +180,12 @@ pub struct ExporterSpec {
 }
 
 /// Bootstrap the first member from a backup.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RestoreSpec {
     /// Name of a Succeeded `Backup` in the same namespace.
+    #[x_kube(validation = Rule::new("self != ''").message("restore.backup must name a Backup"))]
+    #[schemars(length(max = 253))]
     pub backup: String,
 }
 
@@ -183,13 +199,86 @@ pub struct MemberTemplate {
     pub image: Option<String>,
     /// Image pull policy (`Always`, `IfNotPresent`, `Never`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self in ['Always', 'IfNotPresent', 'Never']").message("imagePullPolicy must be Always, IfNotPresent or Never"))]
     pub image_pull_policy: Option<String>,
-    /// CPU/memory requests and limits of the database container.
+    /// CPU/memory requests and limits of the database container (at most 6
+    /// resources each): quantities not below zero, cpu and memory requests
+    /// not above their limits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(
+        validation = quantity_map_rule("requests"),
+        validation = quantity_map_rule("limits"),
+        validation = requests_within_limits_rule("cpu"),
+        validation = requests_within_limits_rule("memory"),
+    )]
+    #[schemars(transform = bound_resource_maps)]
     pub resources: Option<ResourceRequirements>,
     /// Scheduling and metadata overrides of the pods.
     #[serde(default)]
     pub pod: PodOverrides,
+}
+
+/// CEL rule: every value of `resources.<map>` is a quantity not below zero.
+fn quantity_map_rule(map: &str) -> kube::core::cel::Rule {
+    kube::core::cel::Rule::new(format!(
+        "!has(self.{map}) || self.{map}.all(k, isQuantity(string(self.{map}[k])) && !quantity(string(self.{map}[k])).isLessThan(quantity('0')))"
+    ))
+    .message(kube::core::cel::Message::Message(format!(
+        "resources.{map} must be Kubernetes quantities not below zero, such as 500m or 1Gi"
+    )))
+}
+
+/// CEL rule: the request of `resource` does not exceed its limit. Only for
+/// cpu and memory: over every key, the API server's cost estimate of the
+/// rule exceeds its budget.
+fn requests_within_limits_rule(resource: &str) -> kube::core::cel::Rule {
+    let request = format!("string(self.requests['{resource}'])");
+    let limit = format!("string(self.limits['{resource}'])");
+    kube::core::cel::Rule::new(format!(
+        "!has(self.requests) || !has(self.limits) || !('{resource}' in self.requests) || !('{resource}' in self.limits) || !isQuantity({request}) || !isQuantity({limit}) || !quantity({request}).isGreaterThan(quantity({limit}))"
+    ))
+    .message(kube::core::cel::Message::Message(format!(
+        "resources.requests.{resource} must not exceed resources.limits.{resource}"
+    )))
+}
+
+/// Bound the maps and lists inside `resources` so the API server can
+/// estimate the cost of the CEL rules over them.
+fn bound_resource_maps(schema: &mut schemars::Schema) {
+    fn walk(object: &mut serde_json::Map<String, serde_json::Value>) {
+        if let Some(props) = object
+            .get_mut("properties")
+            .and_then(serde_json::Value::as_object_mut)
+        {
+            for (name, sub) in props.iter_mut() {
+                if let Some(sub) = sub.as_object_mut() {
+                    match name.as_str() {
+                        "requests" | "limits" => {
+                            sub.insert("maxProperties".into(), 6.into());
+                        }
+                        "claims" => {
+                            sub.insert("maxItems".into(), 16.into());
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        for key in ["anyOf", "oneOf", "allOf"] {
+            if let Some(branches) = object
+                .get_mut(key)
+                .and_then(serde_json::Value::as_array_mut)
+            {
+                branches
+                    .iter_mut()
+                    .filter_map(serde_json::Value::as_object_mut)
+                    .for_each(walk);
+            }
+        }
+    }
+    if let Some(object) = schema.as_object_mut() {
+        walk(object);
+    }
 }
 
 /// The condition types Ordinal sets on clusters.
@@ -388,17 +477,81 @@ pub struct ClusterStatus {
     pub auth_hash: Option<String>,
 }
 
-/// CEL rule refusing `spec.config` keys the operator renders itself, with a
-/// message naming the first offending key.
+/// Longest name of a `RedisReplication` or `MySQLCluster`: its StatefulSet
+/// (same name) labels every pod `controller-revision-hash=<name>-<hash>` with
+/// a hash of up to 10 characters, and a label value holds at most 63. The
+/// other derived names (`<name>-headless`, `<name>-primary`, `<name>-read`,
+/// pods `<name>-<ordinal>`, Jobs `<name>-restore`) are shorter.
+pub const MAX_CLUSTER_NAME: usize = 52;
+
+/// Root CEL rules on a cluster's `metadata.name`: short enough for every
+/// derived name, and a DNS-1035 label as Service names must be.
+pub fn cluster_name_length_rule() -> kube::core::cel::Rule {
+    name_length_rule(
+        MAX_CLUSTER_NAME,
+        "its pods carry the label controller-revision-hash=<name>-<hash of up to 10 characters>, at most 63 characters",
+    )
+}
+
+pub fn cluster_name_format_rule() -> kube::core::cel::Rule {
+    kube::core::cel::Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message(
+        "metadata.name must start with a letter and consist of lowercase letters, digits and '-' (a DNS-1035 label): it names the Services <name>-headless, <name>-primary and <name>-read",
+    )
+}
+
+/// Root CEL rule: `metadata.name` is at most `max` characters, with the
+/// reason (which derived name must fit) in the message.
+pub fn name_length_rule(max: usize, why: &str) -> kube::core::cel::Rule {
+    // A static message: the API server's cost estimate of a root-level
+    // messageExpression exceeds its budget.
+    kube::core::cel::Rule::new(format!("self.metadata.name.size() <= {max}")).message(
+        kube::core::cel::Message::Message(format!(
+            "metadata.name must be at most {max} characters: {why}"
+        )),
+    )
+}
+
+/// Spelling of a config key that case and `_`/`-` variants share.
+fn normal_key(key: &str) -> String {
+    key.to_ascii_lowercase().replace('_', "-")
+}
+
+/// CEL rule refusing `spec.config` keys the operator renders itself (in any
+/// case, `_` or `-` spelling), with a message naming the first offending key.
 pub fn owned_keys_rule(keys: &[&str]) -> kube::core::cel::Rule {
-    let list = keys
+    let mut normal: Vec<String> = keys.iter().map(|k| normal_key(k)).collect();
+    normal.sort();
+    normal.dedup();
+    let list = normal
         .iter()
         .map(|k| format!("'{k}'"))
         .collect::<Vec<_>>()
         .join(",");
-    kube::core::cel::Rule::new(format!("self.all(k, !(k in [{list}]))")).message(
+    let owned = format!("k.lowerAscii().replace('_', '-') in [{list}]");
+    kube::core::cel::Rule::new(format!("self.all(k, !({owned}))")).message(
         kube::core::cel::Message::Expression(format!(
-            "'config key ' + self.filter(k, k in [{list}])[0] + ' is managed by Ordinal and cannot be set in spec.config'"
+            "'config key ' + self.filter(k, {owned})[0] + ' is managed by Ordinal and cannot be set in spec.config'"
+        )),
+    )
+}
+
+/// CEL rule: `spec.config` keys are made of letters, digits, `-`, `_`, `.`.
+pub fn config_key_rule() -> kube::core::cel::Rule {
+    let good = "k.matches('^[A-Za-z0-9._-]+$')";
+    kube::core::cel::Rule::new(format!("self.all(k, {good})")).message(
+        kube::core::cel::Message::Expression(format!(
+            "'config key ' + self.filter(k, !{good})[0] + ' in spec.config must consist of letters, digits, -, _ and .'"
+        )),
+    )
+}
+
+/// CEL rule: `spec.config` values are single lines (a newline would inject
+/// a setting of its own into the rendered file).
+pub fn config_value_rule() -> kube::core::cel::Rule {
+    let bad = r"self[k].matches('[\\x00-\\x1f\\x7f-\\x9f]')";
+    kube::core::cel::Rule::new(format!("self.all(k, !{bad})")).message(
+        kube::core::cel::Message::Expression(format!(
+            "'config value of ' + self.filter(k, {bad})[0] + ' in spec.config must be a single line without control characters'"
         )),
     )
 }

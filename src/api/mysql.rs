@@ -85,12 +85,16 @@ pub struct MySqlReplication {
     pub mode: ReplicationMode,
     /// Replicas that must acknowledge a commit in SemiSync mode (default 1).
     #[serde(default = "default_wait_for")]
-    #[x_kube(validation = Rule::new("self >= 1").message("replication.waitForReplicas must be at least 1"))]
+    #[x_kube(
+        validation = Rule::new("self >= 1").message("replication.waitForReplicas must be at least 1"),
+        validation = Rule::new("self <= 99").message("replication.waitForReplicas must be at most 99"),
+    )]
     pub wait_for_replicas: i32,
     /// Milliseconds a commit waits for acknowledgements. Only meaningful when
     /// `allowAsyncFallback` is true; otherwise commits wait indefinitely and
-    /// nothing is acknowledged that a replica does not hold.
+    /// nothing is acknowledged that a replica does not hold. 1..4294967295.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 4294967295").message("replication.timeoutMillis must be between 1 and 4294967295"))]
     pub timeout_millis: Option<i64>,
     /// Let the primary fall back to asynchronous replication after the timeout
     /// (default false: no silent fallback).
@@ -133,10 +137,13 @@ fn default_server_id_base() -> i64 {
     printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".status.readyReplicas","priority":1}"#,
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = super::common::cluster_name_length_rule(),
+    validation = super::common::cluster_name_format_rule(),
     cel
 )]
 #[x_kube(
     validation = Rule::new("self.replicas >= 1").message("spec.replicas must be at least 1"),
+    validation = Rule::new("self.replicas <= 100").message("spec.replicas must be at most 100"),
     validation = Rule::new("!has(self.primary) || (self.primary >= 0 && self.primary < self.replicas)").message("spec.primary must be an ordinal below spec.replicas"),
     validation = Rule::new("self.serverIdBase == oldSelf.serverIdBase").message("spec.serverIdBase is immutable"),
     validation = Rule::new("self.flavor == oldSelf.flavor").message("spec.flavor is immutable"),
@@ -144,7 +151,7 @@ fn default_server_id_base() -> i64 {
 )]
 #[serde(rename_all = "camelCase")]
 pub struct MySQLClusterSpec {
-    /// Number of members (one primary, the rest replicas).
+    /// Number of members (one primary, the rest replicas), 1..100.
     pub replicas: i32,
     /// `MariaDB` (default) or `MySQL` (8.0.23+ / 8.4). Immutable.
     #[serde(default)]
@@ -161,8 +168,12 @@ pub struct MySQLClusterSpec {
     /// Extra my.cnf settings under `[mysqld]`. Keys Ordinal manages
     /// (server-id, log-bin, gtid settings, read_only, …) are refused.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[x_kube(validation = super::common::owned_keys_rule(MYSQL_OWNED_KEYS))]
-    #[schemars(extend("maxProperties" = 128))]
+    #[x_kube(
+        validation = super::common::owned_keys_rule(MYSQL_OWNED_KEYS),
+        validation = super::common::config_key_rule(),
+        validation = super::common::config_value_rule(),
+    )]
+    #[schemars(extend("maxProperties" = 128, "additionalProperties" = {"type": "string", "maxLength": 4096}))]
     pub config: BTreeMap<String, String>,
     /// server-id of ordinal N is `serverIdBase + N` (default 100). Immutable.
     #[serde(default = "default_server_id_base")]

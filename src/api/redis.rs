@@ -51,15 +51,19 @@ pub const REDIS_OWNED_KEYS: &[&str] = &[
     printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".status.readyReplicas","priority":1}"#,
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = super::common::cluster_name_length_rule(),
+    validation = super::common::cluster_name_format_rule(),
     cel
 )]
 #[x_kube(
     validation = Rule::new("self.replicas >= 1").message("spec.replicas must be at least 1"),
+    validation = Rule::new("self.replicas <= 100").message("spec.replicas must be at most 100"),
     validation = Rule::new("!has(self.primary) || (self.primary >= 0 && self.primary < self.replicas)").message("spec.primary must be an ordinal below spec.replicas"),
+    validation = Rule::new("!has(self.durability) || self.durability.minReplicasToWrite < self.replicas").message("durability.minReplicasToWrite must be below spec.replicas: the primary counts connected replicas, and with fewer it refuses every write"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct RedisReplicationSpec {
-    /// Number of members (one primary, the rest replicas).
+    /// Number of members (one primary, the rest replicas), 1..100.
     pub replicas: i32,
     #[serde(flatten)]
     pub template: MemberTemplate,
@@ -72,8 +76,12 @@ pub struct RedisReplicationSpec {
     /// Extra redis.conf settings. Keys Ordinal manages (port, dir, replicaof,
     /// masterauth, requirepass, …) are refused.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[x_kube(validation = super::common::owned_keys_rule(REDIS_OWNED_KEYS))]
-    #[schemars(extend("maxProperties" = 128))]
+    #[x_kube(
+        validation = super::common::owned_keys_rule(REDIS_OWNED_KEYS),
+        validation = super::common::config_key_rule(),
+        validation = super::common::config_value_rule(),
+    )]
+    #[schemars(extend("maxProperties" = 128, "additionalProperties" = {"type": "string", "maxLength": 4096}))]
     pub config: BTreeMap<String, String>,
     /// Automatic failover.
     #[serde(default)]
@@ -97,12 +105,17 @@ pub struct RedisReplicationSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RedisDurability {
-    /// Replicas that must be connected for the primary to accept writes.
+    /// Replicas that must be connected for the primary to accept writes
+    /// (at least 1, below `spec.replicas`).
     #[x_kube(validation = Rule::new("self >= 1").message("durability.minReplicasToWrite must be at least 1"))]
     pub min_replicas_to_write: i32,
-    /// Seconds since a replica's last acknowledgement for it to count (default 10).
+    /// Seconds since a replica's last acknowledgement for it to count
+    /// (default 10, 1..3600).
     #[serde(default = "default_max_lag")]
-    #[x_kube(validation = Rule::new("self >= 1").message("durability.minReplicasMaxLag must be at least 1"))]
+    #[x_kube(
+        validation = Rule::new("self >= 1").message("durability.minReplicasMaxLag must be at least 1"),
+        validation = Rule::new("self <= 3600").message("durability.minReplicasMaxLag must be at most 3600"),
+    )]
     pub min_replicas_max_lag: i32,
 }
 
