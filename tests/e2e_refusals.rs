@@ -70,7 +70,8 @@ fn api_server_refuses_the_invalid_corpus_and_accepts_the_valid_one() {
                 refused += 1;
                 // A refusal by the API server (not a transport error) that
                 // names the field.
-                if !e.contains("Error from server") || !e.contains(&case.expect) {
+                let refusal = e.contains(" is invalid: ") || e.contains("Error from server");
+                if !refusal || !e.contains(&case.expect) {
                     failures.push(format!(
                         "{}: refusal does not name {:?}: {e}",
                         case.file, case.expect
