@@ -383,11 +383,17 @@ async fn operator_crash_mid_failover_resumes_to_one_primary() {
     c.pass().await;
     c.kill(0);
 
-    // Crash 1: the pass that promotes is lost before its state is persisted.
+    // Crash 1: the pass that promotes (once the old primary is isolated) is
+    // lost before its state is persisted.
     let before = loop {
         let saved = c.input.state.clone();
         let out = c.pass().await;
-        if out.state.operation.is_some() {
+        if out
+            .state
+            .operation
+            .as_ref()
+            .is_some_and(|o| o.step == "Repoint")
+        {
             break saved;
         }
         tokio::time::sleep(out.requeue_after.min(Duration::from_secs(1))).await;

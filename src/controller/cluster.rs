@@ -251,6 +251,7 @@ async fn apply<K: ClusterResource>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Act
                 dns_name: view.member_dns(ordinal),
                 pod_exists: pod.is_some(),
                 pod_ready: pod.map(pod_ready).unwrap_or(false),
+                isolated: false,
             }
         })
         .collect::<Vec<_>>();
