@@ -35,6 +35,14 @@ pub struct Member {
     /// Pod readiness as reported by the kubelet; informative only — failover
     /// decisions are made from database reachability.
     pub pod_ready: bool,
+    /// The reconciler isolated this member from clients after the engine
+    /// asked for it in [`EngineOutcome::isolate`]: its role label is removed
+    /// (it is in no Service) and the pod that ran it was deleted (a pod that
+    /// replaces it boots read-only). Only isolation done for the operation in
+    /// progress (`state.operation`, e.g. keyed by its term) counts; false
+    /// otherwise. The engine promotes a replacement only once the old
+    /// primary is confirmed read-only through the protocol or isolated.
+    pub isolated: bool,
 }
 
 /// Credentials read from the cluster's Secret. Never logged: `Debug` hides values.
@@ -116,6 +124,15 @@ pub struct EngineOutcome {
     pub events: Vec<EngineEvent>,
     /// When to run the next pass (short during an operation or detection window).
     pub requeue_after: Duration,
+    /// Members the reconciler must make unreachable for clients before the
+    /// engine can go on (fence before promote): a primary being replaced that
+    /// the engine cannot fence through the protocol because it does not
+    /// answer. The reconciler removes the member's role label and deletes its
+    /// pod, then reports [`Member::isolated`] on the next passes. Empty
+    /// almost always; the engine keeps asking (operation step
+    /// `AwaitingIsolation`) until the member is isolated or answers read-only,
+    /// and abandons the failover at the operation's deadline (`FenceFailed`).
+    pub isolate: Vec<i32>,
 }
 
 /// Errors an engine cannot express as an outcome (e.g. missing credentials).

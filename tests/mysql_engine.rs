@@ -2,6 +2,8 @@
 //! from Debian). MySQL 8 syntax is covered by unit tests of the generated SQL
 //! in `src/mysql/flavor.rs`; no MySQL server is started here.
 
+#[path = "support/proxy.rs"]
+mod proxy;
 #[path = "support/mysql.rs"]
 mod support;
 
@@ -11,6 +13,7 @@ use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 use ordinal::api::MemberRole;
+use ordinal::engine::Engine;
 use support::*;
 
 /// The scenarios share two cores: run them one at a time.
@@ -21,6 +24,8 @@ const CONVERGE: Duration = Duration::from_secs(30);
 /// A client inserting rows 1, 2, 3… into app.t wherever writes are accepted;
 /// records the ids whose COMMIT was acknowledged.
 struct Writer {
+    /// While set, no new write starts (a quiet moment to kill a primary in).
+    pause: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     acked: Arc<Mutex<Vec<i64>>>,
     task: tokio::task::JoinHandle<()>,
@@ -29,13 +34,18 @@ struct Writer {
 impl Writer {
     fn start(targets: Vec<(String, u16)>) -> Writer {
         let stop = Arc::new(AtomicBool::new(false));
+        let pause = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(Mutex::new(Vec::new()));
-        let (s2, a2) = (stop.clone(), acked.clone());
+        let (s2, a2, p2) = (stop.clone(), acked.clone(), pause.clone());
         let task = tokio::spawn(async move {
             let mut next = 1i64;
             let mut conns: Vec<Option<mysql_async::Conn>> = targets.iter().map(|_| None).collect();
             let mut cur = 0usize;
             while !s2.load(Ordering::SeqCst) {
+                if p2.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
                 let mut done = false;
                 for k in 0..targets.len() {
                     let i = (cur + k) % targets.len();
@@ -94,7 +104,12 @@ impl Writer {
                 }
             }
         });
-        Writer { stop, acked, task }
+        Writer {
+            pause,
+            stop,
+            acked,
+            task,
+        }
     }
 
     fn acked(&self) -> Vec<i64> {
@@ -1063,4 +1078,353 @@ async fn rotated_passwords_are_applied_without_breaking_replication() {
     wait_rows(c.server(1), "app.t", 1, Duration::from_secs(10)).await;
     let out = c.pass().await;
     assert!(healthy_with(&out, 0), "{out:#?}");
+}
+
+/// Samples every 200 ms which members accept writes (`@@read_only = 0`) and
+/// counts samples with more than one.
+struct Sampler {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<(u64, u64)>,
+}
+
+impl Sampler {
+    fn start(c: &Cluster) -> Sampler {
+        let addrs: Vec<(String, u16)> = targets(c);
+        let stop = Arc::new(AtomicBool::new(false));
+        let s2 = stop.clone();
+        let task = tokio::spawn(async move {
+            let (mut samples, mut dual) = (0u64, 0u64);
+            let mut conns: Vec<Option<mysql_async::Conn>> = addrs.iter().map(|_| None).collect();
+            while !s2.load(Ordering::SeqCst) {
+                let mut writable = Vec::new();
+                for (i, (ip, port)) in addrs.iter().enumerate() {
+                    if conns[i].is_none() {
+                        let o = mysql_async::OptsBuilder::default()
+                            .ip_or_hostname(ip.clone())
+                            .tcp_port(*port)
+                            .user(Some("root"))
+                            .pass(Some(ROOT_PW))
+                            .prefer_socket(false);
+                        conns[i] = tokio::time::timeout(
+                            Duration::from_millis(300),
+                            mysql_async::Conn::new(o),
+                        )
+                        .await
+                        .ok()
+                        .and_then(Result::ok);
+                    }
+                    let Some(conn) = conns[i].as_mut() else {
+                        continue;
+                    };
+                    match tokio::time::timeout(
+                        Duration::from_millis(300),
+                        conn.query_first::<i64, _>("SELECT @@read_only"),
+                    )
+                    .await
+                    {
+                        Ok(Ok(Some(0))) => writable.push(i),
+                        Ok(Ok(_)) => {}
+                        _ => conns[i] = None,
+                    }
+                }
+                samples += 1;
+                if writable.len() > 1 {
+                    dual += 1;
+                    eprintln!("sampler: writable members {writable:?}");
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            (samples, dual)
+        });
+        Sampler { stop, task }
+    }
+
+    async fn stop(self) -> (u64, u64) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.task.await.unwrap()
+    }
+}
+
+/// Proxies between the operator and each member (`.0`) and between the
+/// members (`.1`); clients dial members directly.
+async fn route_through_proxies(c: &mut Cluster) -> Vec<(proxy::Proxy, proxy::Proxy)> {
+    let mut out = Vec::new();
+    for i in 0..c.servers.len() {
+        let real = format!("{}:{}", c.servers[i].ip, c.servers[i].port);
+        let (op_ip, port) = free_address();
+        let op = proxy::Proxy::start(&format!("{op_ip}:{port}"), &real).await;
+        let (peer_ip, _) = free_address();
+        let peer = proxy::Proxy::start(&format!("{peer_ip}:{port}"), &real).await;
+        assert_eq!(port, c.servers[i].port);
+        c.routes[i] = Some((op_ip, peer_ip));
+        out.push((op, peer));
+    }
+    out
+}
+
+fn count_events(c: &Cluster, reason: &str) -> usize {
+    c.events
+        .iter()
+        .filter(|e| {
+            e.split(':')
+                .next()
+                .is_some_and(|h| h.ends_with(&format!(" {reason}")))
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_partitioned_from_a_live_primary_does_not_fail_over() {
+    let _g = SERIAL.lock().await;
+    let mut c = Cluster::new(3);
+    let proxies = route_through_proxies(&mut c).await;
+    bootstrap_cluster(&mut c).await;
+    let sampler = Sampler::start(&c);
+    let w = Writer::start(targets(&c));
+    w.wait_acked(100, Duration::from_secs(20)).await;
+
+    // Only the operator loses the primary; replicas and clients still reach it.
+    proxies[0].0.cut();
+    let cut = std::time::Instant::now();
+    while cut.elapsed() < Duration::from_secs(10) {
+        let out = c.pass().await;
+        assert_eq!(out.state.primary, Some(0), "no failover: {out:#?}");
+        assert!(out.state.operation.is_none(), "no failover: {out:#?}");
+        tokio::time::sleep(out.requeue_after.min(Duration::from_millis(500))).await;
+    }
+    let out = c.last.clone().unwrap();
+    assert!(
+        matches!(&out.health, ordinal::engine::Health::Unhealthy { reason, .. } if reason == "PrimaryUnreachableFromOperator"),
+        "{:?}",
+        out.health
+    );
+    assert_eq!(
+        out.members[0].role,
+        MemberRole::Primary,
+        "it keeps its label"
+    );
+    assert_eq!(count_events(&c, "PrimaryUnreachableFromOperator"), 1);
+    let during = w.acked().len();
+
+    proxies[0].0.heal();
+    c.converge(CONVERGE, "healed", |o| healthy_with(o, 0)).await;
+    let acked = w.stop().await;
+    let (samples, dual) = sampler.stop().await;
+    let missing = missing_ids(c.server(0), &acked).await;
+    eprintln!(
+        "operator<->primary partition: acked {} rows ({during} by the end of the partition), found {} on the primary, {} missing; {dual} dual-writable samples of {samples}",
+        acked.len(),
+        acked.len() - missing.len(),
+        missing.len()
+    );
+    assert!(missing.is_empty(), "{missing:?}");
+    assert_eq!(dual, 0);
+    assert_eq!(c.state.term, 1);
+    assert_eq!(writable_members(&c).await, vec![0]);
+    assert_eq!(count_events(&c, "Promoted"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_partition_of_the_primary_fails_over_after_isolating_it() {
+    let _g = SERIAL.lock().await;
+    let mut c = Cluster::new(3);
+    c.settings.replication.mode = ordinal::api::mysql::ReplicationMode::SemiSync;
+    c.restart_isolated = true;
+    let proxies = route_through_proxies(&mut c).await;
+    bootstrap_cluster(&mut c).await;
+    c.converge(CONVERGE, "semi-sync replicas", |o| healthy_with(o, 0))
+        .await;
+    let sampler = Sampler::start(&c);
+    let w = Writer::start(targets(&c));
+    w.wait_acked(200, Duration::from_secs(30)).await;
+
+    // The operator and the replicas lose the primary; clients still reach it.
+    proxies[0].0.cut();
+    proxies[0].1.cut();
+    let cut = std::time::Instant::now();
+    let out = c
+        .converge(Duration::from_secs(60), "failover", |o| {
+            o.state.primary.is_some_and(|p| p != 0) && o.state.operation.is_none()
+        })
+        .await;
+    let np = out.state.primary.unwrap();
+    eprintln!("failed over to db-{np} after {:?}", cut.elapsed());
+    assert_eq!(c.isolations, vec![0], "the old primary was isolated");
+    let isolated_at = c.events.iter().position(|e| e.contains("Promoted"));
+    assert!(isolated_at.is_some());
+    // The old primary came back (a new pod) read-only.
+    assert_eq!(
+        c.server(0).scalar("SELECT @@read_only").await.as_deref(),
+        Some("1")
+    );
+    proxies[0].0.heal();
+    proxies[0].1.heal();
+    c.converge(CONVERGE, "old primary rejoins or is quarantined", |o| {
+        o.members
+            .iter()
+            .filter(|m| m.ordinal != 0)
+            .all(|m| m.role == MemberRole::Primary || m.role == MemberRole::Replica)
+            && o.members[0].role != MemberRole::Primary
+            && o.members[0].role != MemberRole::Unknown
+    })
+    .await;
+    w.wait_acked(w.acked().len() + 50, Duration::from_secs(30))
+        .await;
+    let acked = w.stop().await;
+    let (samples, dual) = sampler.stop().await;
+    let missing = missing_ids(c.server(np), &acked).await;
+    eprintln!(
+        "full partition (semi-sync): acked {} rows, found {} on the new primary, {} missing; {dual} dual-writable samples of {samples}; old primary now {:?}",
+        acked.len(),
+        acked.len() - missing.len(),
+        missing.len(),
+        c.last.as_ref().unwrap().members[0].role
+    );
+    assert!(
+        missing.is_empty(),
+        "semi-sync lost acknowledged rows: {missing:?}"
+    );
+    assert_eq!(dual, 0, "two writable members");
+    assert_eq!(writable_members(&c).await, vec![np]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_killed_at_random_points_of_failovers_and_switchovers() {
+    use rand::{Rng, SeedableRng};
+    let _g = SERIAL.lock().await;
+    let seed = std::env::var("ORDINAL_CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    eprintln!("chaos seed {seed} (ORDINAL_CHAOS_SEED={seed} replays it)");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut c = Cluster::new(3);
+    c.settings.replication.mode = ordinal::api::mysql::ReplicationMode::SemiSync;
+    // Isolated members stay down until a new primary serves (a member that
+    // restarts at once with all its data is simply made writable again).
+    bootstrap_cluster(&mut c).await;
+    c.converge(CONVERGE, "semi-sync replicas", |o| healthy_with(o, 0))
+        .await;
+    let sampler = Sampler::start(&c);
+    let w = Writer::start(targets(&c));
+    w.wait_acked(100, Duration::from_secs(30)).await;
+    let mut crashes = 0;
+    for round in 0..10 {
+        let primary = c.state.primary.unwrap();
+        let failover_round = round % 2 == 0;
+        let crash_pass = rng.random_range(0..4u32);
+        let crash_ms = rng.random_range(0..60u64);
+        let lose_whole_pass = rng.random_bool(0.5);
+        if failover_round {
+            // A quiet moment: every committed row is acknowledged, so the
+            // returned member holds nothing the others lack.
+            w.pause.store(true, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            c.server_mut(primary).kill();
+            w.pause.store(false, Ordering::SeqCst);
+            c.desired_primary = None;
+        } else {
+            let target = (primary + 1 + rng.random_range(0..2i32)) % 3;
+            c.desired_primary = Some(target);
+        }
+        eprintln!(
+            "round {round}: {} from db-{primary}; operator dies in operation pass {crash_pass} ({})",
+            if failover_round {
+                "failover"
+            } else {
+                "switchover"
+            },
+            if lose_whole_pass {
+                "after the pass, before its state is persisted".to_string()
+            } else {
+                format!("{crash_ms} ms into the pass")
+            }
+        );
+        let start = std::time::Instant::now();
+        let mut in_op = 0;
+        let mut crashed = false;
+        loop {
+            let window_over = c.state.primary_unhealthy_since.as_ref().is_some_and(|t| {
+                chrono::Utc::now().timestamp_millis() - t.0.as_millisecond() >= 2000
+            });
+            let active = c.state.operation.is_some()
+                || window_over
+                || c.desired_primary
+                    .is_some_and(|d| Some(d) != c.state.primary);
+            if active && !crashed && in_op == crash_pass {
+                let input = c.input();
+                if lose_whole_pass {
+                    // Its database steps happen; the reconciler never persists it.
+                    let _ = c.engine.reconcile(&input).await;
+                } else {
+                    let _ = tokio::time::timeout(
+                        Duration::from_millis(crash_ms),
+                        c.engine.reconcile(&input),
+                    )
+                    .await;
+                }
+                c.engine = ordinal::mysql::MySqlEngine::new(Default::default());
+                crashed = true;
+                crashes += 1;
+                continue;
+            }
+            if active {
+                in_op += 1;
+            }
+            let out = c.pass().await;
+            let done = out.state.operation.is_none()
+                && out.health == ordinal::engine::Health::Healthy
+                && (failover_round || out.state.primary == c.desired_primary)
+                && out.state.primary.is_some_and(|p| healthy_with(&out, p));
+            if done {
+                if !crashed {
+                    eprintln!("round {round}: the operation ended before the crash point");
+                }
+                break;
+            }
+            if failover_round
+                && !c.servers[primary as usize].member().pod_ready
+                && out.state.primary != Some(primary)
+                && out.state.operation.is_none()
+            {
+                // The new primary serves: the old one's pod comes back.
+                c.server_mut(primary).start();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(90),
+                "round {round} did not converge: {out:#?}"
+            );
+            tokio::time::sleep(out.requeue_after.min(Duration::from_millis(300))).await;
+        }
+        let p = c.state.primary.unwrap();
+        eprintln!(
+            "round {round}: primary db-{p} in term {} after {:?}",
+            c.state.term,
+            start.elapsed()
+        );
+        assert_eq!(writable_members(&c).await, vec![p], "one writable primary");
+    }
+    c.desired_primary = None;
+    w.wait_acked(w.acked().len() + 50, Duration::from_secs(30))
+        .await;
+    let acked = w.stop().await;
+    let (samples, dual) = sampler.stop().await;
+    let p = c.state.primary.unwrap();
+    let missing = missing_ids(c.server(p), &acked).await;
+    eprintln!(
+        "operator kills (seed {seed}): {crashes} of 10 operations interrupted; acked {} rows, found {} on the final primary, {} missing; {dual} dual-writable samples of {samples}",
+        acked.len(),
+        acked.len() - missing.len(),
+        missing.len()
+    );
+    assert!(
+        missing.is_empty(),
+        "acknowledged rows lost (seed {seed}): {missing:?}"
+    );
+    assert_eq!(dual, 0, "two writable members (seed {seed})");
 }

@@ -7,12 +7,14 @@
 
 #[path = "support/redis.rs"]
 mod harness;
+#[path = "support/proxy.rs"]
+mod proxy;
 
 use std::time::{Duration, Instant};
 
 use harness::{Cluster, PORT, Server, Writer, connect, dbsize, eventually, info_field};
 use ordinal::api::{FailoverSpec, MemberRole};
-use ordinal::engine::{EventType, Health};
+use ordinal::engine::{Engine, EventType, Health};
 use ordinal::redis::backup::{BackupError, BackupOptions, BackupSource, backup_rdb, restore_rdb};
 
 fn failover(detection_seconds: i32) -> FailoverSpec {
@@ -383,11 +385,17 @@ async fn operator_crash_mid_failover_resumes_to_one_primary() {
     c.pass().await;
     c.kill(0);
 
-    // Crash 1: the pass that promotes is lost before its state is persisted.
+    // Crash 1: the pass that promotes (once the old primary is isolated) is
+    // lost before its state is persisted.
     let before = loop {
         let saved = c.input.state.clone();
         let out = c.pass().await;
-        if out.state.operation.is_some() {
+        if out
+            .state
+            .operation
+            .as_ref()
+            .is_some_and(|o| o.step == "Repoint")
+        {
             break saved;
         }
         tokio::time::sleep(out.requeue_after.min(Duration::from_secs(1))).await;
@@ -827,4 +835,385 @@ async fn operator_crash_mid_switchover_adopts_the_new_primary() {
     let mut np = c.server(1).conn().await;
     assert_eq!(dbsize(&mut np).await, 300);
     wait_dbsize(&c.ip(2), 300).await;
+}
+
+/// Samples every 200 ms which members accept writes (`role:master`, not
+/// loading, no FAILOVER pausing it) and counts samples with more than one.
+struct Sampler {
+    stop: tokio::sync::watch::Sender<bool>,
+    handle: tokio::task::JoinHandle<(u64, u64)>,
+}
+
+impl Sampler {
+    fn start(ips: Vec<String>) -> Sampler {
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let handle = tokio::spawn(async move {
+            let (mut samples, mut dual) = (0u64, 0u64);
+            while !*rx.borrow() {
+                let writable = futures::future::join_all(ips.iter().map(|ip| async move {
+                    let probe = async {
+                        let mut c = connect(ip, PORT).await.ok()?;
+                        let info: String = redis::cmd("INFO")
+                            .arg("replication")
+                            .query_async(&mut c)
+                            .await
+                            .ok()?;
+                        let has = |l: &str| info.lines().any(|x| x.trim() == l);
+                        Some(has("role:master") && has("master_failover_state:no-failover"))
+                    };
+                    tokio::time::timeout(Duration::from_millis(400), probe)
+                        .await
+                        .ok()
+                        .flatten()
+                        .unwrap_or(false)
+                }))
+                .await;
+                samples += 1;
+                let n = writable.iter().filter(|w| **w).count();
+                if n > 1 {
+                    dual += 1;
+                    eprintln!("[sampler] {n} writable members: {writable:?}");
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            (samples, dual)
+        });
+        Sampler { stop, handle }
+    }
+
+    async fn stop(self) -> (u64, u64) {
+        self.stop.send_replace(true);
+        self.handle.await.unwrap()
+    }
+}
+
+/// Proxies between the operator and each member (`.0`, the member's address)
+/// and between the members (`.1`, its DNS name); clients dial members directly.
+async fn route_through_proxies(c: &mut Cluster) -> Vec<(proxy::Proxy, proxy::Proxy)> {
+    let mut out = Vec::new();
+    for i in 0..c.servers.len() {
+        let real = format!("{}:{PORT}", c.ip(i));
+        let op_ip = format!("127.0.{}.{}", c.block, 101 + i);
+        let peer_ip = format!("127.0.{}.{}", c.block, 201 + i);
+        let op = proxy::Proxy::start(&format!("{op_ip}:{PORT}"), &real).await;
+        let peer = proxy::Proxy::start(&format!("{peer_ip}:{PORT}"), &real).await;
+        c.route(i, op_ip, peer_ip);
+        out.push((op, peer));
+    }
+    out
+}
+
+/// Acknowledged keys missing on `ip`.
+async fn missing_keys(ip: &str, acked: &[(String, Instant)]) -> usize {
+    let mut conn = connect(ip, PORT).await.unwrap();
+    let mut missing = 0;
+    for chunk in acked.chunks(500) {
+        let keys: Vec<&str> = chunk.iter().map(|(k, _)| k.as_str()).collect();
+        let vals: Vec<Option<String>> = redis::cmd("MGET")
+            .arg(&keys)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        missing += vals.iter().filter(|v| v.is_none()).count();
+    }
+    missing
+}
+
+fn count_events(c: &Cluster, reason: &str) -> usize {
+    c.history
+        .iter()
+        .flat_map(|o| &o.events)
+        .filter(|e| e.reason == reason)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_partitioned_from_a_live_primary_does_not_fail_over() {
+    let mut c = Cluster::new(84, 3, failover(2));
+    let proxies = route_through_proxies(&mut c).await;
+    c.start_all();
+    c.converge(Duration::from_secs(20)).await;
+    c.pass().await; // the ping period is set: replicas hear from the primary every second
+    let sampler = Sampler::start((0..3).map(|i| c.ip(i)).collect());
+    let writer = Writer::start((c.ip(0), PORT));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Only the operator loses the primary; replicas and clients still reach it.
+    proxies[0].0.cut();
+    let cut = Instant::now();
+    while cut.elapsed() < Duration::from_secs(8) {
+        let out = c.pass().await;
+        assert_eq!(out.state.primary, Some(0), "no failover: {out:#?}");
+        assert!(out.state.operation.is_none(), "no failover: {out:#?}");
+        tokio::time::sleep(out.requeue_after.min(Duration::from_secs(1))).await;
+    }
+    let out = c.last.clone().unwrap();
+    assert!(
+        matches!(&out.health, Health::Unhealthy { reason, .. } if reason == "PrimaryUnreachableFromOperator"),
+        "{:?}",
+        out.health
+    );
+    assert_eq!(
+        out.members[0].role,
+        MemberRole::Primary,
+        "it keeps its label"
+    );
+    assert_eq!(count_events(&c, "PrimaryUnreachableFromOperator"), 1);
+    assert!(out.isolate.is_empty());
+
+    proxies[0].0.heal();
+    let out = c.converge(Duration::from_secs(15)).await;
+    assert_eq!((out.state.primary, out.state.term), (Some(0), 1));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let acked = writer.stop().await;
+    let (samples, dual) = sampler.stop().await;
+    let missing = missing_keys(&c.ip(0), &acked).await;
+    eprintln!(
+        "operator<->primary partition: acked {} writes, found {} on the primary, {missing} missing; {dual} dual-writable samples of {samples}",
+        acked.len(),
+        acked.len() - missing
+    );
+    assert!(
+        acked.len() > 100,
+        "the writer barely wrote: {}",
+        acked.len()
+    );
+    assert_eq!(missing, 0);
+    assert_eq!(dual, 0);
+    assert_eq!(c.masters().await, [0]);
+    assert_eq!(count_events(&c, "Promoted"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_partition_of_the_primary_fails_over_after_isolating_it() {
+    let mut c = Cluster::new(85, 3, failover(2));
+    c.input.settings.durability = Some(ordinal::api::redis::RedisDurability {
+        min_replicas_to_write: 1,
+        min_replicas_max_lag: 2,
+    });
+    c.restart_isolated = true;
+    let proxies = route_through_proxies(&mut c).await;
+    c.start_all();
+    c.converge(Duration::from_secs(20)).await;
+    c.pass().await;
+    let sampler = Sampler::start((0..3).map(|i| c.ip(i)).collect());
+    let writer = Writer::start_with((c.ip(0), PORT), Some(1));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    // The operator and the replicas lose the primary; clients still reach it.
+    proxies[0].0.cut();
+    proxies[0].1.cut();
+    let cut = Instant::now();
+    let out = loop {
+        let out = c.pass().await;
+        writer.follow(&c);
+        if out.state.primary.is_some_and(|p| p != 0)
+            && out.members.iter().any(|m| m.role == MemberRole::Primary)
+        {
+            break out;
+        }
+        assert!(
+            cut.elapsed() < Duration::from_secs(30),
+            "no failover: {out:#?}"
+        );
+        tokio::time::sleep(out.requeue_after.min(Duration::from_secs(1))).await;
+    };
+    let new = out.state.primary.unwrap() as usize;
+    eprintln!("failed over to r-{new} after {:?}", cut.elapsed());
+    assert_eq!(c.isolations, [0], "the old primary was isolated");
+    // The promotion came after the isolation, never before.
+    let isolated_at = c
+        .history
+        .iter()
+        .position(|o| !o.isolate.is_empty())
+        .unwrap();
+    let promoted_at = c
+        .history
+        .iter()
+        .position(|o| o.events.iter().any(|e| e.reason == "Promoted"))
+        .unwrap();
+    assert!(isolated_at < promoted_at);
+    // The old primary came back (a new pod) read-only: it takes no write.
+    let mut old = c.server(0).conn().await;
+    let err = redis::cmd("SET")
+        .arg("stale")
+        .arg("1")
+        .query_async::<()>(&mut old)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().to_lowercase().contains("read only"),
+        "{err}"
+    );
+
+    proxies[0].0.heal();
+    proxies[0].1.heal();
+    let out = c.converge(Duration::from_secs(20)).await;
+    writer.follow(&c);
+    assert_eq!(out.state.primary, Some(new as i32));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let acked = writer.stop().await;
+    let (samples, dual) = sampler.stop().await;
+    let missing = missing_keys(&c.ip(new), &acked).await;
+    eprintln!(
+        "full partition (durable): acked {} writes, found {} on the new primary, {missing} missing; {dual} dual-writable samples of {samples}",
+        acked.len(),
+        acked.len() - missing
+    );
+    assert!(
+        acked.len() > 100,
+        "the writer barely wrote: {}",
+        acked.len()
+    );
+    assert_eq!(missing, 0, "acknowledged writes lost");
+    assert_eq!(dual, 0, "two writable members");
+    assert_eq!(c.masters().await, [new]);
+    let mut old = c.server(0).conn().await;
+    assert_eq!(info_field(&mut old, "master_host").await, Some(c.dns(new)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_killed_at_random_points_of_failovers_and_switchovers() {
+    use rand::{Rng, SeedableRng};
+    let seed = std::env::var("ORDINAL_CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    eprintln!("chaos seed {seed} (ORDINAL_CHAOS_SEED={seed} replays it)");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut c = Cluster::new(86, 3, failover(1));
+    c.input.settings.durability = Some(ordinal::api::redis::RedisDurability {
+        min_replicas_to_write: 1,
+        min_replicas_max_lag: 2,
+    });
+    // Durable mode: a restarted primary holds every write it executed.
+    c.extra_config = "appendfsync always\n".into();
+    c.restart_isolated = true;
+    c.start_all();
+    c.converge(Duration::from_secs(20)).await;
+    c.pass().await;
+    let sampler = Sampler::start((0..3).map(|i| c.ip(i)).collect());
+    let writer = Writer::start_with((c.ip(0), PORT), Some(1));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut crashes = 0;
+    for round in 0..10 {
+        let primary = c.input.state.primary.unwrap() as usize;
+        let failover_round = round % 2 == 0;
+        let crash_pass = rng.random_range(0..3u32);
+        let crash_ms = rng.random_range(0..8u64);
+        let lose_whole_pass = rng.random_bool(0.5);
+        if failover_round {
+            c.kill(primary);
+            c.input.desired_primary = None;
+        } else {
+            let target = (primary + 1 + rng.random_range(0..2usize)) % 3;
+            c.input.desired_primary = Some(target as i32);
+        }
+        eprintln!(
+            "round {round}: {} from r-{primary}; operator dies in operation pass {crash_pass} ({})",
+            if failover_round {
+                "failover"
+            } else {
+                "switchover"
+            },
+            if lose_whole_pass {
+                "after the pass, before its state is persisted".to_string()
+            } else {
+                format!("{crash_ms} ms into the pass")
+            }
+        );
+        let start = Instant::now();
+        let mut in_op = 0;
+        let mut crashed = false;
+        loop {
+            let st = &c.input.state;
+            let window_over = st.primary_unhealthy_since.as_ref().is_some_and(|t| {
+                chrono::Utc::now().timestamp_millis() - t.0.as_millisecond() >= 1000
+            });
+            let active = st.operation.is_some()
+                || window_over
+                || c.input
+                    .desired_primary
+                    .is_some_and(|d| Some(d) != st.primary);
+            if active && !crashed && in_op == crash_pass {
+                c.input.now = chrono::Utc::now();
+                if lose_whole_pass {
+                    // Its database steps happen; the reconciler never persists it.
+                    let _ = c.engine.reconcile(&c.input).await.unwrap();
+                } else {
+                    let _ = tokio::time::timeout(
+                        Duration::from_millis(crash_ms),
+                        c.engine.reconcile(&c.input),
+                    )
+                    .await;
+                }
+                c.engine = ordinal::redis::RedisEngine::new(Default::default());
+                crashed = true;
+                crashes += 1;
+                continue;
+            }
+            if active {
+                in_op += 1;
+            }
+            let out = c.pass().await;
+            writer.follow(&c);
+            let done = out.state.operation.is_none()
+                && out.health == Health::Healthy
+                && out.members.iter().all(|m| m.role != MemberRole::Unknown)
+                && (failover_round || out.state.primary == c.input.desired_primary);
+            if done {
+                if !crashed {
+                    eprintln!("round {round}: the operation ended before the crash point");
+                }
+                break;
+            }
+            if failover_round && c.servers[primary].is_none() && in_op > crash_pass + 10 {
+                // Never isolated (e.g. it was promoted back): the pod comes back.
+                c.start(primary);
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "round {round} did not converge: {out:#?}"
+            );
+            tokio::time::sleep(out.requeue_after.min(Duration::from_millis(300))).await;
+        }
+        if c.servers[primary].is_none() {
+            c.start(primary);
+        }
+        let out = c.converge(Duration::from_secs(30)).await;
+        writer.follow(&c);
+        eprintln!(
+            "round {round}: primary r-{} in term {} after {:?}",
+            out.state.primary.unwrap(),
+            out.state.term,
+            start.elapsed()
+        );
+        assert_eq!(c.masters().await.len(), 1, "one primary");
+    }
+    c.input.desired_primary = None;
+    let out = c.converge(Duration::from_secs(30)).await;
+    writer.follow(&c);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let acked = writer.stop().await;
+    let (samples, dual) = sampler.stop().await;
+    let p = out.state.primary.unwrap() as usize;
+    let missing = missing_keys(&c.ip(p), &acked).await;
+    eprintln!(
+        "operator kills (seed {seed}): {crashes} of 10 operations interrupted; acked {} writes, found {} on the final primary, {missing} missing; {dual} dual-writable samples of {samples}",
+        acked.len(),
+        acked.len() - missing
+    );
+    assert!(
+        acked.len() > 100,
+        "the writer barely wrote: {}",
+        acked.len()
+    );
+    assert_eq!(missing, 0, "acknowledged writes lost (seed {seed})");
+    assert_eq!(dual, 0, "two writable members (seed {seed})");
+    assert_eq!(c.masters().await, [p]);
 }

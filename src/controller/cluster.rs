@@ -251,6 +251,7 @@ async fn apply<K: ClusterResource>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Act
                 dns_name: view.member_dns(ordinal),
                 pod_exists: pod.is_some(),
                 pod_ready: pod.map(pod_ready).unwrap_or(false),
+                isolated: isolation_done(&state, ordinal, pod),
             }
         })
         .collect::<Vec<_>>();
@@ -330,6 +331,7 @@ async fn apply<K: ClusterResource>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Act
         apply_config_map(&view, &rendered.files, &ctx).await?;
     }
     move_role_labels(&view, &pods, &outcome.members, &ctx).await?;
+    isolate_members(&*obj, &view, &pods, &outcome, &ctx).await?;
 
     Ok(Action::requeue(
         outcome.requeue_after.min(ctx.settings.resync),
@@ -594,6 +596,72 @@ pub fn desired_roles(
         .collect()
 }
 
+/// Whether the isolation the engine asked for (`EngineOutcome::isolate`)
+/// of the old primary `ordinal` of the persisted failover is done: the pod
+/// that ran it is gone — no pod, or a pod created after the failover started
+/// (it boots read-only) that carries no role label.
+fn isolation_done(state: &crate::api::ReplicationState, ordinal: i32, pod: Option<&Pod>) -> bool {
+    let Some(op) = state
+        .operation
+        .as_ref()
+        .filter(|op| op.kind == crate::api::OperationKind::Failover && op.from == ordinal)
+    else {
+        return false;
+    };
+    let Some(pod) = pod else { return true };
+    pod.labels().get(labels::ROLE).is_none()
+        && pod.metadata.deletion_timestamp.is_none()
+        && pod
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .is_some_and(|t| t.0 > op.started_at.0)
+}
+
+/// Make the members the engine lists in `outcome.isolate` unreachable for
+/// clients: their role label is already gone (the engine reports them
+/// non-primary, `move_role_labels` ran first); delete the pod that still runs
+/// the old process, once. A pod stuck terminating on a lost node is never
+/// counted as isolated: the failover then waits, and is abandoned at its
+/// deadline.
+async fn isolate_members<K: ClusterResource>(
+    obj: &K,
+    view: &ClusterView,
+    pods: &BTreeMap<String, Pod>,
+    outcome: &crate::engine::EngineOutcome,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let Some(op) = outcome.state.operation.as_ref() else {
+        return Ok(());
+    };
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &view.namespace);
+    for &ordinal in &outcome.isolate {
+        let name = view.pod_name(ordinal);
+        let Some(pod) = pods.get(&name) else { continue };
+        let old = pod
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .is_none_or(|t| t.0 <= op.started_at.0);
+        if !old || pod.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        warn!(pod = %name, "deleting the pod of an unreachable primary before its replacement is promoted");
+        api.delete(&name, &Default::default())
+            .await
+            .context(format!("delete pod {name} to isolate it"))?;
+        let event = EngineEvent {
+            type_: EventType::Warning,
+            reason: "Isolated".into(),
+            note: format!(
+                "{name} does not answer and is being replaced: its role label was removed and its pod deleted (it comes back read-only) before a replica is promoted"
+            ),
+        };
+        publish_engine_event(ctx, obj, &event).await;
+    }
+    Ok(())
+}
+
 /// Move role labels: first take labels away, then add, so the write Service
 /// never selects two members.
 async fn move_role_labels(
@@ -738,6 +806,57 @@ async fn publish_engine_event<K: Resource<DynamicType = ()>>(
 mod tests {
     use super::*;
     use crate::api::{ClusterStatus, MemberRole, MemberStatus};
+
+    #[test]
+    fn isolation_is_done_once_the_old_pod_is_gone() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        use k8s_openapi::jiff::Timestamp;
+        let at = |ms: i64| Time(Timestamp::from_millisecond(ms).unwrap());
+        let state = crate::api::ReplicationState {
+            primary: Some(0),
+            term: 1,
+            operation: Some(crate::api::Operation {
+                kind: crate::api::OperationKind::Failover,
+                from: 0,
+                to: Some(1),
+                step: "AwaitingIsolation".into(),
+                term: 2,
+                started_at: at(10_000),
+                deadline: None,
+                reason: "lost".into(),
+                data: None,
+            }),
+            ..Default::default()
+        };
+        let pod = |created: i64, role: Option<&str>| {
+            let mut p = Pod::default();
+            p.metadata.creation_timestamp = Some(at(created));
+            if let Some(r) = role {
+                p.metadata.labels = Some([(labels::ROLE.to_string(), r.to_string())].into());
+            }
+            p
+        };
+        assert!(
+            !isolation_done(&state, 0, Some(&pod(5_000, None))),
+            "the old pod"
+        );
+        assert!(
+            isolation_done(&state, 0, Some(&pod(12_000, None))),
+            "a new pod"
+        );
+        assert!(!isolation_done(
+            &state,
+            0,
+            Some(&pod(12_000, Some("primary")))
+        ));
+        assert!(isolation_done(&state, 0, None), "no pod");
+        assert!(!isolation_done(&state, 1, None), "not the old primary");
+        let mut terminating = pod(12_000, None);
+        terminating.metadata.deletion_timestamp = Some(at(13_000));
+        assert!(!isolation_done(&state, 0, Some(&terminating)));
+        let steady = crate::api::ReplicationState::default();
+        assert!(!isolation_done(&steady, 0, None), "no operation");
+    }
 
     #[test]
     fn scale_down_keeps_the_primary_until_a_switchover() {

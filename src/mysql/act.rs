@@ -9,6 +9,12 @@ use super::flavor::Dialect;
 use super::observe::{exec, rows, value_str};
 use super::plan::Action;
 
+/// Heartbeat period a source uses toward its replicas (seconds).
+pub const HEARTBEAT_SECS: u32 = 1;
+/// A replica drops a source connection silent for this long (seconds), so
+/// `Slave_IO_Running=Yes` means it heard from the source this recently.
+pub const NET_TIMEOUT_SECS: u32 = 4;
+
 /// What the executor needs besides the connection.
 pub struct ActCtx<'a> {
     pub dialect: Dialect,
@@ -90,6 +96,12 @@ pub async fn repoint(
     exec(
         conn,
         &d.change_source(host, port, cx.replication_user, cx.replication_password),
+        t,
+    )
+    .await?;
+    run_all(
+        conn,
+        &d.replica_liveness(HEARTBEAT_SECS, NET_TIMEOUT_SECS),
         t,
     )
     .await?;

@@ -78,6 +78,38 @@ impl Dialect {
         }
     }
 
+    /// Statements run after `change_source` (replica stopped) so a replica
+    /// hears from a live source at least every `heartbeat_secs` and drops a
+    /// silent connection after `net_timeout_secs`: `Slave_IO_Running=Yes`
+    /// then means "heard from the source within `net_timeout_secs`", which
+    /// the failover's replica-side view relies on.
+    pub fn replica_liveness(self, heartbeat_secs: u32, net_timeout_secs: u32) -> Vec<String> {
+        if self.maria() {
+            vec![
+                format!("SET GLOBAL slave_net_timeout = {net_timeout_secs}"),
+                format!("CHANGE MASTER TO MASTER_HEARTBEAT_PERIOD = {heartbeat_secs}"),
+            ]
+        } else {
+            vec![
+                format!("SET GLOBAL replica_net_timeout = {net_timeout_secs}"),
+                format!("CHANGE REPLICATION SOURCE TO SOURCE_HEARTBEAT_PERIOD = {heartbeat_secs}"),
+            ]
+        }
+    }
+
+    /// One row: seconds since the replica last received a heartbeat or (MySQL)
+    /// a transaction from its source (NULL when unknown), and the net timeout
+    /// after which a silent source connection is dropped.
+    pub fn last_heard_query(self) -> &'static str {
+        if self.maria() {
+            // MariaDB 10.11 reports heartbeats only (not events): the net
+            // timeout bounds the silence while events flow.
+            "SELECT TIMESTAMPDIFF(SECOND, NULLIF((SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS              WHERE VARIABLE_NAME = 'SLAVE_LAST_HEARTBEAT'), ''), NOW()), @@GLOBAL.slave_net_timeout"
+        } else {
+            "SELECT TIMESTAMPDIFF(SECOND, GREATEST(LAST_HEARTBEAT_TIMESTAMP, LAST_QUEUED_TRANSACTION_END_QUEUE_TIMESTAMP), NOW(6)),              @@GLOBAL.replica_net_timeout FROM performance_schema.replication_connection_status WHERE CHANNEL_NAME = ''"
+        }
+    }
+
     /// Statements run before `change_source` on MariaDB so the replica asks
     /// for exactly what it holds: its executed position becomes the slave
     /// position (a former primary's own transactions are only in its binlog
@@ -502,6 +534,29 @@ mod tests {
         assert_eq!(
             M.wait_for_gtids("0-1-3", 2),
             "SELECT MASTER_GTID_WAIT('0-1-3', 2)"
+        );
+    }
+
+    #[test]
+    fn replica_liveness_per_flavor() {
+        assert_eq!(
+            M.replica_liveness(1, 4),
+            vec![
+                "SET GLOBAL slave_net_timeout = 4",
+                "CHANGE MASTER TO MASTER_HEARTBEAT_PERIOD = 1"
+            ]
+        );
+        assert_eq!(
+            Y.replica_liveness(1, 4),
+            vec![
+                "SET GLOBAL replica_net_timeout = 4",
+                "CHANGE REPLICATION SOURCE TO SOURCE_HEARTBEAT_PERIOD = 1"
+            ]
+        );
+        assert!(M.last_heard_query().contains("SLAVE_LAST_HEARTBEAT"));
+        assert!(
+            Y.last_heard_query()
+                .contains("performance_schema.replication_connection_status")
         );
     }
 

@@ -39,6 +39,20 @@
 //!   Fencing kills client connections before `read_only=ON` and every
 //!   statement has a timeout, so a primary stuck waiting for acknowledgements
 //!   never blocks a failover.
+//! * Fence before promote: a failover promotes only once the old primary
+//!   answers read-only (MySQL: `super_read_only`), or is fenced in the same
+//!   pass by a critical step before the promotion (a failed fence stops the
+//!   pass, reported `FenceFailed`), or does not answer and the reconciler
+//!   isolated it (`outcome.isolate`, step `AwaitingIsolation`, until
+//!   `Member::isolated` or `!pod_exists`); otherwise it is abandoned at the
+//!   operation's deadline (`FenceFailed`).
+//! * Replica-side view: replicas are pointed with a 1 s source heartbeat and
+//!   a 4 s net timeout, so `Slave_IO_Running=Yes` means "heard from the
+//!   source within 4 s" (MySQL also reports the last heartbeat/transaction
+//!   time in performance_schema). While a replica connected to the primary
+//!   heard from it within [`plan::REPLICA_VIEW_RECENT_SECS`], an unreachable
+//!   primary is not failed over: it stays `Primary` (keeps its label) and
+//!   health/event say `PrimaryUnreachableFromOperator`.
 //! * A member that lacks transactions its source purged from the binlogs
 //!   (1236 "could not find GTID state", or a new member behind the oldest
 //!   binlog's Gtid_list) is re-seeded: its user schemas are dropped, a fresh
@@ -398,6 +412,7 @@ impl Engine for MySqlEngine {
                 address: m.address.clone(),
                 port: m.port,
                 obs,
+                isolated: m.isolated || !m.pod_exists,
             });
         }
         let plan = plan::plan(&PlanInput {
@@ -509,8 +524,25 @@ impl Engine for MySqlEngine {
                 if st.critical {
                     failed_critical = true;
                     state = plan.fallback.clone();
+                    // A failed fence stops the failover (nothing after it
+                    // runs); the persisted step retries it until the deadline.
+                    let reason = if matches!(st.action, Action::Fence { .. }) {
+                        "FenceFailed"
+                    } else {
+                        "ActionFailed"
+                    };
+                    if reason == "FenceFailed" {
+                        events.push(EngineEvent {
+                            type_: EventType::Warning,
+                            reason: reason.into(),
+                            note: format!(
+                                "fencing {} failed: {e}; nothing was promoted, retrying",
+                                member.pod
+                            ),
+                        });
+                    }
                     health = Health::Unhealthy {
-                        reason: "ActionFailed".into(),
+                        reason: reason.into(),
                         message: format!(
                             "{} on {} failed: {e}",
                             action_name(&st.action),
@@ -550,6 +582,7 @@ impl Engine for MySqlEngine {
             } else {
                 plan.requeue
             },
+            isolate: plan.isolate.clone(),
         })
     }
 }

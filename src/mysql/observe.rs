@@ -26,6 +26,12 @@ pub struct ReplicaStatus {
     pub sql_state: String,
     /// GTIDs received into the relay log.
     pub received: Option<GtidSet>,
+    /// Upper bound of the seconds since the replica last received anything
+    /// from its source, while its IO thread is connected (`Yes`): the age of
+    /// the last heartbeat or received transaction as the flavor reports it,
+    /// capped by the net timeout (a silent connection is dropped after it).
+    /// None when not connected or not known.
+    pub heard_secs: Option<i64>,
 }
 
 impl ReplicaStatus {
@@ -209,7 +215,7 @@ pub async fn observe(
 
     let status = rows(conn, d.show_replica_status(), timeout).await?;
     let cols = d.status_columns();
-    let replica = status.first().map(row_map).and_then(|m| {
+    let mut replica = status.first().map(row_map).and_then(|m| {
         let get = |k: &str| m.get(k).cloned().flatten().unwrap_or_default();
         let host = get(cols.host);
         if host.is_empty() {
@@ -228,8 +234,19 @@ pub async fn observe(
             seconds_behind: get(cols.seconds_behind).parse().ok(),
             sql_state: get(cols.sql_state),
             received: GtidSet::parse(d.flavor(), &received_text).ok(),
+            heard_secs: None,
         })
     });
+    if let Some(r) = replica.as_mut().filter(|r| r.io_yes()) {
+        // Optional: a server that cannot report it simply vouches for nothing.
+        if let Ok(rows) = rows(conn, d.last_heard_query(), timeout).await
+            && let Some(row) = rows.first()
+        {
+            let age = col(row, 0).and_then(|s| s.parse::<i64>().ok());
+            let net = col(row, 1).and_then(|s| s.parse::<i64>().ok());
+            r.heard_secs = heard_bound(age, net);
+        }
+    }
 
     // Semi-sync variables may be absent (MySQL without the plugins).
     let (semi_primary, semi_replica) = match rows(conn, d.semi_sync_query(), timeout).await {
@@ -254,6 +271,15 @@ pub async fn observe(
         purged: None,
         via_root,
     })
+}
+
+/// Upper bound of a connected replica's silence from the last heartbeat or
+/// transaction age and the net timeout (see `ReplicaStatus::heard_secs`).
+pub fn heard_bound(age: Option<i64>, net_timeout: Option<i64>) -> Option<i64> {
+    match (age.filter(|a| *a >= 0), net_timeout.filter(|n| *n > 0)) {
+        (Some(a), Some(n)) => Some(a.min(n)),
+        (a, n) => a.or(n),
+    }
 }
 
 /// What the binlogs of a server no longer hold (see `Observed::purged`).
@@ -299,6 +325,15 @@ pub async fn purged(conn: &mut Conn, d: Dialect, timeout: Duration) -> Result<Gt
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn heard_bound_takes_the_tighter_bound() {
+        assert_eq!(heard_bound(Some(1), Some(4)), Some(1));
+        assert_eq!(heard_bound(Some(30), Some(4)), Some(4));
+        assert_eq!(heard_bound(None, Some(60)), Some(60));
+        assert_eq!(heard_bound(Some(2), None), Some(2));
+        assert_eq!(heard_bound(Some(-1), Some(0)), None);
+    }
 
     #[test]
     fn redaction() {

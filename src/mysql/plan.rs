@@ -22,7 +22,15 @@ pub mod step {
     pub const CATCH_UP: &str = "CatchUp";
     /// After an aborted switchover: no new attempt before the deadline.
     pub const COOLDOWN: &str = "AbortedCooldown";
+    /// A failover's candidate is chosen but the old primary does not answer:
+    /// waiting until the reconciler isolated it (or it answers read-only).
+    pub const AWAIT_ISOLATION: &str = "AwaitingIsolation";
 }
+
+/// A replica connected to the primary that heard from it at most this many
+/// seconds ago (see `ReplicaStatus::heard_secs`) vouches that the primary is
+/// alive: no failover while one does, whatever the operator can reach.
+pub const REPLICA_VIEW_RECENT_SECS: i64 = 5;
 
 /// One member as the planner sees it.
 #[derive(Clone, Debug)]
@@ -34,6 +42,9 @@ pub struct View {
     pub port: u16,
     /// The observation, or why there is none.
     pub obs: Result<Observed, String>,
+    /// The reconciler isolated it for the operation in progress (role label
+    /// removed, pod deleted), or its pod does not exist.
+    pub isolated: bool,
 }
 
 impl View {
@@ -169,6 +180,9 @@ pub struct Plan {
     pub health: Health,
     pub events: Vec<EngineEvent>,
     pub requeue: std::time::Duration,
+    /// Members the reconciler must isolate from clients (see
+    /// [`crate::engine::EngineOutcome::isolate`]).
+    pub isolate: Vec<i32>,
 }
 
 fn ev(type_: EventType, reason: &str, note: String) -> EngineEvent {
@@ -333,6 +347,7 @@ pub fn plan(inp: &PlanInput<'_>) -> Plan {
         },
         events: Vec::new(),
         requeue: std::time::Duration::from_secs(1),
+        isolate: Vec::new(),
     };
     match (&inp.state.operation, inp.state.primary) {
         (Some(op), _) if op.step != step::COOLDOWN => plan_operation(inp, op, &mut p),
@@ -946,13 +961,14 @@ fn plan_primary_lost(
     let pod = view(inp, primary)
         .map(|v| v.pod.clone())
         .unwrap_or_default();
-    // A stale or misconfigured primary that answers must not take writes.
+    // A stale or misconfigured primary that answers must not take writes;
+    // if fencing it fails nothing else happens this pass (no failover).
     if let Some(o) = view(inp, primary).and_then(View::up)
         && o.writable()
     {
         p.steps.push(Step {
             action: Action::Fence { ordinal: primary },
-            critical: false,
+            critical: true,
         });
     }
     for v in inp.views.iter().filter(|v| v.ordinal != primary) {
@@ -974,6 +990,41 @@ fn plan_primary_lost(
                 }
             }
         }
+    }
+    // Unreachable from the operator only? Replicas still receiving its
+    // stream vouch for it: it stays the primary (keeps its role label) and
+    // the detection window restarts, so a failover needs them to lose it too.
+    let unreachable = view(inp, primary).is_some_and(|v| v.obs.is_err());
+    let seeing = if unreachable {
+        replicas_seeing(inp, primary)
+    } else {
+        Vec::new()
+    };
+    if !seeing.is_empty() {
+        if inp.state.primary_unhealthy_since.is_none() {
+            p.events.push(ev(
+                EventType::Warning,
+                "PrimaryUnreachableFromOperator",
+                format!("{pod} does not answer the operator but its replicas still receive its replication stream; it stays the primary and no failover starts"),
+            ));
+        }
+        p.state.primary_unhealthy_since = Some(to_time(inp.now));
+        p.fallback.primary_unhealthy_since = Some(to_time(inp.now));
+        set_role(
+            p,
+            primary,
+            MemberRole::Primary,
+            Some("unreachable from the operator; its replicas still receive its stream".into()),
+        );
+        p.health = unhealthy(
+            "PrimaryUnreachableFromOperator",
+            format!(
+                "{message}, but {} still replicate from it with recent traffic; not failing over",
+                seeing.join(", ")
+            ),
+        );
+        p.requeue = std::time::Duration::from_millis(500);
+        return;
     }
     let elapsed = inp.now - since;
     let window = ChronoDuration::seconds(inp.failover.detection_seconds.max(1) as i64);
@@ -1068,6 +1119,151 @@ fn plan_primary_lost(
     }
 }
 
+/// Replicas (pods) connected to `primary` that heard from it at most
+/// [`REPLICA_VIEW_RECENT_SECS`] ago.
+fn replicas_seeing(inp: &PlanInput<'_>, primary: i32) -> Vec<String> {
+    inp.views
+        .iter()
+        .filter(|v| v.ordinal != primary)
+        .filter(|v| {
+            v.up().and_then(|o| o.replica.as_ref()).is_some_and(|r| {
+                r.io_yes()
+                    && source_ordinal(inp.views, &r.host, r.port) == Some(primary)
+                    && r.heard_secs.is_some_and(|s| s <= REPLICA_VIEW_RECENT_SECS)
+            })
+        })
+        .map(|v| v.pod.clone())
+        .collect()
+}
+
+/// Where the old primary of a failover stands before the promotion.
+enum Fence {
+    /// It cannot take writes (read-only, isolated, gone): promote.
+    Confirmed(String),
+    /// It answers writable: fence it (critical) right before promoting.
+    Command,
+    /// It does not answer: the reconciler must isolate it first.
+    Isolate(String),
+}
+
+fn fence_status(inp: &PlanInput<'_>, from: i32) -> Fence {
+    let Some(v) = view(inp, from) else {
+        return Fence::Confirmed("it is not a member any more".into());
+    };
+    match &v.obs {
+        Ok(o) => {
+            let mysql = inp.settings.flavor == crate::api::MySqlFlavor::MySQL;
+            if o.read_only && (!mysql || o.super_read_only) {
+                Fence::Confirmed("it answers read-only".into())
+            } else {
+                Fence::Command
+            }
+        }
+        Err(_) if v.isolated => {
+            Fence::Confirmed("the operator isolated it (role label removed, pod deleted)".into())
+        }
+        Err(e) => Fence::Isolate(e.clone()),
+    }
+}
+
+/// The `Promote` / `AwaitingIsolation` steps of a failover: promote `to` only
+/// once the old primary cannot take writes — confirmed read-only, fenced in
+/// this pass (a critical step before the promotion), or isolated by the
+/// reconciler — and abandon at the deadline (`FenceFailed`).
+fn fence_then_finish(inp: &PlanInput<'_>, op: &Operation, to: i32, expired: bool, p: &mut Plan) {
+    let from_pod = view(inp, op.from)
+        .map(|v| v.pod.clone())
+        .unwrap_or_default();
+    let to_pod = view(inp, to).map(|v| v.pod.clone()).unwrap_or_default();
+    let status = fence_status(inp, op.from);
+    if let Fence::Isolate(e) = &status {
+        if expired {
+            fail_failover(
+                inp,
+                op,
+                p,
+                format!(
+                    "{from_pod} does not answer ({e}) and was not isolated before the deadline; nothing was promoted"
+                ),
+                "FenceFailed",
+            );
+            return;
+        }
+        p.isolate = vec![op.from];
+        let mut next = op.clone();
+        next.step = step::AWAIT_ISOLATION.into();
+        p.state.operation = Some(next.clone());
+        p.fallback.operation = Some(next);
+        p.health = unhealthy(
+            "FailoverInProgress",
+            format!(
+                "{from_pod} does not answer ({e}); waiting for it to be isolated (role label removed, pod deleted) before promoting {to_pod}"
+            ),
+        );
+        p.requeue = std::time::Duration::from_millis(300);
+        return;
+    }
+    match view(inp, to).and_then(View::up) {
+        Some(o) => {
+            if let Fence::Confirmed(how) = &status {
+                p.events.push(ev(
+                    EventType::Normal,
+                    "OldPrimaryFenced",
+                    format!("{from_pod} cannot take writes ({how}); promoting {to_pod}"),
+                ));
+            }
+            if let Fence::Command = status {
+                p.steps.push(Step {
+                    action: Action::Fence { ordinal: op.from },
+                    critical: true,
+                });
+                p.events.push(ev(
+                    EventType::Warning,
+                    "Fenced",
+                    format!("{from_pod} answers writable while it is being replaced; set read-only and its client connections killed before promoting {to_pod}"),
+                ));
+            }
+            finish(inp, op, to, o, p);
+        }
+        None if expired => fail_failover(
+            inp,
+            op,
+            p,
+            format!("candidate {to_pod} unreachable until the deadline"),
+            "FailoverAborted",
+        ),
+        None => {
+            p.health = unhealthy(
+                "FailoverInProgress",
+                format!("waiting for candidate {to_pod} to answer"),
+            );
+        }
+    }
+}
+
+/// Abandon a failover: replicas resume replication, the operation ends.
+fn fail_failover(inp: &PlanInput<'_>, op: &Operation, p: &mut Plan, why: String, reason: &str) {
+    let from_pod = view(inp, op.from)
+        .map(|v| v.pod.clone())
+        .unwrap_or_default();
+    for v in inp.views.iter().filter(|v| v.ordinal != op.from) {
+        if v.up().is_some_and(|o| o.replica.is_some()) {
+            p.steps.push(Step {
+                action: Action::StartReplication { ordinal: v.ordinal },
+                critical: false,
+            });
+        }
+    }
+    p.state.operation = None;
+    p.events.push(ev(
+        EventType::Warning,
+        reason,
+        format!("failover from {from_pod} abandoned: {why}"),
+    ));
+    p.health = unhealthy(reason, why);
+    p.requeue = std::time::Duration::from_secs(2);
+}
+
 fn finish(inp: &PlanInput<'_>, op: &Operation, to: i32, to_obs: &Observed, p: &mut Plan) {
     let semi_sync = semi(inp);
     p.steps.push(Step {
@@ -1123,11 +1319,13 @@ fn plan_operation(inp: &PlanInput<'_>, op: &Operation, p: &mut Plan) {
         .map(|v| v.pod.clone())
         .unwrap_or_default();
     p.requeue = std::time::Duration::from_millis(300);
+    let promoting = op.step == step::PROMOTE || op.step == step::AWAIT_ISOLATION;
     for v in inp.views {
         if let Some(o) = v.up()
             && v.ordinal == op.from
             && o.writable()
             && op.kind == OperationKind::Failover
+            && !promoting
         {
             // An old primary that answers again during a failover is fenced.
             p.steps.push(Step {
@@ -1242,43 +1440,26 @@ fn plan_operation(inp: &PlanInput<'_>, op: &Operation, p: &mut Plan) {
             p.requeue = std::time::Duration::from_millis(100);
         }
         OperationKind::Failover => {
-            let abort = |p: &mut Plan, why: String, reason: &str| {
-                for v in inp.views.iter().filter(|v| v.ordinal != op.from) {
-                    if v.up().is_some_and(|o| o.replica.is_some()) {
-                        p.steps.push(Step {
-                            action: Action::StartReplication { ordinal: v.ordinal },
-                            critical: false,
-                        });
-                    }
-                }
-                p.state.operation = None;
-                p.events.push(ev(
-                    EventType::Warning,
-                    reason,
-                    format!("failover from {from_pod} abandoned: {why}"),
-                ));
-                p.health = unhealthy(reason, why);
-                p.requeue = std::time::Duration::from_secs(2);
-            };
-            if op.step == step::PROMOTE {
+            let abort =
+                |p: &mut Plan, why: String, reason: &str| fail_failover(inp, op, p, why, reason);
+            if promoting {
                 let Some(to) = op.to else {
                     abort(p, "no candidate recorded".into(), "FailoverAborted");
                     return;
                 };
-                match view(inp, to).and_then(View::up) {
-                    Some(o) => finish(inp, op, to, o, p),
-                    None if expired => abort(
+                // The old primary came back intact before any promotion.
+                if let Some(pv) = view(inp, op.from)
+                    && primary_problem(inp, pv).is_none()
+                {
+                    abort(
                         p,
-                        format!("candidate ordinal {to} unreachable until the deadline"),
-                        "FailoverAborted",
-                    ),
-                    None => {
-                        p.health = unhealthy(
-                            "FailoverInProgress",
-                            format!("waiting for candidate ordinal {to} to answer"),
-                        );
-                    }
+                        format!("{from_pod} answers again with all its data before any promotion"),
+                        "FailoverCancelled",
+                    );
+                    p.state.primary_unhealthy_since = None;
+                    return;
                 }
+                fence_then_finish(inp, op, to, expired, p);
                 return;
             }
             // WaitRelayLog: did the old primary come back intact?

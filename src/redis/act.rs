@@ -113,5 +113,18 @@ pub async fn perform(
             )
             .await
         }
+        Action::SetPingPeriod { ordinal, secs } => {
+            tracing::info!(ordinal, secs, "CONFIG SET repl-ping-replica-period");
+            let c = conn(conns, *ordinal)?;
+            ok(
+                redis::cmd("CONFIG")
+                    .arg("SET")
+                    .arg("repl-ping-replica-period")
+                    .arg(*secs),
+                c,
+                "CONFIG SET repl-ping-replica-period",
+            )
+            .await
+        }
     }
 }

@@ -17,6 +17,20 @@
 //!   replication history candidates must share, and the offset `maxLag` is
 //!   measured against.
 //! - Credentials: `password`; during a rotation also `previous-password`.
+//! - Fence before promote: a failover promotes its candidate only once the
+//!   old primary cannot take writes — it answers as a replica, or it answers
+//!   writable and is made a replica of the candidate first (step `Fence`), or
+//!   it does not answer and the reconciler isolated it: the engine lists it
+//!   in `outcome.isolate` (step `AwaitingIsolation`) until
+//!   `Member::isolated` (role label removed, pod deleted) or `!pod_exists`.
+//!   Not fenced by the operation's deadline: the failover is abandoned
+//!   (`FenceFailed`) and started again while the primary stays lost.
+//! - Replica-side view: no failover while a replica's link to the primary
+//!   is up with traffic at most [`plan::REPLICA_VIEW_RECENT_SECS`] old (the
+//!   engine keeps `repl-ping-replica-period` at 1 s on every member): the
+//!   primary stays `Primary` (keeps its label), health and a Warning event
+//!   say `PrimaryUnreachableFromOperator`, and the detection window starts
+//!   only once the replicas lose it too.
 
 pub mod act;
 pub mod auth;
@@ -198,6 +212,7 @@ impl RedisEngine {
                 address: m.address.clone(),
                 port: m.port,
                 obs: o.node,
+                isolated: m.isolated || !m.pod_exists,
             });
         }
         let plan = plan::plan(&PlanInput {
@@ -233,14 +248,23 @@ impl RedisEngine {
                     let what = step.describe(&views);
                     tracing::warn!(error = %e, step = %what, "step failed");
                     state = plan.fallback;
-                    let msg = format!("{what} failed: {e}");
+                    // A failed fence stops the failover here; the persisted
+                    // fence step retries it until the operation's deadline.
+                    let (reason, msg) = if plan.step_is_fence {
+                        (
+                            "FenceFailed",
+                            format!("{what} failed: {e}; nothing promoted, retrying"),
+                        )
+                    } else {
+                        ("StepFailed", format!("{what} failed: {e}"))
+                    };
                     events.push(EngineEvent {
                         type_: EventType::Warning,
-                        reason: "StepFailed".into(),
+                        reason: reason.into(),
                         note: msg.clone(),
                     });
                     health = Health::Unhealthy {
-                        reason: "StepFailed".into(),
+                        reason: reason.into(),
                         message: msg,
                     };
                 }
@@ -248,7 +272,7 @@ impl RedisEngine {
         }
         for s in &plan.settings {
             if let Err(e) = act::perform(s, &views, &mut conns).await {
-                tracing::warn!(error = %e, action = %s.describe(&views), "applying durability settings failed");
+                tracing::warn!(error = %e, action = %s.describe(&views), "applying settings failed");
             }
         }
         events.extend(rotate_passwords(&auth_states, password, &mut conns, input).await);
@@ -258,6 +282,7 @@ impl RedisEngine {
             health,
             events,
             requeue_after: plan.requeue,
+            isolate: plan.isolate,
         })
     }
 }

@@ -36,6 +36,9 @@ pub struct NodeInfo {
     pub master: Option<(String, u16)>,
     /// `master_link_status:up` on a replica.
     pub link_up: bool,
+    /// `master_last_io_seconds_ago` of a replica whose link is up: seconds
+    /// since it last received anything (data or ping) from its primary.
+    pub last_io_secs: Option<i64>,
     /// Whether a replica is in the middle of a full sync.
     pub sync_in_progress: bool,
     /// `master_repl_offset`: bytes of replication stream processed.
@@ -52,6 +55,9 @@ pub struct NodeInfo {
     pub loading: bool,
     /// Current `min-replicas-to-write` and `min-replicas-max-lag`.
     pub min_replicas: Option<(i64, i64)>,
+    /// Current `repl-ping-replica-period` (seconds between the pings a
+    /// primary sends its replicas; bounds their `master_last_io_seconds_ago`).
+    pub ping_period: Option<i64>,
 }
 
 /// Parse `key:value` lines of an INFO reply.
@@ -115,6 +121,10 @@ pub fn parse_info(info: &str) -> Result<NodeInfo, RedisError> {
         role,
         master,
         link_up: get("master_link_status") == Some("up"),
+        last_io_secs: (get("master_link_status") == Some("up"))
+            .then(|| get("master_last_io_seconds_ago").and_then(|v| v.parse::<i64>().ok()))
+            .flatten()
+            .filter(|s| *s >= 0),
         sync_in_progress: get("master_sync_in_progress") == Some("1"),
         offset: num("master_repl_offset"),
         replid: get("master_replid").unwrap_or_default().to_string(),
@@ -126,6 +136,7 @@ pub fn parse_info(info: &str) -> Result<NodeInfo, RedisError> {
         keys,
         loading: get("loading") == Some("1"),
         min_replicas: None,
+        ping_period: None,
     })
 }
 
@@ -175,18 +186,32 @@ pub async fn connect(
     }
 }
 
-/// Observe one server: INFO and the durability settings in one round trip.
+/// Parse the flat reply of `CONFIG GET repl-ping-replica-period`.
+pub fn parse_ping_period(pairs: &[String]) -> Option<i64> {
+    pairs
+        .chunks(2)
+        .find(|kv| kv.first().map(String::as_str) == Some("repl-ping-replica-period"))
+        .and_then(|kv| kv.get(1))
+        .and_then(|v| v.parse().ok())
+}
+
+/// Observe one server: INFO, the durability settings and the ping period in
+/// one round trip.
 pub async fn observe(conn: &mut MultiplexedConnection) -> Result<NodeInfo, RedisError> {
-    let (info, cfg): (String, Vec<String>) = redis::pipe()
+    let (info, cfg, ping): (String, Vec<String>, Vec<String>) = redis::pipe()
         .cmd("INFO")
         .cmd("CONFIG")
         .arg("GET")
         .arg("min-replicas-*")
+        .cmd("CONFIG")
+        .arg("GET")
+        .arg("repl-ping-replica-period")
         .query_async(conn)
         .await
         .map_err(|e| RedisError::command("INFO", e))?;
     let mut node = parse_info(&info)?;
     node.min_replicas = parse_min_replicas(&cfg);
+    node.ping_period = parse_ping_period(&ping);
     Ok(node)
 }
 
@@ -194,7 +219,7 @@ pub async fn observe(conn: &mut MultiplexedConnection) -> Result<NodeInfo, Redis
 mod tests {
     use super::*;
 
-    const REPLICA: &str = "# Server\r\nredis_version:7.0.15\r\nrun_id:abc\r\n# Persistence\r\nloading:0\r\n# Replication\r\nrole:slave\r\nmaster_host:10.0.0.1\r\nmaster_port:6379\r\nmaster_link_status:up\r\nmaster_sync_in_progress:0\r\nslave_repl_offset:50\r\nconnected_slaves:0\r\nmaster_failover_state:no-failover\r\nmaster_replid:r1\r\nmaster_replid2:0000\r\nmaster_repl_offset:50\r\n# Keyspace\r\ndb0:keys=3,expires=0,avg_ttl=0\r\ndb2:keys=4,expires=0,avg_ttl=0\r\n";
+    const REPLICA: &str = "# Server\r\nredis_version:7.0.15\r\nrun_id:abc\r\n# Persistence\r\nloading:0\r\n# Replication\r\nrole:slave\r\nmaster_host:10.0.0.1\r\nmaster_port:6379\r\nmaster_link_status:up\r\nmaster_last_io_seconds_ago:1\r\nmaster_sync_in_progress:0\r\nslave_repl_offset:50\r\nconnected_slaves:0\r\nmaster_failover_state:no-failover\r\nmaster_replid:r1\r\nmaster_replid2:0000\r\nmaster_repl_offset:50\r\n# Keyspace\r\ndb0:keys=3,expires=0,avg_ttl=0\r\ndb2:keys=4,expires=0,avg_ttl=0\r\n";
 
     #[test]
     fn parses_a_replica() {
@@ -202,6 +227,7 @@ mod tests {
         assert_eq!(n.role, ServerRole::Replica);
         assert_eq!(n.master, Some(("10.0.0.1".to_string(), 6379)));
         assert!(n.link_up);
+        assert_eq!(n.last_io_secs, Some(1));
         assert_eq!(n.offset, 50);
         assert_eq!(n.replid, "r1");
         assert_eq!(n.keys, 7);
@@ -249,5 +275,11 @@ mod tests {
             .collect();
         assert_eq!(parse_min_replicas(&v), Some((1, 10)));
         assert_eq!(parse_min_replicas(&[]), None);
+        let p: Vec<String> = ["repl-ping-replica-period", "10"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(parse_ping_period(&p), Some(10));
+        assert_eq!(parse_ping_period(&[]), None);
     }
 }

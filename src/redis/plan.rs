@@ -27,6 +27,21 @@ pub const STEP_REPOINT: &str = "Repoint";
 pub const STEP_AWAIT_FAILOVER: &str = "AwaitFailover";
 /// A switchover failed; it is retried after the operation's deadline.
 pub const STEP_RETRY_WAIT: &str = "RetryWait";
+/// A failover fences the old primary through the protocol (`REPLICAOF`
+/// the candidate) before the candidate is promoted.
+pub const STEP_FENCE: &str = "Fence";
+/// A failover waits until the old primary, which does not answer, is isolated
+/// by the reconciler ([`crate::engine::EngineOutcome::isolate`]) or answers
+/// read-only; only then is the candidate promoted.
+pub const STEP_AWAIT_ISOLATION: &str = "AwaitingIsolation";
+
+/// A replica that heard from its primary at most this many seconds ago
+/// (`master_last_io_seconds_ago`, link up) vouches that the primary is alive:
+/// no failover while one does, whatever the operator can reach.
+pub const REPLICA_VIEW_RECENT_SECS: i64 = 3;
+/// `repl-ping-replica-period` the engine keeps on every member, so a live
+/// primary's replicas hear from it at least this often even without writes.
+pub const PING_PERIOD_SECS: i64 = 1;
 
 /// One member and what it reported this pass.
 #[derive(Clone, Debug)]
@@ -38,6 +53,9 @@ pub struct MemberView {
     pub port: u16,
     /// What it reported, or why it could not be observed.
     pub obs: Result<NodeInfo, String>,
+    /// The reconciler isolated it for the operation in progress (role label
+    /// removed, pod deleted), or its pod does not exist.
+    pub isolated: bool,
 }
 
 impl MemberView {
@@ -107,6 +125,8 @@ pub enum Action {
         to_write: i64,
         max_lag: i64,
     },
+    /// `CONFIG SET repl-ping-replica-period <secs>`.
+    SetPingPeriod { ordinal: i32, secs: i64 },
 }
 
 impl Action {
@@ -130,6 +150,12 @@ impl Action {
             Action::SetMinReplicas { ordinal, .. } => {
                 format!("CONFIG SET min-replicas-to-write on {}", pod(ordinal))
             }
+            Action::SetPingPeriod { ordinal, secs } => {
+                format!(
+                    "CONFIG SET repl-ping-replica-period {secs} on {}",
+                    pod(ordinal)
+                )
+            }
         }
     }
 }
@@ -152,6 +178,12 @@ pub struct Plan {
     /// Events published regardless of the step.
     pub events: Vec<EngineEvent>,
     pub requeue: Duration,
+    /// Members the reconciler must isolate from clients (see
+    /// [`crate::engine::EngineOutcome::isolate`]).
+    pub isolate: Vec<i32>,
+    /// `step` fences the old primary of a failover: its failure is reported
+    /// as `FenceFailed`.
+    pub step_is_fence: bool,
 }
 
 fn event(type_: EventType, reason: &str, note: String) -> EngineEvent {
@@ -384,6 +416,11 @@ struct Planner<'a> {
     plan: Plan,
     /// False while a failed switchover waits before its retry.
     allow_switchover: bool,
+    /// The recorded primary does not answer the operator but its replicas
+    /// still receive its stream: it is reported `Primary` (keeps its label).
+    vouched_primary: bool,
+    /// The recorded primary is being fenced: never reported `Primary`.
+    withhold_primary: bool,
 }
 
 /// Plan one pass.
@@ -400,8 +437,12 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
             health: Health::Healthy,
             events: Vec::new(),
             requeue: input.timing.steady,
+            isolate: Vec::new(),
+            step_is_fence: false,
         },
         allow_switchover: true,
+        vouched_primary: false,
+        withhold_primary: false,
     };
     if let Some(op) = input.state.operation.clone() {
         p.operation(op);
@@ -517,6 +558,13 @@ impl<'a> Planner<'a> {
             self.adopt(primary, x);
             return;
         }
+        if pm.as_ref().is_some_and(|m| m.obs.is_err()) {
+            let seeing = self.replicas_seeing(primary);
+            if !seeing.is_empty() {
+                self.seen_by_replicas(primary, &seeing);
+                return;
+            }
+        }
         let why = match pm.as_ref().map(|m| &m.obs) {
             None => format!("{} is not a member any more", self.pod(primary)),
             Some(Err(e)) => format!("{} is unreachable: {e}", self.pod(primary)),
@@ -566,6 +614,56 @@ impl<'a> Planner<'a> {
             Ok(c) => self.start_failover(primary, c, format!("{why} for {}s", elapsed / 1000)),
             Err(refusal) => self.refuse(&why, &refusal, elapsed - window),
         }
+    }
+
+    /// Replicas (pods) whose link to `primary` is up with traffic at most
+    /// [`REPLICA_VIEW_RECENT_SECS`] old.
+    pub(super) fn replicas_seeing(&self, primary: i32) -> Vec<String> {
+        self.members()
+            .iter()
+            .filter(|m| m.ordinal != primary)
+            .filter(|m| {
+                m.node().is_some_and(|n| {
+                    n.role == ServerRole::Replica
+                        && n.link_up
+                        && source_of(n, self.members()) == Some(primary)
+                        && n.last_io_secs
+                            .is_some_and(|s| s <= REPLICA_VIEW_RECENT_SECS)
+                })
+            })
+            .map(|m| m.pod.clone())
+            .collect()
+    }
+
+    /// The operator cannot reach `primary` but replicas still receive its
+    /// stream: a partition between the operator and the primary, not a lost
+    /// primary. It stays the primary (and keeps its label); the detection
+    /// window restarts on every such pass, so a failover needs the replicas
+    /// to lose it too. The Warning event goes out when the streak starts.
+    fn seen_by_replicas(&mut self, primary: i32, seeing: &[String]) {
+        let pod = self.pod(primary);
+        let now = self.now();
+        if self.input.state.primary_unhealthy_since.is_none() {
+            self.plan.events.push(event(
+                EventType::Warning,
+                "PrimaryUnreachableFromOperator",
+                format!(
+                    "{pod} does not answer the operator but its replicas still receive its replication stream; it stays the primary and no failover starts"
+                ),
+            ));
+        }
+        for s in [&mut self.plan.state, &mut self.plan.fallback] {
+            s.primary_unhealthy_since = Some(now.clone());
+        }
+        self.vouched_primary = true;
+        self.plan.health = unhealthy(
+            "PrimaryUnreachableFromOperator",
+            format!(
+                "{pod} does not answer the operator, but {} still replicate from it with recent traffic; not failing over",
+                seeing.join(", ")
+            ),
+        );
+        self.plan.requeue = self.input.timing.active;
     }
 
     /// Safety net for a recorded primary that restarted *writable* and empty
@@ -708,6 +806,7 @@ impl<'a> Planner<'a> {
         let members = self.input.members;
         let primary = self.plan.state.primary;
         let primary_node = primary
+            .filter(|_| !self.withhold_primary)
             .and_then(|p| self.member(p))
             .and_then(|m| m.writable_primary());
         let primary_offset = primary_node.map(|n| n.offset);
@@ -719,6 +818,13 @@ impl<'a> Planner<'a> {
                 ..Default::default()
             };
             match &m.obs {
+                Err(e) if self.vouched_primary && Some(m.ordinal) == primary => {
+                    // Kept as primary on its replicas' word (see `seen_by_replicas`).
+                    st.role = MemberRole::Primary;
+                    st.message = Some(format!(
+                        "unreachable from the operator ({e}); its replicas still receive its stream"
+                    ));
+                }
                 Err(e) => {
                     st.message = Some(e.clone());
                     problems.push(format!("{} unreachable", m.pod));
@@ -783,6 +889,17 @@ impl<'a> Planner<'a> {
                 });
             }
         }
+        // Replicas vouch for a live primary only if it pings them often.
+        for m in members {
+            if let Some(n) = m.node()
+                && n.ping_period.is_some_and(|p| p != PING_PERIOD_SECS)
+            {
+                self.plan.settings.push(Action::SetPingPeriod {
+                    ordinal: m.ordinal,
+                    secs: PING_PERIOD_SECS,
+                });
+            }
+        }
         self.plan
     }
 }
@@ -799,6 +916,7 @@ mod tests {
             role,
             master: master.map(|o| (format!("r-{o}.h"), 6379)),
             link_up: master.is_some(),
+            last_io_secs: None,
             sync_in_progress: false,
             offset,
             replid: "A".into(),
@@ -808,6 +926,7 @@ mod tests {
             keys,
             loading: false,
             min_replicas: Some((0, 10)),
+            ping_period: Some(1),
         }
     }
 
@@ -837,6 +956,7 @@ mod tests {
             address: Some(format!("10.0.0.{ordinal}")),
             port: 6379,
             obs: obs.ok_or_else(|| "connection refused".to_string()),
+            isolated: false,
         }
     }
 
@@ -965,8 +1085,28 @@ mod tests {
         let p = run(&members, &p.state, 4);
         assert!(p.step.is_none());
 
+        // The old primary does not answer: it must be isolated first.
         let p = run(&members, &p.state, 5);
+        assert!(p.step.is_none(), "no promotion before the fence");
+        assert_eq!(p.isolate, [0]);
+        assert_eq!(p.state.primary, Some(0));
+        assert_eq!(p.state.term, 1);
+        let op = p.state.operation.as_ref().unwrap();
+        assert_eq!(
+            (op.kind, op.from, op.to, op.step.as_str(), op.term),
+            (OperationKind::Failover, 0, Some(2), STEP_AWAIT_ISOLATION, 2)
+        );
+        assert_eq!(p.fallback.operation, p.state.operation);
+        assert!(p.members.iter().all(|m| m.role != MemberRole::Primary));
+        let q = run(&members, &p.state, 6);
+        assert!(q.step.is_none());
+        assert_eq!(q.isolate, [0], "asked again until isolated");
+
+        let mut isolated = members.clone();
+        isolated[0].isolated = true;
+        let p = run(&isolated, &p.state, 7);
         assert_eq!(p.step, Some(Action::Promote { ordinal: 2 }));
+        assert!(p.isolate.is_empty());
         assert_eq!(p.state.primary, Some(2));
         assert_eq!(p.state.term, 2);
         let op = p.state.operation.as_ref().unwrap();
@@ -975,10 +1115,141 @@ mod tests {
             (OperationKind::Failover, 0, Some(2), STEP_REPOINT)
         );
         assert_eq!(reasons(&p.step_events), ["Promoted"]);
-        // If the promotion fails nothing is recorded but the window.
+        // If the promotion fails the failover waits in its fence step.
         assert_eq!(p.fallback.primary, Some(0));
-        assert!(p.fallback.operation.is_none());
-        assert!(p.fallback.primary_unhealthy_since.is_some());
+        assert_eq!(
+            p.fallback.operation.as_ref().map(|o| o.step.as_str()),
+            Some(STEP_AWAIT_ISOLATION)
+        );
+    }
+
+    #[test]
+    fn a_primary_its_replicas_still_hear_is_not_failed_over() {
+        let seeing = |of: i32, offset: i64, io: i64| {
+            let mut n = replica(of, offset);
+            n.last_io_secs = Some(io);
+            n
+        };
+        let members = [
+            view(0, None),
+            view(1, Some(seeing(0, 100, 1))),
+            view(2, Some(seeing(0, 100, 0))),
+        ];
+        let mut st = state(0, 1, 100);
+        let mut events = Vec::new();
+        for t in [0, 5, 10, 60] {
+            let p = run(&members, &st, t);
+            assert!(p.step.is_none());
+            assert!(p.state.operation.is_none());
+            assert!(p.isolate.is_empty());
+            assert_eq!(p.state.primary, Some(0));
+            assert!(
+                matches!(&p.health, Health::Unhealthy { reason, .. } if reason == "PrimaryUnreachableFromOperator")
+            );
+            assert_eq!(p.members[0].role, MemberRole::Primary, "keeps its label");
+            assert_eq!(p.members[1].role, MemberRole::Replica);
+            events.extend(p.events.clone());
+            st = p.state;
+        }
+        assert_eq!(reasons(&events), ["PrimaryUnreachableFromOperator"]);
+        assert_eq!(events[0].type_, EventType::Warning);
+        // Once the replicas stop hearing from it, the detection window starts.
+        let members = [
+            view(0, None),
+            view(1, Some(seeing(0, 100, 4))),
+            view(2, Some(replica(0, 100))),
+        ];
+        let p = run(&members, &st, 61);
+        assert!(p.state.operation.is_none(), "the window restarted at 60");
+        assert!(
+            matches!(&p.health, Health::Unhealthy { reason, .. } if reason == "PrimaryUnavailable")
+        );
+        let p = run(&members, &p.state, 66);
+        assert!(p.state.operation.is_some());
+        // A primary that answers but is not writable is not vouched for.
+        let mut loading = primary(100, &[]);
+        loading.loading = true;
+        let members = [view(0, Some(loading)), view(1, Some(seeing(0, 100, 0)))];
+        let p = run(&members, &state(0, 1, 100), 0);
+        assert!(
+            matches!(&p.health, Health::Unhealthy { reason, .. } if reason == "PrimaryUnavailable")
+        );
+    }
+
+    fn awaiting_isolation() -> ReplicationState {
+        let mut st = state(0, 1, 100);
+        st.primary_identity = Some("run-100".into());
+        st.primary_unhealthy_since = Some(to_time(at(0)));
+        st.operation = Some(Operation {
+            kind: OperationKind::Failover,
+            from: 0,
+            to: Some(1),
+            step: STEP_AWAIT_ISOLATION.into(),
+            term: 2,
+            started_at: to_time(at(5)),
+            deadline: Some(to_time(at(35))),
+            reason: "test".into(),
+            data: None,
+        });
+        st
+    }
+
+    #[test]
+    fn a_failover_whose_old_primary_cannot_be_fenced_is_abandoned_at_its_deadline() {
+        let members = [view(0, None), view(1, Some(replica(0, 100)))];
+        let p = run(&members, &awaiting_isolation(), 20);
+        assert!(p.step.is_none());
+        assert_eq!(p.isolate, [0]);
+        let p = run(&members, &awaiting_isolation(), 36);
+        assert!(p.step.is_none());
+        assert!(p.state.operation.is_none());
+        assert_eq!(p.state.primary, Some(0));
+        assert_eq!(p.state.term, 1);
+        assert!(matches!(&p.health, Health::Unhealthy { reason, .. } if reason == "FenceFailed"));
+        assert_eq!(reasons(&p.events), ["FenceFailed"]);
+    }
+
+    #[test]
+    fn an_old_primary_that_answers_during_the_failover_is_fenced_or_kept() {
+        // The same process, writable with its data: the failover is cancelled.
+        let members = [
+            view(0, Some(primary(100, &[1]))),
+            view(1, Some(replica(0, 100))),
+        ];
+        let p = run(&members, &awaiting_isolation(), 10);
+        assert!(p.state.operation.is_none());
+        assert_eq!(p.state.primary, Some(0));
+        assert!(reasons(&p.events).contains(&"FailoverCancelled"));
+        assert_eq!(p.members[0].role, MemberRole::Primary);
+        // Another process answering writable: fenced (REPLICAOF) first.
+        let mut other = primary(0, &[]);
+        other.run_id = "other".into();
+        other.keys = 0;
+        let members = [view(0, Some(other)), view(1, Some(replica(0, 100)))];
+        let p = run(&members, &awaiting_isolation(), 10);
+        assert_eq!(
+            p.step,
+            Some(Action::Replicate {
+                ordinals: vec![0],
+                primary: 1
+            })
+        );
+        assert!(p.step_is_fence);
+        assert_eq!(
+            p.state.operation.as_ref().map(|o| o.step.as_str()),
+            Some(STEP_FENCE)
+        );
+        assert_eq!(p.fallback.operation, p.state.operation);
+        assert_eq!(
+            p.members[0].role,
+            MemberRole::Unknown,
+            "never reported primary"
+        );
+        // Once it answers read-only, the candidate is promoted.
+        let members = [view(0, Some(replica(1, 0))), view(1, Some(replica(0, 100)))];
+        let q = run(&members, &p.state, 11);
+        assert_eq!(q.step, Some(Action::Promote { ordinal: 1 }));
+        assert_eq!(q.state.term, 2);
     }
 
     #[test]
@@ -1010,7 +1281,8 @@ mod tests {
             ..Default::default()
         };
         let p = run_with(&members, &st, 10, None, &failover, None);
-        assert_eq!(p.step, Some(Action::Promote { ordinal: 1 }));
+        assert_eq!(p.state.operation.as_ref().and_then(|o| o.to), Some(1));
+        assert_eq!(p.isolate, [0]);
     }
 
     #[test]
@@ -1221,8 +1493,19 @@ mod tests {
         let mut st = state(0, 1, 100);
         st.primary_identity = Some("old-run".into());
         let p = run(&members, &st, 0);
-        assert_eq!(p.step, Some(Action::Promote { ordinal: 1 }));
-        assert_eq!(p.state.term, 2);
+        // Fenced before anything is promoted.
+        assert_eq!(
+            p.step,
+            Some(Action::Replicate {
+                ordinals: vec![0],
+                primary: 1
+            })
+        );
+        assert_eq!(p.members[0].role, MemberRole::Unknown);
+        let fenced = [view(0, Some(replica(1, 0))), view(1, Some(replica(0, 100)))];
+        let q = run(&fenced, &p.state, 1);
+        assert_eq!(q.step, Some(Action::Promote { ordinal: 1 }));
+        assert_eq!(q.state.term, 2);
         // Same process (a FLUSHALL, not a restart): left alone.
         st.primary_identity = Some("new-run".into());
         let p = run(&members, &st, 0);

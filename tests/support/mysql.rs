@@ -162,6 +162,11 @@ fn next_ip() -> (String, u16) {
     }
 }
 
+/// A free loopback address (for a proxy in front of a server).
+pub fn free_address() -> (String, u16) {
+    next_ip()
+}
+
 /// A real mariadbd.
 pub struct Server {
     pub ordinal: i32,
@@ -265,6 +270,7 @@ impl Server {
             dns_name: self.ip.clone(),
             pod_exists: true,
             pod_ready: self.child.is_some(),
+            isolated: false,
         }
     }
 
@@ -356,6 +362,17 @@ pub struct Cluster {
     pub last: Option<EngineOutcome>,
     pub events: Vec<String>,
     pub credentials: Credentials,
+    /// Per ordinal: (address the operator dials, name the members use)
+    /// instead of the server's own address (e.g. proxies).
+    pub routes: Vec<Option<(String, String)>>,
+    /// Members reported `isolated` (the reconciler's part of
+    /// `EngineOutcome::isolate`: SIGKILL, i.e. the pod is deleted).
+    pub isolated: Vec<bool>,
+    /// Boot an isolated member again at once (the StatefulSet recreates
+    /// the pod; it boots read-only).
+    pub restart_isolated: bool,
+    /// Members isolated so far.
+    pub isolations: Vec<i32>,
 }
 
 impl Cluster {
@@ -383,6 +400,10 @@ impl Cluster {
             last: None,
             events: Vec::new(),
             credentials: credentials(),
+            routes: (0..n).map(|_| None).collect(),
+            isolated: (0..n).map(|_| false).collect(),
+            restart_isolated: false,
+            isolations: Vec::new(),
         }
     }
 
@@ -390,7 +411,20 @@ impl Cluster {
         EngineInput {
             namespace: "test".into(),
             name: "db".into(),
-            members: self.servers.iter().map(Server::member).collect(),
+            members: self
+                .servers
+                .iter()
+                .map(|s| {
+                    let mut m = s.member();
+                    let i = s.ordinal as usize;
+                    if let Some(Some((address, dns))) = self.routes.get(i) {
+                        m.address = Some(address.clone());
+                        m.dns_name = dns.clone();
+                    }
+                    m.isolated = self.isolated.get(i).copied().unwrap_or(false);
+                    m
+                })
+                .collect(),
             state: self.state.clone(),
             desired_primary: self.desired_primary,
             failover: self.failover.clone(),
@@ -414,7 +448,28 @@ impl Cluster {
         }
         self.state = out.state.clone();
         self.last = Some(out.clone());
+        self.isolate(&out);
         out
+    }
+
+    /// The reconciler's part of `outcome.isolate` (see `isolated`).
+    pub fn isolate(&mut self, out: &EngineOutcome) {
+        if out.state.operation.is_none() {
+            self.isolated.iter_mut().for_each(|i| *i = false);
+        }
+        for &o in &out.isolate {
+            let i = o as usize;
+            if self.isolated[i] {
+                continue;
+            }
+            eprintln!("isolate: db-{o}: role label removed, pod deleted");
+            self.servers[i].kill();
+            if self.restart_isolated {
+                self.servers[i].start();
+            }
+            self.isolated[i] = true;
+            self.isolations.push(o);
+        }
     }
 
     /// Pass until `pred` holds, within `timeout`.

@@ -54,18 +54,45 @@ impl Server {
         replicaof: Option<(String, u16)>,
         password: &str,
     ) -> Server {
+        Self::start_announcing(ip, port, dir, replicaof, password, ip)
+    }
+
+    /// Like `start_with_password`, announcing `announce` to its primary (the
+    /// address replicas and the primary know this member by).
+    pub fn start_announcing(
+        ip: &str,
+        port: u16,
+        dir: &Path,
+        replicaof: Option<(String, u16)>,
+        password: &str,
+        announce: &str,
+    ) -> Server {
+        Self::start_configured(ip, port, dir, replicaof, password, announce, "")
+    }
+
+    /// Like `start_announcing`, with `extra` configuration lines.
+    pub fn start_configured(
+        ip: &str,
+        port: u16,
+        dir: &Path,
+        replicaof: Option<(String, u16)>,
+        password: &str,
+        announce: &str,
+        extra: &str,
+    ) -> Server {
         require_redis_server();
         std::fs::create_dir_all(dir).unwrap();
         let conf_dir = dir.parent().unwrap();
         let conf = conf_dir.join(format!("{ip}.conf"));
         let mut text = format!(
-            "port {port}\nbind {ip}\ndir {}\nappendonly yes\nrepl-diskless-sync yes\nrepl-diskless-sync-delay 0\nrequirepass {password}\nmasterauth {password}\nreplica-announce-ip {ip}\nenable-debug-command yes\nsave \"\"\nlogfile {}\n",
+            "port {port}\nbind {ip}\ndir {}\nappendonly yes\nrepl-diskless-sync yes\nrepl-diskless-sync-delay 0\nrequirepass {password}\nmasterauth {password}\nreplica-announce-ip {announce}\nenable-debug-command yes\nsave \"\"\nlogfile {}\n",
             dir.display(),
             conf_dir.join(format!("{ip}.log")).display()
         );
         if let Some((h, p)) = replicaof {
             text.push_str(&format!("replicaof {h} {p}\n"));
         }
+        text.push_str(extra);
         std::fs::write(&conf, text).unwrap();
         let child = Command::new("redis-server")
             .arg(&conf)
@@ -164,6 +191,15 @@ pub struct Cluster {
     pub last: Option<EngineOutcome>,
     /// Every outcome seen, for assertions on events.
     pub history: Vec<EngineOutcome>,
+    /// Play the reconciler's part of `EngineOutcome::isolate`: SIGKILL the
+    /// member (its pod is deleted), report it `isolated` until the operation
+    /// ends and, when set, boot it again at once from the persisted state
+    /// (the StatefulSet recreates the pod, read-only).
+    pub restart_isolated: bool,
+    /// Members isolated so far.
+    pub isolations: Vec<i32>,
+    /// Extra configuration lines of every server started from now on.
+    pub extra_config: String,
 }
 
 impl Cluster {
@@ -181,6 +217,7 @@ impl Cluster {
                     dns_name: ip,
                     pod_exists: true,
                     pod_ready: true,
+                    isolated: false,
                 }
             })
             .collect();
@@ -206,7 +243,22 @@ impl Cluster {
             input,
             last: None,
             history: Vec::new(),
+            restart_isolated: false,
+            isolations: Vec::new(),
+            extra_config: String::new(),
         }
+    }
+
+    /// Make the operator dial `address` and the other members `dns_name` for
+    /// `ordinal` (e.g. proxies), while clients keep using `ip(ordinal)`.
+    pub fn route(&mut self, ordinal: usize, address: String, dns_name: String) {
+        let m = &mut self.input.members[ordinal];
+        m.address = Some(address);
+        m.dns_name = dns_name;
+    }
+
+    pub fn dns(&self, ordinal: usize) -> String {
+        self.input.members[ordinal].dns_name.clone()
     }
 
     pub fn ip(&self, ordinal: usize) -> String {
@@ -224,14 +276,22 @@ impl Cluster {
     pub fn boot_replicaof(&self, ordinal: usize) -> Option<(String, u16)> {
         match self.input.state.primary {
             None if ordinal == 0 => None,
-            None => Some((self.ip(0), PORT)),
-            Some(p) => Some((self.ip(p as usize), PORT)),
+            None => Some((self.dns(0), PORT)),
+            Some(p) => Some((self.dns(p as usize), PORT)),
         }
     }
 
     pub fn start(&mut self, ordinal: usize) {
         let r = self.boot_replicaof(ordinal);
-        let s = Server::start(&self.ip(ordinal), PORT, &self.dir(ordinal), r);
+        let s = Server::start_configured(
+            &self.ip(ordinal),
+            PORT,
+            &self.dir(ordinal),
+            r,
+            PASSWORD,
+            &self.dns(ordinal),
+            &self.extra_config,
+        );
         self.servers[ordinal] = Some(s);
     }
 
@@ -267,7 +327,30 @@ impl Cluster {
         self.input.state = out.state.clone();
         self.last = Some(out.clone());
         self.history.push(out.clone());
+        self.isolate(&out);
         out
+    }
+
+    /// The reconciler's part of `outcome.isolate` (see `restart_isolated`).
+    pub fn isolate(&mut self, out: &EngineOutcome) {
+        if out.state.operation.is_none() {
+            for m in &mut self.input.members {
+                m.isolated = false;
+            }
+        }
+        for &o in &out.isolate {
+            let i = o as usize;
+            if self.input.members[i].isolated {
+                continue;
+            }
+            eprintln!("[isolate] r-{o}: role label removed, pod deleted");
+            self.kill(i);
+            if self.restart_isolated {
+                self.start(i);
+            }
+            self.input.members[i].isolated = true;
+            self.isolations.push(o);
+        }
     }
 
     /// Pass, then sleep as asked (capped at 1 s), until `done` or timeout.
@@ -347,6 +430,12 @@ pub struct Writer {
 
 impl Writer {
     pub fn start(initial: (String, u16)) -> Writer {
+        Self::start_with(initial, None)
+    }
+
+    /// With `wait = Some(n)`, a write counts as acknowledged only once
+    /// `WAIT n 1000` confirms `n` replicas hold it (durable mode clients).
+    pub fn start_with(initial: (String, u16), wait: Option<i64>) -> Writer {
         let (target, mut rx) = tokio::sync::watch::channel(Some(initial));
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let handle = tokio::spawn(async move {
@@ -375,6 +464,31 @@ impl Writer {
                 .unwrap_or_else(|_| {
                     Err(redis::RedisError::from((redis::ErrorKind::Io, "timeout")))
                 });
+                let r = match (r, wait) {
+                    (Ok(v), Some(w)) => {
+                        let got: redis::RedisResult<i64> = tokio::time::timeout(
+                            Duration::from_secs(2),
+                            redis::cmd("WAIT").arg(w).arg(1000).query_async(c),
+                        )
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(redis::RedisError::from((redis::ErrorKind::Io, "timeout")))
+                        });
+                        match got {
+                            Ok(k) if k >= w => Ok(v),
+                            // Not acknowledged: the key is not counted.
+                            Ok(_) => {
+                                n += 1;
+                                Err(redis::RedisError::from((
+                                    redis::ErrorKind::Io,
+                                    "not replicated",
+                                )))
+                            }
+                            Err(e) => Err(e),
+                        }
+                    }
+                    (r, _) => r,
+                };
                 match r {
                     Ok(_) => {
                         acked.push((key, Instant::now()));

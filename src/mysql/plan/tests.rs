@@ -28,6 +28,7 @@ fn obs(executed: &str, read_only: bool, source: Option<&str>) -> Observed {
             seconds_behind: Some(0),
             sql_state: String::new(),
             received: Some(g(executed)),
+            heard_secs: None,
         }),
         semi_primary: Some(false),
         semi_replica: Some(false),
@@ -45,6 +46,7 @@ fn view(ordinal: i32, o: Option<Observed>) -> View {
         address: Some(format!("10.0.0.{ordinal}")),
         port: 3306,
         obs: o.ok_or_else(|| "connection refused".to_string()),
+        isolated: false,
     }
 }
 
@@ -221,8 +223,26 @@ fn failover_waits_for_detection_window_then_starts() {
     let p = run(&stopped, &st, None, now() + ChronoDuration::seconds(7));
     let op = p.state.operation.clone().unwrap();
     assert_eq!((op.step.as_str(), op.to), (step::PROMOTE, Some(1)));
-    // promote
+    // the old primary does not answer: no promotion until it is isolated
     let p = run(&stopped, &p.state, None, now() + ChronoDuration::seconds(8));
+    assert!(actions(&p).is_empty(), "{:?}", actions(&p));
+    assert_eq!(p.isolate, vec![0]);
+    let waiting = p.state.operation.clone().unwrap();
+    assert_eq!(
+        (waiting.step.as_str(), waiting.to),
+        (step::AWAIT_ISOLATION, Some(1))
+    );
+    assert_eq!(p.state.primary, Some(0));
+    assert!(p.members.iter().all(|m| m.role != MemberRole::Primary));
+    // isolated by the reconciler → promote
+    let mut isolated = stopped.clone();
+    isolated[0].isolated = true;
+    let p = run(
+        &isolated,
+        &p.state,
+        None,
+        now() + ChronoDuration::seconds(9),
+    );
     assert_eq!(
         actions(&p),
         vec![Action::Promote {
@@ -230,10 +250,113 @@ fn failover_waits_for_detection_window_then_starts() {
             semi_sync: false
         }]
     );
+    assert!(p.isolate.is_empty());
     assert_eq!(p.state.primary, Some(1));
     assert_eq!(p.state.term, 2);
     assert!(p.state.operation.is_none());
-    assert_eq!(p.fallback.operation, Some(op));
+    assert_eq!(p.fallback.operation, Some(waiting));
+    let _ = op;
+}
+
+#[test]
+fn replicas_hearing_the_primary_veto_the_failover() {
+    let hearing = |secs: Option<i64>| {
+        let mut o = obs("0-100-10", true, Some("db-0.h"));
+        o.replica.as_mut().unwrap().heard_secs = secs;
+        o
+    };
+    let views = vec![
+        view(0, None),
+        view(1, Some(hearing(Some(1)))),
+        view(2, Some(hearing(Some(4)))),
+    ];
+    let mut st = healthy_state();
+    let mut events = Vec::new();
+    for t in [0, 6, 12, 100] {
+        let p = run(&views, &st, None, now() + ChronoDuration::seconds(t));
+        assert!(p.state.operation.is_none());
+        assert!(p.steps.is_empty());
+        assert_eq!(p.members[0].role, MemberRole::Primary, "keeps its label");
+        assert!(
+            matches!(&p.health, Health::Unhealthy { reason, .. } if reason == "PrimaryUnreachableFromOperator")
+        );
+        events.extend(p.events.iter().map(|e| e.reason.clone()));
+        st = p.state;
+    }
+    assert_eq!(events, vec!["PrimaryUnreachableFromOperator"]);
+    // Not heard for long (or not connected): the window starts again from the last vouch.
+    let views = vec![
+        view(0, None),
+        view(1, Some(hearing(Some(30)))),
+        view(2, Some(hearing(None))),
+    ];
+    let p = run(&views, &st, None, now() + ChronoDuration::seconds(101));
+    assert!(p.state.operation.is_none());
+    let p = run(&views, &p.state, None, now() + ChronoDuration::seconds(106));
+    assert!(p.state.operation.is_some());
+}
+
+#[test]
+fn a_writable_old_primary_is_fenced_critically_and_isolation_times_out() {
+    // A stale primary that answers writable: fenced, critically, before anything else.
+    let stale = obs("0-100-5", false, None);
+    let views = vec![
+        view(0, Some(stale.clone())),
+        view(1, Some(obs("0-100-10", true, Some("db-0.h")))),
+    ];
+    let p = run(&views, &healthy_state(), None, now());
+    assert_eq!(
+        p.steps.first(),
+        Some(&Step {
+            action: Action::Fence { ordinal: 0 },
+            critical: true
+        })
+    );
+    // In the promote step an old primary answering writable is fenced in
+    // the same pass, right before the promotion (both critical).
+    let st = ReplicationState {
+        operation: Some(Operation {
+            kind: OperationKind::Failover,
+            from: 0,
+            to: Some(1),
+            step: step::PROMOTE.into(),
+            term: 2,
+            started_at: to_time(now()),
+            deadline: Some(to_time(now() + ChronoDuration::seconds(60))),
+            reason: "lost".into(),
+            data: None,
+        }),
+        ..healthy_state()
+    };
+    let p = run(&views, &st, None, now() + ChronoDuration::seconds(1));
+    assert_eq!(
+        p.steps,
+        vec![
+            Step {
+                action: Action::Fence { ordinal: 0 },
+                critical: true
+            },
+            Step {
+                action: Action::Promote {
+                    ordinal: 1,
+                    semi_sync: false
+                },
+                critical: true
+            }
+        ]
+    );
+    // Unreachable and never isolated: abandoned at the deadline, FenceFailed.
+    let views = vec![view(0, None), views[1].clone()];
+    let p = run(&views, &st, None, now() + ChronoDuration::seconds(61));
+    assert!(p.state.operation.is_none());
+    assert_eq!(p.state.primary, Some(0));
+    assert!(matches!(&p.health, Health::Unhealthy { reason, .. } if reason == "FenceFailed"));
+    assert!(p.events.iter().any(|e| e.reason == "FenceFailed"));
+    assert!(
+        !p.steps
+            .iter()
+            .any(|s| matches!(s.action, Action::Promote { .. }))
+    );
 }
 
 #[test]

@@ -6,6 +6,20 @@ use std::time::Duration;
 
 use super::*;
 
+/// Where the old primary of a failover stands (see `fence_then_promote`).
+enum Fence {
+    /// It cannot take writes: promote.
+    Confirmed(String),
+    /// It answers as the same writable primary with its data: cancel.
+    Back,
+    /// It answers writable: make it a replica of this member first.
+    Command(i32),
+    /// It does not answer: the reconciler must isolate it.
+    Isolate(String),
+    /// Not yet decidable (loading, or its replicas see it again).
+    Wait(String),
+}
+
 impl Planner<'_> {
     /// A `FAILOVER` runs on the primary that no persisted operation accounts
     /// for (its pass was lost, or a person started it): wait for it, but abort
@@ -98,25 +112,195 @@ impl Planner<'_> {
         self.repair(to);
     }
 
+    /// Start a failover from `from` to the candidate `c`. The candidate is
+    /// promoted only once `from` cannot take writes any more: it answers
+    /// read-only, or it is fenced by `REPLICAOF` first, or (when it does not
+    /// answer) the reconciler isolated it ([`Self::fence_then_promote`]).
     pub(super) fn start_failover(&mut self, from: i32, c: Candidate, reason: String) {
-        let term = self.input.state.term + 1;
-        let to_pod = self.pod(c.ordinal);
-        let from_pod = self.pod(from);
-        let now = self.now();
-        let deadline = self.input.now
-            + chrono::Duration::from_std(self.input.timing.failover_deadline)
-                .unwrap_or_else(|_| chrono::Duration::seconds(30));
-        let s = &mut self.plan.state;
-        s.operation = Some(Operation {
+        let op = Operation {
             kind: OperationKind::Failover,
             from,
             to: Some(c.ordinal),
+            step: STEP_AWAIT_ISOLATION.to_string(),
+            term: self.input.state.term + 1,
+            started_at: self.now(),
+            deadline: Some(to_time(self.failover_deadline())),
+            reason,
+            data: self.plan.state.primary_position.clone(),
+        };
+        self.fence_then_promote(op, false);
+    }
+
+    fn failover_deadline(&self) -> DateTime<Utc> {
+        self.input.now
+            + chrono::Duration::from_std(self.input.timing.failover_deadline)
+                .unwrap_or_else(|_| chrono::Duration::seconds(30))
+    }
+
+    /// How far the old primary `from` of a failover is from taking writes.
+    fn fence_status(&self, from: i32, to: i32) -> Fence {
+        let Some(m) = self.member(from) else {
+            return Fence::Confirmed("it is not a member any more".into());
+        };
+        match &m.obs {
+            Ok(n) if n.role == ServerRole::Replica && !n.loading => {
+                Fence::Confirmed("it answers as a read-only replica".into())
+            }
+            Ok(n) if n.loading => Fence::Wait(format!("{} is loading its dataset", m.pod)),
+            Ok(n)
+                if n.role == ServerRole::Master
+                    && n.keys > 0
+                    && self.input.state.primary_identity.as_deref() == Some(n.run_id.as_str()) =>
+            {
+                Fence::Back
+            }
+            Ok(_) => Fence::Command(to),
+            Err(_) if m.isolated => Fence::Confirmed(
+                "the operator isolated it (role label removed, pod deleted)".into(),
+            ),
+            Err(e) if !self.replicas_seeing(from).is_empty() => Fence::Wait(format!(
+                "{} does not answer the operator ({e}) but its replicas see it again",
+                m.pod
+            )),
+            Err(e) => Fence::Isolate(e.clone()),
+        }
+    }
+
+    /// Fence-before-promote of a failover: promote (a freshly chosen
+    /// candidate, `op.to` on a tie) once the old primary is confirmed unable
+    /// to take writes; otherwise fence it, or ask the reconciler to isolate
+    /// it, and wait, until the operation's deadline (`FenceFailed`).
+    pub(super) fn fence_then_promote(&mut self, op: Operation, past_deadline: bool) {
+        let from = op.from;
+        let from_pod = self.pod(from);
+        let to = op.to.unwrap_or(from);
+        self.plan.requeue = self.input.timing.active;
+        let status = self.fence_status(from, to);
+        if let Fence::Confirmed(how) = &status {
+            let position = self.input.state.primary_position.clone();
+            match choose_candidate(
+                self.members(),
+                from,
+                position.as_deref(),
+                max_lag(self.input.failover),
+                op.to.or(self.input.desired_primary),
+            ) {
+                Ok(c) => self.promote(op, c, how),
+                Err(why) => {
+                    for s in [&mut self.plan.state, &mut self.plan.fallback] {
+                        s.operation = None;
+                    }
+                    let msg = format!(
+                        "{from_pod} is fenced ({how}) but no replica may replace it: {why}"
+                    );
+                    self.plan.events.push(event(
+                        EventType::Warning,
+                        "FailoverRefused",
+                        msg.clone(),
+                    ));
+                    self.plan.health = unhealthy("FailoverRefused", msg);
+                }
+            }
+            return;
+        }
+        if let Fence::Back = status {
+            for s in [&mut self.plan.state, &mut self.plan.fallback] {
+                s.operation = None;
+                s.primary_unhealthy_since = None;
+            }
+            self.plan.events.push(event(
+                EventType::Normal,
+                "FailoverCancelled",
+                format!("{from_pod} answers again as the same writable primary before any promotion; it stays the primary"),
+            ));
+            self.steady(from);
+            return;
+        }
+        self.withhold_primary = true;
+        if past_deadline {
+            let why = match &status {
+                Fence::Isolate(e) => format!("it does not answer ({e}) and was not isolated"),
+                Fence::Wait(w) => w.clone(),
+                _ => "fencing it did not succeed".to_string(),
+            };
+            let msg = format!(
+                "failover from {from_pod} abandoned at its deadline: {from_pod} could not be fenced ({why}); no member was promoted, it is retried while {from_pod} stays lost"
+            );
+            for s in [&mut self.plan.state, &mut self.plan.fallback] {
+                s.operation = None;
+            }
+            self.plan
+                .events
+                .push(event(EventType::Warning, "FenceFailed", msg.clone()));
+            self.plan.health = unhealthy("FenceFailed", msg);
+            return;
+        }
+        let (step, health) = match status {
+            Fence::Command(target) => {
+                self.plan.step = Some(Action::Replicate {
+                    ordinals: vec![from],
+                    primary: target,
+                });
+                self.plan.step_is_fence = true;
+                self.plan.step_events.push(event(
+                    EventType::Warning,
+                    "Fenced",
+                    format!(
+                        "{from_pod} answers writable while it is being replaced; made it a replica of {} before promoting it",
+                        self.pod(target)
+                    ),
+                ));
+                (
+                    STEP_FENCE,
+                    format!("fencing {from_pod} before promoting {}", self.pod(to)),
+                )
+            }
+            Fence::Isolate(e) => {
+                self.plan.isolate = vec![from];
+                (
+                    STEP_AWAIT_ISOLATION,
+                    format!(
+                        "{from_pod} does not answer ({e}); waiting for it to be isolated (role label removed, pod deleted) before promoting {}",
+                        self.pod(to)
+                    ),
+                )
+            }
+            Fence::Wait(w) => (
+                STEP_AWAIT_ISOLATION,
+                format!("{w}; waiting before promoting {}", self.pod(to)),
+            ),
+            Fence::Confirmed(_) | Fence::Back => return,
+        };
+        let next = Operation {
+            step: step.to_string(),
+            ..op
+        };
+        for s in [&mut self.plan.state, &mut self.plan.fallback] {
+            s.operation = Some(next.clone());
+        }
+        self.plan.health = unhealthy("FailoverInProgress", health);
+    }
+
+    /// Promote `c` for the failover `op` (its old primary is fenced: `how`).
+    fn promote(&mut self, op: Operation, c: Candidate, how: &str) {
+        let term = op.term;
+        let to_pod = self.pod(c.ordinal);
+        let from_pod = self.pod(op.from);
+        let reason = op.reason.clone();
+        // The fallback (promotion failed) keeps waiting in the fence step.
+        if op.step != STEP_REPOINT {
+            self.plan.fallback.operation = Some(Operation {
+                step: STEP_AWAIT_ISOLATION.to_string(),
+                ..op.clone()
+            });
+        }
+        let deadline = to_time(self.failover_deadline());
+        let s = &mut self.plan.state;
+        s.operation = Some(Operation {
+            to: Some(c.ordinal),
             step: STEP_REPOINT.to_string(),
-            term,
-            started_at: now,
-            deadline: Some(to_time(deadline)),
-            reason: reason.clone(),
-            data: s.primary_position.clone(),
+            deadline: Some(deadline),
+            ..op
         });
         s.primary = Some(c.ordinal);
         s.term = term;
@@ -126,7 +310,7 @@ impl Planner<'_> {
             EventType::Normal,
             "Promoted",
             format!(
-                "promoted {to_pod} (offset {}, {} keys) to primary in term {term} replacing {from_pod}: {reason}",
+                "promoted {to_pod} (offset {}, {} keys) to primary in term {term} replacing {from_pod} ({from_pod}: {how}): {reason}",
                 c.offset, c.keys
             ),
         ));
@@ -222,6 +406,9 @@ impl Planner<'_> {
                 self.await_switchover(&op, to, past_deadline)
             }
             (OperationKind::Switchover, STEP_RETRY_WAIT) => self.retry_wait(&op, to, past_deadline),
+            (OperationKind::Failover, STEP_FENCE | STEP_AWAIT_ISOLATION) => {
+                self.fence_then_promote(op, past_deadline)
+            }
             _ => self.finish_repoint(&op, to, past_deadline),
         }
     }
