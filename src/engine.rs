@@ -86,6 +86,22 @@ pub enum Health {
     Unknown { reason: String, message: String },
 }
 
+/// Whether the primary accepts client writes, as probed in this pass; feeds
+/// the `Ready` condition ("the write Service has a primary that accepts writes").
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum PrimaryWrites {
+    /// Not probed (no confirmed primary, or the engine cannot tell).
+    #[default]
+    Unknown,
+    Accepted,
+    /// The primary answers writes with an error; the reason is a CamelCase
+    /// word (e.g. `NotEnoughReplicas`, `PrimaryReadOnly`), the message a sentence.
+    Refused {
+        reason: String,
+        message: String,
+    },
+}
+
 /// Type of a Kubernetes Event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventType {
@@ -116,6 +132,8 @@ pub struct EngineOutcome {
     pub events: Vec<EngineEvent>,
     /// When to run the next pass (short during an operation or detection window).
     pub requeue_after: Duration,
+    /// Whether the confirmed primary accepts writes.
+    pub primary_writes: PrimaryWrites,
 }
 
 /// Errors an engine cannot express as an outcome (e.g. missing credentials).
