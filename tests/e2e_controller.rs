@@ -2,11 +2,17 @@
 //! reconciler itself: a child the API server refuses shows as a condition and
 //! a Warning Event within one pass; `Ready` follows whether the primary
 //! accepts writes (a Redis primary answering `NOREPLICAS` is not Ready); a
-//! wiped status does not take the role labels away.
+//! wiped status does not take the role labels away; with watch events held
+//! back for seconds by a proxy, a switchover under writes keeps one writable
+//! primary (sampled every 200 ms) and every acknowledged write.
 
 #[path = "support/devcluster.rs"]
 mod devcluster;
+#[path = "support/watch_delay.rs"]
+mod watch_delay;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use devcluster::{DevCluster, cluster_status, eventually, members, secret_value};
@@ -54,9 +60,113 @@ async fn set(ip: &str, password: &str, key: &str) -> Result<(), String> {
     .map_err(|e| e.to_string())
 }
 
+async fn role(ip: &str, password: &str) -> Option<String> {
+    let mut c = conn(ip, password).await?;
+    let v: Vec<redis::Value> = tokio::time::timeout(
+        Duration::from_secs(1),
+        redis::cmd("ROLE").query_async(&mut c),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    match v.first() {
+        Some(redis::Value::BulkString(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+        Some(redis::Value::SimpleString(s)) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// Members answering ROLE master, read concurrently.
+async fn masters(client: &kube::Client, name: &str, password: &str) -> Vec<String> {
+    let pods = members(client, NS, name).await;
+    let roles = futures::future::join_all(pods.iter().map(|(_, _, ip)| async move {
+        match ip {
+            Some(ip) => role(ip, password).await,
+            None => None,
+        }
+    }))
+    .await;
+    pods.into_iter()
+        .zip(roles)
+        .filter(|(_, r)| r.as_deref() == Some("master"))
+        .map(|((n, _, _), _)| n)
+        .collect()
+}
+
+/// Writes sequential keys to whichever pod is labelled primary; returns the acknowledged ones.
+fn spawn_writer(
+    client: kube::Client,
+    name: &'static str,
+    password: String,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Vec<String>> {
+    tokio::spawn(async move {
+        let api: Api<RedisReplication> = Api::namespaced(client.clone(), NS);
+        let mut acked = Vec::new();
+        let mut target: Option<redis::aio::MultiplexedConnection> = None;
+        let mut i = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            if target.is_none() {
+                if let Some((_, ip)) = devcluster::labelled_primary(&client, &api, NS, name).await
+                    && let Some(c) = conn(&ip, &password).await
+                {
+                    target = Some(c);
+                } else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            }
+            let key = format!("w:{i}");
+            let Some(c) = target.as_mut() else {
+                continue;
+            };
+            let set = tokio::time::timeout(
+                Duration::from_secs(2),
+                redis::cmd("SET").arg(&key).arg(i).query_async::<String>(c),
+            )
+            .await;
+            match set {
+                Ok(Ok(ok)) if ok == "OK" => {
+                    acked.push(key);
+                    i += 1;
+                }
+                _ => target = None,
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        acked
+    })
+}
+
+/// Samples every 200 ms; returns the samples taken and those where two
+/// members answered master (confirmed by a second read).
+fn spawn_sampler(
+    client: kube::Client,
+    name: &'static str,
+    password: String,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<(u32, Vec<Vec<String>>)> {
+    tokio::spawn(async move {
+        let mut samples = 0;
+        let mut dual = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            let seen = masters(&client, name, &password).await;
+            if seen.len() > 1 {
+                let again = masters(&client, name, &password).await;
+                if again.len() > 1 {
+                    dual.push(again);
+                }
+            }
+            samples += 1;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        (samples, dual)
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn controller_end_to_end() {
-    let cluster = DevCluster::up(121);
+    let mut cluster = DevCluster::up(121);
     let client = cluster.client().await;
     cluster
         .kubectl(&["create", "namespace", NS])
@@ -259,4 +369,107 @@ async fn controller_end_to_end() {
         set(&primary_ip, &password, "after-wipe").await.is_ok(),
         "the labelled primary still takes writes"
     );
+
+    api.delete(name, &Default::default()).await.expect("delete");
+
+    step(
+        "watch events held back 3 s by a proxy: switchover under writes → one primary, no acknowledged write lost",
+    );
+    cluster.kill_operator();
+    let proxy = watch_delay::WatchDelay::start(client.clone(), Duration::from_secs(3)).await;
+    let proxy_kubeconfig = cluster.state_path().join("kubeconfig-delayed");
+    proxy.write_kubeconfig(&proxy_kubeconfig);
+    cluster.start_operator_with(&proxy_kubeconfig);
+    let name = "delayed";
+    let rr: RedisReplication = serde_json::from_value(serde_json::json!({
+        "apiVersion": "ordinal.dev/v1alpha1", "kind": "RedisReplication", "metadata": {"name": name},
+        "spec": {"replicas": 3, "storage": {"size": "1Gi"}, "failover": {"detectionSeconds": 5}}
+    }))
+    .expect("object");
+    api.create(&PostParams::default(), &rr)
+        .await
+        .expect("create");
+    devcluster::wait_ready(&api, name, "delayed Ready", Duration::from_secs(240)).await;
+    let password = secret_value(&client, NS, &format!("{name}-auth"), "password").await;
+    eventually("primary label", Duration::from_secs(60), || {
+        devcluster::labelled_primary(&client, &api, NS, name)
+    })
+    .await;
+    let current = cluster_status(&api, name)
+        .await
+        .and_then(|s| s.replication.primary)
+        .expect("primary");
+    let target = (current + 1) % 3;
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = spawn_writer(client.clone(), name, password.clone(), stop.clone());
+    let sampler = spawn_sampler(client.clone(), name, password.clone(), stop.clone());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"primary": target}})),
+    )
+    .await
+    .expect("patch spec.primary");
+    eventually("switchover done", Duration::from_secs(120), || async {
+        let s = cluster_status(&api, name).await?;
+        (s.replication.primary == Some(target) && s.replication.operation.is_none()).then_some(())
+    })
+    .await;
+    let (_, target_ip) = eventually("label on the new primary", Duration::from_secs(60), || {
+        devcluster::labelled_primary(&client, &api, NS, name)
+    })
+    .await;
+    // Let stale events arrive after the switchover, under writes.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    stop.store(true, Ordering::Relaxed);
+    let acked = writer.await.expect("writer");
+    let (samples, dual) = sampler.await.expect("sampler");
+    assert!(
+        dual.is_empty(),
+        "two members answered master in the same sample: {dual:?}\n{}",
+        cluster.diagnostics(NS)
+    );
+    assert!(
+        acked.len() > 50,
+        "the writer made progress: {}",
+        acked.len()
+    );
+    let mut c = conn(&target_ip, &password).await.expect("connect");
+    let mut missing = Vec::new();
+    for key in &acked {
+        let v: Option<String> = redis::cmd("GET")
+            .arg(key)
+            .query_async(&mut c)
+            .await
+            .expect("GET");
+        if v.is_none() {
+            missing.push(key.clone());
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "acknowledged writes lost: {missing:?}\n{}",
+        cluster.diagnostics(NS)
+    );
+    let s = cluster_status(&api, name).await.expect("status");
+    assert_eq!(
+        s.replication.primary,
+        Some(target),
+        "no stale pass undid the switchover"
+    );
+    eprintln!(
+        "{} acknowledged writes all on {target_ip}; {samples} samples, never two masters",
+        acked.len()
+    );
+    let log = cluster.operator_log();
+    let fresh_reads = log
+        .matches("cache behind the last status write; planning from a fresh read")
+        .count();
+    assert!(
+        fresh_reads > 0,
+        "the delayed watch put the cache behind our writes and passes re-read the object"
+    );
+    eprintln!("{fresh_reads} passes re-read the cluster because the cache was behind");
+    drop(proxy);
 }
