@@ -94,6 +94,22 @@ pub enum Health {
     Unknown { reason: String, message: String },
 }
 
+/// Whether the primary accepts client writes, as probed in this pass; feeds
+/// the `Ready` condition ("the write Service has a primary that accepts writes").
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum PrimaryWrites {
+    /// Not probed (no confirmed primary, or the engine cannot tell).
+    #[default]
+    Unknown,
+    Accepted,
+    /// The primary answers writes with an error; the reason is a CamelCase
+    /// word (e.g. `NotEnoughReplicas`, `PrimaryReadOnly`), the message a sentence.
+    Refused {
+        reason: String,
+        message: String,
+    },
+}
+
 /// Type of a Kubernetes Event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventType {
@@ -133,6 +149,8 @@ pub struct EngineOutcome {
     /// `AwaitingIsolation`) until the member is isolated or answers read-only,
     /// and abandons the failover at the operation's deadline (`FenceFailed`).
     pub isolate: Vec<i32>,
+    /// Whether the confirmed primary accepts writes.
+    pub primary_writes: PrimaryWrites,
 }
 
 /// Errors an engine cannot express as an outcome (e.g. missing credentials).

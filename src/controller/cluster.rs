@@ -1,39 +1,51 @@
-//! The reconciler shared by `RedisReplication` and `MySQLCluster`:
-//! observe → validate → build → server-side apply → database step → status.
+//! The reconciler shared by `RedisReplication` and `MySQLCluster`. A pass is
+//! a pipeline of named steps, each a small function:
+//!
+//! 1. [`dereference`]: the object to plan from — the cached one, or a fresh
+//!    read when the cache is behind what the previous pass persisted;
+//! 2. [`validate`]: what the schema cannot check, and the credentials;
+//! 3. [`build`]: the restore plan and the rendered configuration;
+//! 4. [`apply_children`]: ConfigMap, Services, PDB, StatefulSet (a refusal
+//!    becomes `Reconciled=False` and a Warning Event, and the pass goes on);
+//! 5. [`observe_members`]: the pods as Kubernetes sees them;
+//! 6. [`restore_step`]: a MySQL restore holds the cluster until loaded;
+//! 7. [`engine_step`]: one database step by the engine;
+//! 8. [`update_status`]: persist (with a resourceVersion precondition), then
+//!    move role labels.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::Utc;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event as KubeEvent, EventType as KubeEventType};
+use kube::runtime::events::EventType as KubeEventType;
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
-use serde_json::json;
 use tracing::{info, instrument, warn};
 
+pub use super::common::{FIELD_MANAGER, FINALIZER, publish};
+use super::common::{apply_params, key_of, pod_ready};
+use super::conditions::{ConditionStatus, ConditionType, Reason};
 use super::context::{Context, Error, KubeContext};
+use super::freshness::{self, Cached, Freshness, Written};
 use super::kinds::ClusterResource;
-use super::restore::{self, LoadState, RestorePlan};
-use super::status::{self, Observation, ReplicationReport};
-use super::validate;
-use crate::api::ClusterStatus;
-use crate::engine::{Credentials, Engine, EngineEvent, EngineInput, EventType, Member};
+use super::restore::{self, RestorePlan};
+use super::roles;
+use super::status::{self, Children, Observation, ReplicationReport};
+use super::validate as checks;
+use crate::api::{ClusterStatus, ReplicationState};
+use crate::engine::{
+    Credentials, Engine, EngineEvent, EngineInput, EngineOutcome, EventType, Member,
+};
 use crate::resources::statefulset::InitStep;
-use crate::resources::{ClusterView, labels, pdb, secret, services, statefulset};
-
-pub const FINALIZER: &str = "ordinal.dev/cleanup";
-pub const FIELD_MANAGER: &str = "ordinal";
-
-fn apply_params() -> PatchParams {
-    PatchParams::apply(FIELD_MANAGER).force()
-}
+use crate::resources::{ClusterView, RenderedConfig, labels, pdb, secret, services, statefulset};
 
 /// Entry point called by the kube-runtime controller.
 #[instrument(skip_all, fields(kind = %K::kind(&()), namespace = obj.namespace().unwrap_or_default(), name = %obj.name_any()))]
@@ -45,7 +57,7 @@ pub async fn reconcile<K: ClusterResource>(
         .namespace()
         .ok_or(Error::MissingField("metadata.namespace"))?;
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
-    let key = format!("{}/{}/{}", K::kind(&()), ns, obj.name_any());
+    let key = key_of(&*obj);
     let labels = crate::metrics::Metrics::controller(&K::kind(&()));
     let started = std::time::Instant::now();
     let result = finalizer(&api, FINALIZER, obj, |event| async {
@@ -72,19 +84,15 @@ pub async fn reconcile<K: ClusterResource>(
 
 /// Requeue failed reconciles with per-object exponential backoff.
 pub fn error_policy<K: ClusterResource>(obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
-    let key = format!(
-        "{}/{}/{}",
-        K::kind(&()),
-        obj.namespace().unwrap_or_default(),
-        obj.name_any()
-    );
+    let key = key_of(&*obj);
     let delay = ctx.backoff(&key);
     ctx.forget_children(&key);
-    warn!(%key, %error, ?delay, "reconcile failed; retrying");
+    warn!(%key, %error, error_kind = error.metric_label(), ?delay, "reconcile failed; retrying");
     Action::requeue(delay)
 }
 
 async fn cleanup<K: ClusterResource>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.forget(&key_of(&*obj));
     let retention = obj.storage().retention.when_deleted;
     publish(
         &ctx,
@@ -137,107 +145,259 @@ fn view<K: ClusterResource>(obj: &K, ctx: &Context) -> Result<ClusterView, Error
     })
 }
 
+/// One pass over one cluster: the object planned from and what was learned.
+struct Pass<K> {
+    obj: Arc<K>,
+    ctx: Arc<Context>,
+    key: String,
+    view: ClusterView,
+    previous: Option<ClusterStatus>,
+    /// The replication state this pass plans from.
+    state: ReplicationState,
+    obs: Observation,
+}
+
+impl<K: ClusterResource> Pass<K> {
+    fn new(obj: Arc<K>, ctx: Arc<Context>) -> Result<Self, Error> {
+        let view = view(&*obj, &ctx)?;
+        let previous = obj.cluster_status().cloned();
+        let state = previous
+            .as_ref()
+            .map(|s| s.replication.clone())
+            .unwrap_or_default();
+        let obs = Observation {
+            generation: obj.meta().generation,
+            ..Default::default()
+        };
+        Ok(Self {
+            key: key_of(&*obj),
+            obj,
+            ctx,
+            view,
+            previous,
+            state,
+            obs,
+        })
+    }
+
+    async fn persist(&self) -> Result<Persisted, Error> {
+        persist(&*self.obj, self.previous.as_ref(), &self.obs, &self.ctx).await
+    }
+
+    async fn warn_once(&self, reason: &str, note: String) {
+        if self.ctx.event_is_new(&self.key, reason, &note) {
+            publish(&self.ctx, &*self.obj, KubeEventType::Warning, reason, note).await;
+        }
+    }
+}
+
 async fn apply<K: ClusterResource>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let now = Utc::now();
-    let view = view(&*obj, &ctx)?;
-    let previous = obj.cluster_status().cloned();
-    let state = previous
-        .as_ref()
-        .map(|s| s.replication.clone())
-        .unwrap_or_default();
-    let mut obs = Observation {
-        generation: obj.meta().generation,
-        ..Default::default()
+    let obj = dereference(obj, &ctx).await?;
+    let mut pass = Pass::new(obj, ctx)?;
+    let Some(credentials) = validate(&mut pass).await? else {
+        return report_invalid(&mut pass).await;
     };
+    let built = build(&mut pass).await?;
+    apply_children(&mut pass, &built).await;
+    let pods = observe_members(&mut pass).await?;
+    if let Some(action) = restore_step(&mut pass, &built, &pods).await? {
+        return Ok(action);
+    }
+    let outcome = engine_step(&mut pass, &pods, credentials).await?;
+    update_status(&mut pass, &pods, &outcome).await
+}
 
-    // Validate what the API server's schema cannot.
-    let mut config_error = validate::config(obj.config(), K::owned_keys()).err();
+/// Step 1: the object to plan from. The reflector's copy, unless it is behind
+/// what this operator last persisted; then a fresh read from the API server.
+async fn dereference<K: ClusterResource>(obj: Arc<K>, ctx: &Context) -> Result<Arc<K>, Error> {
+    let key = key_of(&*obj);
+    let none = ReplicationState::default();
+    let cached = Cached {
+        uid: obj.meta().uid.as_deref(),
+        resource_version: obj.meta().resource_version.as_deref(),
+        replication: obj.cluster_status().map_or(&none, |s| &s.replication),
+    };
+    match freshness::judge(cached, ctx.written(&key).as_ref()) {
+        Freshness::Current => Ok(obj),
+        Freshness::Behind => {
+            let ns = obj
+                .namespace()
+                .ok_or(Error::MissingField("metadata.namespace"))?;
+            let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
+            let fresh = api
+                .get(&obj.name_any())
+                .await
+                .context("read the cluster again (cache behind our last status write)")?;
+            info!(
+                cached = ?obj.meta().resource_version,
+                fresh = ?fresh.meta().resource_version,
+                "cache behind the last status write; planning from a fresh read"
+            );
+            Ok(Arc::new(fresh))
+        }
+    }
+}
 
+/// Step 2: what the API server's schema cannot check, and the credentials.
+/// None when the spec cannot be used (the reason is in `obs.config_error`).
+async fn validate<K: ClusterResource>(pass: &mut Pass<K>) -> Result<Option<Credentials>, Error> {
+    let mut config_error = checks::config(pass.obj.config(), K::owned_keys()).err();
     // Credentials: generate once, never overwrite; a user's Secret must be usable.
-    let credentials = match ensure_secret(&view, &*obj, &ctx).await? {
+    let credentials = match ensure_secret(&pass.view, &*pass.obj, &pass.ctx).await? {
         Ok(creds) => Some(creds),
         Err(msg) => {
             config_error.get_or_insert(msg);
             None
         }
     };
-    obs.auth_hash = credentials.as_ref().map(auth_hash);
+    pass.obs.auth_hash = credentials.as_ref().map(auth_hash);
+    pass.obs.config_error = config_error;
+    Ok(credentials.filter(|_| pass.obs.config_error.is_none()))
+}
 
-    if let Some(msg) = &config_error {
-        obs.config_error = Some(msg.clone());
-        let had = previous.as_ref().and_then(|s| {
-            s.conditions
-                .iter()
-                .find(|c| c.type_ == "ConfigValid")
-                .cloned()
-        });
-        if had.map(|c| c.message != *msg).unwrap_or(true) {
-            publish(
-                &ctx,
-                &*obj,
-                KubeEventType::Warning,
-                "InvalidSpec",
-                msg.clone(),
-            )
-            .await;
-        }
-        let (existing, ready) = count_pods(&view, &ctx).await?;
-        obs.replicas_existing = existing;
-        obs.replicas_ready = ready;
-        write_status(&*obj, previous.as_ref(), &obs, &ctx).await?;
-        return Ok(Action::requeue(ctx.settings.resync));
+/// An unusable spec: say so (Event when the reason is new) and wait for a change.
+async fn report_invalid<K: ClusterResource>(pass: &mut Pass<K>) -> Result<Action, Error> {
+    let msg = pass.obs.config_error.clone().unwrap_or_default();
+    let had = status::find(pass.previous.as_ref(), ConditionType::ConfigValid);
+    if had.is_none_or(|c| c.message != msg) {
+        publish(
+            &pass.ctx,
+            &*pass.obj,
+            KubeEventType::Warning,
+            "InvalidSpec",
+            msg,
+        )
+        .await;
     }
+    let pods = list_pods(&pass.view, &pass.ctx).await?;
+    pass.obs.replicas_existing = pods.len() as i32;
+    pass.obs.replicas_ready = pods.values().filter(|p| pod_ready(p)).count() as i32;
+    pass.persist().await?;
+    Ok(Action::requeue(pass.ctx.settings.resync))
+}
 
-    // A new cluster bootstrapped from a backup.
-    let restore_plan = restore::plan(&*obj, &view, &state, &ctx).await?;
-    let (init, start_members) = match &restore_plan {
+/// What the children are built from.
+struct Built {
+    restore: RestorePlan,
+    init: InitStep,
+    start_members: bool,
+    rendered: RenderedConfig,
+    /// Hash of everything the children depend on.
+    fingerprint: String,
+}
+
+/// Step 3: the restore plan and the configuration rendered from the recorded state.
+async fn build<K: ClusterResource>(pass: &mut Pass<K>) -> Result<Built, Error> {
+    let restore = restore::plan(&*pass.obj, &pass.view, &pass.state, &pass.ctx).await?;
+    let (init, start_members) = match &restore {
         RestorePlan::Init(step) => (step.clone(), true),
         RestorePlan::Waiting(_) => (InitStep::default(), false),
         _ => (InitStep::default(), true),
     };
-    obs.restore = match &restore_plan {
-        RestorePlan::NotRequested | RestorePlan::Bootstrapped => None,
-        RestorePlan::Waiting(why) => Some(("False", "BackupNotReady", why.clone())),
-        RestorePlan::Init(_) | RestorePlan::Load(_) => Some((
-            "False",
-            "Restoring",
-            "restoring the backup into ordinal 0 before replication starts".into(),
-        )),
-    };
-
-    // Children, from the recorded state. Applying them is skipped while
-    // nothing they are built from changed and the last apply is recent: the
-    // engine runs every second, the children need not be re-sent as often.
-    let rendered = obj.render(&view, &state);
+    pass.obs.restore = restore.condition();
+    let rendered = pass.obj.render(&pass.view, &pass.state);
     let fingerprint = crate::resources::config::sha256_hex(
         format!(
             "{:?}|{:?}|{:?}|{:?}|{:?}",
-            obj.meta().generation,
+            pass.obj.meta().generation,
             rendered.files,
-            view,
-            state.primary,
-            restore_plan
+            pass.view,
+            pass.state.primary,
+            restore
         )
         .as_bytes(),
     );
-    if ctx.children_current(&key_of(&*obj), &fingerprint) {
-        obs.storage_note = previous
-            .as_ref()
-            .and_then(|s| {
-                s.conditions
-                    .iter()
-                    .find(|c| c.type_ == "StorageInSync" && c.status == "False")
-            })
-            .map(|c| c.message.clone());
-    } else {
-        obs.storage_note = apply_children(&view, &rendered, &init, start_members, &ctx).await?;
-        ctx.children_applied(&key_of(&*obj), fingerprint);
-    }
+    Ok(Built {
+        restore,
+        init,
+        start_members,
+        rendered,
+        fingerprint,
+    })
+}
 
-    // Members as Kubernetes sees them.
-    let pods = list_pods(&view, &ctx).await?;
-    obs.replicas_existing = pods.len() as i32;
-    obs.replicas_ready = pods.values().filter(|p| pod_ready(p)).count() as i32;
+/// Step 4: server-side apply of the children. Skipped while nothing they are
+/// built from changed and the last apply is recent (the engine runs every
+/// second; the children need not be re-sent as often). A refusal by the API
+/// server is reported (condition and Warning Event) and the pass goes on: the
+/// databases that run still need their engine step.
+async fn apply_children<K: ClusterResource>(pass: &mut Pass<K>, built: &Built) {
+    let previous_storage_note = || {
+        status::find(pass.previous.as_ref(), ConditionType::StorageInSync)
+            .filter(|c| c.status == ConditionStatus::False.as_str())
+            .map(|c| c.message.clone())
+    };
+    if pass.ctx.children_current(&pass.key, &built.fingerprint) {
+        pass.obs.storage_note = previous_storage_note();
+        pass.obs.children = Children::Unchanged;
+        return;
+    }
+    let result = apply_child_objects(
+        &pass.view,
+        &built.rendered,
+        &built.init,
+        built.start_members,
+        &pass.ctx,
+    )
+    .await;
+    match result {
+        Ok(note) => {
+            pass.obs.storage_note = note;
+            pass.obs.children = Children::Applied;
+            pass.ctx
+                .children_applied(&pass.key, built.fingerprint.clone());
+        }
+        Err(error) => {
+            let msg = error.user_message();
+            warn!(%error, "applying children failed");
+            pass.obs.storage_note = previous_storage_note();
+            pass.obs.children = Children::Failed(msg.clone());
+            pass.ctx
+                .children_failed(&pass.key, built.fingerprint.clone());
+            pass.warn_once(Reason::ChildApplyFailed.as_str(), msg).await;
+        }
+    }
+}
+
+/// Step 5: the member pods as Kubernetes sees them.
+async fn observe_members<K: ClusterResource>(
+    pass: &mut Pass<K>,
+) -> Result<BTreeMap<String, Pod>, Error> {
+    let pods = list_pods(&pass.view, &pass.ctx).await?;
+    pass.obs.replicas_existing = pods.len() as i32;
+    pass.obs.replicas_ready = pods.values().filter(|p| pod_ready(p)).count() as i32;
+    Ok(pods)
+}
+
+/// Step 6: a restore that is not finished holds the cluster: no engine step.
+async fn restore_step<K: ClusterResource>(
+    pass: &mut Pass<K>,
+    built: &Built,
+    pods: &BTreeMap<String, Pod>,
+) -> Result<Option<Action>, Error> {
+    if let RestorePlan::Load(source) = &built.restore {
+        let first_ready = pods.get(&pass.view.pod_name(0)).is_some_and(pod_ready);
+        let load = restore::load(&*pass.obj, &pass.view, source, first_ready, &pass.ctx).await?;
+        if let Some(condition) = load.hold(&source.backup) {
+            pass.obs.restore = Some(condition);
+            pass.persist().await?;
+            return Ok(Some(Action::requeue(Duration::from_secs(5))));
+        }
+    }
+    if !built.start_members {
+        pass.persist().await?;
+        return Ok(Some(Action::requeue(Duration::from_secs(10))));
+    }
+    Ok(None)
+}
+
+/// Step 7: one database step by the engine, from the state planned from.
+async fn engine_step<K: ClusterResource>(
+    pass: &mut Pass<K>,
+    pods: &BTreeMap<String, Pod>,
+    credentials: Credentials,
+) -> Result<EngineOutcome, Error> {
+    let view = &pass.view;
     let members = (0..view.replicas)
         .map(|ordinal| {
             let pod = pods.get(&view.pod_name(ordinal));
@@ -251,90 +411,82 @@ async fn apply<K: ClusterResource>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Act
                 dns_name: view.member_dns(ordinal),
                 pod_exists: pod.is_some(),
                 pod_ready: pod.map(pod_ready).unwrap_or(false),
-                isolated: isolation_done(&state, ordinal, pod),
+                isolated: isolation_done(&pass.state, ordinal, pod),
             }
         })
         .collect::<Vec<_>>();
-
-    // A MySQL restore loads ordinal 0 before replication is set up.
-    if let RestorePlan::Load(source) = &restore_plan {
-        let first_ready = pods.get(&view.pod_name(0)).is_some_and(pod_ready);
-        let hold = match restore::load(&*obj, &view, source, first_ready, &ctx).await? {
-            LoadState::Done => None,
-            LoadState::WaitingForMember => Some((
-                "False",
-                "Restoring",
-                "waiting for ordinal 0 to start".to_string(),
-            )),
-            LoadState::Running => Some((
-                "False",
-                "Restoring",
-                format!("loading Backup {} into ordinal 0", source.backup),
-            )),
-            LoadState::Failed(why) => Some(("False", "RestoreFailed", why)),
-        };
-        if let Some(condition) = hold {
-            obs.restore = Some(condition);
-            write_status(&*obj, previous.as_ref(), &obs, &ctx).await?;
-            return Ok(Action::requeue(std::time::Duration::from_secs(5)));
-        }
-    }
-    if !start_members {
-        write_status(&*obj, previous.as_ref(), &obs, &ctx).await?;
-        return Ok(Action::requeue(std::time::Duration::from_secs(10)));
-    }
-
-    // Database step.
     let input = EngineInput {
         namespace: view.namespace.clone(),
         name: view.name.clone(),
         members,
-        state: state.clone(),
+        state: pass.state.clone(),
         desired_primary: switchover_target(
-            obj.desired_primary(),
-            obj.replicas(),
-            previous.as_ref(),
+            pass.obj.desired_primary(),
+            pass.obj.replicas(),
+            pass.previous.as_ref(),
         ),
-        failover: obj.failover().clone(),
-        credentials: credentials.unwrap_or_default(),
-        now,
-        settings: obj.engine_settings(),
+        failover: pass.obj.failover().clone(),
+        credentials,
+        now: Utc::now(),
+        settings: pass.obj.engine_settings(),
     };
-    let outcome = K::engine(&ctx).reconcile(&input).await?;
+    let outcome = K::engine(&pass.ctx).reconcile(&input).await?;
     for event in &outcome.events {
         // An engine may report the same standing problem every pass.
-        if ctx.event_is_new(&key_of(&*obj), &event.reason, &event.note) {
-            publish_engine_event(&ctx, &*obj, event).await;
+        if pass.ctx.event_is_new(&pass.key, &event.reason, &event.note) {
+            publish_engine_event(&pass.ctx, &*pass.obj, event).await;
         }
     }
-    obs.replication = Some(ReplicationReport {
+    pass.obs.replication = Some(ReplicationReport {
         state: outcome.state.clone(),
         members: outcome.members.clone(),
         health: outcome.health.clone(),
+        writes: outcome.primary_writes.clone(),
     });
-    record_metrics::<K>(&view, &state, &outcome, &ctx);
-    if obs.restore.is_some() && outcome.state.primary.is_some() {
-        let backup = obj
+    record_metrics::<K>(view, &pass.state, &outcome, &pass.ctx);
+    if pass.obs.restore.is_some() && outcome.state.primary.is_some() {
+        let backup = pass
+            .obj
             .restore_spec()
             .map(|r| r.backup.clone())
             .unwrap_or_default();
-        obs.restore = Some((
-            "True",
-            "Restored",
+        pass.obs.restore = Some(restore::restore_condition(
+            ConditionStatus::True,
+            Reason::Restored,
             format!("bootstrapped from Backup {backup}"),
         ));
     }
-    // Persist the engine's step before anything else acts on it.
-    write_status(&*obj, previous.as_ref(), &obs, &ctx).await?;
-    if outcome.state.primary != state.primary {
-        let rendered = obj.render(&view, &outcome.state);
-        apply_config_map(&view, &rendered.files, &ctx).await?;
-    }
-    move_role_labels(&view, &pods, &outcome.members, &ctx).await?;
-    isolate_members(&*obj, &view, &pods, &outcome, &ctx).await?;
+    Ok(outcome)
+}
 
+/// Step 8: persist the engine's step before anything else acts on it, then
+/// follow it with the configuration and the role labels.
+async fn update_status<K: ClusterResource>(
+    pass: &mut Pass<K>,
+    pods: &BTreeMap<String, Pod>,
+    outcome: &EngineOutcome,
+) -> Result<Action, Error> {
+    if pass.persist().await? == Persisted::Conflict {
+        // Someone changed the state this pass planned from: plan again.
+        return Ok(Action::requeue(Duration::from_millis(200)));
+    }
+    let changes = roles::plan(
+        &roles::pod_roles(pods, &pass.view.name),
+        &outcome.members,
+        &outcome.state,
+    );
+    if let Err(error) = roles::apply(&pass.view.namespace, &changes, &pass.ctx).await {
+        pass.warn_once("RoleLabelFailed", error.user_message())
+            .await;
+        return Err(error);
+    }
+    isolate_members(&*pass.obj, &pass.view, pods, outcome, &pass.ctx).await?;
+    if outcome.state.primary != pass.state.primary {
+        let rendered = pass.obj.render(&pass.view, &outcome.state);
+        apply_config_map(&pass.view, &rendered.files, &pass.ctx).await?;
+    }
     Ok(Action::requeue(
-        outcome.requeue_after.min(ctx.settings.resync),
+        outcome.requeue_after.min(pass.ctx.settings.resync),
     ))
 }
 
@@ -384,18 +536,9 @@ pub fn auth_hash(credentials: &Credentials) -> String {
     crate::resources::config::sha256_hex(text.as_bytes())
 }
 
-fn key_of<K: ClusterResource>(obj: &K) -> String {
-    format!(
-        "{}/{}/{}",
-        K::kind(&()),
-        obj.namespace().unwrap_or_default(),
-        obj.name_any()
-    )
-}
-
 /// Server-side apply of the ConfigMap, Services, PDB and StatefulSet; returns
 /// why the storage could not follow the spec, if it could not.
-async fn apply_children(
+async fn apply_child_objects(
     view: &ClusterView,
     rendered: &crate::resources::RenderedConfig,
     init: &InitStep,
@@ -570,30 +713,14 @@ async fn list_pods(view: &ClusterView, ctx: &Context) -> Result<BTreeMap<String,
         .collect())
 }
 
-async fn count_pods(view: &ClusterView, ctx: &Context) -> Result<(i32, i32), Error> {
-    let pods = list_pods(view, ctx).await?;
-    Ok((
-        pods.len() as i32,
-        pods.values().filter(|p| pod_ready(p)).count() as i32,
-    ))
-}
-
-fn pod_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .map(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-        .unwrap_or(false)
-}
-
-/// Desired role label per pod from the engine's confirmed roles.
-pub fn desired_roles(
-    members: &[crate::api::MemberStatus],
-) -> BTreeMap<String, Option<&'static str>> {
-    members
-        .iter()
-        .map(|m| (m.pod.clone(), m.role.label()))
-        .collect()
+/// Whether a status write happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Persisted {
+    Written,
+    /// Nothing changed: no write.
+    Unchanged,
+    /// The replication state changed since this pass read it: not written.
+    Conflict,
 }
 
 /// Whether the isolation the engine asked for (`EngineOutcome::isolate`)
@@ -662,74 +789,99 @@ async fn isolate_members<K: ClusterResource>(
     Ok(())
 }
 
-/// Move role labels: first take labels away, then add, so the write Service
-/// never selects two members.
-async fn move_role_labels(
-    view: &ClusterView,
-    pods: &BTreeMap<String, Pod>,
-    members: &[crate::api::MemberStatus],
-    ctx: &Context,
-) -> Result<(), Error> {
-    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &view.namespace);
-    let wanted = desired_roles(members);
-    let current = |pod: &Pod| pod.labels().get(labels::ROLE).cloned();
-    let mut removals = Vec::new();
-    let mut additions = Vec::new();
-    for (name, pod) in pods {
-        let want = wanted.get(name).copied().flatten();
-        let have = current(pod);
-        if have.as_deref() == want {
-            continue;
-        }
-        match want {
-            None => removals.push((name.clone(), None)),
-            Some(role) if have.is_some() => removals.push((name.clone(), Some(role))),
-            Some(role) => additions.push((name.clone(), role)),
-        }
-    }
-    // A changed role is a removal followed by an addition.
-    for (name, _) in &removals {
-        let patch = json!({"metadata": {"labels": {labels::ROLE: serde_json::Value::Null}}});
-        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .context(format!("remove role label from {name}"))?;
-    }
-    additions.extend(removals.into_iter().filter_map(|(n, r)| r.map(|r| (n, r))));
-    for (name, role) in additions {
-        let patch = json!({"metadata": {"labels": {labels::ROLE: role}}});
-        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .context(format!("label {name} {role}"))?;
-        info!(pod = %name, role, "role label set");
-    }
-    Ok(())
-}
-
-async fn write_status<K: ClusterResource>(
+/// Write the status computed from this pass, server-side applied with the
+/// resourceVersion planned from as a precondition. On a conflict the object
+/// is read again: when only something else changed (metadata, spec,
+/// conditions) the write is retried on the new version; when the replication
+/// state changed, nothing is written and the caller plans again.
+async fn persist<K: ClusterResource>(
     obj: &K,
     previous: Option<&ClusterStatus>,
     obs: &Observation,
     ctx: &Context,
-) -> Result<(), Error> {
+) -> Result<Persisted, Error> {
     let next = status::compute(previous, obj.replicas(), obs, Utc::now());
     if previous == Some(&next) {
-        return Ok(());
+        return Ok(Persisted::Unchanged);
     }
     let ns = obj
         .namespace()
         .ok_or(Error::MissingField("metadata.namespace"))?;
+    let name = obj.name_any();
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
-    // Server-side apply: fields this manager stops sending (e.g. a finished
-    // operation) are removed, which a merge patch would leave behind.
-    let patch = StatusApply {
-        api_version: K::api_version(&()).to_string(),
-        kind: K::kind(&()).to_string(),
-        status: &next,
-    };
-    api.patch_status(&obj.name_any(), &apply_params(), &Patch::Apply(&patch))
-        .await
-        .context("apply status")?;
-    Ok(())
+    let planned_from = previous.map(|s| s.replication.clone()).unwrap_or_default();
+    let mut resource_version = obj.meta().resource_version.clone();
+    for _ in 0..3 {
+        // Server-side apply: fields this manager stops sending (e.g. a
+        // finished operation) are removed, which a merge patch would leave.
+        let patch = StatusApply {
+            api_version: K::api_version(&()).to_string(),
+            kind: K::kind(&()).to_string(),
+            metadata: Precondition {
+                resource_version: resource_version.as_deref(),
+            },
+            status: &next,
+        };
+        match api
+            .patch_status(&name, &apply_params(), &Patch::Apply(&patch))
+            .await
+        {
+            Ok(written) => {
+                if let (Some(uid), Some(rv)) = (
+                    written.meta().uid.clone(),
+                    written.meta().resource_version.clone(),
+                ) {
+                    ctx.record_written(
+                        &key_of(obj),
+                        Written {
+                            uid,
+                            resource_version: rv,
+                            replication: next.replication.clone(),
+                        },
+                    );
+                }
+                return Ok(Persisted::Written);
+            }
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                let fresh = api
+                    .get(&name)
+                    .await
+                    .context("read the cluster after a status conflict")?;
+                let fresh_state = fresh
+                    .cluster_status()
+                    .map(|s| s.replication.clone())
+                    .unwrap_or_default();
+                if fresh_state != planned_from {
+                    warn!(
+                        planned_term = planned_from.term,
+                        found_term = fresh_state.term,
+                        "replication state changed since this pass read it; planning again"
+                    );
+                    return Ok(Persisted::Conflict);
+                }
+                resource_version = fresh.meta().resource_version.clone();
+            }
+            Err(e) => return Err(e).context("apply status"),
+        }
+    }
+    Ok(Persisted::Conflict)
+}
+
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+struct StatusApply<'a> {
+    api_version: String,
+    kind: String,
+    metadata: Precondition<'a>,
+    status: &'a ClusterStatus,
+}
+
+/// `metadata.resourceVersion` in an apply patch is a precondition.
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+struct Precondition<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resource_version: Option<&'a str>,
 }
 
 fn record_metrics<K: ClusterResource>(
@@ -760,33 +912,6 @@ fn record_metrics<K: ClusterResource>(
             reason: change.reason.clone(),
         };
         ctx.metrics.primary_changes.get_or_create(&labels).inc();
-    }
-}
-
-#[derive(Serialize, Debug)]
-#[serde(rename_all = "camelCase")]
-struct StatusApply<'a> {
-    api_version: String,
-    kind: String,
-    status: &'a ClusterStatus,
-}
-
-pub(crate) async fn publish<K: Resource<DynamicType = ()>>(
-    ctx: &Context,
-    obj: &K,
-    type_: KubeEventType,
-    reason: &str,
-    note: String,
-) {
-    let event = KubeEvent {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: reason.into(),
-        secondary: None,
-    };
-    if let Err(error) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
-        warn!(%error, reason, "could not publish event");
     }
 }
 
@@ -905,25 +1030,5 @@ mod tests {
         assert_eq!(a, auth_hash(&creds("old-secret")));
         assert_ne!(a, auth_hash(&creds("new-secret")));
         assert!(!a.contains("secret") && a.len() == 64);
-    }
-
-    #[test]
-    fn only_confirmed_roles_get_labels() {
-        let member = |ordinal: i32, role| MemberStatus {
-            ordinal,
-            pod: format!("c-{ordinal}"),
-            role,
-            ..Default::default()
-        };
-        let roles = desired_roles(&[
-            member(0, MemberRole::Primary),
-            member(1, MemberRole::Replica),
-            member(2, MemberRole::Quarantined),
-            member(3, MemberRole::Unknown),
-        ]);
-        assert_eq!(roles["c-0"], Some("primary"));
-        assert_eq!(roles["c-1"], Some("replica"));
-        assert_eq!(roles["c-2"], None);
-        assert_eq!(roles["c-3"], None);
     }
 }

@@ -24,6 +24,30 @@ pub enum Error {
     MissingField(&'static str),
 }
 
+impl Error {
+    /// A short, bounded label for metrics and logs.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube { .. } => "kube",
+            Error::Engine(_) => "engine",
+            Error::Finalizer(_) => "finalizer",
+            Error::MissingField(_) => "missing_field",
+        }
+    }
+
+    /// What a person should read: the action and, for a refusal by the API
+    /// server, its message (without the client's wrapping).
+    pub fn user_message(&self) -> String {
+        match self {
+            Error::Kube { action, source } => match source.as_ref() {
+                kube::Error::Api(status) => format!("{action}: {}", status.message),
+                other => format!("{action}: {other}"),
+            },
+            other => other.to_string(),
+        }
+    }
+}
+
 /// Attach context to a kube call.
 pub trait KubeContext<T> {
     fn context(self, action: impl Into<String>) -> Result<T, Error>;
@@ -68,8 +92,11 @@ pub struct Context {
     pub mysql: crate::mysql::MySqlEngine,
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
     failures: Mutex<HashMap<String, u32>>,
-    /// Per cluster: fingerprint of the children last applied, and when.
-    applied: Mutex<HashMap<String, (String, std::time::Instant)>>,
+    /// Per cluster: fingerprint of the children last applied (or refused),
+    /// when, and for how long that stands.
+    applied: Mutex<HashMap<String, (String, std::time::Instant, Duration)>>,
+    /// Per cluster: what the last status write persisted (read-your-writes).
+    written: Mutex<HashMap<String, super::freshness::Written>>,
     published: Mutex<RecentEvents>,
 }
 
@@ -91,6 +118,9 @@ impl RecentEvents {
         true
     }
 }
+
+/// How soon children the API server refused are applied again.
+pub const CHILDREN_RETRY: Duration = Duration::from_secs(10);
 
 /// How long an identical engine event is not published again.
 pub const EVENT_REPEAT: Duration = Duration::from_secs(600);
@@ -114,6 +144,7 @@ impl Context {
             metrics,
             failures: Mutex::new(HashMap::new()),
             applied: Mutex::new(HashMap::new()),
+            written: Mutex::new(HashMap::new()),
             published: Mutex::new(RecentEvents::default()),
         }
     }
@@ -133,17 +164,54 @@ impl Context {
         published.admit(key, reason, note, std::time::Instant::now())
     }
 
-    /// Whether children built from `fingerprint` were applied within the resync period.
+    /// Whether children built from `fingerprint` were applied within the
+    /// resync period (or refused within [`CHILDREN_RETRY`]).
     pub fn children_current(&self, key: &str, fingerprint: &str) -> bool {
         let applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
         applied
             .get(key)
-            .is_some_and(|(f, at)| f == fingerprint && at.elapsed() < self.settings.resync)
+            .is_some_and(|(f, at, valid)| f == fingerprint && at.elapsed() < *valid)
     }
 
     pub fn children_applied(&self, key: &str, fingerprint: String) {
         let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
-        applied.insert(key.to_string(), (fingerprint, std::time::Instant::now()));
+        let valid = self.settings.resync;
+        applied.insert(
+            key.to_string(),
+            (fingerprint, std::time::Instant::now(), valid),
+        );
+    }
+
+    /// The API server refused the children built from `fingerprint`: try
+    /// again after [`CHILDREN_RETRY`], not on every engine pass.
+    pub fn children_failed(&self, key: &str, fingerprint: String) {
+        let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
+        let valid = CHILDREN_RETRY.min(self.settings.resync);
+        applied.insert(
+            key.to_string(),
+            (fingerprint, std::time::Instant::now(), valid),
+        );
+    }
+
+    /// What the last status write of `key` persisted.
+    pub fn written(&self, key: &str) -> Option<super::freshness::Written> {
+        let written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        written.get(key).cloned()
+    }
+
+    pub fn record_written(&self, key: &str, w: super::freshness::Written) {
+        let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        written.insert(key.to_string(), w);
+    }
+
+    /// Forget everything kept about a deleted object.
+    pub fn forget(&self, key: &str) {
+        self.forget_children(key);
+        self.written
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+        self.reset_backoff(key);
     }
 
     /// Forget what was applied (after an error or deletion).

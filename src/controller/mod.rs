@@ -2,9 +2,13 @@
 
 pub mod backup;
 pub mod cluster;
+pub mod common;
+pub mod conditions;
 pub mod context;
+pub mod freshness;
 pub mod kinds;
 pub mod restore;
+pub mod roles;
 pub mod schedule;
 pub mod status;
 pub mod validate;

@@ -9,7 +9,8 @@ use k8s_openapi::api::batch::v1::Job;
 use kube::ResourceExt;
 use kube::api::{Api, PostParams};
 
-use super::cluster::FIELD_MANAGER;
+use super::common::FIELD_MANAGER;
+use super::conditions::{Cond, ConditionStatus, ConditionType, Reason};
 use super::context::{Context, Error, KubeContext};
 use super::kinds::ClusterResource;
 use crate::api::ReplicationState;
@@ -34,8 +35,33 @@ pub enum RestorePlan {
     Load(Box<RestoreSource>),
 }
 
-/// Condition `Restored` for a plan (status, reason, message).
-pub type RestoreCondition = (&'static str, &'static str, String);
+impl RestorePlan {
+    /// Condition `Restored` while the restore matters.
+    pub fn condition(&self) -> Option<Cond> {
+        match self {
+            RestorePlan::NotRequested | RestorePlan::Bootstrapped => None,
+            RestorePlan::Waiting(why) => Some(restore_condition(
+                ConditionStatus::False,
+                Reason::BackupNotReady,
+                why.clone(),
+            )),
+            RestorePlan::Init(_) | RestorePlan::Load(_) => Some(restore_condition(
+                ConditionStatus::False,
+                Reason::Restoring,
+                "restoring the backup into ordinal 0 before replication starts",
+            )),
+        }
+    }
+}
+
+/// A `Restored` condition.
+pub fn restore_condition(
+    status: ConditionStatus,
+    reason: Reason,
+    message: impl Into<String>,
+) -> Cond {
+    Cond::new(ConditionType::Restored, status, reason, message)
+}
 
 pub async fn plan<K: ClusterResource>(
     obj: &K,
@@ -85,6 +111,25 @@ pub enum LoadState {
     Running,
     Done,
     Failed(String),
+}
+
+impl LoadState {
+    /// Condition `Restored` while the load holds the cluster back (None once done).
+    pub fn hold(&self, backup: &str) -> Option<Cond> {
+        let restoring = |m: String| restore_condition(ConditionStatus::False, Reason::Restoring, m);
+        match self {
+            LoadState::Done => None,
+            LoadState::WaitingForMember => Some(restoring("waiting for ordinal 0 to start".into())),
+            LoadState::Running => {
+                Some(restoring(format!("loading Backup {backup} into ordinal 0")))
+            }
+            LoadState::Failed(why) => Some(restore_condition(
+                ConditionStatus::False,
+                Reason::RestoreFailed,
+                why.clone(),
+            )),
+        }
+    }
 }
 
 pub async fn load<K: ClusterResource>(

@@ -3,8 +3,22 @@
 use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::api::{ClusterPhase, ClusterStatus, MemberStatus, ReplicationState, condition};
-use crate::engine::Health;
+use super::conditions::{Cond, ConditionStatus as S, ConditionType as T, Reason};
+use crate::api::{ClusterPhase, ClusterStatus, MemberRole, MemberStatus, ReplicationState};
+use crate::engine::{Health, PrimaryWrites};
+
+/// What happened to the children (ConfigMap, Services, PDB, StatefulSet) in a pass.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Children {
+    /// Not attempted in this pass (spec invalid): the condition is left as it was.
+    #[default]
+    NotAttempted,
+    /// Recently applied from the same inputs: the condition is left as it was.
+    Unchanged,
+    Applied,
+    /// The API server refused one of them; its message.
+    Failed(String),
+}
 
 /// What one reconcile pass learned, from Kubernetes and from the engine.
 #[derive(Clone, Debug, Default)]
@@ -16,12 +30,13 @@ pub struct Observation {
     pub config_error: Option<String>,
     /// Why the StatefulSet's storage differs from the spec, if it does.
     pub storage_note: Option<String>,
+    pub children: Children,
     /// Engine result; None when the engine step did not run.
     pub replication: Option<ReplicationReport>,
     /// sha256 of the credentials in use.
     pub auth_hash: Option<String>,
-    /// `Restored` condition (status, reason, message) while a restore matters.
-    pub restore: Option<super::restore::RestoreCondition>,
+    /// `Restored` condition while a restore matters.
+    pub restore: Option<Cond>,
 }
 
 /// The part of an engine outcome that goes into status.
@@ -30,6 +45,7 @@ pub struct ReplicationReport {
     pub state: ReplicationState,
     pub members: Vec<MemberStatus>,
     pub health: Health,
+    pub writes: PrimaryWrites,
 }
 
 /// Set or update a condition, keeping its transition time when its status is unchanged.
@@ -59,6 +75,27 @@ pub fn set_condition(
     }
 }
 
+/// Set a typed condition.
+pub fn set(conditions: &mut Vec<Condition>, c: &Cond, generation: Option<i64>, now: DateTime<Utc>) {
+    set_condition(
+        conditions,
+        c.type_.as_str(),
+        c.status.as_str(),
+        c.reason.as_str(),
+        &c.message,
+        generation,
+        now,
+    );
+}
+
+/// A condition of a status, by type.
+pub fn find(status: Option<&ClusterStatus>, type_: T) -> Option<&Condition> {
+    status?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_.as_str())
+}
+
 /// A chrono instant as a Kubernetes `Time` (millisecond precision).
 pub fn to_time(t: DateTime<Utc>) -> Time {
     Time(
@@ -67,8 +104,173 @@ pub fn to_time(t: DateTime<Utc>) -> Time {
     )
 }
 
-fn bool_str(value: bool) -> &'static str {
-    if value { "True" } else { "False" }
+fn config_condition(obs: &Observation) -> Cond {
+    match &obs.config_error {
+        Some(msg) => Cond::new(T::ConfigValid, S::False, Reason::InvalidSpec, msg.clone()),
+        None => Cond::new(
+            T::ConfigValid,
+            S::True,
+            Reason::Valid,
+            "spec and Secret accepted",
+        ),
+    }
+}
+
+fn storage_condition(obs: &Observation) -> Cond {
+    match &obs.storage_note {
+        Some(msg) => Cond::new(
+            T::StorageInSync,
+            S::False,
+            Reason::ImmutableStorage,
+            msg.clone(),
+        ),
+        None => Cond::new(
+            T::StorageInSync,
+            S::True,
+            Reason::InSync,
+            "volume claims match spec.storage",
+        ),
+    }
+}
+
+fn children_condition(children: &Children) -> Option<Cond> {
+    match children {
+        Children::NotAttempted | Children::Unchanged => None,
+        Children::Applied => Some(Cond::new(
+            T::Reconciled,
+            S::True,
+            Reason::Applied,
+            "ConfigMap, Services, PodDisruptionBudget and StatefulSet applied",
+        )),
+        Children::Failed(msg) => Some(Cond::new(
+            T::Reconciled,
+            S::False,
+            Reason::ChildApplyFailed,
+            msg.clone(),
+        )),
+    }
+}
+
+fn health_condition(replication: Option<&ReplicationReport>) -> Cond {
+    let (status, reason, message) = match replication.map(|r| &r.health) {
+        Some(Health::Healthy) => (
+            S::True,
+            Reason::Replicating,
+            "every member replicates from the primary".to_string(),
+        ),
+        Some(Health::Unhealthy { reason, message }) => {
+            (S::False, Reason::Engine(reason.clone()), message.clone())
+        }
+        Some(Health::Unknown { reason, message }) => {
+            (S::Unknown, Reason::Engine(reason.clone()), message.clone())
+        }
+        None => (
+            S::Unknown,
+            Reason::NotObserved,
+            "replication was not observed in this pass".to_string(),
+        ),
+    };
+    Cond::new(T::ReplicationHealthy, status, reason, message)
+}
+
+fn operation_condition(operation: Option<&crate::api::Operation>) -> Cond {
+    match operation {
+        Some(op) => Cond::new(
+            T::FailoverInProgress,
+            S::True,
+            match op.kind {
+                crate::api::OperationKind::Failover => Reason::Failover,
+                crate::api::OperationKind::Switchover => Reason::Switchover,
+            },
+            format!(
+                "{:?} from member {} at step {}: {}",
+                op.kind, op.from, op.step, op.reason
+            ),
+        ),
+        None => Cond::new(
+            T::FailoverInProgress,
+            S::False,
+            Reason::Idle,
+            "no failover or switchover running",
+        ),
+    }
+}
+
+/// Inputs of the `Ready` condition and the phase.
+struct Serving<'a> {
+    replicas: i32,
+    obs: &'a Observation,
+    operation: Option<&'a crate::api::Operation>,
+    primary: Option<&'a MemberStatus>,
+    writes: &'a PrimaryWrites,
+    health: &'a Cond,
+}
+
+/// `Ready`: the write Service has a primary that accepts writes.
+fn ready_condition(s: &Serving<'_>) -> Cond {
+    let not = |reason, message: String| Cond::new(T::Ready, S::False, reason, message);
+    if let Some(msg) = &s.obs.config_error {
+        return not(Reason::InvalidSpec, msg.clone());
+    }
+    if let Some(op) = s.operation {
+        return not(
+            operation_condition(Some(op)).reason,
+            format!("{:?} in progress at step {}", op.kind, op.step),
+        );
+    }
+    let Some(primary) = s.primary else {
+        if let Children::Failed(msg) = &s.obs.children {
+            return not(Reason::ChildApplyFailed, msg.clone());
+        }
+        if s.obs.replicas_ready < s.replicas {
+            return not(
+                Reason::MembersNotReady,
+                format!("{} of {} members ready", s.obs.replicas_ready, s.replicas),
+            );
+        }
+        return not(
+            Reason::NoPrimary,
+            format!(
+                "no member is a confirmed writable primary: {}",
+                s.health.message
+            ),
+        );
+    };
+    match s.writes {
+        PrimaryWrites::Refused { reason, message } => not(
+            Reason::Engine(reason.clone()),
+            format!("primary {} refuses writes: {message}", primary.pod),
+        ),
+        PrimaryWrites::Accepted | PrimaryWrites::Unknown => Cond::new(
+            T::Ready,
+            S::True,
+            Reason::PrimaryAcceptsWrites,
+            format!(
+                "primary {} accepts writes; {} of {} members ready",
+                primary.pod, s.obs.replicas_ready, s.replicas
+            ),
+        ),
+    }
+}
+
+fn phase(s: &Serving<'_>, recorded_primary: bool) -> ClusterPhase {
+    let all_ready = s.replicas > 0
+        && s.obs.replicas_ready == s.replicas
+        && s.obs.replicas_existing == s.replicas;
+    let refused = matches!(s.writes, PrimaryWrites::Refused { .. });
+    if s.obs.config_error.is_some() {
+        ClusterPhase::Failed
+    } else if s.operation.is_some() {
+        ClusterPhase::Reconfiguring
+    } else if s.obs.replicas_existing == 0 {
+        ClusterPhase::Pending
+    } else if all_ready && s.health.status == S::True && !refused {
+        ClusterPhase::Running
+    } else if !recorded_primary {
+        ClusterPhase::Provisioning
+    } else {
+        ClusterPhase::Degraded
+    }
 }
 
 /// The new status from the previous one and this pass's observation.
@@ -86,93 +288,11 @@ pub fn compute(
     if obs.auth_hash.is_some() {
         status.auth_hash = obs.auth_hash.clone();
     }
-    let conditions = &mut status.conditions;
-
-    match &obs.config_error {
-        Some(msg) => set_condition(
-            conditions,
-            condition::CONFIG_VALID,
-            "False",
-            "InvalidSpec",
-            msg,
-            generation,
-            now,
-        ),
-        None => set_condition(
-            conditions,
-            condition::CONFIG_VALID,
-            "True",
-            "Valid",
-            "spec and Secret accepted",
-            generation,
-            now,
-        ),
+    if let Some(report) = &obs.replication {
+        status.replication = report.state.clone();
+        status.members = report.members.clone();
     }
-    match &obs.storage_note {
-        Some(msg) => set_condition(
-            conditions,
-            condition::STORAGE_IN_SYNC,
-            "False",
-            "ImmutableStorage",
-            msg,
-            generation,
-            now,
-        ),
-        None => set_condition(
-            conditions,
-            condition::STORAGE_IN_SYNC,
-            "True",
-            "InSync",
-            "volume claims match spec.storage",
-            generation,
-            now,
-        ),
-    }
-
-    if let Some((state, reason, message)) = &obs.restore {
-        set_condition(
-            conditions,
-            condition::RESTORED,
-            state,
-            reason,
-            message,
-            generation,
-            now,
-        );
-    }
-    let (healthy, reason, message) = match &obs.replication {
-        Some(report) => {
-            status.replication = report.state.clone();
-            status.members = report.members.clone();
-            match &report.health {
-                Health::Healthy => (
-                    Some(true),
-                    "Replicating".to_string(),
-                    "every member replicates from the primary".to_string(),
-                ),
-                Health::Unhealthy { reason, message } => {
-                    (Some(false), reason.clone(), message.clone())
-                }
-                Health::Unknown { reason, message } => (None, reason.clone(), message.clone()),
-            }
-        }
-        None => (
-            None,
-            "NotObserved".to_string(),
-            "replication was not observed in this pass".to_string(),
-        ),
-    };
-    let healthy_str = healthy.map(bool_str).unwrap_or("Unknown");
-    set_condition(
-        conditions,
-        condition::REPLICATION_HEALTHY,
-        healthy_str,
-        &reason,
-        &message,
-        generation,
-        now,
-    );
-
+    let health = health_condition(obs.replication.as_ref());
     // An aborted switchover waiting out its cooldown is recorded as an
     // operation so a restarted operator respects it, but nothing is running.
     let operation = status
@@ -180,80 +300,39 @@ pub fn compute(
         .operation
         .clone()
         .filter(|op| !op.step.ends_with("Cooldown"));
-    match &operation {
-        Some(op) => set_condition(
-            conditions,
-            condition::FAILOVER_IN_PROGRESS,
-            "True",
-            &format!("{:?}", op.kind),
-            &format!(
-                "{:?} from member {} at step {}: {}",
-                op.kind, op.from, op.step, op.reason
-            ),
-            generation,
-            now,
-        ),
-        None => set_condition(
-            conditions,
-            condition::FAILOVER_IN_PROGRESS,
-            "False",
-            "Idle",
-            "no failover or switchover running",
-            generation,
-            now,
-        ),
+    let unknown = PrimaryWrites::Unknown;
+    let serving = Serving {
+        replicas,
+        obs,
+        operation: operation.as_ref(),
+        primary: status
+            .members
+            .iter()
+            .find(|m| m.role == MemberRole::Primary),
+        writes: obs.replication.as_ref().map_or(&unknown, |r| &r.writes),
+        health: &health,
+    };
+    let mut next = vec![
+        config_condition(obs),
+        storage_condition(obs),
+        health.clone(),
+        operation_condition(operation.as_ref()),
+        ready_condition(&serving),
+    ];
+    next.extend(children_condition(&obs.children));
+    next.extend(obs.restore.clone());
+    let phase = phase(&serving, status.replication.primary.is_some());
+    for c in &next {
+        set(&mut status.conditions, c, generation, now);
     }
-
-    let all_ready =
-        replicas > 0 && obs.replicas_ready == replicas && obs.replicas_existing == replicas;
-    status.phase = if obs.config_error.is_some() {
-        ClusterPhase::Failed
-    } else if operation.is_some() {
-        ClusterPhase::Reconfiguring
-    } else if obs.replicas_existing == 0 {
-        ClusterPhase::Pending
-    } else if all_ready && healthy == Some(true) {
-        ClusterPhase::Running
-    } else if status.replication.primary.is_none() {
-        ClusterPhase::Provisioning
-    } else {
-        ClusterPhase::Degraded
-    };
-
-    let (ready, ready_reason, ready_msg) = match status.phase {
-        ClusterPhase::Running => (
-            true,
-            "Running",
-            format!("{replicas} members ready and replicating"),
-        ),
-        ClusterPhase::Failed => (
-            false,
-            "InvalidSpec",
-            obs.config_error.clone().unwrap_or_default(),
-        ),
-        _ if !all_ready => (
-            false,
-            "MembersNotReady",
-            format!("{} of {replicas} members ready", obs.replicas_ready),
-        ),
-        _ => (false, "ReplicationNotHealthy", message),
-    };
-    set_condition(
-        &mut status.conditions,
-        condition::READY,
-        bool_str(ready),
-        ready_reason,
-        &ready_msg,
-        generation,
-        now,
-    );
+    status.phase = phase;
     status
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{MemberRole, Operation, OperationKind};
+    use crate::api::{Operation, OperationKind, condition};
 
     fn now() -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000, 0).expect("time")
@@ -281,6 +360,7 @@ mod tests {
                 ..Default::default()
             }],
             health: Health::Healthy,
+            writes: PrimaryWrites::Accepted,
         }
     }
 
@@ -297,6 +377,7 @@ mod tests {
                     reason: "EngineUnavailable".into(),
                     message: "no engine".into(),
                 },
+                writes: PrimaryWrites::Unknown,
             }),
             ..Default::default()
         };
@@ -343,11 +424,67 @@ mod tests {
         };
         let third = compute(Some(&second), 3, &degraded, later);
         assert_eq!(third.phase, ClusterPhase::Degraded);
+        // A member down is not a write outage: Ready stays, its message changes.
+        assert_eq!(cond(&third, condition::READY).status, "True");
         assert_eq!(
             cond(&third, condition::READY).last_transition_time,
-            to_time(later)
+            to_time(now())
         );
-        assert_eq!(cond(&third, condition::READY).reason, "MembersNotReady");
+        assert!(cond(&third, condition::READY).message.contains("2 of 3"));
+    }
+
+    #[test]
+    fn a_primary_that_refuses_writes_is_not_ready() {
+        let mut report = healthy_report(0);
+        report.writes = PrimaryWrites::Refused {
+            reason: "NotEnoughReplicas".into(),
+            message: "NOREPLICAS: 0 replica(s) acknowledge in time".into(),
+        };
+        let obs = Observation {
+            replicas_existing: 3,
+            replicas_ready: 3,
+            replication: Some(report),
+            ..Default::default()
+        };
+        let s = compute(None, 3, &obs, now());
+        let ready = cond(&s, condition::READY);
+        assert_eq!(ready.status, "False");
+        assert_eq!(ready.reason, "NotEnoughReplicas");
+        assert!(
+            ready.message.contains("c-0 refuses writes"),
+            "{}",
+            ready.message
+        );
+        assert_eq!(s.phase, ClusterPhase::Degraded);
+    }
+
+    #[test]
+    fn a_refused_child_is_a_condition_and_keeps_its_message() {
+        let obs = Observation {
+            children: Children::Failed(
+                "apply StatefulSet x: spec.template.spec.topologySpreadConstraints[0].maxSkew: Invalid value: 0".into(),
+            ),
+            ..Default::default()
+        };
+        let s = compute(None, 3, &obs, now());
+        let reconciled = cond(&s, "Reconciled");
+        assert_eq!(reconciled.status, "False");
+        assert_eq!(reconciled.reason, "ChildApplyFailed");
+        assert!(reconciled.message.contains("maxSkew"));
+        assert_eq!(cond(&s, condition::READY).reason, "ChildApplyFailed");
+        // A pass that does not re-apply leaves the condition as it was.
+        let later = Observation {
+            children: Children::Unchanged,
+            ..Default::default()
+        };
+        let again = compute(Some(&s), 3, &later, now());
+        assert_eq!(cond(&again, "Reconciled").status, "False");
+        let fixed = Observation {
+            children: Children::Applied,
+            ..Default::default()
+        };
+        let fixed = compute(Some(&again), 3, &fixed, now());
+        assert_eq!(cond(&fixed, "Reconciled").status, "True");
     }
 
     #[test]

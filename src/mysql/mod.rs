@@ -331,6 +331,56 @@ impl MySqlEngine {
     }
 }
 
+impl MySqlEngine {
+    /// Whether the member reported primary accepts writes: `@@read_only`
+    /// read again after this pass's steps (`super_read_only` implies it).
+    async fn probe_writes(
+        &self,
+        input: &EngineInput<MySqlSettings>,
+        members: &[crate::api::MemberStatus],
+        conns: &mut [Option<Conn>],
+    ) -> crate::engine::PrimaryWrites {
+        use crate::engine::PrimaryWrites;
+        let Some(primary) = members.iter().find(|m| m.role == MemberRole::Primary) else {
+            return PrimaryWrites::Unknown;
+        };
+        let Some(conn) = input
+            .members
+            .iter()
+            .position(|m| m.ordinal == primary.ordinal)
+            .and_then(|i| conns.get_mut(i))
+            .and_then(Option::as_mut)
+        else {
+            return PrimaryWrites::Unknown;
+        };
+        let read_only =
+            match observe::rows(conn, "SELECT @@global.read_only", self.cfg.query_timeout).await {
+                Ok(rows) => rows
+                    .first()
+                    .and_then(|r| r.as_ref(0))
+                    .and_then(observe::value_str),
+                Err(e) => {
+                    tracing::debug!(error = %e, "probing the primary's read_only failed");
+                    return PrimaryWrites::Unknown;
+                }
+            };
+        writes_from_read_only(read_only.as_deref())
+    }
+}
+
+/// `@@read_only` of the primary as write availability.
+pub fn writes_from_read_only(value: Option<&str>) -> crate::engine::PrimaryWrites {
+    use crate::engine::PrimaryWrites;
+    match value.map(str::to_ascii_uppercase).as_deref() {
+        Some("0" | "OFF") => PrimaryWrites::Accepted,
+        Some(_) => PrimaryWrites::Refused {
+            reason: "PrimaryReadOnly".into(),
+            message: "read_only is ON on the primary; clients' writes fail".into(),
+        },
+        None => PrimaryWrites::Unknown,
+    }
+}
+
 impl Engine for MySqlEngine {
     type Settings = MySqlSettings;
 
@@ -572,6 +622,7 @@ impl Engine for MySqlEngine {
                 }
             }
         }
+        let primary_writes = self.probe_writes(input, &members, &mut conns).await;
         Ok(EngineOutcome {
             state,
             members,
@@ -583,6 +634,7 @@ impl Engine for MySqlEngine {
                 plan.requeue
             },
             isolate: plan.isolate.clone(),
+            primary_writes,
         })
     }
 }
@@ -601,5 +653,22 @@ fn action_name(a: &Action) -> &'static str {
         Action::SemiSyncReplica { .. } => "enabling semi-sync on a replica",
         Action::WaitGtid { .. } => "waiting for GTIDs",
         Action::Reseed { .. } => "re-seeding",
+    }
+}
+
+#[cfg(test)]
+mod writes_tests {
+    use super::writes_from_read_only;
+    use crate::engine::PrimaryWrites;
+
+    #[test]
+    fn a_read_only_primary_refuses_writes() {
+        assert_eq!(writes_from_read_only(Some("0")), PrimaryWrites::Accepted);
+        assert_eq!(writes_from_read_only(Some("OFF")), PrimaryWrites::Accepted);
+        assert!(matches!(
+            writes_from_read_only(Some("1")),
+            PrimaryWrites::Refused { reason, .. } if reason == "PrimaryReadOnly"
+        ));
+        assert_eq!(writes_from_read_only(None), PrimaryWrites::Unknown);
     }
 }

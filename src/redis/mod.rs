@@ -37,6 +37,7 @@ pub mod auth;
 pub mod backup;
 pub mod observe;
 pub mod plan;
+pub mod writes;
 
 use std::time::Duration;
 
@@ -276,6 +277,7 @@ impl RedisEngine {
             }
         }
         events.extend(rotate_passwords(&auth_states, password, &mut conns, input).await);
+        let primary_writes = probe_writes(&members, &mut conns).await;
         Ok(EngineOutcome {
             state,
             members,
@@ -283,6 +285,7 @@ impl RedisEngine {
             events,
             requeue_after: plan.requeue,
             isolate: plan.isolate,
+            primary_writes,
         })
     }
 }
@@ -309,6 +312,31 @@ async fn confirm_promoted(
         }
         Err(e) => tracing::warn!(ordinal, error = %e, "re-reading the promoted member failed"),
     }
+}
+
+/// Whether the member reported primary accepts writes (`NOREPLICAS` aside,
+/// a confirmed primary is writable).
+async fn probe_writes(
+    members: &[crate::api::MemberStatus],
+    conns: &mut act::Conns,
+) -> crate::engine::PrimaryWrites {
+    let Some(primary) = members
+        .iter()
+        .find(|m| m.role == crate::api::MemberRole::Primary)
+    else {
+        return crate::engine::PrimaryWrites::Unknown;
+    };
+    let Some(c) = conns
+        .iter_mut()
+        .find(|(o, _)| *o == primary.ordinal)
+        .and_then(|(_, c)| c.as_mut())
+    else {
+        return crate::engine::PrimaryWrites::Unknown;
+    };
+    writes::probe(c).await.unwrap_or_else(|e| {
+        tracing::debug!(error = %e, "probing the primary's writes failed");
+        crate::engine::PrimaryWrites::Unknown
+    })
 }
 
 /// One member's observation.

@@ -111,6 +111,13 @@ impl DevCluster {
 
     /// Start the operator as a host process that resolves cluster DNS names.
     pub fn start_operator(&mut self) {
+        let kubeconfig = self.kubeconfig.clone();
+        self.start_operator_with(&kubeconfig);
+    }
+
+    /// Start the operator against another kubeconfig (e.g. a proxy in front
+    /// of the API server).
+    pub fn start_operator_with(&mut self, kubeconfig: &Path) {
         assert!(self.operator.is_none(), "operator already running");
         self.operator_runs += 1;
         let log = std::fs::OpenOptions::new()
@@ -123,7 +130,7 @@ impl DevCluster {
             .arg(env!("CARGO_BIN_EXE_ordinal"))
             .args(["run", "--http-addr", "127.0.0.1:0"])
             .env("ORDINAL_DEVCLUSTER_DIR", self.state.path())
-            .env("KUBECONFIG", &self.kubeconfig)
+            .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,kube=warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
