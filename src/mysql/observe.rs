@@ -116,9 +116,22 @@ pub async fn connect(
     }
 }
 
-/// Whether a connection error is an authentication refusal.
+/// Whether a connection error is an authentication refusal. MySQL 8 answers
+/// a login to an account that does not exist (yet) with a switch to a
+/// pseudo-random authentication plugin, often `sha256_password`, which the
+/// client cannot speak without TLS: that is a refusal too, not an outage.
 pub fn is_access_denied(e: &MySqlError) -> bool {
-    matches!(e, MySqlError::Sql { source: mysql_async::Error::Server(s), .. } if s.code == 1045)
+    match e {
+        MySqlError::Sql {
+            source: mysql_async::Error::Server(s),
+            ..
+        } => s.code == 1045,
+        MySqlError::Sql {
+            source: mysql_async::Error::Driver(mysql_async::DriverError::UnknownAuthPlugin { .. }),
+            ..
+        } => true,
+        _ => false,
+    }
 }
 
 /// Run one statement within `timeout`.
@@ -299,6 +312,19 @@ pub async fn purged(conn: &mut Conn, d: Dialect, timeout: Duration) -> Result<Gt
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unknown_account_on_mysql_is_a_refusal() {
+        let e = MySqlError::Sql {
+            context: "connect".into(),
+            source: mysql_async::Error::Driver(mysql_async::DriverError::UnknownAuthPlugin {
+                name: "sha256_password".into(),
+            }),
+        };
+        assert!(is_access_denied(&e));
+        let e = MySqlError::Timeout("connect".into());
+        assert!(!is_access_denied(&e));
+    }
 
     #[test]
     fn redaction() {
