@@ -197,7 +197,7 @@ async fn end_to_end(flavor: MySqlFlavor, ip_block: u8) {
     step("apply → Ready; server ids from the ordinals; rows replicate; replicas refuse writes");
     let my: MySQLCluster = serde_json::from_value(serde_json::json!({
         "apiVersion": "ordinal.dev/v1alpha1", "kind": "MySQLCluster", "metadata": {"name": NAME},
-        "spec": {"replicas": 3, "flavor": flavor, "template": {"image": image},
+        "spec": {"replicas": 3, "flavor": flavor, "image": image,
                  "storage": {"size": "1Gi"}, "failover": {"detectionSeconds": 3},
                  "config": {"innodb_buffer_pool_size": "64M"}}
     }))

@@ -55,7 +55,8 @@ datadir=${datadir:-/var/lib/mysql}
 extra="--user=root"
 if [ -n "${DEVCLUSTER_POD_IP:-}" ]; then extra="$extra --bind-address=$DEVCLUSTER_POD_IP"; fi
 # MySQL's X plugin would listen on *:33060 for every pod of the host network.
-if mysql8; then extra="$extra --mysqlx=OFF"; fi
+# Its basedir (plugins, messages) is the tool cache folder, not /usr.
+if mysql8; then extra="$extra --mysqlx=OFF --basedir=${server%/bin/mysqld}"; fi
 
 mkdir -p /run/mysqld
 # Client tools would send a password from the environment before one is set.
@@ -68,10 +69,12 @@ if [ ! -d "$datadir/mysql" ]; then
 		mkdir -p "$datadir"
 		# shellcheck disable=SC2086 # $defaults is one word or empty
 		"$server" $defaults --user=root --datadir="$datadir" --initialize-insecure \
-			--mysqlx=OFF --log-error-verbosity=1
+			--mysqlx=OFF --basedir="${server%/bin/mysqld}" --log-error-verbosity=1
+		# The rendered configuration boots read-only: not this private server.
 		# shellcheck disable=SC2086
 		"$server" $defaults --user=root --datadir="$datadir" --skip-networking \
-			--socket="$sock" --skip-log-bin --skip-replica-start --mysqlx=OFF &
+			--socket="$sock" --skip-log-bin --skip-replica-start --mysqlx=OFF \
+			--basedir="${server%/bin/mysqld}" --super-read-only=OFF --read-only=OFF &
 	else
 		mkdir -p "$datadir"
 		# shellcheck disable=SC2086 # $defaults is one word or empty
