@@ -32,6 +32,9 @@ if [ "${#need[@]}" -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
 
+step "MySQL 8.0.31 for flavor: MySQL clusters (mysql:8* images), installed once from Maven Central"
+scripts/mysql8.sh
+
 step "building ordinal and devcluster (first build takes a few minutes)"
 cargo build --workspace --locked
 

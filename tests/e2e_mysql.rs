@@ -1,5 +1,7 @@
-//! End to end on a real API server (the devcluster) with real mariadbd pods:
-//! a MySQLCluster is applied, replicates with GTIDs, fails over, switches over
+//! End to end on a real API server (the devcluster) with real database pods,
+//! once per flavor: `mariadb:10.11` runs Debian's mariadbd, `mysql:8.0.31`
+//! Oracle's mysqld 8.0.31 (the devcluster maps `mysql:8*` images to it): a
+//! MySQLCluster is applied, replicates with GTIDs, fails over, switches over
 //! without losing acknowledged rows, survives an operator crash mid-failover,
 //! and is deleted leaving its volumes.
 
@@ -14,7 +16,7 @@ use std::time::Duration;
 use devcluster::{DevCluster, eventually, members, secret_value};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use mysql_async::prelude::*;
-use ordinal::api::MySQLCluster;
+use ordinal::api::{MySQLCluster, MySqlFlavor};
 
 const NS: &str = "e2e-mysql";
 const NAME: &str = "db";
@@ -140,9 +142,34 @@ fn spawn_writer(client: kube::Client, stop: Arc<AtomicBool>) -> tokio::task::Joi
     })
 }
 
+/// One devcluster at a time on two cores.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn mysql_end_to_end() {
-    let mut cluster = DevCluster::up(102);
+    let _g = SERIAL.lock().await;
+    end_to_end(MySqlFlavor::MariaDB, 102).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mysql8_end_to_end() {
+    let _g = SERIAL.lock().await;
+    end_to_end(MySqlFlavor::MySQL, 105).await;
+}
+
+/// The server process of the pod listening on `ip`.
+fn db_pid(cluster: &DevCluster, ip: &str) -> Option<i32> {
+    cluster
+        .db_pid(&format!("(mariadbd|mysqld).*bind-address={ip}"))
+        .or_else(|| cluster.db_pid(&format!("(mariadbd|mysqld).*{ip}")))
+}
+
+async fn end_to_end(flavor: MySqlFlavor, ip_block: u8) {
+    let image = match flavor {
+        MySqlFlavor::MariaDB => "mariadb:10.11",
+        MySqlFlavor::MySQL => "mysql:8.0.31",
+    };
+    let mut cluster = DevCluster::up(ip_block);
     let client = cluster.client().await;
     cluster
         .kubectl(&["create", "namespace", NS])
@@ -170,7 +197,8 @@ async fn mysql_end_to_end() {
     step("apply → Ready; server ids from the ordinals; rows replicate; replicas refuse writes");
     let my: MySQLCluster = serde_json::from_value(serde_json::json!({
         "apiVersion": "ordinal.dev/v1alpha1", "kind": "MySQLCluster", "metadata": {"name": NAME},
-        "spec": {"replicas": 3, "storage": {"size": "1Gi"}, "failover": {"detectionSeconds": 3},
+        "spec": {"replicas": 3, "flavor": flavor, "image": image,
+                 "storage": {"size": "1Gi"}, "failover": {"detectionSeconds": 3},
                  "config": {"innodb_buffer_pool_size": "64M"}}
     }))
     .expect("object");
@@ -241,10 +269,7 @@ async fn mysql_end_to_end() {
     step(
         "the primary hangs (SIGSTOP) past the detection window → the most advanced replica takes over",
     );
-    let pid = cluster
-        .db_pid(&format!("mariadbd.*bind-address={primary_ip}"))
-        .or_else(|| cluster.db_pid(&format!("mariadbd.*{primary_ip}")))
-        .expect("primary pid");
+    let pid = db_pid(&cluster, &primary_ip).expect("primary pid");
     cluster.signal(pid, "STOP");
     let (new_primary, new_ip) = eventually(
         "a new labelled primary",
@@ -291,11 +316,8 @@ async fn mysql_end_to_end() {
         BTreeSet::from([new_primary.clone()])
     );
 
-    step("SIGKILL of the primary's mariadbd → one writable primary again, rows intact");
-    let pid = cluster
-        .db_pid(&format!("mariadbd.*bind-address={new_ip}"))
-        .or_else(|| cluster.db_pid(&format!("mariadbd.*{new_ip}")))
-        .expect("pid");
+    step("SIGKILL of the primary's server → one writable primary again, rows intact");
+    let pid = db_pid(&cluster, &new_ip).expect("pid");
     cluster.signal(pid, "KILL");
     let ip = eventually(
         "a labelled, writable primary",
@@ -379,10 +401,7 @@ async fn mysql_end_to_end() {
     .await
     .expect("clear spec.primary");
     let (old, old_ip) = labelled_primary(&client, &api).await.expect("primary");
-    let pid = cluster
-        .db_pid(&format!("mariadbd.*bind-address={old_ip}"))
-        .or_else(|| cluster.db_pid(&format!("mariadbd.*{old_ip}")))
-        .expect("pid");
+    let pid = db_pid(&cluster, &old_ip).expect("pid");
     cluster.signal(pid, "STOP");
     eventually("failover under way", Duration::from_secs(30), || async {
         let s = status(&api).await?;

@@ -1,6 +1,9 @@
-//! The MySQL/MariaDB engine against real `mariadbd` processes (MariaDB 10.11
-//! from Debian). MySQL 8 syntax is covered by unit tests of the generated SQL
-//! in `src/mysql/flavor.rs`; no MySQL server is started here.
+//! The MySQL/MariaDB engine against real servers of both flavors: MariaDB
+//! 10.11 (Debian's `mariadbd`) and MySQL 8.0.31 (Oracle's `mysqld`, installed
+//! by `scripts/mysql8.sh`). Each scenario is one `async fn(Flavor)`;
+//! `flavored!` runs it as `<name>::mariadb` and `<name>::mysql`. MySQL 8.4
+//! syntax is covered only by unit tests of the generated SQL in
+//! `src/mysql/flavor.rs`.
 
 #[path = "support/proxy.rs"]
 mod proxy;
@@ -15,6 +18,38 @@ use mysql_async::prelude::Queryable;
 use ordinal::api::MemberRole;
 use ordinal::engine::Engine;
 use support::*;
+
+/// Each scenario once per flavor: `flavored!(name)` declares the tests
+/// `name::mariadb` and `name::mysql`, calling `name(Flavor)`.
+macro_rules! flavored {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn mariadb() {
+                super::$name(super::Flavor::MariaDB).await
+            }
+            #[tokio::test]
+            async fn mysql() {
+                super::$name(super::Flavor::MySQL).await
+            }
+        }
+    )*};
+}
+
+flavored!(
+    bootstrap_replicates_and_replicas_refuse_writes,
+    failover_after_primary_sigkill_under_writes,
+    errant_replica_is_quarantined_and_never_promoted,
+    switchover_under_writes_loses_nothing,
+    switchover_that_cannot_catch_up_aborts_and_keeps_primary_writable,
+    operator_crash_mid_failover_converges_to_one_primary,
+    backup_under_writes_restores_identically_and_refuses_corruption,
+    new_replica_after_binlog_purge_is_reseeded,
+    restarted_primary_boots_read_only_and_is_confirmed_again,
+    failover_promotes_the_most_advanced_replica,
+    rotated_passwords_are_applied_without_breaking_replication,
+    operator_partitioned_from_a_live_primary_does_not_fail_over,
+);
 
 /// The scenarios share two cores: run them one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -149,8 +184,8 @@ async fn missing_ids(s: &Server, ids: &[i64]) -> Vec<i64> {
     ids.iter().copied().filter(|i| !set.contains(i)).collect()
 }
 
-async fn bootstrap(n: i32) -> Cluster {
-    let mut c = Cluster::new(n);
+async fn bootstrap(f: Flavor, n: i32) -> Cluster {
+    let mut c = Cluster::of(f, n);
     bootstrap_cluster(&mut c).await;
     c
 }
@@ -162,10 +197,9 @@ async fn bootstrap_cluster(c: &mut Cluster) {
     assert_eq!(c.state.term, 1);
 }
 
-#[tokio::test]
-async fn bootstrap_replicates_and_replicas_refuse_writes() {
+async fn bootstrap_replicates_and_replicas_refuse_writes(f: Flavor) {
     let _g = SERIAL.lock().await;
-    let mut c = bootstrap(3).await;
+    let mut c = bootstrap(f, 3).await;
     let out = c.pass().await;
     assert!(healthy_with(&out, 0), "{out:#?}");
     assert!(
@@ -198,23 +232,41 @@ async fn bootstrap_replicates_and_replicas_refuse_writes() {
             c.server(r).scalar("SELECT @@read_only").await.as_deref(),
             Some("1")
         );
-        assert_eq!(
-            c.server(r).slave_status("Using_Gtid").await.as_deref(),
-            Some("Slave_Pos")
-        );
+        match f {
+            Flavor::MariaDB => assert_eq!(
+                c.server(r).slave_status("Using_Gtid").await.as_deref(),
+                Some("Slave_Pos")
+            ),
+            Flavor::MySQL => {
+                assert_eq!(
+                    c.server(r).slave_status("Auto_Position").await.as_deref(),
+                    Some("1")
+                );
+                // super_read_only: even an account with every privilege
+                // (root, SUPER) cannot write on a fenced member.
+                assert_eq!(
+                    c.server(r)
+                        .scalar("SELECT @@super_read_only")
+                        .await
+                        .as_deref(),
+                    Some("1")
+                );
+                let mut root = c.server(r).root().await;
+                let err = root
+                    .query_drop("INSERT INTO app.t (id, v) VALUES (1001, 'no')")
+                    .await
+                    .expect_err("super_read_only refuses SUPER writes");
+                assert!(format!("{err}").contains("super-read-only"), "{err}");
+            }
+        }
     }
     // The operator and replication users replicated with the primary's GTIDs:
     // no replica holds a transaction of its own.
+    let primary_id = c.server(0).gtid_source_id().await;
     for r in 1..3 {
-        let pos = c
-            .server(r)
-            .scalar("SELECT @@gtid_binlog_pos")
-            .await
-            .unwrap_or_default();
-        assert!(
-            pos.split(',').all(|g| g.split('-').nth(1) == Some("100")),
-            "replica {r} has own GTIDs: {pos}"
-        );
+        if let Err(pos) = c.server(r).binlog_only_from(&primary_id).await {
+            panic!("replica {r} has own GTIDs: {pos}");
+        }
     }
     // The operator user is used from now on (no root fallback on the primary).
     let out = c.pass().await;
@@ -222,10 +274,9 @@ async fn bootstrap_replicates_and_replicas_refuse_writes() {
     assert!(out.members.iter().all(|m| m.gtid.is_some()));
 }
 
-#[tokio::test]
-async fn failover_after_primary_sigkill_under_writes() {
+async fn failover_after_primary_sigkill_under_writes(f: Flavor) {
     let _g = SERIAL.lock().await;
-    let mut c = bootstrap(3).await;
+    let mut c = bootstrap(f, 3).await;
     let w = Writer::start(targets(&c));
     w.wait_acked(200, Duration::from_secs(20)).await;
     // Keep the engine observing while writes flow (the recorded position is
@@ -319,10 +370,9 @@ async fn writable_members(c: &Cluster) -> Vec<i32> {
     v
 }
 
-#[tokio::test]
-async fn errant_replica_is_quarantined_and_never_promoted() {
+async fn errant_replica_is_quarantined_and_never_promoted(f: Flavor) {
     let _g = SERIAL.lock().await;
-    let mut c = bootstrap(3).await;
+    let mut c = bootstrap(f, 3).await;
     let mut app = c.server(0).app().await.expect("app");
     for i in 0..20 {
         app.query_drop(format!("INSERT INTO app.t (id, v) VALUES ({i}, 'x')"))
@@ -331,10 +381,21 @@ async fn errant_replica_is_quarantined_and_never_promoted() {
     }
     wait_rows(c.server(2), "app.t", 20, Duration::from_secs(10)).await;
     // Someone writes directly on replica 2 (binlogged with its own server id).
+    // (MySQL: only after someone lifted super_read_only.)
     let mut r2 = c.server(2).root().await;
+    for s in c.server(2).dialect().lift_super_read_only() {
+        r2.query_drop(s).await.expect("lift super_read_only");
+    }
     r2.query_drop("SET SESSION sql_log_bin = 1; INSERT INTO app.t (id, v) VALUES (9999, 'errant')")
         .await
         .expect("errant write");
+    for s in c.server(2).dialect().restore_super_read_only() {
+        r2.query_drop(s).await.expect("restore super_read_only");
+    }
+    let errant_id = match f {
+        Flavor::MariaDB => "0-102-".to_string(),
+        Flavor::MySQL => c.server(2).gtid_source_id().await,
+    };
     // The primary keeps taking writes.
     for i in 20..30 {
         app.query_drop(format!("INSERT INTO app.t (id, v) VALUES ({i}, 'x')"))
@@ -347,7 +408,7 @@ async fn errant_replica_is_quarantined_and_never_promoted() {
         })
         .await;
     let msg = out.members[2].message.clone().unwrap_or_default();
-    assert!(msg.contains("0-102-"), "{msg}");
+    assert!(msg.contains(&errant_id), "{msg}");
     assert!(matches!(
         out.health,
         ordinal::engine::Health::Unhealthy { .. }
@@ -389,10 +450,9 @@ async fn errant_replica_is_quarantined_and_never_promoted() {
     assert_eq!(writable_members(&c).await, vec![1]);
 }
 
-#[tokio::test]
-async fn switchover_under_writes_loses_nothing() {
+async fn switchover_under_writes_loses_nothing(f: Flavor) {
     let _g = SERIAL.lock().await;
-    let mut c = bootstrap(3).await;
+    let mut c = bootstrap(f, 3).await;
     let w = Writer::start(targets(&c));
     w.wait_acked(200, Duration::from_secs(20)).await;
     c.desired_primary = Some(2);
@@ -423,6 +483,15 @@ async fn switchover_under_writes_loses_nothing() {
         wait_rows(c.server(r), "app.t", n, Duration::from_secs(15)).await;
     }
     assert_eq!(writable_members(&c).await, vec![2]);
+    if f == Flavor::MySQL {
+        // The former primary is fenced with super_read_only: root is refused too.
+        let mut root = c.server(0).root().await;
+        let err = root
+            .query_drop("INSERT INTO app.t (id, v) VALUES (-1, 'fenced')")
+            .await
+            .expect_err("fenced former primary refuses SUPER writes");
+        assert!(format!("{err}").contains("super-read-only"), "{err}");
+    }
     // The status is lost (resource re-created): the existing primary is
     // adopted from the data, never ordinal 0 by default.
     c.state = Default::default();
@@ -433,8 +502,7 @@ async fn switchover_under_writes_loses_nothing() {
     assert_eq!(writable_members(&c).await, vec![2]);
 }
 
-#[tokio::test]
-async fn switchover_that_cannot_catch_up_aborts_and_keeps_primary_writable() {
+async fn switchover_that_cannot_catch_up_aborts_and_keeps_primary_writable(f: Flavor) {
     let _g = SERIAL.lock().await;
     let cfg = ordinal::mysql::MySqlEngineConfig {
         timeouts: ordinal::mysql::plan::OpTimeouts {
@@ -443,7 +511,7 @@ async fn switchover_that_cannot_catch_up_aborts_and_keeps_primary_writable() {
         },
         ..Default::default()
     };
-    let mut c = Cluster::with_config(2, cfg);
+    let mut c = Cluster::flavored(f, 2, cfg);
     bootstrap_cluster(&mut c).await;
     // Block the candidate's SQL thread with a global read lock.
     let mut lock = c.server(1).root().await;
@@ -489,6 +557,8 @@ async fn switchover_that_cannot_catch_up_aborts_and_keeps_primary_writable() {
 async fn semi_sync_failover_keeps_every_acknowledged_row() {
     let _g = SERIAL.lock().await;
     let mut c = Cluster::new(3);
+    // MariaDB only: the MySQL 8.0.31 build installed here ships no
+    // semisync_source/semisync_replica plugins (see README).
     c.settings.replication.mode = ordinal::api::mysql::ReplicationMode::SemiSync;
     bootstrap_cluster(&mut c).await;
     // Semi-sync is on and a replica acknowledges.
@@ -534,10 +604,9 @@ async fn semi_sync_failover_keeps_every_acknowledged_row() {
     w.stop().await;
 }
 
-#[tokio::test]
-async fn operator_crash_mid_failover_converges_to_one_primary() {
+async fn operator_crash_mid_failover_converges_to_one_primary(f: Flavor) {
     let _g = SERIAL.lock().await;
-    let mut c = bootstrap(3).await;
+    let mut c = bootstrap(f, 3).await;
     let mut app = c.server(0).app().await.expect("app");
     for i in 0..50 {
         app.query_drop(format!("INSERT INTO app.t (id, v) VALUES ({i}, 'x')"))
@@ -594,7 +663,7 @@ fn root_endpoint(s: &Server) -> ordinal::mysql::backup::Endpoint {
             user: "root".into(),
             password: ROOT_PW.into(),
         },
-        flavor: ordinal::api::MySqlFlavor::MariaDB,
+        flavor: s.flavor,
     }
 }
 
@@ -628,26 +697,54 @@ pub async fn create_dataset(primary: &Server, rows: u64) {
     .await
     .expect("schema");
     c.query_drop("USE shop").await.expect("use");
-    c.query_drop(format!(
-        "INSERT INTO shop.orders SELECT seq, seq % 1000, CONCAT('note ''quoted'' \\\\ ', seq, REPEAT('x', seq % 120)), \
+    let f = primary.flavor;
+    c.query_drop(numbered(
+        f,
+        "shop.orders",
+        "seq, seq % 1000, CONCAT('note ''quoted'' \\\\ ', seq, REPEAT('x', seq % 120)), \
            IF(seq % 7 = 0, NULL, UNHEX(SHA2(seq, 256))), '2024-01-01 00:00:00.000' + INTERVAL seq SECOND, \
-           (seq % 100000) / 100, seq / 3, seq % 2 FROM seq_1_to_{rows}"
+           (seq % 100000) / 100, seq / 3, seq % 2",
+        rows,
     ))
     .await
     .expect("orders");
-    c.query_drop(format!(
-        "INSERT INTO shop.items SELECT seq, CONCAT('item é ', seq), REPEAT(MD5(seq), 3) FROM seq_1_to_{rows}"
+    c.query_drop(numbered(
+        f,
+        "shop.items",
+        "seq, CONCAT('item é ', seq), REPEAT(MD5(seq), 3)",
+        rows,
     ))
     .await
     .expect("items");
-    c.query_drop(
-        "INSERT INTO shop.pairs SELECT seq % 100, CONCAT('k', seq), seq FROM seq_1_to_3000",
-    )
+    c.query_drop(numbered(
+        f,
+        "shop.pairs",
+        "seq % 100, CONCAT('k', seq), seq",
+        3000,
+    ))
     .await
     .expect("pairs");
-    c.query_drop("INSERT INTO shop.logs SELECT CONCAT('line\\n', seq), '2020-01-01' + INTERVAL (seq % 999) DAY FROM seq_1_to_5000")
-        .await
-        .expect("logs");
+    c.query_drop(numbered(
+        f,
+        "shop.logs",
+        "CONCAT('line\\n', seq), '2020-01-01' + INTERVAL (seq % 999) DAY",
+        5000,
+    ))
+    .await
+    .expect("logs");
+}
+
+/// `INSERT INTO table SELECT columns` over `seq` = 1..=n: MariaDB's sequence
+/// engine, a recursive common table expression on MySQL.
+fn numbered(f: Flavor, table: &str, columns: &str, n: u64) -> String {
+    match f {
+        Flavor::MariaDB => format!("INSERT INTO {table} SELECT {columns} FROM seq_1_to_{n}"),
+        Flavor::MySQL => format!(
+            "SET SESSION cte_max_recursion_depth = {n}; INSERT INTO {table} \
+             WITH RECURSIVE s (seq) AS (SELECT 1 UNION ALL SELECT seq + 1 FROM s WHERE seq < {n}) \
+             SELECT {columns} FROM s"
+        ),
+    }
 }
 
 async fn checksums(s: &Server, tables: &[&str]) -> Vec<(String, String, i64)> {
@@ -669,10 +766,9 @@ async fn checksums(s: &Server, tables: &[&str]) -> Vec<(String, String, i64)> {
     out
 }
 
-#[tokio::test]
-async fn backup_under_writes_restores_identically_and_refuses_corruption() {
+async fn backup_under_writes_restores_identically_and_refuses_corruption(f: Flavor) {
     let _g = SERIAL.lock().await;
-    let mut c = bootstrap(2).await;
+    let mut c = bootstrap(f, 2).await;
     let rows = backup_rows();
     create_dataset(c.server(0), rows).await;
     c.converge(CONVERGE, "replica caught up", |o| healthy_with(o, 0))
@@ -687,7 +783,9 @@ async fn backup_under_writes_restores_identically_and_refuses_corruption() {
     // The replica stops replicating; it is replayed exactly to the backup's
     // GTID afterwards, as the reference for the restored copy.
     let mut r1 = c.server(1).root().await;
-    r1.query_drop("STOP SLAVE").await.expect("stop slave");
+    r1.query_drop(c.server(1).dialect().stop_replica())
+        .await
+        .expect("stop replica");
     let w = Writer::start(targets(&c));
     w.wait_acked(50, Duration::from_secs(20)).await;
 
@@ -721,25 +819,28 @@ async fn backup_under_writes_restores_identically_and_refuses_corruption() {
     assert!(!summary.gtid.is_empty());
 
     // Reference: the stopped replica replayed up to exactly the backup GTID.
-    r1.query_drop(format!(
-        "START SLAVE UNTIL master_gtid_pos = '{}'",
-        summary.gtid
-    ))
-    .await
-    .expect("start slave until");
+    let until = match f {
+        Flavor::MariaDB => format!("START SLAVE UNTIL master_gtid_pos = '{}'", summary.gtid),
+        Flavor::MySQL => format!("START REPLICA UNTIL SQL_AFTER_GTIDS = '{}'", summary.gtid),
+    };
+    r1.query_drop(until).await.expect("start replica until");
+    let gtid: String = summary.gtid.split_whitespace().collect();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let pos = c
-            .server(1)
-            .scalar("SELECT @@gtid_slave_pos")
-            .await
-            .unwrap_or_default();
+        let pos = match f {
+            Flavor::MariaDB => c
+                .server(1)
+                .scalar("SELECT @@gtid_slave_pos")
+                .await
+                .unwrap_or_default(),
+            Flavor::MySQL => c.server(1).executed().await,
+        };
         let sql = c
             .server(1)
             .slave_status("Slave_SQL_Running")
             .await
             .unwrap_or_default();
-        if pos == summary.gtid && sql == "No" {
+        if pos == gtid && sql == "No" {
             break;
         }
         assert!(
@@ -751,7 +852,7 @@ async fn backup_under_writes_restores_identically_and_refuses_corruption() {
     }
 
     // Restore into a fresh server, verifying the stored artifact first.
-    let fresh = Server::new(7);
+    let fresh = Server::of(f, 7);
     let p2 = path.clone();
     let started = std::time::Instant::now();
     let restored = ordinal::mysql::backup::restore_verified(
@@ -780,10 +881,21 @@ async fn backup_under_writes_restores_identically_and_refuses_corruption() {
         "restored data differs from the source at the backup GTID"
     );
     assert!(want.iter().all(|(_, sum, _)| !sum.is_empty()));
-    assert_eq!(
-        fresh.scalar("SELECT @@gtid_slave_pos").await.as_deref(),
-        Some(summary.gtid.as_str())
-    );
+    let restored_pos = match f {
+        Flavor::MariaDB => fresh
+            .scalar("SELECT @@gtid_slave_pos")
+            .await
+            .unwrap_or_default(),
+        Flavor::MySQL => fresh.executed().await,
+    };
+    assert_eq!(restored_pos, gtid);
+    if f == Flavor::MySQL {
+        // The restore lifted super_read_only only while loading.
+        assert_eq!(
+            fresh.scalar("SELECT @@super_read_only").await.as_deref(),
+            Some("1")
+        );
+    }
     // Application accounts came along (root and operator accounts did not).
     let mut app = fresh.app().await.expect("app account restored");
     let n: Option<i64> = app
@@ -837,7 +949,7 @@ async fn backup_under_writes_restores_identically_and_refuses_corruption() {
     )
     .await
     .expect("insert-format backup of the stopped replica");
-    let fresh2 = Server::new(9);
+    let fresh2 = Server::of(f, 9);
     let p3 = ins_path.clone();
     ordinal::mysql::backup::restore_verified(
         || tokio::fs::File::open(p3.clone()),
@@ -869,7 +981,7 @@ async fn backup_under_writes_restores_identically_and_refuses_corruption() {
     bytes[mid] ^= 0x5a;
     let bad = dir.path().join("corrupt.zst");
     std::fs::write(&bad, &bytes).expect("write corrupt copy");
-    let empty = Server::new(8);
+    let empty = Server::of(f, 8);
     let err = ordinal::mysql::backup::restore_verified(
         || tokio::fs::File::open(bad.clone()),
         &summary.sha256,
@@ -891,10 +1003,9 @@ async fn backup_under_writes_restores_identically_and_refuses_corruption() {
     assert!(err.is_err());
 }
 
-#[tokio::test]
-async fn new_replica_after_binlog_purge_is_reseeded() {
+async fn new_replica_after_binlog_purge_is_reseeded(f: Flavor) {
     let _g = SERIAL.lock().await;
-    let mut c = bootstrap(2).await;
+    let mut c = bootstrap(f, 2).await;
     let mut app = c.server(0).app().await.expect("app");
     for i in 0..200 {
         app.query_drop(format!(
@@ -942,7 +1053,7 @@ async fn new_replica_after_binlog_purge_is_reseeded() {
         .expect("insert");
     }
     // A new member joins with an empty datadir.
-    c.servers.push(Server::new(2));
+    c.servers.push(Server::of(f, 2));
     let out = c
         .converge(Duration::from_secs(60), "new replica seeded", |o| {
             healthy_with(o, 0)
@@ -968,10 +1079,9 @@ async fn new_replica_after_binlog_purge_is_reseeded() {
     assert_eq!(n, Some(301));
 }
 
-#[tokio::test]
-async fn restarted_primary_boots_read_only_and_is_confirmed_again() {
+async fn restarted_primary_boots_read_only_and_is_confirmed_again(f: Flavor) {
     let _g = SERIAL.lock().await;
-    let mut c = bootstrap(2).await;
+    let mut c = bootstrap(f, 2).await;
     c.failover.detection_seconds = 30;
     let mut app = c.server(0).app().await.expect("app");
     app.query_drop("INSERT INTO app.t (id, v) VALUES (1, 'x')")
@@ -1003,10 +1113,9 @@ async fn restarted_primary_boots_read_only_and_is_confirmed_again() {
     wait_rows(c.server(1), "app.t", 2, Duration::from_secs(10)).await;
 }
 
-#[tokio::test]
-async fn failover_promotes_the_most_advanced_replica() {
+async fn failover_promotes_the_most_advanced_replica(f: Flavor) {
     let _g = SERIAL.lock().await;
-    let mut c = bootstrap(3).await;
+    let mut c = bootstrap(f, 3).await;
     let mut app = c.server(0).app().await.expect("app");
     for i in 0..20 {
         app.query_drop(format!("INSERT INTO app.t (id, v) VALUES ({i}, 'x')"))
@@ -1015,10 +1124,9 @@ async fn failover_promotes_the_most_advanced_replica() {
     }
     wait_rows(c.server(1), "app.t", 20, Duration::from_secs(10)).await;
     // Replica 1 stops receiving; replica 2 gets 30 more transactions.
-    let mut r1 = c.server(1).root().await;
-    r1.query_drop("STOP SLAVE IO_THREAD")
-        .await
-        .expect("stop io");
+    c.server(1)
+        .exec(c.server(1).dialect().stop_io_thread())
+        .await;
     for i in 20..50 {
         app.query_drop(format!("INSERT INTO app.t (id, v) VALUES ({i}, 'x')"))
             .await
@@ -1044,10 +1152,9 @@ async fn failover_promotes_the_most_advanced_replica() {
     wait_rows(c.server(1), "app.t", 50, Duration::from_secs(15)).await;
 }
 
-#[tokio::test]
-async fn rotated_passwords_are_applied_without_breaking_replication() {
+async fn rotated_passwords_are_applied_without_breaking_replication(f: Flavor) {
     let _g = SERIAL.lock().await;
-    let mut c = bootstrap(2).await;
+    let mut c = bootstrap(f, 2).await;
     c.credentials
         .0
         .insert("operator-password".into(), "op-rotated".into());
@@ -1067,10 +1174,9 @@ async fn rotated_passwords_are_applied_without_breaking_replication() {
     assert!(c.server(0).conn_as("repl", "repl-rotated").await.is_ok());
     assert!(c.server(0).conn_as("repl", REPL_PW).await.is_err());
     // The replica reconnects with the new password and keeps replicating.
-    let mut r1 = c.server(1).root().await;
-    r1.query_drop("STOP SLAVE; START SLAVE")
-        .await
-        .expect("restart replication");
+    let d = c.server(1).dialect();
+    c.server(1).exec(d.stop_replica()).await;
+    c.server(1).exec(d.start_replica()).await;
     let mut app = c.server(0).app().await.expect("app");
     app.query_drop("INSERT INTO app.t (id, v) VALUES (1, 'after rotation')")
         .await
@@ -1173,10 +1279,9 @@ fn count_events(c: &Cluster, reason: &str) -> usize {
         .count()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn operator_partitioned_from_a_live_primary_does_not_fail_over() {
+async fn operator_partitioned_from_a_live_primary_does_not_fail_over(f: Flavor) {
     let _g = SERIAL.lock().await;
-    let mut c = Cluster::new(3);
+    let mut c = Cluster::of(f, 3);
     let proxies = route_through_proxies(&mut c).await;
     bootstrap_cluster(&mut c).await;
     let sampler = Sampler::start(&c);

@@ -1,15 +1,34 @@
 #!/bin/sh
 # devcluster's stand-in for the entrypoint of the official mariadb/mysql
-# images, running the host's MariaDB (Debian package) instead.
+# images, running the host's MariaDB (Debian package) instead, or for
+# mysql:8* images (DEVCLUSTER_IMAGE, set by the agent) Oracle's MySQL 8.0.31
+# mysqld from the tool cache (scripts/mysql8.sh installs it; DEVCLUSTER_MYSQLD
+# overrides the path).
 #
-#   docker-entrypoint.sh mariadbd [--defaults-extra-file=F] [options...]
+#   docker-entrypoint.sh mariadbd|mysqld [--defaults-extra-file=F] [options...]
 #
-# On an empty datadir it runs mariadb-install-db, starts a temporary server
-# without networking, sets the root password (MARIADB_ROOT_PASSWORD or
+# On an empty datadir it initializes it (mariadb-install-db, or
+# mysqld --initialize-insecure), starts a temporary server without
+# networking, sets the root password (MARIADB_ROOT_PASSWORD or
 # MYSQL_ROOT_PASSWORD) for root@localhost and root@'%', creates
 # MARIADB_DATABASE / MARIADB_USER if given, runs /docker-entrypoint-initdb.d,
-# and stops it. Then it execs mariadbd as root, bound to the pod IP.
+# and stops it. Then it execs the server as root, bound to the pod IP.
 set -eu
+
+server=mariadbd
+image="${DEVCLUSTER_IMAGE:-}"
+image="${image%%@*}"
+image="${image##*/}"
+case "$image" in
+mysql:8*)
+	server="${DEVCLUSTER_MYSQLD:-${ORDINAL_CACHE:-$HOME/.cache/ordinal}/mysql-8.0.31/bin/mysqld}"
+	if [ ! -x "$server" ]; then
+		echo "devcluster-entrypoint: $image needs $server: run scripts/mysql8.sh" >&2
+		exit 1
+	fi
+	;;
+esac
+mysql8() { [ "$server" != mariadbd ]; }
 
 if [ "$#" -eq 0 ]; then set -- mariadbd; fi
 case "$1" in -*) set -- mariadbd "$@" ;; esac
@@ -24,8 +43,8 @@ log() { echo "devcluster-entrypoint: $*" >&2; }
 defaults=""
 case "${1:-}" in --defaults-file=* | --defaults-extra-file=*) defaults="$1" ;; esac
 
-setting() { # name -> value as mariadbd would use it with our options
-	mariadbd "$@" --user=root --verbose --help 2>/dev/null |
+setting() { # name -> value as the server would use it with our options
+	"$server" "$@" --user=root --verbose --help 2>/dev/null |
 		awk -v k="$SETTING" '$1 == k { print $2; exit }'
 }
 datadir=$(SETTING=datadir setting "$@")
@@ -35,23 +54,39 @@ datadir=${datadir:-/var/lib/mysql}
 # it wins over any bind-address in the option files).
 extra="--user=root"
 if [ -n "${DEVCLUSTER_POD_IP:-}" ]; then extra="$extra --bind-address=$DEVCLUSTER_POD_IP"; fi
+# MySQL's X plugin would listen on *:33060 for every pod of the host network.
+# Its basedir (plugins, messages) is the tool cache folder, not /usr.
+if mysql8; then extra="$extra --mysqlx=OFF --basedir=${server%/bin/mysqld}"; fi
 
 mkdir -p /run/mysqld
 # Client tools would send a password from the environment before one is set.
 unset MYSQL_PWD
 if [ ! -d "$datadir/mysql" ]; then
 	log "initializing $datadir"
-	mkdir -p "$datadir"
-	# shellcheck disable=SC2086 # $defaults is one word or empty
-	mariadb-install-db $defaults --user=root --datadir="$datadir" \
-		--auth-root-authentication-method=normal --skip-test-db >/dev/null
 	sock=/run/mysqld/devcluster-init.sock
-	# shellcheck disable=SC2086
-	mariadbd $defaults --user=root --datadir="$datadir" --skip-networking \
-		--socket="$sock" --skip-log-bin --skip-slave-start &
+	if mysql8; then
+		# --initialize wants an empty (or no) datadir.
+		mkdir -p "$datadir"
+		# shellcheck disable=SC2086 # $defaults is one word or empty
+		"$server" $defaults --user=root --datadir="$datadir" --initialize-insecure \
+			--mysqlx=OFF --basedir="${server%/bin/mysqld}" --log-error-verbosity=1
+		# The rendered configuration boots read-only: not this private server.
+		# shellcheck disable=SC2086
+		"$server" $defaults --user=root --datadir="$datadir" --skip-networking \
+			--socket="$sock" --skip-log-bin --skip-replica-start --mysqlx=OFF \
+			--basedir="${server%/bin/mysqld}" --super-read-only=OFF --read-only=OFF &
+	else
+		mkdir -p "$datadir"
+		# shellcheck disable=SC2086 # $defaults is one word or empty
+		mariadb-install-db $defaults --user=root --datadir="$datadir" \
+			--auth-root-authentication-method=normal --skip-test-db >/dev/null
+		# shellcheck disable=SC2086
+		mariadbd $defaults --user=root --datadir="$datadir" --skip-networking \
+			--socket="$sock" --skip-log-bin --skip-slave-start &
+	fi
 	pid=$!
 	i=0
-	until mariadb-admin --socket="$sock" -uroot ping >/dev/null 2>&1; do
+	until mariadb-admin --skip-ssl --socket="$sock" -uroot ping >/dev/null 2>&1; do
 		i=$((i + 1))
 		if [ "$i" -gt 120 ] || ! kill -0 "$pid" 2>/dev/null; then
 			log "temporary server did not start"
@@ -65,8 +100,10 @@ if [ ! -d "$datadir/mysql" ]; then
 		echo "SET @@SESSION.SQL_LOG_BIN=0;"
 		# Like the official image: only root@localhost and root@'%' remain
 		# (install-db also makes password-less root@127.0.0.1, ::1, hostname).
-		echo "DELETE FROM mysql.global_priv WHERE user = '' OR (user = 'root' AND host <> 'localhost');"
-		echo "FLUSH PRIVILEGES;"
+		if ! mysql8; then
+			echo "DELETE FROM mysql.global_priv WHERE user = '' OR (user = 'root' AND host <> 'localhost');"
+			echo "FLUSH PRIVILEGES;"
+		fi
 		if [ -n "$pw" ]; then
 			p=$(sql_escape "$pw")
 			echo "ALTER USER 'root'@'localhost' IDENTIFIED BY '$p';"
@@ -84,20 +121,21 @@ if [ ! -d "$datadir/mysql" ]; then
 			if [ -n "$db" ]; then echo "GRANT ALL ON \`$db\`.* TO '$(sql_escape "$user")'@'%';"; fi
 		fi
 		echo "FLUSH PRIVILEGES;"
-	} | mariadb --socket="$sock" -uroot
+	} | mariadb --skip-ssl --socket="$sock" -uroot
 	for f in /docker-entrypoint-initdb.d/*; do
 		[ -e "$f" ] || continue
 		log "running $f"
 		case "$f" in
 		*.sh) . "$f" ;;
-		*.sql) mariadb --socket="$sock" -uroot ${pw:+-p"$pw"} <"$f" ;;
-		*.sql.gz) gunzip -c "$f" | mariadb --socket="$sock" -uroot ${pw:+-p"$pw"} ;;
+		*.sql) mariadb --skip-ssl --socket="$sock" -uroot ${pw:+-p"$pw"} <"$f" ;;
+		*.sql.gz) gunzip -c "$f" | mariadb --skip-ssl --socket="$sock" -uroot ${pw:+-p"$pw"} ;;
 		esac
 	done
-	mariadb-admin --socket="$sock" -uroot ${pw:+-p"$pw"} shutdown
+	# SHUTDOWN as a statement: MySQL 8 no longer takes the COM_SHUTDOWN command.
+	mariadb --skip-ssl --socket="$sock" -uroot ${pw:+-p"$pw"} -e SHUTDOWN
 	wait "$pid" || true
 	log "initialized"
 fi
 
 # shellcheck disable=SC2086 # $extra is several words
-exec mariadbd "$@" $extra
+exec "$server" "$@" $extra

@@ -496,6 +496,16 @@ async fn dump_users(
     d: Dialect,
     exclude: &[String],
 ) -> Result<Vec<Frame>, MySqlError> {
+    if d.flavor() == MySqlFlavor::MySQL {
+        // caching_sha2_password hashes are binary: print them as hex
+        // literals so the statement survives as text (MySQL 8.0.17+).
+        exec(
+            conn,
+            "SET SESSION print_identified_with_as_hex = ON",
+            Duration::from_secs(10),
+        )
+        .await?;
+    }
     let users: Vec<(String, String)> = conn
         .query(d.list_users_query())
         .await
@@ -1205,6 +1215,61 @@ pub async fn restore<R>(
 where
     R: AsyncRead + Unpin + Send,
 {
+    let mut admin = open(target, opts.connect_timeout).await?;
+    let undo = lift_for_load(&mut admin, Dialect(target.flavor)).await?;
+    let res = restore_unguarded(reader, target, opts).await;
+    // Put the server's settings back whatever the outcome.
+    let mut put_back = Ok(());
+    for s in undo {
+        if let Err(e) = exec(&mut admin, &s, Duration::from_secs(10)).await {
+            put_back = Err(e);
+        }
+    }
+    let summary = res?;
+    put_back?;
+    Ok(summary)
+}
+
+/// MySQL settings that stand in the way of a restore, lifted for its
+/// duration; returns the statements putting them back. A fenced member
+/// (`super_read_only`) refuses even root: read_only stays on while loading.
+/// `local_infile` is off by default on MySQL 8 and the data frames are
+/// loaded with `LOAD DATA LOCAL`. Nothing on MariaDB.
+async fn lift_for_load(c: &mut Conn, d: Dialect) -> Result<Vec<String>, MySqlError> {
+    let mut undo = Vec::new();
+    if d.flavor() != MySqlFlavor::MySQL {
+        return Ok(undo);
+    }
+    let t = Duration::from_secs(10);
+    if first_string(c, "SELECT @@GLOBAL.super_read_only", 0)
+        .await?
+        .as_deref()
+        == Some("1")
+    {
+        for s in d.lift_super_read_only() {
+            exec(c, &s, t).await?;
+        }
+        undo.extend(d.restore_super_read_only());
+    }
+    if first_string(c, "SELECT @@GLOBAL.local_infile", 0)
+        .await?
+        .as_deref()
+        == Some("0")
+    {
+        exec(c, "SET GLOBAL local_infile = ON", t).await?;
+        undo.push("SET GLOBAL local_infile = OFF".into());
+    }
+    Ok(undo)
+}
+
+async fn restore_unguarded<R>(
+    reader: R,
+    target: &Endpoint,
+    opts: &RestoreOptions,
+) -> Result<RestoreSummary, MySqlError>
+where
+    R: AsyncRead + Unpin + Send,
+{
     let started = Instant::now();
     let d = Dialect(target.flavor);
     let mut main = open(target, opts.connect_timeout).await?;
@@ -1224,6 +1289,9 @@ where
             )));
         }
     }
+    let version = first_string(&mut main, "SELECT @@version", 0)
+        .await?
+        .unwrap_or_default();
     session_for_load(&mut main).await?;
     let mut fr = FrameReader {
         inner: decoder(reader),
@@ -1320,7 +1388,11 @@ where
     }
     if opts.set_gtid && !gtid.is_empty() {
         let state = kv(&header, "binlog_state").unwrap_or_default();
-        let stmts = d.set_restored_gtid(&gtid, Some(state.as_str()).filter(|s| !s.is_empty()));
+        let stmts = d.set_restored_gtid_on(
+            &version,
+            &gtid,
+            Some(state.as_str()).filter(|s| !s.is_empty()),
+        );
         for s in stmts {
             exec(&mut main, &s, Duration::from_secs(30)).await?;
         }
@@ -1381,6 +1453,12 @@ impl MySqlEngine {
         let t = self.cfg.query_timeout;
         exec(&mut c, d.stop_replica(), t).await?;
         exec(&mut c, d.reset_replica_all(), t).await?;
+        // MySQL: replacing the schemas of a fenced member needs super_read_only
+        // off (read_only stays on); it is turned back on after the load
+        // (the restore itself finds it off and leaves it to this function).
+        for s in d.lift_super_read_only() {
+            exec(&mut c, &s, t).await?;
+        }
         exec(&mut c, "SET SESSION sql_log_bin = 0", t).await?;
         let dbs: Vec<String> = c
             .query(format!(
@@ -1414,11 +1492,15 @@ impl MySqlEngine {
             },
             restore(r, &dst, &ropts)
         );
+        // Fenced again whatever the outcome (MySQL; nothing on MariaDB).
+        let mut c = connect(&dst.host, dst.port, &root, self.cfg.connect_timeout).await?;
+        for s in d.restore_super_read_only() {
+            exec(&mut c, &s, t).await?;
+        }
         let summary = b?;
         rs?;
         // The restore set gtid_slave_pos to the dump's position: follow the
         // source from exactly there.
-        let mut c = connect(&dst.host, dst.port, &root, self.cfg.connect_timeout).await?;
         exec(
             &mut c,
             &d.change_source(

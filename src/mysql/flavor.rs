@@ -423,8 +423,49 @@ impl Dialect {
             || m.contains("replica has more gtids")
     }
 
+    /// Restore on a server of `version` (`@@version`): like
+    /// [`Dialect::set_restored_gtid`], with the binlog reset spelled as that
+    /// server knows it (`RESET MASTER` before MySQL 8.2, where
+    /// `RESET BINARY LOGS AND GTIDS` is a syntax error; 8.4 removed
+    /// `RESET MASTER`).
+    pub fn set_restored_gtid_on(
+        self,
+        version: &str,
+        gtids: &str,
+        binlog_state: Option<&str>,
+    ) -> Vec<String> {
+        let mut v = self.set_restored_gtid(gtids, binlog_state);
+        if !self.maria() && !mysql_at_least(version, (8, 2, 0)) {
+            v[0] = "RESET MASTER".into();
+        }
+        v
+    }
+
+    /// Statements letting an administrative session write on a fenced
+    /// member (re-seeding, restore): MySQL's `super_read_only` refuses even
+    /// SUPER sessions; `read_only` stays on, so applications still cannot
+    /// write. Nothing on MariaDB, whose `read_only` spares SUPER sessions.
+    pub fn lift_super_read_only(self) -> Vec<String> {
+        if self.maria() {
+            Vec::new()
+        } else {
+            vec!["SET GLOBAL super_read_only = OFF".into()]
+        }
+    }
+
+    /// Undo [`Dialect::lift_super_read_only`].
+    pub fn restore_super_read_only(self) -> Vec<String> {
+        if self.maria() {
+            Vec::new()
+        } else {
+            vec!["SET GLOBAL super_read_only = ON".into()]
+        }
+    }
+
     /// Restore: make the restored data's GTID position this server's state so
-    /// replicas (or the server itself, as a replica) continue from it.
+    /// replicas (or the server itself, as a replica) continue from it. MySQL
+    /// statements are those of the newest server (8.4); see
+    /// [`Dialect::set_restored_gtid_on`] for older ones.
     pub fn set_restored_gtid(self, gtids: &str, binlog_state: Option<&str>) -> Vec<String> {
         if self.maria() {
             // The binlog state (with the source's history of originating
@@ -483,6 +524,19 @@ impl Dialect {
         } else {
             "SELECT @@GLOBAL.gtid_executed, @@GLOBAL.gtid_executed"
         }
+    }
+}
+
+/// Whether a MySQL `@@version` string (`8.0.31`, `8.4.3-log`) is at least
+/// `min`. An unparsable version counts as the newest.
+pub fn mysql_at_least(version: &str, min: (u32, u32, u32)) -> bool {
+    let mut parts = version
+        .split(|c: char| !c.is_ascii_digit())
+        .take(3)
+        .map(|p| p.parse::<u32>().ok());
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(Some(a)), Some(Some(b)), Some(Some(c))) => (a, b, c) >= min,
+        _ => true,
     }
 }
 
@@ -623,6 +677,24 @@ mod tests {
             Y.set_restored_gtid("u:1-5", None)[1],
             "SET GLOBAL gtid_purged = 'u:1-5'"
         );
+        // MySQL before 8.2 knows only RESET MASTER (8.0.31 found it out).
+        assert_eq!(
+            Y.set_restored_gtid_on("8.0.31", "u:1-5", None),
+            vec!["RESET MASTER", "SET GLOBAL gtid_purged = 'u:1-5'"]
+        );
+        assert_eq!(
+            Y.set_restored_gtid_on("8.4.3", "u:1-5", None)[0],
+            "RESET BINARY LOGS AND GTIDS"
+        );
+        assert_eq!(
+            M.set_restored_gtid_on("10.11.6-MariaDB", "0-1-5", None)[0],
+            "RESET MASTER"
+        );
+        assert!(mysql_at_least("8.0.17", (8, 0, 17)));
+        assert!(!mysql_at_least("8.0.16-log", (8, 0, 17)));
+        assert!(mysql_at_least("garbage", (8, 0, 17)));
+        assert!(Y.lift_super_read_only()[0].contains("super_read_only = OFF"));
+        assert!(M.lift_super_read_only().is_empty());
         assert!(
             Y.boot_config(101, "h")
                 .contains(&"gtid_mode = ON".to_string())

@@ -122,9 +122,22 @@ pub async fn connect(
     }
 }
 
-/// Whether a connection error is an authentication refusal.
+/// Whether a connection error is an authentication refusal. MySQL 8 answers
+/// a login to an account that does not exist (yet) with a switch to a
+/// pseudo-random authentication plugin, often `sha256_password`, which the
+/// client cannot speak without TLS: that is a refusal too, not an outage.
 pub fn is_access_denied(e: &MySqlError) -> bool {
-    matches!(e, MySqlError::Sql { source: mysql_async::Error::Server(s), .. } if s.code == 1045)
+    match e {
+        MySqlError::Sql {
+            source: mysql_async::Error::Server(s),
+            ..
+        } => s.code == 1045,
+        MySqlError::Sql {
+            source: mysql_async::Error::Driver(mysql_async::DriverError::UnknownAuthPlugin { .. }),
+            ..
+        } => true,
+        _ => false,
+    }
 }
 
 /// Run one statement within `timeout`.
@@ -333,6 +346,19 @@ mod tests {
         assert_eq!(heard_bound(None, Some(60)), Some(60));
         assert_eq!(heard_bound(Some(2), None), Some(2));
         assert_eq!(heard_bound(Some(-1), Some(0)), None);
+    }
+
+    #[test]
+    fn unknown_account_on_mysql_is_a_refusal() {
+        let e = MySqlError::Sql {
+            context: "connect".into(),
+            source: mysql_async::Error::Driver(mysql_async::DriverError::UnknownAuthPlugin {
+                name: "sha256_password".into(),
+            }),
+        };
+        assert!(is_access_denied(&e));
+        let e = MySqlError::Timeout("connect".into());
+        assert!(!is_access_denied(&e));
     }
 
     #[test]

@@ -1,7 +1,9 @@
-//! Test harness: real `mariadbd` processes on distinct 127.0.x.y addresses,
-//! each with a private datadir copied from one template per test run, started
-//! with the configuration the operator renders (read_only at boot, GTID
-//! strict mode, log_slave_updates, skip_slave_start, report_host).
+//! Test harness: real servers of either flavor on distinct 127.0.x.y
+//! addresses, each with a private datadir copied from one template per test
+//! run and flavor, started with the configuration the operator renders
+//! (read_only at boot, GTID mode, log_replica_updates, skip_replica_start,
+//! report_host). MariaDB is Debian's `mariadbd`; MySQL is Oracle's `mysqld`
+//! 8.0.31, installed into the tool cache by `scripts/mysql8.sh`.
 #![allow(dead_code)]
 
 use std::net::TcpListener;
@@ -16,7 +18,10 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder, Row};
 use ordinal::api::{FailoverSpec, ReplicationState};
 use ordinal::engine::{Credentials, Engine, EngineInput, EngineOutcome, Member};
+use ordinal::mysql::flavor::Dialect;
 use ordinal::mysql::{MySqlEngine, MySqlEngineConfig, MySqlSettings};
+
+pub use ordinal::api::MySqlFlavor as Flavor;
 
 pub const ROOT_PW: &str = "root-Pw'1";
 pub const OP_PW: &str = "op-pw-2";
@@ -26,11 +31,39 @@ pub const APP_PW: &str = "app-pw";
 const MARIADBD: &str = "/usr/sbin/mariadbd";
 const INSTALL_DB: &str = "mariadb-install-db";
 
-fn require_binaries() {
-    assert!(
-        Path::new(MARIADBD).exists(),
-        "{MARIADBD} not found: install the mariadb-server package (apt-get install mariadb-server) to run the MySQL engine tests"
-    );
+/// The MySQL 8.0.31 server installed by `scripts/mysql8.sh` (or `ORDINAL_MYSQLD`).
+pub fn mysqld() -> PathBuf {
+    if let Ok(p) = std::env::var("ORDINAL_MYSQLD") {
+        return PathBuf::from(p);
+    }
+    let cache = std::env::var("ORDINAL_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
+                .join(".cache/ordinal")
+        });
+    cache.join("mysql-8.0.31/bin/mysqld")
+}
+
+fn server_binary(flavor: Flavor) -> PathBuf {
+    match flavor {
+        Flavor::MariaDB => PathBuf::from(MARIADBD),
+        Flavor::MySQL => mysqld(),
+    }
+}
+
+fn require_binaries(flavor: Flavor) {
+    match flavor {
+        Flavor::MariaDB => assert!(
+            Path::new(MARIADBD).exists(),
+            "{MARIADBD} not found: install the mariadb-server package (apt-get install mariadb-server) to run the MySQL engine tests"
+        ),
+        Flavor::MySQL => assert!(
+            mysqld().exists(),
+            "{} not found: run scripts/mysql8.sh (installs MySQL 8.0.31 from Maven Central into the tool cache) to run the MySQL engine tests",
+            mysqld().display()
+        ),
+    }
 }
 
 fn base_dir() -> PathBuf {
@@ -62,11 +95,89 @@ fn run_dir() -> PathBuf {
     p
 }
 
-/// One initialised datadir per test process; servers copy it.
-pub fn template() -> &'static PathBuf {
-    static T: OnceLock<PathBuf> = OnceLock::new();
-    T.get_or_init(|| {
-        require_binaries();
+/// One initialised datadir per test process and flavor; servers copy it.
+pub fn template(flavor: Flavor) -> &'static PathBuf {
+    static MARIA: OnceLock<PathBuf> = OnceLock::new();
+    static MYSQL: OnceLock<PathBuf> = OnceLock::new();
+    match flavor {
+        Flavor::MariaDB => MARIA.get_or_init(mariadb_template),
+        Flavor::MySQL => MYSQL.get_or_init(mysql_template),
+    }
+}
+
+/// `mysqld --initialize-insecure`, then a first boot without binlog (no
+/// GTID is created) giving root@'%' and root@localhost their password.
+fn mysql_template() -> PathBuf {
+    require_binaries(Flavor::MySQL);
+    clean_stale();
+    let dir = run_dir().join("template-mysql");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("mkdir template");
+    let data = dir.join("data");
+    let out = Command::new(mysqld())
+        .args(["--no-defaults", "--initialize-insecure", "--user=root"])
+        .arg(format!("--datadir={}", data.display()))
+        .arg(format!(
+            "--log-error={}",
+            dir.join("initialize.err").display()
+        ))
+        .output()
+        .expect("run mysqld --initialize-insecure");
+    assert!(
+        out.status.success(),
+        "mysqld --initialize-insecure failed: {}",
+        std::fs::read_to_string(dir.join("initialize.err")).unwrap_or_default()
+    );
+    let sock = dir.join("init.sock");
+    let mut child = Command::new(mysqld())
+        .args([
+            "--no-defaults",
+            "--user=root",
+            "--skip-networking",
+            "--skip-log-bin",
+            "--mysqlx=OFF",
+        ])
+        .arg(format!("--datadir={}", data.display()))
+        .arg(format!("--socket={}", sock.display()))
+        .arg(format!("--log-error={}", dir.join("init.err").display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn mysqld");
+    let sql = format!(
+        "CREATE USER 'root'@'%' IDENTIFIED BY '{pw}'; GRANT ALL ON *.* TO 'root'@'%' WITH GRANT OPTION; \
+         ALTER USER 'root'@'localhost' IDENTIFIED BY '{pw}'; SHUTDOWN;",
+        pw = ROOT_PW.replace('\'', "''")
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = Command::new("mariadb")
+            .args(["--no-defaults", "--skip-ssl", "-uroot"])
+            .arg(format!("--socket={}", sock.display()))
+            .arg("-e")
+            .arg(&sql)
+            .output()
+            .expect("run mariadb client");
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "template mysqld did not start: {} {}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(dir.join("init.err")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = child.wait();
+    // Every copy generates its own server_uuid (the GTID source id).
+    let _ = std::fs::remove_file(data.join("auto.cnf"));
+    data
+}
+
+fn mariadb_template() -> PathBuf {
+    {
+        require_binaries(Flavor::MariaDB);
         clean_stale();
         let dir = run_dir().join("template");
         let _ = std::fs::remove_dir_all(&dir);
@@ -82,12 +193,21 @@ pub fn template() -> &'static PathBuf {
             .arg(format!("--datadir={}", data.display()))
             .output()
             .expect("run mariadb-install-db (install mariadb-server)");
-        assert!(out.status.success(), "mariadb-install-db failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "mariadb-install-db failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         // First boot without binlog, like the image entrypoint: root@'%' gets
         // its password without creating any GTID.
         let sock = dir.join("init.sock");
         let mut child = Command::new(MARIADBD)
-            .args(["--no-defaults", "--user=root", "--skip-networking", "--skip-log-bin"])
+            .args([
+                "--no-defaults",
+                "--user=root",
+                "--skip-networking",
+                "--skip-log-bin",
+            ])
             .arg(format!("--datadir={}", data.display()))
             .arg(format!("--socket={}", sock.display()))
             .arg(format!("--log-error={}", dir.join("init.err").display()))
@@ -113,7 +233,10 @@ pub fn template() -> &'static PathBuf {
                 .output()
                 .expect("run mariadb client");
             if out.status.success() {
-                let stray: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
+                let stray: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .map(str::to_string)
+                    .collect();
                 if !stray.is_empty() {
                     let st = Command::new("mariadb")
                         .args(["--no-defaults", "-uroot"])
@@ -126,7 +249,11 @@ pub fn template() -> &'static PathBuf {
                 }
                 break;
             }
-            assert!(Instant::now() < deadline, "template server did not start: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                Instant::now() < deadline,
+                "template server did not start: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
         loop {
@@ -140,12 +267,16 @@ pub fn template() -> &'static PathBuf {
             if out.status.success() {
                 break;
             }
-            assert!(Instant::now() < deadline, "template server did not start: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                Instant::now() < deadline,
+                "template server did not start: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
         let _ = child.wait();
         data
-    })
+    }
 }
 
 fn next_ip() -> (String, u16) {
@@ -167,8 +298,9 @@ pub fn free_address() -> (String, u16) {
     next_ip()
 }
 
-/// A real mariadbd.
+/// A real mariadbd or mysqld.
 pub struct Server {
+    pub flavor: Flavor,
     pub ordinal: i32,
     pub ip: String,
     pub port: u16,
@@ -181,9 +313,19 @@ impl Server {
         Self::with_extra(ordinal, "")
     }
 
-    /// A server with extra `[mysqld]` lines (e.g. a bigger buffer pool).
+    /// A server of `flavor`.
+    pub fn of(flavor: Flavor, ordinal: i32) -> Server {
+        Self::flavored(flavor, ordinal, "")
+    }
+
+    /// A MariaDB server with extra `[mysqld]` lines (e.g. a bigger buffer pool).
     pub fn with_extra(ordinal: i32, extra: &str) -> Server {
-        let tpl = template();
+        Self::flavored(Flavor::MariaDB, ordinal, extra)
+    }
+
+    /// A server of `flavor` with extra `[mysqld]` lines.
+    pub fn flavored(flavor: Flavor, ordinal: i32, extra: &str) -> Server {
+        let tpl = template(flavor);
         let (ip, port) = next_ip();
         let dir = run_dir().join(format!("srv-{ip}"));
         let _ = std::fs::remove_dir_all(&dir);
@@ -195,17 +337,52 @@ impl Server {
             .status()
             .expect("cp");
         assert!(st.success());
-        let cnf = format!(
-            "[mysqld]\nuser=root\ndatadir={d}/data\nsocket={d}/mysqld.sock\npid-file={d}/mysqld.pid\nlog-error={d}/error.log\n\
+        let mysql_cnf = || {
+            // MySQL: the lines the operator renders (Dialect::boot_config),
+            // with the harness' paths and light settings for two cores.
+            let mut lines = vec![
+                "[mysqld]".to_string(),
+                "user=root".into(),
+                format!("datadir={}/data", dir.display()),
+                format!("socket={}/mysqld.sock", dir.display()),
+                format!("pid-file={}/mysqld.pid", dir.display()),
+                format!("log-error={}/error.log", dir.display()),
+                format!("port={port}"),
+                format!("bind-address={ip}"),
+            ];
+            lines.extend(Dialect(Flavor::MySQL).boot_config(100 + ordinal as i64, &ip));
+            lines.extend(
+                [
+                    "skip_name_resolve=ON",
+                    "innodb_buffer_pool_size=128M",
+                    "innodb_redo_log_capacity=64M",
+                    "performance_schema=OFF",
+                    "mysqlx=OFF",
+                    "innodb_flush_log_at_trx_commit=2",
+                    "sync_binlog=0",
+                    "max_connections=200",
+                    "replica_parallel_workers=0",
+                ]
+                .map(String::from),
+            );
+            lines.join("\n") + "\n" + extra
+        };
+        let cnf = if flavor == Flavor::MySQL {
+            mysql_cnf()
+        } else {
+            format!(
+                "[mysqld]\nuser=root\ndatadir={d}/data\nsocket={d}/mysqld.sock\npid-file={d}/mysqld.pid\nlog-error={d}/error.log\n\
              port={port}\nbind-address={ip}\nserver_id={sid}\nlog_bin=mysql-bin\nlog_slave_updates=ON\nbinlog_format=ROW\n\
              gtid_strict_mode=ON\nrelay_log_recovery=ON\nreport_host={ip}\nskip_slave_start=ON\nread_only=ON\n\
              skip_name_resolve=ON\ninnodb_buffer_pool_size=128M\ninnodb_log_file_size=16M\nperformance_schema=OFF\n\
              innodb_flush_log_at_trx_commit=2\nsync_binlog=0\nmax_connections=200\n",
-            d = dir.display(),
-            sid = 100 + ordinal
-        ) + extra;
+                d = dir.display(),
+                sid = 100 + ordinal
+            ) + extra
+        };
         std::fs::write(dir.join("my.cnf"), cnf).expect("write my.cnf");
         let mut s = Server {
+            flavor,
             ordinal,
             ip,
             port,
@@ -218,7 +395,7 @@ impl Server {
 
     pub fn start(&mut self) {
         assert!(self.child.is_none());
-        let child = Command::new(MARIADBD)
+        let child = Command::new(server_binary(self.flavor))
             .arg(format!(
                 "--defaults-file={}",
                 self.dir.join("my.cnf").display()
@@ -226,18 +403,23 @@ impl Server {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("spawn mariadbd");
+            .expect("spawn the server");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(60);
         while std::net::TcpStream::connect((self.ip.as_str(), self.port)).is_err() {
             if let Some(c) = self.child.as_mut()
                 && let Ok(Some(st)) = c.try_wait()
             {
-                panic!("mariadbd exited with {st}: {}", self.error_log());
+                panic!(
+                    "{:?} server exited with {st}: {}",
+                    self.flavor,
+                    self.error_log()
+                );
             }
             assert!(
                 Instant::now() < deadline,
-                "mariadbd did not listen within 60s: {}",
+                "{:?} server did not listen within 60s: {}",
+                self.flavor,
                 self.error_log()
             );
             std::thread::sleep(Duration::from_millis(50));
@@ -308,14 +490,26 @@ impl Server {
         })
     }
 
-    /// A column of SHOW SLAVE STATUS, None when not a replica.
+    pub fn dialect(&self) -> Dialect {
+        Dialect(self.flavor)
+    }
+
+    /// A column of SHOW SLAVE STATUS, None when not a replica. MariaDB
+    /// column names (`Slave_SQL_Running`) are translated for MySQL
+    /// (`Replica_SQL_Running` of SHOW REPLICA STATUS).
     pub async fn slave_status(&self, column: &str) -> Option<String> {
         let mut c = self.root().await;
         let r: Option<Row> = c
-            .query_first("SHOW SLAVE STATUS")
+            .query_first(self.dialect().show_replica_status())
             .await
-            .expect("show slave status");
+            .expect("show replica status");
         let r = r?;
+        let column = match self.flavor {
+            Flavor::MariaDB => column.to_string(),
+            Flavor::MySQL => column
+                .replace("Slave", "Replica")
+                .replace("Master", "Source"),
+        };
         let idx = r
             .columns_ref()
             .iter()
@@ -325,6 +519,67 @@ impl Server {
             mysql_async::Value::NULL => None,
             v => Some(v.as_sql(true)),
         })
+    }
+
+    /// Run statements as root (e.g. a dialect's `stop_replica()`).
+    pub async fn exec(&self, sql: &str) {
+        let mut c = self.root().await;
+        c.query_drop(sql).await.expect(sql);
+    }
+
+    /// Executed GTIDs (MariaDB gtid_current_pos, MySQL gtid_executed),
+    /// whitespace removed.
+    pub async fn executed(&self) -> String {
+        let q = match self.flavor {
+            Flavor::MariaDB => "SELECT @@gtid_current_pos",
+            Flavor::MySQL => "SELECT @@GLOBAL.gtid_executed",
+        };
+        self.scalar(q)
+            .await
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect()
+    }
+
+    /// The id this server's own transactions carry in GTIDs (MariaDB
+    /// server_id, MySQL server_uuid).
+    pub async fn gtid_source_id(&self) -> String {
+        let q = match self.flavor {
+            Flavor::MariaDB => "SELECT @@server_id",
+            Flavor::MySQL => "SELECT @@server_uuid",
+        };
+        self.scalar(q).await.unwrap_or_default()
+    }
+
+    /// GTIDs in this server's binlog originate from `source_id` only.
+    pub async fn binlog_only_from(&self, source_id: &str) -> Result<(), String> {
+        match self.flavor {
+            Flavor::MariaDB => {
+                let pos = self
+                    .scalar("SELECT @@gtid_binlog_pos")
+                    .await
+                    .unwrap_or_default();
+                if pos
+                    .split(',')
+                    .all(|g| g.split('-').nth(1) == Some(source_id))
+                {
+                    Ok(())
+                } else {
+                    Err(pos)
+                }
+            }
+            Flavor::MySQL => {
+                let set = self.executed().await;
+                if set
+                    .split(',')
+                    .all(|g| g.split(':').next() == Some(source_id))
+                {
+                    Ok(())
+                } else {
+                    Err(set)
+                }
+            }
+        }
     }
 
     pub async fn count(&self, table: &str) -> i64 {
@@ -353,6 +608,7 @@ pub fn credentials() -> Credentials {
 
 /// A cluster of servers driven by the engine like the reconciler does.
 pub struct Cluster {
+    pub flavor: Flavor,
     pub servers: Vec<Server>,
     pub engine: MySqlEngine,
     pub state: ReplicationState,
@@ -381,16 +637,29 @@ impl Cluster {
     }
 
     pub fn with_config(n: i32, cfg: MySqlEngineConfig) -> Cluster {
+        Self::flavored(Flavor::MariaDB, n, cfg)
+    }
+
+    /// `n` servers of `flavor`, driven with `settings.flavor = flavor`.
+    pub fn of(flavor: Flavor, n: i32) -> Cluster {
+        Self::flavored(flavor, n, MySqlEngineConfig::default())
+    }
+
+    pub fn flavored(flavor: Flavor, n: i32, cfg: MySqlEngineConfig) -> Cluster {
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
             .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
             .try_init();
-        let servers = (0..n).map(Server::new).collect();
+        let servers = (0..n).map(|i| Server::of(flavor, i)).collect();
         Cluster {
+            flavor,
             servers,
             engine: MySqlEngine::new(cfg),
             state: ReplicationState::default(),
-            settings: MySqlSettings::default(),
+            settings: MySqlSettings {
+                flavor,
+                ..Default::default()
+            },
             failover: FailoverSpec {
                 enabled: true,
                 detection_seconds: 2,

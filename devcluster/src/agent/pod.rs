@@ -1100,6 +1100,12 @@ async fn build_env(ctx: &PodCtx, c: &Container) -> Result<Vec<(String, String)>>
         ("KUBERNETES_SERVICE_PORT_HTTPS".into(), port.clone()),
         ("KUBERNETES_PORT".into(), format!("tcp://127.0.0.1:{port}")),
         ("DEVCLUSTER_POD_IP".into(), ctx.ip.clone()),
+        // The entrypoint shim picks the host binary standing in for the image
+        // (mysql:8* → MySQL 8.0.31 from the tool cache, else MariaDB).
+        (
+            "DEVCLUSTER_IMAGE".into(),
+            c.image.clone().unwrap_or_default(),
+        ),
     ];
     let set = |env: &mut Vec<(String, String)>, k: String, v: String| {
         env.retain(|(n, _)| *n != k);
@@ -1269,7 +1275,14 @@ fn resolve_command(ctx: &PodCtx, c: &Container, env: &[(String, String)]) -> Res
     {
         let mut argv = vec!["docker-entrypoint.sh".to_owned()];
         if args.is_empty() {
-            argv.push("mariadbd".into());
+            argv.push(
+                if base.starts_with("mysql") {
+                    "mysqld"
+                } else {
+                    "mariadbd"
+                }
+                .into(),
+            );
         }
         argv.extend(args.iter().cloned());
         argv
