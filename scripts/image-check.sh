@@ -7,19 +7,30 @@
 # umoci and runs the image's entrypoint from the unpacked root filesystem
 # (chroot, as the image's user): `--version`, `crd` (must equal crds/), and
 # the `backup`/`restore` subcommands the Jobs run. Run as root.
+# ORDINAL_BINARY=PATH checks an image of that binary instead of building the
+# release binary.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 
 if [ "${1:-}" != "--in-netns" ]; then
-  command -v docker-registry >/dev/null 2>&1 || {
+  # Tools from Debian, installed here: the network namespace below has no network.
+  need=()
+  for t in umoci skopeo docker-registry jq curl; do
+    command -v "$t" >/dev/null 2>&1 || need+=("$t")
+  done
+  if [ "${#need[@]}" -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends docker-registry >/dev/null
-  }
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  fi
   scripts/helm.sh version >/dev/null
-  echo "-- release build (scripts/image.sh --build-only)" >&2
-  ORDINAL_BINARY="$(scripts/image.sh --build-only)"
+  if [ -n "${ORDINAL_BINARY:-}" ]; then
+    echo "-- using the binary $ORDINAL_BINARY (ORDINAL_BINARY)" >&2
+  else
+    echo "-- release build (scripts/image.sh --build-only)" >&2
+    ORDINAL_BINARY="$(scripts/image.sh --build-only)"
+  fi
   export ORDINAL_BINARY
   # The registry and every request to it stay inside a private network namespace.
   exec unshare -n "$0" --in-netns
@@ -43,7 +54,7 @@ echo "   $d1" >&2
 
 echo "-- the chart's default image is the one image.sh names" >&2
 ref="$(scripts/image.sh --print-ref)"
-chart_image="$(scripts/helm.sh template ordinal charts/ordinal | sed -n 's/^ *image: "\(.*\)"$/\1/p' | sort -u)"
+chart_image="$(scripts/helm.sh template ordinal charts/ordinal --skip-tests | sed -n 's/^ *image: "\(.*\)"$/\1/p' | sort -u)"
 [ "$chart_image" = "$ref" ] || fail "chart image '$chart_image' != image.sh '$ref'"
 app_version="$(sed -n 's/^appVersion: "\(.*\)"$/\1/p' charts/ordinal/Chart.yaml)"
 [ "$ref" = "ordinal/ordinal:$app_version" ] || fail "Chart appVersion $app_version vs $ref"
@@ -81,7 +92,9 @@ user="$(jq -r '"\(.process.user.uid):\(.process.user.gid)"' "$spec")"
 mapfile -t entry < <(jq -r '.process.args[]' "$spec")
 mapfile -t envs < <(jq -r '.process.env[]' "$spec")
 [ ! -e "$rootfs/bin/sh" ] && [ ! -e "$rootfs/usr/bin/sh" ] || fail "the image has a shell"
-run() { env -i "${envs[@]}" chroot --userspec="$user" "$rootfs" "$@"; }
+chroot_bin="$(command -v chroot)"
+# The image's environment only (its PATH finds `ordinal`), as its user.
+run() { env -i "${envs[@]}" "$chroot_bin" --userspec="$user" "$rootfs" "$@"; }
 version="$(run "${entry[@]}" --version)"
 [ "$version" = "ordinal $(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -1)" ] || fail "--version printed '$version'"
 run "${entry[@]}" crd >"$work/crd.yaml"
