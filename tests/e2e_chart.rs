@@ -23,7 +23,15 @@ const NS: &str = "e2e-chart";
 fn render() -> String {
     let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/ordinal");
     let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/helm.sh"))
-        .args(["template", "ordinal", chart, "--namespace", SYSTEM])
+        // The `helm test` Pod runs busybox, which the devcluster cannot run.
+        .args([
+            "template",
+            "ordinal",
+            chart,
+            "--namespace",
+            SYSTEM,
+            "--skip-tests",
+        ])
         .args([
             "--set",
             "metrics.listenOnPodIP=true",
@@ -91,6 +99,31 @@ fn metrics(ip: &str) -> Option<String> {
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `promtool check metrics` (Debian's prometheus package) on a real scrape.
+fn promtool_check_metrics(text: &str) {
+    use std::io::Write;
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool not found: apt-get install prometheus (scripts/test.sh does)");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write scrape");
+    let out = child.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success(),
+        "promtool check metrics on the leader's /metrics:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -168,6 +201,7 @@ async fn chart_installs_a_leader_elected_least_privileged_operator() {
     ] {
         assert!(text.contains(series), "missing {series} in\n{text}");
     }
+    promtool_check_metrics(&text);
     let follower = operator_pods(&pods)
         .await
         .into_iter()

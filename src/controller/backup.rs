@@ -197,11 +197,45 @@ pub fn error_policy(_b: Arc<Backup>, error: &Error, _ctx: Arc<Context>) -> Actio
 
 async fn apply(backup: &Backup, ns: &str, ctx: &Context) -> Result<Action, Error> {
     let status = backup.status.clone().unwrap_or_default();
+    if status.phase == BackupPhase::Succeeded {
+        restore_timestamps(backup, &status, ns, ctx);
+    }
     match status.phase {
         BackupPhase::Succeeded if backup.spec.verify => verify(backup, status, ns, ctx).await,
         BackupPhase::Succeeded | BackupPhase::Failed => Ok(Action::await_change()),
         BackupPhase::Pending => start(backup, status, ns, ctx).await,
         BackupPhase::Running => follow(backup, status, ns, ctx).await,
+    }
+}
+
+/// The last-success and last-verified gauges from a Succeeded Backup's
+/// status, so they survive an operator restart or a leader hand-over (alerts
+/// on backup age read them).
+fn restore_timestamps(backup: &Backup, status: &BackupStatus, ns: &str, ctx: &Context) {
+    let labels = ClusterLabels {
+        namespace: ns.into(),
+        cluster: backup.spec.cluster.name.clone(),
+    };
+    let raise = |gauge: &prometheus_client::metrics::gauge::Gauge, at: i64| {
+        if gauge.get() < at {
+            gauge.set(at);
+        }
+    };
+    if let Some(done) = &status.completion_time {
+        raise(
+            &ctx.metrics.backup_last_success.get_or_create(&labels),
+            done.0.as_second(),
+        );
+    }
+    if let Some(verified) = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == VERIFIED && c.status == "True")
+    {
+        raise(
+            &ctx.metrics.backup_last_verified.get_or_create(&labels),
+            verified.last_transition_time.0.as_second(),
+        );
     }
 }
 
@@ -564,6 +598,13 @@ async fn verify(
                 now,
             );
             write_status(backup, &status, ns, ctx).await?;
+            ctx.metrics
+                .backup_verify_failures
+                .get_or_create(&ClusterLabels {
+                    namespace: ns.into(),
+                    cluster: backup.spec.cluster.name.clone(),
+                })
+                .inc();
             publish(
                 ctx,
                 backup,
@@ -588,6 +629,13 @@ async fn fail(
     status.completion_time = Some(to_time(Utc::now()));
     status.message = Some(message.clone());
     write_status(backup, &status, ns, ctx).await?;
+    ctx.metrics
+        .backup_failures
+        .get_or_create(&ClusterLabels {
+            namespace: ns.into(),
+            cluster: backup.spec.cluster.name.clone(),
+        })
+        .inc();
     publish(ctx, backup, KubeEventType::Warning, "BackupFailed", message).await;
     Ok(Action::await_change())
 }

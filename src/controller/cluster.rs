@@ -94,6 +94,12 @@ pub fn error_policy<K: ClusterResource>(obj: Arc<K>, error: &Error, ctx: Arc<Con
 async fn cleanup<K: ClusterResource>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.forget(&key_of(&*obj));
     let retention = obj.storage().retention.when_deleted;
+    ctx.metrics
+        .forget_cluster(&crate::metrics::ControlledClusterLabels {
+            controller: K::kind(&()).to_string(),
+            namespace: obj.namespace().unwrap_or_default(),
+            cluster: obj.name_any(),
+        });
     publish(
         &ctx,
         &*obj,
@@ -884,23 +890,36 @@ struct Precondition<'a> {
     resource_version: Option<&'a str>,
 }
 
+fn cluster_labels<K: ClusterResource>(
+    view: &ClusterView,
+) -> crate::metrics::ControlledClusterLabels {
+    crate::metrics::ControlledClusterLabels {
+        controller: K::kind(&()).to_string(),
+        namespace: view.namespace.clone(),
+        cluster: view.name.clone(),
+    }
+}
+
 fn record_metrics<K: ClusterResource>(
     view: &ClusterView,
     before: &crate::api::ReplicationState,
     outcome: &crate::engine::EngineOutcome,
     ctx: &Context,
 ) {
-    use crate::metrics::{MemberLabels, PrimaryChangeLabels};
-    for member in &outcome.members {
-        if let Some(lag) = member.lag {
-            let labels = MemberLabels {
-                namespace: view.namespace.clone(),
-                cluster: view.name.clone(),
-                member: member.pod.clone(),
-            };
-            ctx.metrics.replication_lag.get_or_create(&labels).set(lag);
-        }
-    }
+    use crate::api::MemberRole;
+    use crate::metrics::{MemberSample, PrimaryChangeLabels};
+    let members: Vec<MemberSample> = outcome
+        .members
+        .iter()
+        .map(|m| MemberSample {
+            pod: m.pod.clone(),
+            primary: m.role == MemberRole::Primary,
+            replicating: m.role == MemberRole::Replica && m.link_up == Some(true),
+            lag: m.lag,
+        })
+        .collect();
+    ctx.metrics
+        .record_cluster(&cluster_labels::<K>(view), &members);
     if let Some(change) = &outcome.state.last_failover
         && before.last_failover.as_ref() != Some(change)
     {
