@@ -1080,7 +1080,8 @@ async fn claim_path(ctx: &PodCtx, claim: &str) -> Result<PathBuf> {
 // ------------------------------------------------------- env and commands
 
 async fn build_env(ctx: &PodCtx, c: &Container) -> Result<Vec<(String, String)>> {
-    let port = ctx.agent.api_port.to_string();
+    let (api_host, port) = ctx.agent.kubernetes_endpoint();
+    let port = port.to_string();
     let mut env: Vec<(String, String)> = vec![
         (
             "PATH".into(),
@@ -1095,10 +1096,10 @@ async fn build_env(ctx: &PodCtx, c: &Container) -> Result<Vec<(String, String)>>
                 .and_then(|s| s.hostname.clone())
                 .unwrap_or_else(|| ctx.name.clone()),
         ),
-        ("KUBERNETES_SERVICE_HOST".into(), "127.0.0.1".into()),
+        ("KUBERNETES_SERVICE_HOST".into(), api_host.clone()),
         ("KUBERNETES_SERVICE_PORT".into(), port.clone()),
         ("KUBERNETES_SERVICE_PORT_HTTPS".into(), port.clone()),
-        ("KUBERNETES_PORT".into(), format!("tcp://127.0.0.1:{port}")),
+        ("KUBERNETES_PORT".into(), format!("tcp://{api_host}:{port}")),
         ("DEVCLUSTER_POD_IP".into(), ctx.ip.clone()),
     ];
     let set = |env: &mut Vec<(String, String)>, k: String, v: String| {
@@ -1390,12 +1391,14 @@ fn exec_spec(
         read_only: false,
     });
     let workdir = c.working_dir.clone().unwrap_or_else(|| "/".into());
+    let net = &ctx.agent.net;
     Ok(ExecSpec {
         argv,
         env,
         hostname,
         workdir,
         mounts,
+        netns: net.netns().then(|| net.pod_ns_path(&ctx.ip)),
     })
 }
 
