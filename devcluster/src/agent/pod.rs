@@ -1263,6 +1263,10 @@ fn resolve_command(ctx: &PodCtx, c: &Container, env: &[(String, String)]) -> Res
         if !args.iter().any(|a| a == "--bind") {
             argv.extend(["--bind".to_owned(), ctx.ip.clone()]);
         }
+        // Like the official image: clients come from other addresses.
+        if ctx.agent.net.netns() && !args.iter().any(|a| a == "--protected-mode") {
+            argv.extend(["--protected-mode".to_owned(), "no".to_owned()]);
+        }
         argv
     } else if base.starts_with("mariadb")
         || base.starts_with("mysql")
