@@ -50,7 +50,7 @@ pub struct UpArgs {
     /// Network model of a new state dir: `loopback` (pods on 127.0.<block>.x
     /// in the host's network) or `netns` (pods in network namespaces behind a
     /// bridge in the cluster's own namespace, kube-proxy, ClusterIPs).
-    #[arg(long, env = "ORDINAL_DEVCLUSTER_NETWORK", value_enum, default_value_t = Mode::Loopback)]
+    #[arg(long, env = "ORDINAL_DEVCLUSTER_NETWORK", value_enum, default_value_t = Mode::Netns)]
     pub network: Mode,
     /// Instance number: pods on 127.0.<block>.10+ (loopback) or
     /// 10.244.<block>.10+ with Services in 10.96.<block>.0/24 (netns), so

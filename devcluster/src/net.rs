@@ -73,8 +73,11 @@ impl Net {
             return serde_json::from_str(&text).context("parsing network.json");
         }
         let abs = fs::canonicalize(state).unwrap_or_else(|_| state.to_path_buf());
+        // A state dir from before network.json ran the loopback model; its
+        // certificates and pod IPs belong to it.
+        let legacy = state.join("pki").join("admin.crt").exists();
         Ok(Net {
-            mode,
+            mode: if legacy { Mode::Loopback } else { mode },
             index,
             id: hash8(&abs.display().to_string()),
         })

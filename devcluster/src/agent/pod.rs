@@ -198,6 +198,14 @@ pub fn prepare_dir(agent: &Agent, pod: &Pod) -> Result<()> {
     if !dir.join("hosts").exists() {
         std::fs::write(dir.join("hosts"), "127.0.0.1\tlocalhost\n")?;
     }
+    // netns: there is no DNS server (names come from /etc/hosts), and the
+    // host's resolver is out of reach; a lookup must fail at once instead of
+    // timing out (MariaDB resolves every client's address on connect).
+    std::fs::write(
+        dir.join("resolv.conf"),
+        "# devcluster: no DNS server, names are in /etc/hosts\n\
+         nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
+    )?;
     std::fs::write(&uid_file, &uid)?;
     Ok(())
 }
@@ -1354,6 +1362,13 @@ fn exec_spec(
             read_only: false,
         },
     ];
+    if ctx.agent.net.netns() {
+        mounts.push(Mount {
+            src: ctx.dir.join("resolv.conf"),
+            dst: "/etc/resolv.conf".into(),
+            read_only: true,
+        });
+    }
     let mut vm: Vec<_> = c.volume_mounts.iter().flatten().collect();
     vm.sort_by_key(|m| m.mount_path.len());
     for m in vm {
