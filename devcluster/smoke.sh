@@ -2,15 +2,23 @@
 # End-to-end smoke test of devcluster: bring a cluster up in its own state
 # directory, run a 3-replica redis StatefulSet with PVCs, check scheduling,
 # readiness, DNS via /etc/hosts, restarts, pod re-creation with the same IP and
-# data, then bring it down and check nothing is left running.
+# data, then bring it down and check nothing is left running. With the netns
+# network (the default here) also: EndpointSlices with pod addresses, a
+# ClusterIP through kube-proxy, a partition and its heal, and that `down`
+# removes the namespaces and routes.
 #
-#   devcluster/smoke.sh        (exits non-zero on the first failed check)
+#   devcluster/smoke.sh                                  (netns network)
+#   ORDINAL_DEVCLUSTER_NETWORK=loopback devcluster/smoke.sh
+#   (exits non-zero on the first failed check)
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(dirname "$here")"
 export ORDINAL_DEVCLUSTER_DIR="${SMOKE_STATE_DIR:-${ORDINAL_CACHE:-$HOME/.cache/ordinal}/devcluster-smoke}"
 export KUBECONFIG="$ORDINAL_DEVCLUSTER_DIR/kubeconfig"
+export ORDINAL_DEVCLUSTER_NETWORK="${ORDINAL_DEVCLUSTER_NETWORK:-netns}"
+# Its own block, so that it does not collide with a demo cluster (block 0).
+export ORDINAL_DEVCLUSTER_IP_BLOCK="${ORDINAL_DEVCLUSTER_IP_BLOCK:-200}"
 ns=smoke
 t0=$(date +%s)
 
@@ -41,10 +49,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-step "devcluster up (state in $ORDINAL_DEVCLUSTER_DIR)"
+step "devcluster up (state in $ORDINAL_DEVCLUSTER_DIR, network $ORDINAL_DEVCLUSTER_NETWORK)"
 "$bin" down --wipe >/dev/null 2>&1 || true
 "$bin" up
 "$bin" up | grep -q "already up" || fail "second up is not idempotent"
+netns=0
+grep -q '"netns"' "$ORDINAL_DEVCLUSTER_DIR/network.json" && netns=1
+"$bin" status
 
 step "node is Ready"
 kubectl get nodes
@@ -81,8 +92,33 @@ in_pod() { nsenter -t "$pid1" -m -u "$@"; }
 [[ "$(in_pod hostname)" == smoke-redis-1 ]] || fail "hostname in pod"
 in_pod getent hosts smoke-redis-0.smoke-redis.smoke.svc.cluster.local | grep -q "^$ip0 " || fail "pod FQDN"
 in_pod getent hosts smoke-redis-2.smoke-redis | grep -q "^$ip2 " || fail "short pod name"
-in_pod getent hosts smoke-redis.smoke.svc.cluster.local | grep -qE "^127\.0\.0\.[0-9]+ " || fail "service name"
+in_pod getent hosts smoke-redis.smoke.svc.cluster.local | grep -qE "^($ip0|$ip1|$ip2) " || fail "headless service name"
 [[ "$(in_pod redis-cli -h smoke-redis-0.smoke-redis get smoke-key)" == smoke-value ]] || fail "redis via DNS name"
+
+if [[ $netns == 1 ]]; then
+  step "netns: EndpointSlices list the pod addresses"
+  slices() { kubectl -n "$ns" get endpointslices -l kubernetes.io/service-name=smoke-redis \
+    -o jsonpath='{range .items[*].endpoints[*]}{.addresses[0]}{"\n"}{end}' | sort | tr '\n' ' '; }
+  want="$(printf '%s\n' "$ip0" "$ip1" "$ip2" | sort | tr '\n' ' ')"
+  slices_ok() { [[ "$(slices)" == "$want" ]]; }
+  wait_until 30 "endpointslices = $want" slices_ok
+  echo "endpointslice addresses: $(slices)"
+  step "netns: a ClusterIP Service through kube-proxy, from the node namespace and from the host"
+  kubectl -n "$ns" expose pod smoke-redis-2 --name smoke-r2 --port 6379
+  cip=$(kubectl -n "$ns" get svc smoke-r2 -o jsonpath='{.spec.clusterIP}')
+  cip_ok() { [[ "$("$bin" run -- redis-cli -h "$cip" ping)" == PONG ]]; }
+  wait_until 30 "redis via ClusterIP $cip (devcluster run)" cip_ok
+  [[ "$(redis-cli -h "$cip" config get bind | tail -1)" == "$ip2" ]] || fail "ClusterIP from the host"
+  in_pod getent hosts smoke-r2.smoke.svc.cluster.local | grep -q "^$cip " || fail "service name → ClusterIP"
+  [[ "$(nsenter -t "$pid1" -m -u -n redis-cli -h smoke-r2 ping)" == PONG ]] || fail "pod → ClusterIP"
+  step "netns: partition host ↔ smoke-redis-0, then heal"
+  "$bin" partition -n "$ns" host smoke-redis-0
+  if timeout 3 redis-cli -h "$ip0" ping >/dev/null 2>&1; then fail "host reached a partitioned pod"; fi
+  [[ "$("$bin" run -- redis-cli -h "$ip0" ping)" == PONG ]] || fail "partition host cut the node namespace too"
+  [[ "$(redis-cli -h "$ip1" ping)" == PONG ]] || fail "partition cut another pod"
+  "$bin" heal
+  [[ "$(redis-cli -h "$ip0" ping)" == PONG ]] || fail "heal"
+fi
 
 step "SIGKILL of redis in smoke-redis-1 shows as a restart"
 kill -9 "$pid1"
@@ -117,11 +153,20 @@ wait_until 60 "mdb-1 Ready again" bash -c "[[ \$(kubectl -n $ns get pod mdb-1 -o
 [[ "$(sql mdb-1.mdb.smoke.svc.cluster.local 'select @@server_id')" == 2 ]] || fail "mdb-1 after restart"
 
 step "devcluster down leaves nothing running"
+mip0=$(ip mdb-0)
+nsid=$(sed -n 's/.*"id": "\(.*\)".*/\1/p' "$ORDINAL_DEVCLUSTER_DIR/network.json")
 "$bin" down
 sleep 1
-if pgrep -af "redis-server 127\.0\.0\.1[0-9]:6379"; then fail "redis-server still running"; fi
-if pgrep -af "mariadbd.*--bind-address=127\.0\.0\.1[0-9]"; then fail "mariadbd still running"; fi
+for a in "$ip0" "$ip1" "$ip2"; do
+  if pgrep -af "redis-server ${a//./\\.}:6379"; then fail "redis-server $a still running"; fi
+done
+if pgrep -af "mariadbd.*--bind-address=${mip0//./\\.}( |$)"; then fail "mariadbd still running"; fi
 if pgrep -af "$ORDINAL_DEVCLUSTER_DIR"; then fail "control-plane or agent process still running"; fi
 "$bin" status | grep -q "devcluster is down" || fail "status does not say down"
+if [[ $netns == 1 ]]; then
+  if ls /run/netns 2>/dev/null | grep -q -- "-$nsid"; then fail "network namespaces left: $(ls /run/netns)"; fi
+  if command ip link show "odh$nsid" >/dev/null 2>&1; then fail "host link odh$nsid left"; fi
+  if [[ -n "$(command ip route show exact "10.244.$ORDINAL_DEVCLUSTER_IP_BLOCK.0/24")" ]]; then fail "host route left"; fi
+fi
 
 step "PASS (1 passed, 0 failed)"

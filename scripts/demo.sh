@@ -77,6 +77,18 @@ sleep 1
 echo "$primary (primary) <- SET demo:greeting \"$value\""
 echo "$replica (replica) -> $(redis-cli -h "$(pod_ip "$replica")" get demo:greeting)"
 
+if grep -q '"netns"' "$state/network.json" 2>/dev/null; then
+  step "Services: EndpointSlices hold the pods, the write Service's ClusterIP reaches the primary"
+  kubectl -n "$ns" get endpointslices -l kubernetes.io/service-name=redis-demo-primary
+  cip=$(kubectl -n "$ns" get svc redis-demo-primary -o jsonpath='{.spec.clusterIP}')
+  for _ in $(seq 30); do
+    "$bin/devcluster" run -- redis-cli -h "$cip" info replication 2>/dev/null | grep -q role:master && break
+    sleep 1
+  done
+  echo "devcluster run -- redis-cli -h $cip (redis-demo-primary) info replication:"
+  "$bin/devcluster" run -- redis-cli -h "$cip" info replication | grep -E '^(role|connected_slaves):'
+fi
+
 step "MariaDB: write to the primary, read from a replica"
 export MYSQL_PWD="$(kubectl -n "$ns" get secret mysql-demo-auth -o jsonpath='{.data.root-password}' | base64 -d)"
 primary=$(role_pod mysql-demo primary); replica=$(role_pod mysql-demo replica)

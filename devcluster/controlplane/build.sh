@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Build kube-apiserver, kube-controller-manager and etcd from the Go modules
-# pinned in go.mod into a cache directory outside the repository.
+# Build kube-apiserver, kube-controller-manager, kube-proxy and etcd from the
+# Go modules pinned in go.mod into a cache directory outside the repository,
+# and install the Debian packages the netns network needs (iproute2, nftables).
 #
 #   devcluster/controlplane/build.sh            # build if missing or stale
 #   ORDINAL_CACHE=/some/dir build.sh            # binaries go to /some/dir/bin
@@ -21,7 +22,20 @@ sum="$(cat "$here/go.mod" "$here/go.sum" "$here/etcd/main.go" | sha256sum | cut 
 stamp_want="kubernetes=$k8s_version etcd=$etcd_version go=$(go env GOVERSION) mods=$sum"
 stamp="$bin/.controlplane-stamp"
 
-targets=(kube-apiserver kube-controller-manager etcd)
+# The netns network (README "Network") runs `ip` and `nft`; kube-proxy's
+# nftables mode runs `nft` too.
+need=()
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v nft >/dev/null 2>&1 || need+=(nftables)
+if [[ ${#need[@]} -gt 0 ]]; then
+  echo "==> installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null 2>&1 || {
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  }
+fi
+
+targets=(kube-apiserver kube-controller-manager kube-proxy etcd)
 all_there=1
 for t in "${targets[@]}"; do [[ -x "$bin/$t" ]] || all_there=0; done
 if [[ $force == 0 && $all_there == 1 && -f "$stamp" && "$(cat "$stamp")" == "$stamp_want" ]]; then
@@ -52,6 +66,7 @@ build() { # name package [extra ldflags]
 build etcd ./etcd
 build kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "$k8s_ldflags"
 build kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager "$k8s_ldflags"
+build kube-proxy k8s.io/kubernetes/cmd/kube-proxy "$k8s_ldflags"
 echo "$stamp_want" > "$stamp"
 echo "==> control plane built in $(( $(date +%s) - start ))s into $bin"
 "$bin/etcd" --version | head -1

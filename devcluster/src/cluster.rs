@@ -10,10 +10,26 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
+use crate::net::{self, Mode, Net};
 use crate::procs::{self, ProcRef};
 
-/// Order of start; `down` stops them in reverse.
-const COMPONENTS: [&str; 4] = ["etcd", "kube-apiserver", "kube-controller-manager", "agent"];
+/// Order of start; `down` stops them in reverse. kube-proxy runs only with
+/// the netns network (inside the node namespace).
+const COMPONENTS: [&str; 5] = [
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "agent",
+    "kube-proxy",
+];
+
+fn components(net: &Net) -> Vec<&'static str> {
+    COMPONENTS
+        .iter()
+        .copied()
+        .filter(|c| net.netns() || *c != "kube-proxy")
+        .collect()
+}
 pub const NODE_NAME: &str = "devcluster";
 pub const SERVICE_CIDR: &str = "10.96.0.0/16";
 
@@ -31,6 +47,16 @@ pub struct UpArgs {
     /// The operator binary used for `*ordinal*` images (passed to the agent).
     #[arg(long, env = "ORDINAL_BIN")]
     pub ordinal_bin: Option<PathBuf>,
+    /// Network model of a new state dir: `loopback` (pods on 127.0.<block>.x
+    /// in the host's network) or `netns` (pods in network namespaces behind a
+    /// bridge in the cluster's own namespace, kube-proxy, ClusterIPs).
+    #[arg(long, env = "ORDINAL_DEVCLUSTER_NETWORK", value_enum, default_value_t = Mode::Netns)]
+    pub network: Mode,
+    /// Instance number: pods on 127.0.<block>.10+ (loopback) or
+    /// 10.244.<block>.10+ with Services in 10.96.<block>.0/24 (netns), so
+    /// clusters beside each other do not collide.
+    #[arg(long, env = "ORDINAL_DEVCLUSTER_IP_BLOCK", default_value_t = 0)]
+    pub ip_block: u8,
 }
 
 /// Ports chosen on the first `up`, kept so that a restart reuses them.
@@ -89,10 +115,10 @@ fn openssl(dir: &Path, args: &[&str]) -> Result<()> {
 
 /// CA, apiserver serving cert, admin client cert (O=system:masters) and the
 /// service-account signing key pair, created once per state directory.
-fn ensure_pki(pki: &Path) -> Result<()> {
+fn ensure_pki(pki: &Path, kubernetes_ip: &str) -> Result<()> {
     fs::create_dir_all(pki)?;
     if !pki.join("admin.crt").exists() {
-        create_pki(pki)?;
+        create_pki(pki, kubernetes_ip)?;
     }
     if !pki.join("kubelet.crt").exists() {
         // The agent's endpoint for `kubectl logs` (added later than the rest).
@@ -147,7 +173,7 @@ fn sign_cert(pki: &Path, name: &str, subj: &str, ext: &str) -> Result<()> {
     )
 }
 
-fn create_pki(pki: &Path) -> Result<()> {
+fn create_pki(pki: &Path, kubernetes_ip: &str) -> Result<()> {
     println!("generating certificates in {}", pki.display());
     openssl(
         pki,
@@ -171,9 +197,12 @@ fn create_pki(pki: &Path) -> Result<()> {
     sign(
         "apiserver",
         "/CN=kube-apiserver",
-        "subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,\
-         DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\n\
-         extendedKeyUsage=serverAuth\nkeyUsage=digitalSignature,keyEncipherment\n",
+        &format!(
+            "subjectAltName=IP:127.0.0.1,IP:{kubernetes_ip},DNS:localhost,DNS:kubernetes,\
+             DNS:kubernetes.default,DNS:kubernetes.default.svc,\
+             DNS:kubernetes.default.svc.cluster.local\n\
+             extendedKeyUsage=serverAuth\nkeyUsage=digitalSignature,keyEncipherment\n"
+        ),
     )?;
     openssl(pki, &["genrsa", "-out", "sa.key", "2048"])?;
     openssl(pki, &["rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub"])?;
@@ -269,9 +298,14 @@ fn wait_for(
 }
 
 fn ensure_binaries(args: &UpArgs) -> Result<()> {
-    let missing = ["etcd", "kube-apiserver", "kube-controller-manager"]
-        .iter()
-        .any(|b| !args.bin_dir.join(b).exists());
+    let missing = [
+        "etcd",
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-proxy",
+    ]
+    .iter()
+    .any(|b| !args.bin_dir.join(b).exists());
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("controlplane/build.sh");
     if args.no_build {
         if missing {
@@ -317,11 +351,23 @@ fn up_inner(state: &Path, args: &UpArgs) -> Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("devcluster must run as root (the agent uses mount namespaces for pods)");
     }
-    let alive: Vec<_> = COMPONENTS
+    fs::create_dir_all(state)?;
+    let net = Net::load_or_new(state, args.network, args.ip_block)?;
+    if net.mode != args.network || net.index != args.ip_block {
+        println!(
+            "note: {} keeps the network it was created with ({:?}, block {}); \
+             `down --wipe` to change it",
+            state.display(),
+            net.mode,
+            net.index
+        );
+    }
+    let comps = components(&net);
+    let alive: Vec<_> = comps
         .iter()
         .filter(|c| running(state, c).is_some())
         .collect();
-    if alive.len() == COMPONENTS.len() {
+    if alive.len() == comps.len() {
         println!(
             "devcluster is already up; export KUBECONFIG={}",
             kubeconfig_path(state).display()
@@ -338,7 +384,9 @@ fn up_inner(state: &Path, args: &UpArgs) -> Result<()> {
     }
     let state = &fs::canonicalize(state)?;
     let pki = state.join("pki");
-    ensure_pki(&pki)?;
+    ensure_pki(&pki, &net.kubernetes_ip())?;
+    net.save(state)?;
+    net::setup(&net)?;
     let ports = match load_ports(state) {
         Ok(p) => Ports {
             apiserver: free_port(p.apiserver)?,
@@ -396,10 +444,22 @@ fn up_inner(state: &Path, args: &UpArgs) -> Result<()> {
         &[
             format!("--etcd-servers={etcd_url}"),
             "--bind-address=127.0.0.1".into(),
-            // Loopback is not allowed with an endpoint reconciler; pods reach the
-            // API through KUBERNETES_SERVICE_HOST=127.0.0.1 instead.
-            "--advertise-address=127.0.0.1".into(),
-            "--endpoint-reconciler-type=none".into(),
+            // Loopback is not allowed with an endpoint reconciler: with the
+            // loopback network pods reach the API through
+            // KUBERNETES_SERVICE_HOST=127.0.0.1; with netns the `kubernetes`
+            // Service points at the agent's proxy in the node namespace.
+            format!(
+                "--advertise-address={}",
+                if net.netns() {
+                    net.api_addr()
+                } else {
+                    "127.0.0.1".into()
+                }
+            ),
+            format!(
+                "--endpoint-reconciler-type={}",
+                if net.netns() { "lease" } else { "none" }
+            ),
             format!("--secure-port={}", ports.apiserver),
             format!("--cert-dir={}", s(&pki)),
             format!("--tls-cert-file={}", s(&pki.join("apiserver.crt"))),
@@ -419,7 +479,7 @@ fn up_inner(state: &Path, args: &UpArgs) -> Result<()> {
                 s(&pki.join("sa.key"))
             ),
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
-            format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+            format!("--service-cluster-ip-range={}", net.service_cidr()),
             "--authorization-mode=Node,RBAC".into(),
             "--enable-admission-plugins=NodeRestriction".into(),
             "--allow-privileged=true".into(),
@@ -456,7 +516,7 @@ fn up_inner(state: &Path, args: &UpArgs) -> Result<()> {
             format!("--root-ca-file={}", s(&pki.join("ca.crt"))),
             format!("--cluster-signing-cert-file={}", s(&pki.join("ca.crt"))),
             format!("--cluster-signing-key-file={}", s(&pki.join("ca.key"))),
-            format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+            format!("--service-cluster-ip-range={}", net.service_cidr()),
             "--profiling=false".into(),
         ],
     )?;
@@ -467,6 +527,33 @@ fn up_inner(state: &Path, args: &UpArgs) -> Result<()> {
         agent_args.push(format!("--ordinal-bin={}", s(b)));
     }
     let agent = spawn(state, "agent", &exe, &agent_args)?;
+    if net.netns() {
+        // In the node namespace; it reaches the API server through the
+        // agent's proxy on 127.0.0.1 there.
+        let node_ns = net.node_ns();
+        let kp = bin("kube-proxy");
+        spawn(
+            state,
+            "kube-proxy",
+            Path::new("ip"),
+            &[
+                "netns".into(),
+                "exec".into(),
+                node_ns,
+                s(&kp),
+                format!("--kubeconfig={kc}"),
+                "--proxy-mode=nftables".into(),
+                format!("--hostname-override={NODE_NAME}"),
+                // Leave host-wide conntrack settings alone.
+                "--conntrack-max-per-core=0".into(),
+                "--conntrack-min=0".into(),
+                "--conntrack-tcp-timeout-established=0".into(),
+                "--conntrack-tcp-timeout-close-wait=0".into(),
+                "--profiling=false".into(),
+                "--v=1".into(),
+            ],
+        )?;
+    }
     wait_for(
         "node devcluster Ready",
         Some((agent, &log("agent"))),
@@ -525,6 +612,7 @@ fn pod_processes(state: &Path) -> Vec<(PathBuf, ProcRef)> {
 }
 
 pub fn down(state: &Path, wipe: bool) -> Result<()> {
+    let net = Net::load(state);
     for name in COMPONENTS.iter().rev() {
         let path = pid_file(state, name);
         if let Some(p) = ProcRef::load(&path) {
@@ -546,6 +634,7 @@ pub fn down(state: &Path, wipe: bool) -> Result<()> {
         }
     }
     unmount_under(state)?;
+    net::teardown(&net);
     if wipe && state.exists() {
         fs::remove_dir_all(state).with_context(|| format!("deleting {}", state.display()))?;
         println!("deleted {}", state.display());
@@ -576,8 +665,10 @@ fn unmount_under(state: &Path) -> Result<()> {
 
 pub fn status(state: &Path) -> Result<()> {
     println!("state dir: {}", state.display());
+    let net = Net::load(state);
+    let comps = components(&net);
     let mut up = 0;
-    for name in COMPONENTS {
+    for name in comps.iter().copied() {
         match running(state, name) {
             Some(p) => {
                 up += 1;
@@ -600,7 +691,18 @@ pub fn status(state: &Path) -> Result<()> {
     if let Ok(ports) = load_ports(state) {
         println!("  apiserver: https://127.0.0.1:{}", ports.apiserver);
     }
-    if up == COMPONENTS.len() {
+    if net.netns() {
+        println!(
+            "  network: netns {} (pods {}, services {}, host link {})",
+            net.node_ns(),
+            net.pod_cidr(),
+            net.service_cidr(),
+            net.host_addr()
+        );
+    } else {
+        println!("  network: loopback (pods on 127.0.x.y)");
+    }
+    if up == comps.len() {
         println!(
             "devcluster is up: export KUBECONFIG={}",
             kubeconfig_path(state).display()

@@ -2,10 +2,12 @@
 //!
 //! `up` starts etcd, kube-apiserver and kube-controller-manager (built from the
 //! Kubernetes Go modules by `controlplane/build.sh`) plus the node agent, which
-//! runs every pod's containers as host processes on their own loopback IP.
+//! runs every pod's containers as host processes, on their own loopback IP or
+//! (`--network netns`) in their own network namespaces.
 
 mod agent;
 mod cluster;
+mod net;
 mod podexec;
 mod procs;
 
@@ -39,12 +41,26 @@ enum Cmd {
     /// Run the node agent in the foreground (`up` starts it for you).
     Agent(agent::AgentArgs),
     /// Run a host command that resolves the cluster's DNS names (pods,
-    /// Services) through the agent's hosts file, with KUBECONFIG set; e.g.
+    /// Services) through the agent's hosts file, with KUBECONFIG set, and
+    /// (netns network) inside the cluster's node network namespace; e.g.
     /// `devcluster run -- cargo test --test e2e_redis`.
     Run {
         #[arg(trailing_var_arg = true, required = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
+    /// Drop all traffic between two groups (netns network only). A group is a
+    /// comma-separated list of pod names (in --namespace, or `ns/pod`),
+    /// `operator` (every `devcluster run` process, e.g. the operator) and
+    /// `host` (processes in the host's network namespace, also the agent's
+    /// probes). E.g. `devcluster partition -n demo redis-demo-0 operator,redis-demo-1`.
+    Partition {
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        a: String,
+        b: String,
+    },
+    /// Remove all partitions.
+    Heal,
     /// Internal: enter a pod's private mount namespace and exec a command.
     #[command(hide = true)]
     PodExec { spec: PathBuf },
@@ -86,6 +102,16 @@ fn main() -> Result<()> {
             Cmd::Up(args) => cluster::up(&cli.state_dir, &args),
             Cmd::Down { wipe } => cluster::down(&cli.state_dir, wipe),
             Cmd::Status => cluster::status(&cli.state_dir),
+            Cmd::Partition { namespace, a, b } => {
+                let split = |g: &str| -> Vec<String> {
+                    g.split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                };
+                net::partition(&cli.state_dir, &namespace, &split(&a), &split(&b))
+            }
+            Cmd::Heal => net::heal(&cli.state_dir),
             Cmd::Agent(args) => agent::run(&cli.state_dir, args).await,
             Cmd::PodExec { .. } | Cmd::Run { .. } => unreachable!("handled above"),
         }

@@ -1,6 +1,7 @@
 //! `devcluster pod-exec SPEC`: the tiny "container runtime". Runs as a fresh,
 //! single-threaded process that the agent started as a new process group; it
-//! enters private mount and UTS namespaces, bind-mounts the pod's volumes,
+//! enters the pod's network namespace (netns network) and private mount and
+//! UTS namespaces, bind-mounts the pod's volumes,
 //! /etc/hosts, /tmp and /run, and then execs the container's command.
 
 use std::ffi::CString;
@@ -19,6 +20,9 @@ pub struct ExecSpec {
     pub workdir: String,
     /// Applied in order, so parents must come before children.
     pub mounts: Vec<Mount>,
+    /// Network namespace to enter first (a pod's, or the node's).
+    #[serde(default)]
+    pub netns: Option<PathBuf>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -70,18 +74,29 @@ pub fn run_on_host(state: &Path, argv: Vec<String>) -> Result<()> {
         dst: "/etc/hosts".into(),
         read_only: true,
     }];
+    let net = crate::net::Net::load(state);
+    let netns = net.netns().then(|| net.node_ns_path());
+    if let Some(ns) = &netns
+        && !ns.exists()
+    {
+        bail!("{} does not exist: is devcluster up?", ns.display());
+    }
     enter_and_exec(&ExecSpec {
         argv,
         env,
         hostname: hostname.trim().to_owned(),
         workdir,
         mounts,
+        netns,
     })
 }
 
 fn enter_and_exec(spec: &ExecSpec) -> Result<()> {
     if spec.argv.is_empty() {
         bail!("empty command");
+    }
+    if let Some(ns) = &spec.netns {
+        crate::net::enter(ns)?;
     }
     // SAFETY: plain syscalls on valid, NUL-terminated strings; this process is
     // single-threaded (no tokio runtime was started for pod-exec).

@@ -35,7 +35,8 @@ pub struct DevCluster {
 
 impl DevCluster {
     /// Bring up a fresh cluster with the CRDs installed and the operator
-    /// running; its pods get addresses 127.0.<ip_block>.10 and up, so suites
+    /// running; its pods get addresses 127.0.<ip_block>.10 and up (loopback
+    /// network) or 10.244.<ip_block>.10 and up (netns network), so suites
     /// (and a demo cluster) do not collide.
     pub fn up(ip_block: u8) -> DevCluster {
         let mut cluster = Self::up_without_operator(ip_block);
@@ -45,6 +46,18 @@ impl DevCluster {
 
     /// A fresh cluster with the CRDs installed and no operator.
     pub fn up_without_operator(ip_block: u8) -> DevCluster {
+        Self::up_on(ip_block, None)
+    }
+
+    /// A fresh cluster on the netns network (pods in their own network
+    /// namespaces, kube-proxy, ClusterIPs, partitions), whatever the default.
+    pub fn up_netns_without_operator(ip_block: u8) -> DevCluster {
+        Self::up_on(ip_block, Some("netns"))
+    }
+
+    /// `network`: `loopback` / `netns`, or None for devcluster's default
+    /// (`ORDINAL_DEVCLUSTER_NETWORK`).
+    fn up_on(ip_block: u8, network: Option<&str>) -> DevCluster {
         assert!(
             nix_is_root(),
             "the end-to-end tests run the devcluster, which needs root (mount namespaces)"
@@ -62,14 +75,16 @@ impl DevCluster {
             .tempdir_in("/var/tmp")
             .expect("state dir");
         let ordinal = env!("CARGO_BIN_EXE_ordinal");
-        let out = Command::new(&devcluster)
-            .arg("up")
+        let mut up = Command::new(&devcluster);
+        up.arg("up")
             .env("ORDINAL_DEVCLUSTER_DIR", state.path())
             .env("ORDINAL_BIN", ordinal)
             .env("ORDINAL_DEVCLUSTER_IP_BLOCK", ip_block.to_string())
-            .stdin(Stdio::null())
-            .output()
-            .expect("run devcluster up");
+            .stdin(Stdio::null());
+        if let Some(n) = network {
+            up.env("ORDINAL_DEVCLUSTER_NETWORK", n);
+        }
+        let out = up.output().expect("run devcluster up");
         assert!(
             out.status.success(),
             "devcluster up failed:\n{}\n{}",
@@ -109,7 +124,55 @@ impl DevCluster {
         self.state.path()
     }
 
-    /// Start the operator as a host process that resolves cluster DNS names.
+    /// Does this cluster run the netns network (see devcluster/README.md)?
+    pub fn netns(&self) -> bool {
+        std::fs::read_to_string(self.state.path().join("network.json"))
+            .is_ok_and(|t| t.contains("\"netns\""))
+    }
+
+    /// Run a `devcluster` subcommand against this cluster.
+    pub fn devcluster(&self, args: &[&str]) -> Result<String, String> {
+        let out = Command::new(&self.devcluster)
+            .args(args)
+            .env("ORDINAL_DEVCLUSTER_DIR", self.state.path())
+            .env("KUBECONFIG", &self.kubeconfig)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run devcluster");
+        result(out)
+    }
+
+    /// Run a command where the operator runs: in the cluster's node network
+    /// namespace (netns network) with the cluster's DNS names in /etc/hosts
+    /// and KUBECONFIG set (`devcluster run`).
+    pub fn exec_in_netns(&self, argv: &[&str]) -> Result<String, String> {
+        let mut args = vec!["run", "--"];
+        args.extend_from_slice(argv);
+        self.devcluster(&args)
+    }
+
+    /// Drop all traffic, both ways, between every member of `a` and every
+    /// member of `b`: pod names in `ns`, `"operator"` (the operator process
+    /// and everything else started through `devcluster run`) or `"host"`
+    /// (this test process and the agent's probes). Established connections
+    /// stall like in a real partition. Needs the netns network.
+    pub fn partition(&self, ns: &str, a: &[&str], b: &[&str]) {
+        let (a, b) = (a.join(","), b.join(","));
+        if let Err(e) = self.devcluster(&["partition", "-n", ns, &a, &b]) {
+            panic!("devcluster partition {a} {b}: {e}");
+        }
+    }
+
+    /// Remove every partition.
+    pub fn heal(&self) {
+        if let Err(e) = self.devcluster(&["heal"]) {
+            panic!("devcluster heal: {e}");
+        }
+    }
+
+    /// Start the operator as a host process that resolves cluster DNS names
+    /// (through `devcluster run`, so with the netns network it runs in the
+    /// cluster's node namespace and `partition(.., ["operator"], ..)` cuts it).
     pub fn start_operator(&mut self) {
         let kubeconfig = self.kubeconfig.clone();
         self.start_operator_with(&kubeconfig);

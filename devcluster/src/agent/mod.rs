@@ -26,6 +26,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::cluster::NODE_NAME;
+use crate::net::{self, Net};
 use crate::procs::{self, ProcRef};
 pub use pod::PodRt;
 
@@ -85,21 +86,24 @@ impl IpMap {
             .with_context(|| format!("writing {}", self.path.display()))
     }
 
-    fn allocate(&mut self, key: &str) -> Result<String> {
+    fn allocate(&mut self, key: &str, net: &Net) -> Result<String> {
         if let Some(ip) = self.map.get(key) {
             return Ok(ip.clone());
         }
         let used: HashSet<&String> = self.map.values().collect();
-        // Several clusters on one machine (e.g. parallel end-to-end suites)
-        // take distinct blocks: 127.0.<block>.10 and up.
-        let first_block = std::env::var("ORDINAL_DEVCLUSTER_IP_BLOCK")
-            .ok()
-            .and_then(|b| b.parse::<u8>().ok())
-            .unwrap_or(0);
-        let ip = (first_block..=255u8)
-            .flat_map(|b| (10..=250u8).map(move |c| format!("127.0.{b}.{c}")))
-            .find(|ip| !used.contains(ip))
-            .context("out of loopback addresses")?;
+        let ip = if net.netns() {
+            net.pod_ips()
+                .into_iter()
+                .find(|ip| !used.contains(ip))
+                .with_context(|| format!("out of pod addresses in {}", net.pod_cidr()))?
+        } else {
+            // Several clusters on one machine (e.g. parallel end-to-end
+            // suites) take distinct blocks: 127.0.<block>.10 and up.
+            (net.index..=255u8)
+                .flat_map(|b| (10..=250u8).map(move |c| format!("127.0.{b}.{c}")))
+                .find(|ip| !used.contains(ip))
+                .context("out of loopback addresses")?
+        };
         self.map.insert(key.to_owned(), ip.clone());
         self.save()?;
         Ok(ip)
@@ -115,6 +119,7 @@ pub struct Agent {
     pub api_port: u16,
     pub kubelet_port: u16,
     pub exe: PathBuf,
+    pub net: Net,
     ips: Mutex<IpMap>,
     /// The host's own /etc/hosts, kept at the top of `<state>/hosts`.
     host_hosts: String,
@@ -154,6 +159,56 @@ impl Agent {
     pub fn pod_dir(&self, ns: &str, name: &str) -> PathBuf {
         self.state.join("pods").join(format!("{ns}_{name}"))
     }
+
+    /// Where pods reach the API server: `(host, port)`.
+    pub fn kubernetes_endpoint(&self) -> (String, u16) {
+        if self.net.netns() {
+            (self.net.kubernetes_ip(), 443)
+        } else {
+            ("127.0.0.1".into(), self.api_port)
+        }
+    }
+
+    fn kubernetes_host(&self) -> String {
+        self.kubernetes_endpoint().0
+    }
+}
+
+/// With the netns network, pods and `devcluster run` processes reach the API
+/// server through this proxy in the node namespace (on 127.0.0.1 and on the
+/// address the `kubernetes` Service points at), which forwards to the API
+/// server on the host's 127.0.0.1.
+fn spawn_api_proxy(net: &Net, api_port: u16) -> Result<()> {
+    for host in ["127.0.0.1".to_owned(), net.api_addr()] {
+        let addr: std::net::SocketAddr = format!("{host}:{api_port}")
+            .parse()
+            .context("proxy address")?;
+        let std_listener = net::listen_in(&net.node_ns_path(), addr)?;
+        let listener = tokio::net::TcpListener::from_std(std_listener)?;
+        tokio::spawn(async move {
+            loop {
+                let (mut inbound, _) = match listener.accept().await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        warn!("API proxy on {addr}: {e}");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                };
+                tokio::spawn(async move {
+                    match tokio::net::TcpStream::connect(("127.0.0.1", api_port)).await {
+                        Ok(mut outbound) => {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                        Err(e) => warn!("API proxy: connecting to the API server: {e}"),
+                    }
+                });
+            }
+        });
+        info!("API proxy on {addr} in {}", net.node_ns());
+    }
+    Ok(())
 }
 
 struct PodHandle {
@@ -181,7 +236,7 @@ struct DnsView {
     services: Vec<(String, String, String)>,
 }
 
-fn render_hosts(view: &DnsView, ns: &str, own: &str) -> String {
+fn render_hosts(view: &DnsView, ns: &str, own: &str, kubernetes_ip: &str) -> String {
     let mut out = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
     let mut pods: Vec<_> = view.pods.iter().collect();
     // The pod's own entries first: the first match wins.
@@ -203,9 +258,9 @@ fn render_hosts(view: &DnsView, ns: &str, own: &str) -> String {
             out.push_str(&format!("{ip}\t{}\n", names.join(" ")));
         }
     }
-    out.push_str(
-        "127.0.0.1\tkubernetes.default.svc.cluster.local kubernetes.default.svc kubernetes.default",
-    );
+    out.push_str(&format!(
+        "{kubernetes_ip}\tkubernetes.default.svc.cluster.local kubernetes.default.svc kubernetes.default"
+    ));
     out.push_str(if ns == "default" {
         " kubernetes\n"
     } else {
@@ -254,6 +309,10 @@ pub async fn run(state: &Path, args: AgentArgs) -> Result<()> {
         std::fs::create_dir_all(state.join(d))?;
     }
     kill_leftovers(&state);
+    let net = Net::load(&state);
+    if net.netns() {
+        spawn_api_proxy(&net, api_port)?;
+    }
     let agent = Arc::new(Agent {
         client,
         node: NODE_NAME.to_owned(),
@@ -262,6 +321,7 @@ pub async fn run(state: &Path, args: AgentArgs) -> Result<()> {
         api_port,
         kubelet_port: ports.kubelet,
         exe: std::env::current_exe().context("locating devcluster binary")?,
+        net,
         ips: Mutex::new(IpMap::load(state.join("ips.json"))),
         host_hosts: std::fs::read_to_string("/etc/hosts").unwrap_or_default(),
         wake: tokio::sync::Notify::new(),
@@ -633,6 +693,16 @@ fn dns_view(
             continue;
         }
         let spec = svc.spec.clone().unwrap_or_default();
+        // A real ClusterIP (kube-proxy routes it) when there is one.
+        if agent.net.netns()
+            && let Some(cip) = spec
+                .cluster_ip
+                .as_ref()
+                .filter(|c| !c.is_empty() && *c != "None")
+        {
+            view.services.push((ns, name, cip.clone()));
+            continue;
+        }
         let mut ips: Vec<(String, String)> = match spec.selector.filter(|s| !s.is_empty()) {
             Some(sel) => {
                 let not_ready_ok = spec.publish_not_ready_addresses == Some(true);
@@ -744,7 +814,7 @@ async fn reconcile(agent: &Arc<Agent>, handles: &mut HashMap<String, PodHandle>)
             .ips
             .lock()
             .map_err(|_| anyhow::anyhow!("ip map lock poisoned"))?
-            .allocate(&format!("{ns}/{name}"))?;
+            .allocate(&format!("{ns}/{name}"), &agent.net)?;
         // A new pod with the same name as an old one (StatefulSet) must not
         // start before the old one's processes are gone.
         if handles.values().any(|h| h.ns == ns && h.name == name) {
@@ -762,7 +832,13 @@ async fn reconcile(agent: &Arc<Agent>, handles: &mut HashMap<String, PodHandle>)
                 continue;
             }
         }
-        let hosts = render_hosts(&view, &ns, &name);
+        let hosts = render_hosts(&view, &ns, &name, &agent.kubernetes_host());
+        if agent.net.netns()
+            && let Err(e) = net::pod_up(&agent.net, &ip)
+        {
+            warn!("network of {ns}/{name}: {e:#}");
+            continue;
+        }
         let hosts_path = agent.pod_dir(&ns, &name).join("hosts");
         if let Err(e) = std::fs::write(&hosts_path, &hosts) {
             warn!("writing {}: {e}", hosts_path.display());
@@ -806,7 +882,7 @@ async fn reconcile(agent: &Arc<Agent>, handles: &mut HashMap<String, PodHandle>)
     let host_hosts = format!(
         "{}\n# devcluster\n{}",
         agent.host_hosts,
-        render_hosts(&view, "", "")
+        render_hosts(&view, "", "", &agent.kubernetes_host())
     );
     let host_hosts_path = agent.state.join("hosts");
     if std::fs::read_to_string(&host_hosts_path).ok().as_deref() != Some(host_hosts.as_str())
@@ -816,7 +892,7 @@ async fn reconcile(agent: &Arc<Agent>, handles: &mut HashMap<String, PodHandle>)
     }
     // /etc/hosts of every running pod.
     for h in handles.values_mut() {
-        let hosts = render_hosts(&view, &h.ns, &h.name);
+        let hosts = render_hosts(&view, &h.ns, &h.name, &agent.kubernetes_host());
         if hosts != h.last_hosts {
             let path = agent.pod_dir(&h.ns, &h.name).join("hosts");
             // In place: the file is bind-mounted, a rename would not be seen.
@@ -861,6 +937,7 @@ async fn reconcile(agent: &Arc<Agent>, handles: &mut HashMap<String, PodHandle>)
             continue;
         };
         deleted.insert(uid.clone());
+        net::pod_down(&agent.net, &h.ip);
         if !h.sticky_ip
             && let Ok(mut ips) = agent.ips.lock()
         {
@@ -997,7 +1074,7 @@ mod tests {
             ],
             services: vec![("db".into(), "r-primary".into(), "127.0.0.11".into())],
         };
-        let hosts = render_hosts(&view, "db", "r-1");
+        let hosts = render_hosts(&view, "db", "r-1", "127.0.0.1");
         let lines: Vec<&str> = hosts.lines().collect();
         assert!(
             lines[2].starts_with("127.0.0.11\tr-1.r.db.svc.cluster.local"),
@@ -1024,8 +1101,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("devcluster-ipmap-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut m = IpMap::load(dir.join("ips.json"));
-        let a = m.allocate("ns/a").unwrap();
-        let b = m.allocate("ns/b").unwrap();
+        let net = Net::load(&dir);
+        let a = m.allocate("ns/a", &net).unwrap();
+        let b = m.allocate("ns/b", &net).unwrap();
         assert_eq!(a, "127.0.0.10");
         assert_eq!(b, "127.0.0.11");
         let m2 = IpMap::load(dir.join("ips.json"));

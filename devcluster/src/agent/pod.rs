@@ -198,6 +198,14 @@ pub fn prepare_dir(agent: &Agent, pod: &Pod) -> Result<()> {
     if !dir.join("hosts").exists() {
         std::fs::write(dir.join("hosts"), "127.0.0.1\tlocalhost\n")?;
     }
+    // netns: there is no DNS server (names come from /etc/hosts), and the
+    // host's resolver is out of reach; a lookup must fail at once instead of
+    // timing out (MariaDB resolves every client's address on connect).
+    std::fs::write(
+        dir.join("resolv.conf"),
+        "# devcluster: no DNS server, names are in /etc/hosts\n\
+         nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
+    )?;
     std::fs::write(&uid_file, &uid)?;
     Ok(())
 }
@@ -1080,7 +1088,8 @@ async fn claim_path(ctx: &PodCtx, claim: &str) -> Result<PathBuf> {
 // ------------------------------------------------------- env and commands
 
 async fn build_env(ctx: &PodCtx, c: &Container) -> Result<Vec<(String, String)>> {
-    let port = ctx.agent.api_port.to_string();
+    let (api_host, port) = ctx.agent.kubernetes_endpoint();
+    let port = port.to_string();
     let mut env: Vec<(String, String)> = vec![
         (
             "PATH".into(),
@@ -1095,10 +1104,10 @@ async fn build_env(ctx: &PodCtx, c: &Container) -> Result<Vec<(String, String)>>
                 .and_then(|s| s.hostname.clone())
                 .unwrap_or_else(|| ctx.name.clone()),
         ),
-        ("KUBERNETES_SERVICE_HOST".into(), "127.0.0.1".into()),
+        ("KUBERNETES_SERVICE_HOST".into(), api_host.clone()),
         ("KUBERNETES_SERVICE_PORT".into(), port.clone()),
         ("KUBERNETES_SERVICE_PORT_HTTPS".into(), port.clone()),
-        ("KUBERNETES_PORT".into(), format!("tcp://127.0.0.1:{port}")),
+        ("KUBERNETES_PORT".into(), format!("tcp://{api_host}:{port}")),
         ("DEVCLUSTER_POD_IP".into(), ctx.ip.clone()),
         // The entrypoint shim picks the host binary standing in for the image
         // (mysql:8* → MySQL 8.0.31 from the tool cache, else MariaDB).
@@ -1268,6 +1277,10 @@ fn resolve_command(ctx: &PodCtx, c: &Container, env: &[(String, String)]) -> Res
         if !args.iter().any(|a| a == "--bind") {
             argv.extend(["--bind".to_owned(), ctx.ip.clone()]);
         }
+        // Like the official image: clients come from other addresses.
+        if ctx.agent.net.netns() && !args.iter().any(|a| a == "--protected-mode") {
+            argv.extend(["--protected-mode".to_owned(), "no".to_owned()]);
+        }
         argv
     } else if base.starts_with("mariadb")
         || base.starts_with("mysql")
@@ -1362,6 +1375,13 @@ fn exec_spec(
             read_only: false,
         },
     ];
+    if ctx.agent.net.netns() {
+        mounts.push(Mount {
+            src: ctx.dir.join("resolv.conf"),
+            dst: "/etc/resolv.conf".into(),
+            read_only: true,
+        });
+    }
     let mut vm: Vec<_> = c.volume_mounts.iter().flatten().collect();
     vm.sort_by_key(|m| m.mount_path.len());
     for m in vm {
@@ -1403,12 +1423,14 @@ fn exec_spec(
         read_only: false,
     });
     let workdir = c.working_dir.clone().unwrap_or_else(|| "/".into());
+    let net = &ctx.agent.net;
     Ok(ExecSpec {
         argv,
         env,
         hostname,
         workdir,
         mounts,
+        netns: net.netns().then(|| net.pod_ns_path(&ctx.ip)),
     })
 }
 

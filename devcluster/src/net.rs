@@ -1,0 +1,598 @@
+//! The cluster's network: either the old loopback model (pods are host
+//! processes on 127.0.x.y) or, with `--network netns`, a network namespace of
+//! its own ("the node") holding a bridge, kube-proxy's nftables rules and one
+//! veth per pod, each pod in its own network namespace.
+//!
+//! Addresses of instance `n` (the `ORDINAL_DEVCLUSTER_IP_BLOCK`, 0–255):
+//!
+//! | what | address |
+//! | --- | --- |
+//! | pods | `10.244.n.10` … `10.244.n.250` (in their own namespaces) |
+//! | Services (ClusterIPs) | `10.96.n.0/24`, `kubernetes` = `10.96.n.1` |
+//! | bridge `cbr0` in the node namespace, pods' gateway | `10.244.n.1` — also the source of every `devcluster run` process ("operator") |
+//! | API server as seen from pods (a proxy in the node namespace) | `10.244.n.2:<port>` |
+//! | link host ↔ node namespace (veth `odh<id>` / `uplink`) | `169.254.n.1` / `169.254.n.2` |
+//!
+//! The host namespace only gets the `169.254.n.1/30` end of the link and two
+//! routes (pod and Service CIDRs via `169.254.n.2`), each shadowed by an
+//! `unreachable` route of higher metric, so that if the node namespace (and
+//! with it the veth) disappears, nothing for those addresses can ever leave
+//! through a real interface. The node namespace has no default route.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+/// Metric of the `unreachable` guard routes in the host namespace.
+const GUARD_METRIC: u32 = 4242;
+const BRIDGE: &str = "cbr0";
+/// nftables table (in the node namespace) that holds partitions.
+const PARTITION_TABLE: &str = "devcluster_partition";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Pods are host processes on their own loopback IP (127.0.x.y).
+    Loopback,
+    /// Pods in their own network namespaces behind a bridge, with kube-proxy.
+    Netns,
+}
+
+/// Chosen on the first `up` of a state directory and kept in `network.json`
+/// (the apiserver's certificate names the `kubernetes` Service IP).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Net {
+    pub mode: Mode,
+    /// Instance number: the third octet of every cluster address.
+    pub index: u8,
+    /// Short hash of the state directory: names of namespaces and host links.
+    pub id: String,
+}
+
+fn path(state: &Path) -> PathBuf {
+    state.join("network.json")
+}
+
+fn hash8(s: &str) -> String {
+    // FNV-1a: stable across runs and Rust versions.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{:08x}", h & 0xffff_ffff)
+}
+
+impl Net {
+    /// The stored network of a state dir, or a new one (not saved).
+    pub fn load_or_new(state: &Path, mode: Mode, index: u8) -> Result<Net> {
+        if let Ok(text) = fs::read_to_string(path(state)) {
+            return serde_json::from_str(&text).context("parsing network.json");
+        }
+        let abs = fs::canonicalize(state).unwrap_or_else(|_| state.to_path_buf());
+        // A state dir from before network.json ran the loopback model; its
+        // certificates and pod IPs belong to it.
+        let legacy = state.join("pki").join("admin.crt").exists();
+        Ok(Net {
+            mode: if legacy { Mode::Loopback } else { mode },
+            index,
+            id: hash8(&abs.display().to_string()),
+        })
+    }
+
+    /// The stored network (loopback when the state dir predates it).
+    pub fn load(state: &Path) -> Net {
+        fs::read_to_string(path(state))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or(Net {
+                mode: Mode::Loopback,
+                index: 0,
+                id: String::new(),
+            })
+    }
+
+    pub fn save(&self, state: &Path) -> Result<()> {
+        fs::write(path(state), serde_json::to_string_pretty(self)?)
+            .with_context(|| format!("writing {}", path(state).display()))
+    }
+
+    pub fn netns(&self) -> bool {
+        self.mode == Mode::Netns
+    }
+
+    /// The node namespace's name (under /run/netns).
+    pub fn node_ns(&self) -> String {
+        format!("odc-{}", self.id)
+    }
+
+    pub fn node_ns_path(&self) -> PathBuf {
+        PathBuf::from("/run/netns").join(self.node_ns())
+    }
+
+    pub fn pod_ns(&self, ip: &str) -> String {
+        format!("odp-{}-{}", self.id, last_octet(ip))
+    }
+
+    pub fn pod_ns_path(&self, ip: &str) -> PathBuf {
+        PathBuf::from("/run/netns").join(self.pod_ns(ip))
+    }
+
+    fn host_link(&self) -> String {
+        format!("odh{}", self.id)
+    }
+
+    pub fn pod_cidr(&self) -> String {
+        format!("10.244.{}.0/24", self.index)
+    }
+
+    pub fn service_cidr(&self) -> String {
+        match self.mode {
+            Mode::Loopback => crate::cluster::SERVICE_CIDR.to_owned(),
+            Mode::Netns => format!("10.96.{}.0/24", self.index),
+        }
+    }
+
+    /// ClusterIP of the `kubernetes` Service (first address of the range).
+    pub fn kubernetes_ip(&self) -> String {
+        match self.mode {
+            Mode::Loopback => "10.96.0.1".to_owned(),
+            Mode::Netns => format!("10.96.{}.1", self.index),
+        }
+    }
+
+    /// Bridge address: the pods' gateway and the source address of
+    /// processes in the node namespace (`devcluster run`, the operator).
+    pub fn gateway(&self) -> String {
+        format!("10.244.{}.1", self.index)
+    }
+
+    /// Where pods reach the API server (the agent's proxy in the node
+    /// namespace); the apiserver advertises it for the `kubernetes` Service.
+    pub fn api_addr(&self) -> String {
+        format!("10.244.{}.2", self.index)
+    }
+
+    /// The host's end of the link into the node namespace.
+    pub fn host_addr(&self) -> String {
+        format!("169.254.{}.1", self.index)
+    }
+
+    fn uplink_addr(&self) -> String {
+        format!("169.254.{}.2", self.index)
+    }
+
+    /// Candidate pod IPs in allocation order.
+    pub fn pod_ips(&self) -> Vec<String> {
+        (10..=250u8)
+            .map(|c| format!("10.244.{}.{c}", self.index))
+            .collect()
+    }
+}
+
+fn last_octet(ip: &str) -> &str {
+    ip.rsplit('.').next().unwrap_or(ip)
+}
+
+/// Run `ip ARGS` (or another program), failing with its stderr.
+fn run(prog: &str, args: &[&str]) -> Result<()> {
+    let out = Command::new(prog)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {prog} (is iproute2/nftables installed?)"))?;
+    if !out.status.success() {
+        bail!(
+            "{prog} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+fn ip(args: &[&str]) -> Result<()> {
+    run("ip", args)
+}
+
+/// `nft -f -` inside a namespace.
+fn nft_in(ns: &str, script: &str) -> Result<()> {
+    use std::io::Write;
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("running nft (is nftables installed?)")?;
+    child
+        .stdin
+        .take()
+        .context("nft stdin")?
+        .write_all(script.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "nft in {ns}: {}\n{script}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+fn sysctl_in(ns: &str, key: &str, value: &str) -> Result<()> {
+    run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            ns,
+            "sysctl",
+            "-q",
+            "-w",
+            &format!("{key}={value}"),
+        ],
+    )
+}
+
+/// Does the host namespace route `cidr` somewhere (another cluster)? Our
+/// `unreachable` guards do not count.
+fn host_route_exists(cidr: &str) -> bool {
+    Command::new("ip")
+        .args(["route", "show", "exact", cidr])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| !l.trim().is_empty() && !l.starts_with("unreachable"))
+        })
+        .unwrap_or(false)
+}
+
+/// Create the node namespace, its bridge, the link from the host and the
+/// host's routes (with their unreachable guards). Idempotent: a leftover
+/// namespace of this state dir is removed first.
+pub fn setup(net: &Net) -> Result<()> {
+    if !net.netns() {
+        return Ok(());
+    }
+    teardown(net);
+    for cidr in [net.pod_cidr(), net.service_cidr()] {
+        if host_route_exists(&cidr) {
+            bail!(
+                "{cidr} is already routed in this network namespace (another devcluster \
+                 with ORDINAL_DEVCLUSTER_IP_BLOCK={}?); pick another block",
+                net.index
+            );
+        }
+    }
+    let ns = net.node_ns();
+    let ns = ns.as_str();
+    ip(&["netns", "add", ns])?;
+    ip(&["-n", ns, "link", "set", "lo", "up"])?;
+    sysctl_in(ns, "net.ipv4.ip_forward", "1")?;
+    sysctl_in(ns, "net.ipv6.conf.all.disable_ipv6", "1")?;
+    sysctl_in(ns, "net.ipv6.conf.default.disable_ipv6", "1")?;
+    ip(&["-n", ns, "link", "add", BRIDGE, "type", "bridge"])?;
+    ip(&[
+        "-n",
+        ns,
+        "addr",
+        "add",
+        &format!("{}/24", net.gateway()),
+        "dev",
+        BRIDGE,
+    ])?;
+    ip(&[
+        "-n",
+        ns,
+        "addr",
+        "add",
+        &format!("{}/24", net.api_addr()),
+        "dev",
+        BRIDGE,
+    ])?;
+    ip(&["-n", ns, "link", "set", BRIDGE, "up"])?;
+    // Locally started connections to ClusterIPs need a route before
+    // kube-proxy's output DNAT can rewrite them (there is no default route).
+    ip(&[
+        "-n",
+        ns,
+        "route",
+        "add",
+        &net.service_cidr(),
+        "dev",
+        BRIDGE,
+        "src",
+        &net.gateway(),
+    ])?;
+    // Pod-to-pod traffic is bridged; let it pass the IPv4 hooks (conntrack,
+    // kube-proxy's NAT, partitions) like on a real node.
+    sysctl_in(ns, "net.bridge.bridge-nf-call-iptables", "1")?;
+    // The link from the host namespace.
+    let link = net.host_link();
+    ip(&[
+        "link", "add", &link, "type", "veth", "peer", "name", "uplink", "netns", ns,
+    ])?;
+    let _ = run(
+        "sysctl",
+        &["-q", "-w", &format!("net.ipv6.conf.{link}.disable_ipv6=1")],
+    );
+    ip(&[
+        "addr",
+        "add",
+        &format!("{}/30", net.host_addr()),
+        "dev",
+        &link,
+    ])?;
+    ip(&["link", "set", &link, "up"])?;
+    ip(&[
+        "-n",
+        ns,
+        "addr",
+        "add",
+        &format!("{}/30", net.uplink_addr()),
+        "dev",
+        "uplink",
+    ])?;
+    ip(&["-n", ns, "link", "set", "uplink", "up"])?;
+    for cidr in [net.pod_cidr(), net.service_cidr()] {
+        // The guard first, so that there is never a moment without it.
+        ip(&[
+            "route",
+            "replace",
+            "unreachable",
+            &cidr,
+            "metric",
+            &GUARD_METRIC.to_string(),
+        ])?;
+        ip(&[
+            "route",
+            "add",
+            &cidr,
+            "via",
+            &net.uplink_addr(),
+            "dev",
+            &link,
+        ])?;
+    }
+    nft_in(
+        ns,
+        &format!(
+            "table inet {PARTITION_TABLE} {{\n\
+             set cut {{ type ipv4_addr . ipv4_addr; }}\n\
+             chain input {{ type filter hook input priority filter - 10; ip saddr . ip daddr @cut drop; }}\n\
+             chain forward {{ type filter hook forward priority filter - 10; ip saddr . ip daddr @cut drop; }}\n\
+             chain output {{ type filter hook output priority filter - 10; ip saddr . ip daddr @cut drop; }}\n\
+             }}\n"
+        ),
+    )?;
+    Ok(())
+}
+
+/// Remove everything `setup` and `pod_up` created; errors are ignored (parts
+/// may be gone already).
+pub fn teardown(net: &Net) {
+    if !net.netns() || net.id.is_empty() {
+        return;
+    }
+    let prefix = format!("odp-{}-", net.id);
+    if let Ok(entries) = fs::read_dir("/run/netns") {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&prefix) {
+                let _ = ip(&["netns", "del", &name]);
+            }
+        }
+    }
+    if net.node_ns_path().exists() {
+        // Deleting the namespace destroys the veth pair and the host routes via it.
+        let _ = ip(&["netns", "del", &net.node_ns()]);
+    }
+    let _ = ip(&["link", "del", &net.host_link()]);
+    for cidr in [net.pod_cidr(), net.service_cidr()] {
+        let _ = ip(&[
+            "route",
+            "del",
+            &cidr,
+            "via",
+            &net.uplink_addr(),
+            "dev",
+            &net.host_link(),
+        ]);
+        if host_route_exists(&cidr) {
+            // Another cluster with the same block routes it: its guard stays.
+            continue;
+        }
+        let _ = ip(&[
+            "route",
+            "del",
+            "unreachable",
+            &cidr,
+            "metric",
+            &GUARD_METRIC.to_string(),
+        ]);
+    }
+}
+
+/// A pod's network namespace with `eth0` on the bridge; recreated if left over.
+pub fn pod_up(net: &Net, pod_ip: &str) -> Result<()> {
+    let pns = net.pod_ns(pod_ip);
+    if net.pod_ns_path(pod_ip).exists() {
+        let _ = ip(&["netns", "del", &pns]);
+    }
+    let ns = net.node_ns();
+    let veth = format!("vp{}", last_octet(pod_ip));
+    let _ = ip(&["-n", &ns, "link", "del", &veth]);
+    ip(&["netns", "add", &pns])?;
+    let res = (|| {
+        ip(&["-n", &pns, "link", "set", "lo", "up"])?;
+        sysctl_in(&pns, "net.ipv6.conf.all.disable_ipv6", "1")?;
+        ip(&[
+            "-n", &ns, "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &pns,
+        ])?;
+        ip(&["-n", &ns, "link", "set", &veth, "master", BRIDGE])?;
+        // A pod reaching itself through a Service goes out and back in here.
+        ip(&[
+            "-n",
+            &ns,
+            "link",
+            "set",
+            &veth,
+            "type",
+            "bridge_slave",
+            "hairpin",
+            "on",
+        ])?;
+        ip(&["-n", &ns, "link", "set", &veth, "up"])?;
+        ip(&[
+            "-n",
+            &pns,
+            "addr",
+            "add",
+            &format!("{pod_ip}/24"),
+            "dev",
+            "eth0",
+        ])?;
+        ip(&["-n", &pns, "link", "set", "eth0", "up"])?;
+        ip(&["-n", &pns, "route", "add", "default", "via", &net.gateway()])
+    })();
+    if res.is_err() {
+        let _ = ip(&["netns", "del", &pns]);
+    }
+    res.with_context(|| format!("network namespace of pod {pod_ip}"))
+}
+
+pub fn pod_down(net: &Net, pod_ip: &str) {
+    if net.netns() {
+        let _ = ip(&["netns", "del", &net.pod_ns(pod_ip)]);
+    }
+}
+
+/// Enter the network namespace at `path` (this thread only).
+pub fn enter(path: &Path) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let f = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    // SAFETY: setns on a valid namespace fd; affects only the calling thread.
+    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    if rc != 0 {
+        bail!(
+            "entering network namespace {}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
+}
+
+/// A TCP listener bound inside the network namespace at `ns` (created on a
+/// short-lived thread, so the caller's namespace is untouched).
+pub fn listen_in(ns: &Path, addr: std::net::SocketAddr) -> Result<std::net::TcpListener> {
+    let ns = ns.to_path_buf();
+    std::thread::spawn(move || -> Result<std::net::TcpListener> {
+        enter(&ns)?;
+        let l = std::net::TcpListener::bind(addr)
+            .with_context(|| format!("listening on {addr} in {}", ns.display()))?;
+        l.set_nonblocking(true)?;
+        Ok(l)
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("listener thread panicked"))?
+}
+
+/// One side of a partition: a pod (by name) or a well-known address.
+fn endpoint_ip(state: &Path, net: &Net, namespace: &str, name: &str) -> Result<String> {
+    match name {
+        "operator" | "node" => return Ok(net.gateway()),
+        "host" => return Ok(net.host_addr()),
+        _ => {}
+    }
+    let ips: std::collections::BTreeMap<String, String> =
+        fs::read_to_string(state.join("ips.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+    let key = if name.contains('/') {
+        name.to_owned()
+    } else {
+        format!("{namespace}/{name}")
+    };
+    ips.get(&key)
+        .cloned()
+        .with_context(|| format!("no pod {key} with an IP (see {}/ips.json)", state.display()))
+}
+
+/// Drop all traffic, both ways, between every member of `a` and every member
+/// of `b` (pod names in `namespace`, `ns/pod`, `operator` or `host`).
+pub fn partition(state: &Path, namespace: &str, a: &[String], b: &[String]) -> Result<()> {
+    let net = Net::load(state);
+    if !net.netns() {
+        bail!("partitions need the netns network model (devcluster up --network netns)");
+    }
+    let resolve = |names: &[String]| -> Result<Vec<String>> {
+        names
+            .iter()
+            .map(|n| endpoint_ip(state, &net, namespace, n))
+            .collect()
+    };
+    let (a, b) = (resolve(a)?, resolve(b)?);
+    let mut elems = Vec::new();
+    for x in &a {
+        for y in &b {
+            if x != y {
+                elems.push(format!("{x} . {y}"));
+                elems.push(format!("{y} . {x}"));
+            }
+        }
+    }
+    if elems.is_empty() {
+        bail!("nothing to partition");
+    }
+    nft_in(
+        &net.node_ns(),
+        &format!(
+            "add element inet {PARTITION_TABLE} cut {{ {} }}\n",
+            elems.join(", ")
+        ),
+    )?;
+    println!("partitioned {a:?} from {b:?}");
+    Ok(())
+}
+
+/// Remove every partition.
+pub fn heal(state: &Path) -> Result<()> {
+    let net = Net::load(state);
+    if !net.netns() {
+        bail!("partitions need the netns network model (devcluster up --network netns)");
+    }
+    nft_in(
+        &net.node_ns(),
+        &format!("flush set inet {PARTITION_TABLE} cut\n"),
+    )?;
+    println!("healed all partitions");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_fit_interface_limits_and_addresses_follow_the_index() {
+        let net = Net {
+            mode: Mode::Netns,
+            index: 101,
+            id: hash8("/var/tmp/x"),
+        };
+        assert_eq!(net.id.len(), 8);
+        assert!(net.host_link().len() <= 15);
+        assert_eq!(net.pod_cidr(), "10.244.101.0/24");
+        assert_eq!(net.service_cidr(), "10.96.101.0/24");
+        assert_eq!(net.kubernetes_ip(), "10.96.101.1");
+        assert_eq!(net.pod_ips()[0], "10.244.101.10");
+        assert_eq!(net.pod_ns("10.244.101.17"), format!("odp-{}-17", net.id));
+        assert_ne!(hash8("/var/tmp/x"), hash8("/var/tmp/y"));
+    }
+}
