@@ -283,7 +283,9 @@ async fn apply<K: ClusterResource>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Act
         return Ok(Action::requeue(std::time::Duration::from_secs(10)));
     }
 
-    // Database step.
+    // Database step. With no recorded primary, the last one known outside
+    // the status is a hint for adoption (src/controller/hint.rs).
+    let hint = super::hint::read_if_unrecorded(&ctx.client, &view, &state).await;
     let input = EngineInput {
         namespace: view.namespace.clone(),
         name: view.name.clone(),
@@ -298,6 +300,7 @@ async fn apply<K: ClusterResource>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Act
         credentials: credentials.unwrap_or_default(),
         now,
         settings: obj.engine_settings(),
+        hint,
     };
     let outcome = K::engine(&ctx).reconcile(&input).await?;
     for event in &outcome.events {
@@ -325,6 +328,7 @@ async fn apply<K: ClusterResource>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Act
     }
     // Persist the engine's step before anything else acts on it.
     write_status(&*obj, previous.as_ref(), &obs, &ctx).await?;
+    super::hint::record_if_changed(&ctx.client, &view, &state, &outcome.state).await;
     if outcome.state.primary != state.primary {
         let rendered = obj.render(&view, &outcome.state);
         apply_config_map(&view, &rendered.files, &ctx).await?;

@@ -3,6 +3,7 @@
 pub mod backup;
 pub mod cluster;
 pub mod context;
+pub mod hint;
 pub mod kinds;
 pub mod restore;
 pub mod schedule;

@@ -409,6 +409,7 @@ impl Engine for MySqlEngine {
             now: input.now,
             timeouts: self.cfg.timeouts,
             credentials_changed,
+            hint: input.hint,
         });
 
         let cx = act::ActCtx {

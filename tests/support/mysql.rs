@@ -15,7 +15,7 @@ use chrono::Utc;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder, Row};
 use ordinal::api::{FailoverSpec, ReplicationState};
-use ordinal::engine::{Credentials, Engine, EngineInput, EngineOutcome, Member};
+use ordinal::engine::{Credentials, Engine, EngineInput, EngineOutcome, Member, PrimaryHint};
 use ordinal::mysql::{MySqlEngine, MySqlEngineConfig, MySqlSettings};
 
 pub const ROOT_PW: &str = "root-Pw'1";
@@ -256,6 +256,22 @@ impl Server {
         self.start();
     }
 
+    /// Lose the volume: stop, replace the datadir with a freshly initialised
+    /// one (same root password, no data, no GTIDs) and start again.
+    pub fn empty(&mut self) {
+        self.kill();
+        let data = self.dir.join("data");
+        let _ = std::fs::remove_dir_all(&data);
+        let st = Command::new("cp")
+            .arg("-a")
+            .arg(template())
+            .arg(&data)
+            .status()
+            .expect("cp");
+        assert!(st.success());
+        self.start();
+    }
+
     pub fn member(&self) -> Member {
         Member {
             ordinal: self.ordinal,
@@ -356,6 +372,8 @@ pub struct Cluster {
     pub last: Option<EngineOutcome>,
     pub events: Vec<String>,
     pub credentials: Credentials,
+    /// The last-primary hint handed to the engine (None: no hint).
+    pub hint: Option<PrimaryHint>,
 }
 
 impl Cluster {
@@ -383,6 +401,7 @@ impl Cluster {
             last: None,
             events: Vec::new(),
             credentials: credentials(),
+            hint: None,
         }
     }
 
@@ -397,6 +416,7 @@ impl Cluster {
             credentials: self.credentials.clone(),
             now: Utc::now(),
             settings: self.settings.clone(),
+            hint: self.hint,
         }
     }
 
