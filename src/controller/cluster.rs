@@ -493,6 +493,22 @@ async fn ensure_secret<K: ClusterResource>(
             }
         }
     };
+    // A generated Secret outlives the resource while its volumes do.
+    if obj.auth().secret_name.is_none()
+        && let Some(owners) = secret::owners_to_set(view, &found)
+    {
+        let patch = json!({ "metadata": { "ownerReferences": owners } });
+        api.patch(
+            &view.secret_name,
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .context(format!(
+            "release Secret {} from the cluster",
+            view.secret_name
+        ))?;
+    }
     Ok(secret::check(view, &found).map(Credentials))
 }
 
