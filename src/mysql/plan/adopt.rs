@@ -49,10 +49,12 @@ pub(super) fn plan_bootstrap(inp: &PlanInput<'_>, p: &mut Plan) {
         wait_for_members(inp, p, &missing);
         return;
     }
+    // A writable member's set as re-read after every member was sampled, so
+    // a replica sampled later never looks ahead of the member it follows.
     let sets: Vec<(i32, &GtidSet)> = inp
         .views
         .iter()
-        .filter_map(|v| v.up().map(|o| (v.ordinal, &o.executed)))
+        .filter_map(|v| v.up().map(|o| (v.ordinal, o.reference())))
         .collect();
     let fresh = sets.iter().all(|(_, g)| g.is_empty());
     let writable: Vec<i32> = inp
@@ -108,7 +110,7 @@ pub(super) fn plan_bootstrap(inp: &PlanInput<'_>, p: &mut Plan) {
     p.state.primary = Some(chosen);
     p.state.term = term;
     p.state.primary_unhealthy_since = None;
-    p.state.primary_position = Some(o.executed.to_string());
+    p.state.primary_position = Some(o.reference().to_string());
     p.state.primary_identity = Some(o.identity.clone());
     set_role(p, chosen, MemberRole::Primary, None);
     let evidence = inp

@@ -113,13 +113,27 @@ pub fn choose_adoption(
         )
     };
     let fresh = nodes.iter().all(|(_, n)| n.keys == 0);
+    // A replica of a writable member on that member's history holds a prefix
+    // of it, whatever order they were sampled in (the primary keeps taking
+    // writes while the others are read).
+    let holds = |(am, an): (&MemberView, &NodeInfo), (_, bn): (&MemberView, &NodeInfo)| {
+        if an.role == ServerRole::Master
+            && bn.role == ServerRole::Replica
+            && an.replid == bn.replid
+            && source_of(bn, members) == Some(am.ordinal)
+        {
+            Containment::Holds
+        } else {
+            containment(an, bn)
+        }
+    };
     let candidates: Vec<(&MemberView, &NodeInfo)> = nodes
         .iter()
         .filter(|(m, n)| {
             nodes
                 .iter()
                 .filter(|(o, _)| o.ordinal != m.ordinal)
-                .all(|(_, o)| match containment(n, o) {
+                .all(|(om, o)| match holds((m, n), (om, o)) {
                     Containment::Holds => true,
                     Containment::Lacks => false,
                     Containment::Unknown => n.keys >= o.keys,
@@ -128,9 +142,9 @@ pub fn choose_adoption(
         .copied()
         .collect();
     if let Some((m, n)) = candidates.iter().max_by_key(|(m, n)| rank(m, n)) {
-        let by_key_count = nodes
-            .iter()
-            .any(|(o, on)| o.ordinal != m.ordinal && containment(n, on) == Containment::Unknown);
+        let by_key_count = nodes.iter().any(|(o, on)| {
+            o.ordinal != m.ordinal && holds((m, n), (o, on)) == Containment::Unknown
+        });
         return Ok(Adoption {
             ordinal: m.ordinal,
             fresh,
@@ -140,8 +154,8 @@ pub fn choose_adoption(
     let mut pairs = Vec::new();
     for (i, (a, an)) in nodes.iter().enumerate() {
         for (b, bn) in nodes.iter().skip(i + 1) {
-            let ab = containment(an, bn);
-            let ba = containment(bn, an);
+            let ab = holds((a, an), (b, bn));
+            let ba = holds((b, bn), (a, an));
             if ab == Containment::Lacks && ba == Containment::Lacks {
                 pairs.push(format!(
                     "{} ({} keys, offset {}) and {} ({} keys, offset {}) each hold writes the other lacks",
