@@ -643,9 +643,17 @@ fn plan_steady(inp: &PlanInput<'_>, primary: i32, p: &mut Plan) {
                 }
             }
             _ => {
-                if let Some(pg) = &po.purged
-                    && !o.executed.contains(pg)
+                // An emptied member whose own server id originated transactions
+                // the primary holds would skip them when replicating: seeded
+                // from a dump instead, like a member behind purged binlogs.
+                let own_lost = o.executed.is_empty() && po.reference().has_origin(o.server_id);
+                if own_lost
+                    || po
+                        .purged
+                        .as_ref()
+                        .is_some_and(|pg| !o.executed.contains(pg))
                 {
+                    let pg = po.purged.clone().unwrap_or_else(|| po.reference().clone());
                     // MariaDB would silently start such a replica from the
                     // oldest binlog left; it is seeded from a dump instead.
                     p.steps.push(Step {
@@ -658,12 +666,19 @@ fn plan_steady(inp: &PlanInput<'_>, primary: i32, p: &mut Plan) {
                     p.events.push(ev(
                         EventType::Normal,
                         "Reseeding",
-                        format!(
-                            "{} lacks transactions {} purged from its binlogs ({} missing); seeding it from a fresh dump",
-                            v.pod,
-                            pv.pod,
-                            o.executed.missing(pg)
-                        ),
+                        if own_lost {
+                            format!(
+                                "{} is empty and {} holds transactions its server id originated, which replication would skip; seeding it from a fresh dump",
+                                v.pod, pv.pod
+                            )
+                        } else {
+                            format!(
+                                "{} lacks transactions {} purged from its binlogs ({} missing); seeding it from a fresh dump",
+                                v.pod,
+                                pv.pod,
+                                o.executed.missing(&pg)
+                            )
+                        },
                     ));
                     problems.push(format!("{} being re-seeded", v.pod));
                     set_role(
