@@ -81,6 +81,18 @@ pub struct EngineInput<S> {
     pub credentials: Credentials,
     pub now: DateTime<Utc>,
     pub settings: S,
+    /// The last primary and term recorded outside the status (it survives a
+    /// status wipe), read only while `state` records no primary. A hint, not
+    /// truth: adoption prefers it only among members the data shows to be
+    /// equally complete.
+    pub hint: Option<PrimaryHint>,
+}
+
+/// The last known primary and term, kept where a status wipe cannot reach.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PrimaryHint {
+    pub primary: i32,
+    pub term: i64,
 }
 
 /// Health of replication, for the `ReplicationHealthy` condition.

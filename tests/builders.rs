@@ -106,18 +106,18 @@ fn mysql8_renders_its_own_gtid_and_read_only_settings() {
 }
 
 #[test]
-fn redis_replicas_follow_ordinal_zero_at_bootstrap() {
+fn redis_members_boot_read_only_with_no_source_without_a_recorded_primary() {
     let v = view(DbKind::Redis, "cache", 3);
     let rendered =
         config::render_redis(&v, &redis_spec("replicas: 3"), &ReplicationState::default());
-    assert!(
-        lines(&rendered.files["0.conf"], "replicaof").is_empty(),
-        "ordinal 0 boots as primary"
-    );
-    for ordinal in [1, 2] {
+    // No member is a bootstrap primary and none follows ordinal 0: each
+    // points at itself (read-only, never syncs) until the operator adopts.
+    for ordinal in [0, 1, 2] {
         assert_eq!(
             lines(&rendered.files[&config::redis_file(ordinal)], "replicaof"),
-            ["replicaof cache-0.cache-headless.shop.svc.cluster.local 6379"]
+            [format!(
+                "replicaof cache-{ordinal}.cache-headless.shop.svc.cluster.local 6379"
+            )]
         );
     }
     for file in rendered.files.values() {
@@ -204,6 +204,28 @@ fn no_password_is_rendered_into_any_config_map() {
                 && !file.to_lowercase().contains("password")
         );
     }
+}
+
+#[test]
+fn generated_secret_outlives_the_resource_while_the_volumes_do() {
+    // Default retention (Retain): no owner, so deleting the resource keeps it.
+    let mut v = view(DbKind::MySql(MySqlFlavor::MariaDB), "db", 3);
+    let s = secret::generated(&v, secret::random_password);
+    assert_eq!(s.metadata.owner_references, None);
+    // A Secret an earlier version made owned is released, other owners kept.
+    let other = OwnerReference {
+        uid: "someone-else".into(),
+        ..v.owner.clone()
+    };
+    let mut owned = s.clone();
+    owned.metadata.owner_references = Some(vec![v.owner.clone(), other.clone()]);
+    assert_eq!(secret::owners_to_set(&v, &owned), Some(vec![other.clone()]));
+    assert_eq!(secret::owners_to_set(&v, &s), None, "nothing to change");
+    // whenDeleted: Delete: the Secret goes with the volumes.
+    v.storage.retention.when_deleted = RetentionPolicy::Delete;
+    let s = secret::generated(&v, secret::random_password);
+    assert_eq!(s.metadata.owner_references, Some(vec![v.owner.clone()]));
+    assert_eq!(secret::owners_to_set(&v, &owned), None);
 }
 
 #[test]

@@ -1533,3 +1533,126 @@ async fn operator_killed_at_random_points_of_failovers_and_switchovers() {
     );
     assert_eq!(dual, 0, "two writable members (seed {seed})");
 }
+
+/// Rows of app.t on `s`, or None while the table cannot be read.
+async fn try_count(s: &Server) -> Option<i64> {
+    let mut c = s.conn_as("root", ROOT_PW).await.ok()?;
+    c.query_first::<i64, _>("SELECT COUNT(*) FROM app.t")
+        .await
+        .ok()
+        .flatten()
+}
+
+#[tokio::test]
+async fn recreated_over_kept_volumes_adopts_the_full_member_not_the_emptied_ordinal_zero() {
+    let _g = SERIAL.lock().await;
+    let mut c = bootstrap(Flavor::MariaDB, 3).await;
+    let mut app = c.server(0).app().await.expect("app");
+    let mut acked = Vec::new();
+    let ids: Vec<i64> = (1..=2000).collect();
+    for chunk in ids.chunks(200) {
+        let values: Vec<String> = chunk.iter().map(|i| format!("({i}, 'x')")).collect();
+        app.query_drop(format!(
+            "INSERT INTO app.t (id, v) VALUES {}",
+            values.join(",")
+        ))
+        .await
+        .expect("insert");
+        acked.extend_from_slice(chunk);
+    }
+    drop(app);
+    for r in 1..3 {
+        wait_rows(c.server(r), "app.t", 2000, Duration::from_secs(30)).await;
+    }
+    // The resource is deleted and applied again over the kept volumes, with
+    // ordinal 0's volume lost; the hint still names the old primary 0.
+    for r in 0..3 {
+        c.server_mut(r).kill();
+    }
+    c.server_mut(0).empty();
+    c.server_mut(1).start();
+    c.server_mut(2).start();
+    c.state = Default::default();
+    c.events.clear();
+    c.hint = Some(ordinal::engine::PrimaryHint {
+        primary: 0,
+        term: 1,
+    });
+    // As rendered, nobody accepts writes before the engine decides.
+    assert_eq!(writable_members(&c).await, Vec::<i32>::new());
+    let out = c
+        .converge(Duration::from_secs(60), "adoption", |o| healthy_with(o, 1))
+        .await;
+    assert!(out.state.term >= 2, "a new term: {}", out.state.term);
+    assert!(
+        c.events.iter().any(|e| e.contains("Adopted")),
+        "{:#?}",
+        c.events
+    );
+    assert!(!c.events.iter().any(|e| e.contains("Bootstrapped")));
+    assert_eq!(missing_ids(c.server(1), &acked).await, Vec::<i64>::new());
+    assert_eq!(writable_members(&c).await, vec![1]);
+    // The emptied member catches up from the adopted primary.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while try_count(c.server(0)).await != Some(2000) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ordinal 0 did not catch up"
+        );
+        c.pass().await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(missing_ids(c.server(0), &acked).await, Vec::<i64>::new());
+}
+
+#[tokio::test]
+async fn diverged_members_are_refused_and_keep_their_rows() {
+    let _g = SERIAL.lock().await;
+    let mut c = bootstrap(Flavor::MariaDB, 2).await;
+    let mut app = c.server(0).app().await.expect("app");
+    for i in 1..=20 {
+        app.query_drop(format!("INSERT INTO app.t (id, v) VALUES ({i}, 'x')"))
+            .await
+            .expect("insert");
+    }
+    wait_rows(c.server(1), "app.t", 20, Duration::from_secs(10)).await;
+    // A split nobody recorded: 1 detached and written to, 0 written to too.
+    let mut r1 = c.server(1).root().await;
+    r1.query_drop(
+        "STOP SLAVE; SET SESSION sql_log_bin = 1; INSERT INTO app.t (id, v) VALUES (9001, 'only1')",
+    )
+    .await
+    .expect("write on 1");
+    app.query_drop("INSERT INTO app.t (id, v) VALUES (9000, 'only0')")
+        .await
+        .expect("write on 0");
+    drop(app);
+    c.state = Default::default();
+    for _ in 0..3 {
+        let out = c.pass().await;
+        assert_eq!(out.state.primary, None);
+        assert!(
+            matches!(&out.health, ordinal::engine::Health::Unhealthy { reason, .. } if reason == "AdoptionRefused"),
+            "{:?}",
+            out.health
+        );
+    }
+    assert!(c.events.iter().any(|e| e.contains("AdoptionRefused")));
+    // Nothing was wiped, repointed or promoted.
+    assert_eq!(c.server(0).count("app.t").await, 21);
+    assert_eq!(c.server(1).count("app.t").await, 21);
+    assert_eq!(
+        c.server(1)
+            .scalar("SELECT COUNT(*) FROM app.t WHERE id = 9001")
+            .await
+            .as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        c.server(1)
+            .slave_status("Slave_IO_Running")
+            .await
+            .as_deref(),
+        Some("No")
+    );
+}

@@ -440,12 +440,14 @@ async fn operator_crash_mid_failover_resumes_to_one_primary() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_streams_and_restore_verifies_before_installing() {
     let mut c = Cluster::new(78, 2, failover(5));
-    c.start(0);
+    c.start_all();
     c.run_until(Duration::from_secs(10), |o| o.state.primary == Some(0))
         .await;
+    c.kill(1);
+    c.wipe(1);
     let mut p = c.server(0).conn().await;
     // ~100 MB: 400k keys of 256 bytes (DEBUG POPULATE is not replicated, so
-    // the replica is started afterwards and full-syncs it).
+    // the replica is started afterwards, emptied, and full-syncs it).
     let () = redis::cmd("DEBUG")
         .arg("POPULATE")
         .arg(400_000)
@@ -919,6 +921,26 @@ async fn missing_keys(ip: &str, acked: &[(String, Instant)]) -> usize {
     missing
 }
 
+/// Every key `<prefix>:0..n` present on `ip`; returns the missing ones.
+async fn missing_prefixed_keys(ip: &str, prefix: &str, n: usize) -> Vec<String> {
+    let mut c = connect(ip, PORT).await.unwrap();
+    let keys: Vec<String> = (0..n).map(|i| format!("{prefix}:{i}")).collect();
+    let mut missing = Vec::new();
+    for chunk in keys.chunks(500) {
+        let vals: Vec<Option<String>> = redis::cmd("MGET")
+            .arg(chunk)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        for (k, v) in chunk.iter().zip(vals) {
+            if v.is_none() {
+                missing.push(k.clone());
+            }
+        }
+    }
+    missing
+}
+
 fn count_events(c: &Cluster, reason: &str) -> usize {
     c.history
         .iter()
@@ -1216,4 +1238,119 @@ async fn operator_killed_at_random_points_of_failovers_and_switchovers() {
     assert_eq!(missing, 0, "acknowledged writes lost (seed {seed})");
     assert_eq!(dual, 0, "two writable members (seed {seed})");
     assert_eq!(c.masters().await, [p]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recreated_over_kept_volumes_adopts_the_full_member_not_the_emptied_ordinal_zero() {
+    let mut c = Cluster::new(87, 3, failover(5));
+    c.start_all();
+    c.converge(Duration::from_secs(20)).await;
+    let mut p = c.server(0).conn().await;
+    set_many(&mut p, "k", 2000).await;
+    for r in 0..3 {
+        wait_dbsize(&c.ip(r), 2000).await;
+    }
+    // The resource is deleted (every pod goes, the volumes stay), ordinal 0's
+    // volume is lost, the resource is applied again: no recorded state.
+    for r in 0..3 {
+        c.kill(r);
+    }
+    c.wipe(0);
+    c.input.state = Default::default();
+    c.history.clear();
+    c.start_all();
+    // As rendered, nobody accepts writes and nobody syncs before the engine decides.
+    assert!(c.masters().await.is_empty());
+    let out = c.converge(Duration::from_secs(30)).await;
+    assert_eq!(
+        out.state.primary,
+        Some(1),
+        "lowest of the equally full members"
+    );
+    let events: Vec<_> = c.history.iter().flat_map(|o| o.events.clone()).collect();
+    assert!(events.iter().any(|e| e.reason == "Adopted"), "{events:#?}");
+    assert!(!events.iter().any(|e| e.reason == "Bootstrapped"));
+    assert_eq!(c.masters().await, [1]);
+    assert_eq!(
+        missing_prefixed_keys(&c.ip(1), "k", 2000).await,
+        Vec::<String>::new()
+    );
+    // The emptied member is a replica of the adopted primary with every key.
+    wait_dbsize(&c.ip(0), 2000).await;
+    wait_dbsize(&c.ip(2), 2000).await;
+    assert_eq!(
+        missing_prefixed_keys(&c.ip(0), "k", 2000).await,
+        Vec::<String>::new()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_status_under_writes_adopts_the_running_primary_in_the_same_pass() {
+    let mut c = Cluster::new(88, 3, failover(5));
+    c.start_all();
+    c.converge(Duration::from_secs(20)).await;
+    let writer = Writer::start((c.ip(0), PORT));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    c.input.state = Default::default();
+    let out = c.pass().await;
+    assert_eq!(out.state.primary, Some(0));
+    assert_eq!(
+        c.primary(),
+        Some(0),
+        "the primary keeps its role in the same pass"
+    );
+    let out = c.converge(Duration::from_secs(10)).await;
+    assert_eq!(out.state.primary, Some(0));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let acked = writer.stop().await;
+    assert!(acked.len() > 10, "the writer kept writing: {}", acked.len());
+    assert_eq!(c.masters().await, [0]);
+    let mut conn = c.server(0).conn().await;
+    for (key, _) in &acked {
+        let v: Option<String> = redis::cmd("GET")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(v.is_some(), "acknowledged {key} lost");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn diverged_members_are_refused_and_both_keep_their_data() {
+    let mut c = Cluster::new(89, 2, failover(5));
+    c.start_all();
+    c.converge(Duration::from_secs(20)).await;
+    let mut p = c.server(0).conn().await;
+    set_many(&mut p, "k", 100).await;
+    wait_dbsize(&c.ip(1), 100).await;
+    // Split brain nobody recorded: 1 is detached and written to, 0 too.
+    let mut r = c.server(1).conn().await;
+    let () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    set_many(&mut r, "only1", 10).await;
+    set_many(&mut p, "only0", 20).await;
+    c.input.state = Default::default();
+    for _ in 0..3 {
+        let out = c.pass().await;
+        assert_eq!(out.state.primary, None);
+        assert!(
+            matches!(&out.health, Health::Unhealthy { reason, .. } if reason == "AdoptionRefused"),
+            "{:?}",
+            out.health
+        );
+    }
+    let refused = c.history.iter().flat_map(|o| o.events.clone());
+    assert!(
+        refused
+            .into_iter()
+            .any(|e| e.reason == "AdoptionRefused" && e.type_ == EventType::Warning)
+    );
+    // Nothing was wiped or resynced.
+    assert_eq!(dbsize(&mut c.server(0).conn().await).await, 120);
+    assert_eq!(dbsize(&mut c.server(1).conn().await).await, 110);
 }

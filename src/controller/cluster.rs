@@ -22,7 +22,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::api::{Api, ListParams, Patch, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType as KubeEventType;
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
@@ -421,6 +421,9 @@ async fn engine_step<K: ClusterResource>(
             }
         })
         .collect::<Vec<_>>();
+    // With no recorded primary, the last one known outside the status is a
+    // hint for adoption (src/controller/hint.rs).
+    let hint = super::hint::read_if_unrecorded(&pass.ctx.client, &pass.view, &pass.state).await;
     let input = EngineInput {
         namespace: view.namespace.clone(),
         name: view.name.clone(),
@@ -435,6 +438,7 @@ async fn engine_step<K: ClusterResource>(
         credentials,
         now: Utc::now(),
         settings: pass.obj.engine_settings(),
+        hint,
     };
     let outcome = K::engine(&pass.ctx).reconcile(&input).await?;
     for event in &outcome.events {
@@ -476,6 +480,7 @@ async fn update_status<K: ClusterResource>(
         // Someone changed the state this pass planned from: plan again.
         return Ok(Action::requeue(Duration::from_millis(200)));
     }
+    super::hint::record_if_changed(&pass.ctx.client, &pass.view, &pass.state, &outcome.state).await;
     let changes = roles::plan(
         &roles::pod_roles(pods, &pass.view.name),
         &outcome.members,
@@ -640,6 +645,22 @@ async fn ensure_secret<K: ClusterResource>(
             }
         }
     };
+    // A generated Secret outlives the resource while its volumes do.
+    if obj.auth().secret_name.is_none()
+        && let Some(owners) = secret::owners_to_set(view, &found)
+    {
+        let patch = serde_json::json!({ "metadata": { "ownerReferences": owners } });
+        api.patch(
+            &view.secret_name,
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .context(format!(
+            "release Secret {} from the cluster",
+            view.secret_name
+        ))?;
+    }
     Ok(secret::check(view, &found).map(Credentials))
 }
 

@@ -6,6 +6,7 @@ pub mod common;
 pub mod conditions;
 pub mod context;
 pub mod freshness;
+pub mod hint;
 pub mod kinds;
 pub mod restore;
 pub mod roles;

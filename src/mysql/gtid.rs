@@ -120,6 +120,17 @@ impl GtidSet {
         }
     }
 
+    /// Whether this (MariaDB) set holds transactions originated by server
+    /// `server_id`. A MariaDB replica skips events carrying its own server id,
+    /// so a member emptied under the same id cannot get them back by
+    /// replication. MySQL origins are server UUIDs, new with every datadir.
+    pub fn has_origin(&self, server_id: u32) -> bool {
+        match self {
+            GtidSet::MariaDb(m) => m.keys().any(|(_, s)| *s == server_id),
+            GtidSet::MySql(_) => false,
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         match self {
             GtidSet::MariaDb(m) => m.is_empty(),

@@ -399,25 +399,37 @@ impl Engine for MySqlEngine {
         .await;
         let mut observed = observed;
         // Re-read the primary's position after everyone was sampled (see
-        // `Observed::executed_after`).
-        if let Some(p) = input.state.primary
-            && let Some(idx) = input.members.iter().position(|m| m.ordinal == p)
-            && let (Some(conn), Ok(o)) = &mut observed[idx]
-            && let Ok(r) =
-                observe::rows(conn, d.executed_gtid_query(), self.cfg.query_timeout).await
-            && let Some(text) = r
-                .first()
-                .and_then(|row| row.as_ref(0))
-                .and_then(observe::value_str)
-        {
-            o.executed_after = gtid::GtidSet::parse(d.flavor(), &text).ok();
-            o.purged = match observe::purged(conn, d, self.cfg.query_timeout).await {
-                Ok(g) => Some(g),
-                Err(e) => {
-                    tracing::warn!(member = %input.members[idx].pod, error = %e, "cannot read purged GTIDs");
-                    None
-                }
-            };
+        // `Observed::executed_after`). With no recorded primary (adoption),
+        // every writable member's: it may keep taking writes meanwhile.
+        let reread: Vec<usize> = match input.state.primary {
+            Some(p) => input
+                .members
+                .iter()
+                .position(|m| m.ordinal == p)
+                .into_iter()
+                .collect(),
+            None => (0..observed.len())
+                .filter(|i| observed[*i].1.as_ref().is_ok_and(|o| o.writable()))
+                .collect(),
+        };
+        for idx in reread {
+            if let (Some(conn), Ok(o)) = &mut observed[idx]
+                && let Ok(r) =
+                    observe::rows(conn, d.executed_gtid_query(), self.cfg.query_timeout).await
+                && let Some(text) = r
+                    .first()
+                    .and_then(|row| row.as_ref(0))
+                    .and_then(observe::value_str)
+            {
+                o.executed_after = gtid::GtidSet::parse(d.flavor(), &text).ok();
+                o.purged = match observe::purged(conn, d, self.cfg.query_timeout).await {
+                    Ok(g) => Some(g),
+                    Err(e) => {
+                        tracing::warn!(member = %input.members[idx].pod, error = %e, "cannot read purged GTIDs");
+                        None
+                    }
+                };
+            }
         }
         // Credentials rotation: compare a digest of the passwords the users
         // were last set up with (kept in memory; after an operator restart a
@@ -474,6 +486,7 @@ impl Engine for MySqlEngine {
             now: input.now,
             timeouts: self.cfg.timeouts,
             credentials_changed,
+            hint: input.hint,
         });
 
         let cx = act::ActCtx {

@@ -8,12 +8,17 @@ use crate::api::{
     FailoverRecord, FailoverSpec, MemberRole, MemberStatus, Operation, OperationKind,
     ReplicationState,
 };
-use crate::engine::{EngineEvent, EventType, Health};
+use crate::engine::{EngineEvent, EventType, Health, PrimaryHint};
 
 use super::MySqlSettings;
 use super::gtid::GtidSet;
 use super::observe::Observed;
 use crate::api::mysql::ReplicationMode;
+
+mod adopt;
+
+use adopt::plan_bootstrap;
+pub use adopt::{ADOPTION_PATIENCE, choose_adoption};
 
 /// Step names persisted in `Operation.step`.
 pub mod step {
@@ -86,6 +91,8 @@ pub struct PlanInput<'a> {
     /// The operator or replication password changed since the engine last
     /// applied them: refresh the users on the primary and repoint replicas.
     pub credentials_changed: bool,
+    /// Last primary and term kept outside the status (see [`PrimaryHint`]).
+    pub hint: Option<PrimaryHint>,
 }
 
 /// A database action on one member (by ordinal).
@@ -374,108 +381,6 @@ fn semi(inp: &PlanInput<'_>) -> bool {
     inp.settings.replication.mode == ReplicationMode::SemiSync
 }
 
-fn plan_bootstrap(inp: &PlanInput<'_>, p: &mut Plan) {
-    // Members already holding transactions mean an existing cluster whose
-    // status was lost (or a restored ordinal 0): adopt the member holding
-    // every transaction of the others, never blindly ordinal 0.
-    let has_data = inp
-        .views
-        .iter()
-        .any(|v| v.up().is_some_and(|o| !o.executed.is_empty()));
-    let chosen = if !has_data {
-        let Some(v0) = view(inp, 0) else {
-            p.health = Health::Unknown {
-                reason: "NoMembers".into(),
-                message: "the cluster has no member with ordinal 0".into(),
-            };
-            return;
-        };
-        if v0.up().is_none() {
-            p.health = Health::Unknown {
-                reason: "WaitingForMembers".into(),
-                message: format!("waiting for ordinal 0 ({}) to accept connections", v0.pod),
-            };
-            p.requeue = std::time::Duration::from_secs(2);
-            return;
-        }
-        0
-    } else {
-        if let Some(v) = inp.views.iter().find(|v| v.up().is_none()) {
-            p.health = Health::Unknown {
-                reason: "WaitingForMembers".into(),
-                message: format!(
-                    "members already hold data: waiting for every member (not yet {}) to answer before choosing the primary",
-                    v.pod
-                ),
-            };
-            p.requeue = std::time::Duration::from_secs(2);
-            return;
-        }
-        let sets: Vec<(i32, &GtidSet)> = inp
-            .views
-            .iter()
-            .filter_map(|v| v.up().map(|o| (v.ordinal, &o.executed)))
-            .collect();
-        let writable = inp
-            .views
-            .iter()
-            .find(|v| v.up().is_some_and(|o| o.writable()))
-            .map(|v| v.ordinal);
-        let preferred = inp.desired_primary.or(writable).or(Some(0));
-        match choose_candidate(&sets, None, None, preferred) {
-            Ok(c) => c,
-            Err(why) => {
-                p.health = unhealthy(
-                    "BootstrapConflict",
-                    format!("members already hold data and no primary can be chosen safely: {why}"),
-                );
-                p.events.push(ev(
-                    EventType::Warning,
-                    "BootstrapRefused",
-                    format!("no member holds every transaction of the others ({why}); a person must decide"),
-                ));
-                p.requeue = std::time::Duration::from_secs(10);
-                return;
-            }
-        }
-    };
-    let Some(v0) = view(inp, chosen) else { return };
-    let Some(o) = v0.up() else { return };
-    // Semi-sync is enabled on later passes: with no replica attached yet, a
-    // lossless primary would block the very user creation replicas need.
-    let semi_sync = false;
-    // Promote: forgets any replication configuration of an adopted member.
-    p.steps.push(Step {
-        action: Action::Promote {
-            ordinal: chosen,
-            semi_sync,
-        },
-        critical: true,
-    });
-    p.steps.push(Step {
-        action: Action::EnsureUsers { ordinal: chosen },
-        critical: true,
-    });
-    p.state.primary = Some(chosen);
-    p.state.term = inp.state.term.max(0) + 1;
-    p.state.primary_unhealthy_since = None;
-    p.state.primary_position = Some(o.executed.to_string());
-    p.state.primary_identity = Some(o.identity.clone());
-    set_role(p, chosen, MemberRole::Primary, None);
-    p.events.push(ev(
-        EventType::Normal,
-        "Bootstrapped",
-        format!(
-            "{} (ordinal {chosen}) is the first primary (term {}): users created, writes enabled",
-            v0.pod, p.state.term
-        ),
-    ));
-    p.health = Health::Unknown {
-        reason: "Bootstrapping".into(),
-        message: "primary confirmed; replicas are being configured".into(),
-    };
-}
-
 /// Whether the confirmed primary is usable, or why not.
 fn primary_problem(inp: &PlanInput<'_>, pv: &View) -> Option<(String, String)> {
     let o = match &pv.obs {
@@ -753,9 +658,17 @@ fn plan_steady(inp: &PlanInput<'_>, primary: i32, p: &mut Plan) {
                 }
             }
             _ => {
-                if let Some(pg) = &po.purged
-                    && !o.executed.contains(pg)
+                // An emptied member whose own server id originated transactions
+                // the primary holds would skip them when replicating: seeded
+                // from a dump instead, like a member behind purged binlogs.
+                let own_lost = o.executed.is_empty() && po.reference().has_origin(o.server_id);
+                if own_lost
+                    || po
+                        .purged
+                        .as_ref()
+                        .is_some_and(|pg| !o.executed.contains(pg))
                 {
+                    let pg = po.purged.clone().unwrap_or_else(|| po.reference().clone());
                     // MariaDB would silently start such a replica from the
                     // oldest binlog left; it is seeded from a dump instead.
                     p.steps.push(Step {
@@ -768,12 +681,19 @@ fn plan_steady(inp: &PlanInput<'_>, primary: i32, p: &mut Plan) {
                     p.events.push(ev(
                         EventType::Normal,
                         "Reseeding",
-                        format!(
-                            "{} lacks transactions {} purged from its binlogs ({} missing); seeding it from a fresh dump",
-                            v.pod,
-                            pv.pod,
-                            o.executed.missing(pg)
-                        ),
+                        if own_lost {
+                            format!(
+                                "{} is empty and {} holds transactions its server id originated, which replication would skip; seeding it from a fresh dump",
+                                v.pod, pv.pod
+                            )
+                        } else {
+                            format!(
+                                "{} lacks transactions {} purged from its binlogs ({} missing); seeding it from a fresh dump",
+                                v.pod,
+                                pv.pod,
+                                o.executed.missing(&pg)
+                            )
+                        },
                     ));
                     problems.push(format!("{} being re-seeded", v.pod));
                     set_role(

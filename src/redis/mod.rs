@@ -8,8 +8,10 @@
 //!   `outcome.state` before the next call and requeue after
 //!   `outcome.requeue_after` (1 s steady, 200 ms during detection and operations).
 //! - Boot configuration: `replicaof` follows `state.primary` for every member
-//!   (the recorded primary included) once it is set; ordinal 0 boots as the
-//!   primary only while it is unset. `replica-announce-ip <dns_name>` is
+//!   (the recorded primary included) once it is set; while it is unset every
+//!   member replicates from itself (read-only, never syncing) and the engine
+//!   adopts the member whose data holds everything the others hold
+//!   (`plan::choose_adoption`), never ordinal 0 by default. `replica-announce-ip <dns_name>` is
 //!   optional (the engine also matches the pod IP a primary lists its replicas
 //!   by); it is needed only where replicas reach the primary from an address
 //!   that is not their pod IP.
@@ -230,6 +232,7 @@ impl RedisEngine {
                 failover_deadline: self.config.failover_deadline,
                 switchover_retry: self.config.switchover_retry,
             },
+            hint: input.hint,
         });
         events.extend(plan.events);
         let mut health = plan.health;

@@ -45,6 +45,9 @@ pub struct NodeInfo {
     pub offset: i64,
     pub replid: String,
     pub replid2: String,
+    /// `second_repl_offset`: offsets below it are valid on `replid2` (the
+    /// history this server continued when it was promoted); -1 when none.
+    pub second_offset: i64,
     /// `master_failover_state` (`no-failover`, `waiting-for-sync`, `failover-in-progress`).
     pub failover_state: String,
     /// Replicas connected to this server.
@@ -129,6 +132,9 @@ pub fn parse_info(info: &str) -> Result<NodeInfo, RedisError> {
         offset: num("master_repl_offset"),
         replid: get("master_replid").unwrap_or_default().to_string(),
         replid2: get("master_replid2").unwrap_or_default().to_string(),
+        second_offset: get("second_repl_offset")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(-1),
         failover_state: get("master_failover_state")
             .unwrap_or("no-failover")
             .to_string(),

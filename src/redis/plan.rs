@@ -13,11 +13,14 @@ use crate::api::{
     FailoverRecord, FailoverSpec, MemberRole, MemberStatus, Operation, OperationKind,
     ReplicationState,
 };
-use crate::engine::{EngineEvent, EventType, Health};
+use crate::engine::{EngineEvent, EventType, Health, PrimaryHint};
 
 use super::observe::{NodeInfo, ServerRole};
 
+mod adopt;
 mod operations;
+
+pub use adopt::{Adoption, AdoptionError, Containment, choose_adoption, containment};
 
 /// Default `failover.maxLag` for Redis: 1 MiB of replication stream.
 pub const DEFAULT_MAX_LAG: i64 = 1 << 20;
@@ -101,6 +104,8 @@ pub struct PlanInput<'a> {
     pub durability: Option<&'a RedisDurability>,
     pub now: DateTime<Utc>,
     pub timing: Timing,
+    /// Last primary and term kept outside the status (see [`PrimaryHint`]).
+    pub hint: Option<PrimaryHint>,
 }
 
 /// A topology-changing step, or a settings change.
@@ -449,7 +454,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     } else if let Some(primary) = input.state.primary {
         p.steady(primary);
     } else {
-        p.bootstrap();
+        p.adoption();
     }
     p.finish()
 }
@@ -477,38 +482,6 @@ impl<'a> Planner<'a> {
             s.primary_unhealthy_since = None;
             s.primary_position = Some(format_position(&n.replid, n.offset));
             s.primary_identity = Some(n.run_id.clone());
-        }
-    }
-
-    fn bootstrap(&mut self) {
-        let first = self.members().first();
-        match first.and_then(|m| m.writable_primary().map(|n| (m, n))) {
-            Some((m, n)) => {
-                let ordinal = m.ordinal;
-                let n = n.clone();
-                let term = self.plan.state.term.max(1);
-                self.record_primary(&n);
-                for s in [&mut self.plan.state, &mut self.plan.fallback] {
-                    s.primary = Some(ordinal);
-                    s.term = term;
-                }
-                self.plan.events.push(event(
-                    EventType::Normal,
-                    "Bootstrapped",
-                    format!("{} is the primary (term {term})", m.pod),
-                ));
-                self.plan.requeue = self.input.timing.active;
-                self.plan.health = Health::Unknown {
-                    reason: "Bootstrapping".into(),
-                    message: "primary recorded; setting up replicas".into(),
-                };
-            }
-            None => {
-                self.plan.health = Health::Unknown {
-                    reason: "Bootstrapping".into(),
-                    message: "waiting for the first member to answer as a writable primary".into(),
-                };
-            }
         }
     }
 
@@ -921,6 +894,7 @@ mod tests {
             offset,
             replid: "A".into(),
             replid2: "0".into(),
+            second_offset: -1,
             failover_state: "no-failover".into(),
             replicas: Vec::new(),
             keys,
@@ -999,6 +973,7 @@ mod tests {
                 failover_deadline: Duration::from_secs(30),
                 switchover_retry: Duration::from_secs(30),
             },
+            hint: None,
         })
     }
 
@@ -1006,20 +981,187 @@ mod tests {
         events.iter().map(|e| e.reason.as_str()).collect()
     }
 
-    #[test]
-    fn bootstrap_records_ordinal_zero_once_it_is_a_writable_primary() {
-        let members = [view(0, Some(primary(5, &[]))), view(1, None)];
-        let p = run(&members, &ReplicationState::default(), 0);
-        assert_eq!(p.state.primary, Some(0));
-        assert_eq!(p.state.term, 1);
-        assert_eq!(p.state.primary_position.as_deref(), Some("A:5"));
-        assert!(p.step.is_none());
-        assert_eq!(p.members[0].role, MemberRole::Primary);
+    /// A member booted as a replica of itself with `keys` keys after a
+    /// restart (fresh replication id: histories are not comparable).
+    fn held(ordinal: i32, keys: i64) -> NodeInfo {
+        let mut n = node(ServerRole::Replica, Some(ordinal), 0, keys);
+        n.link_up = false;
+        n.replid = format!("fresh-{ordinal}");
+        n
+    }
 
-        let members = [view(0, None), view(1, Some(replica(0, 0)))];
+    fn run_hinted(
+        members: &[MemberView],
+        st: &ReplicationState,
+        desired: Option<i32>,
+        hint: Option<PrimaryHint>,
+    ) -> Plan {
+        let mut p = PlanInput {
+            members,
+            state: st,
+            desired_primary: desired,
+            failover: &FailoverSpec::default(),
+            durability: None,
+            now: at(0),
+            timing: Timing {
+                steady: Duration::from_secs(1),
+                active: Duration::from_millis(200),
+                switchover_timeout: Duration::from_secs(10),
+                failover_deadline: Duration::from_secs(30),
+                switchover_retry: Duration::from_secs(30),
+            },
+            hint: None,
+        };
+        p.hint = hint;
+        plan(&p)
+    }
+
+    #[test]
+    fn adoption_promotes_a_full_member_never_the_empty_ordinal_zero() {
+        let members = [
+            view(0, Some(held(0, 0))),
+            view(1, Some(held(1, 2000))),
+            view(2, Some(held(2, 2000))),
+        ];
+        let none = ReplicationState::default();
+        let p = run(&members, &none, 0);
+        assert_eq!(p.step, Some(Action::Promote { ordinal: 1 }));
+        assert_eq!(p.state.primary, Some(1));
+        assert_eq!(p.state.term, 1);
+        assert_eq!(
+            p.fallback.primary, None,
+            "nothing recorded if the promotion fails"
+        );
+        assert_eq!(reasons(&p.step_events), ["Adopted"]);
+        assert!(
+            p.step_events[0]
+                .note
+                .contains("histories are not comparable")
+        );
+        assert!(matches!(&p.health, Health::Unknown { reason, .. } if reason == "Adopting"));
+        // The hint breaks the tie between equally complete members...
+        let hint = |primary, term| Some(PrimaryHint { primary, term });
+        let p = run_hinted(&members, &none, None, hint(2, 7));
+        assert_eq!(p.step, Some(Action::Promote { ordinal: 2 }));
+        assert_eq!(p.state.term, 7);
+        // ...but never outweighs data.
+        let p = run_hinted(&members, &none, Some(0), hint(0, 7));
+        assert_eq!(p.step, Some(Action::Promote { ordinal: 1 }));
+        assert_eq!(p.state.term, 8);
+        // Fewer keys, histories not comparable: the fuller member wins.
+        let members = [view(0, Some(held(0, 1990))), view(1, Some(held(1, 2000)))];
+        assert_eq!(
+            run(&members, &none, 0).step,
+            Some(Action::Promote { ordinal: 1 })
+        );
+    }
+
+    #[test]
+    fn adoption_waits_for_every_member() {
+        let members = [view(0, Some(held(0, 0))), view(1, None)];
         let p = run(&members, &ReplicationState::default(), 0);
+        assert!(p.step.is_none());
         assert_eq!(p.state.primary, None);
-        assert!(matches!(p.health, Health::Unknown { .. }));
+        assert!(
+            matches!(&p.health, Health::Unknown { reason, message } if reason == "WaitingForMembers" && message.contains("r-1"))
+        );
+        assert!(p.members.iter().all(|m| m.role == MemberRole::Unknown));
+        let mut loading = held(1, 5);
+        loading.loading = true;
+        let members = [view(0, Some(held(0, 0))), view(1, Some(loading))];
+        let p = run(&members, &ReplicationState::default(), 0);
+        assert!(p.step.is_none());
+        // Bounded: past the patience the wait is reported as a problem.
+        let members = [view(0, Some(held(0, 0))), view(1, None)];
+        let st = p.state.clone();
+        let q = run(&members, &st, 301);
+        assert!(
+            matches!(&q.health, Health::Unhealthy { reason, .. } if reason == "WaitingForMembers")
+        );
+        assert_eq!(reasons(&q.events), ["WaitingForMembers"]);
+    }
+
+    #[test]
+    fn only_an_all_empty_cluster_bootstraps_from_ordinal_zero_or_the_desired_member() {
+        let members = [
+            view(0, Some(held(0, 0))),
+            view(1, Some(held(1, 0))),
+            view(2, Some(held(2, 0))),
+        ];
+        let p = run(&members, &ReplicationState::default(), 0);
+        assert_eq!(p.step, Some(Action::Promote { ordinal: 0 }));
+        assert_eq!(reasons(&p.step_events), ["Bootstrapped"]);
+        let p = run_hinted(&members, &ReplicationState::default(), Some(2), None);
+        assert_eq!(p.step, Some(Action::Promote { ordinal: 2 }));
+    }
+
+    #[test]
+    fn diverged_members_are_refused_and_nothing_is_touched() {
+        // 1 was promoted from A at offset 100 and wrote on; 0 kept writing on A.
+        let mut promoted = node(ServerRole::Replica, Some(1), 150, 10);
+        promoted.replid = "B".into();
+        promoted.replid2 = "A".into();
+        promoted.second_offset = 101;
+        let mut old = node(ServerRole::Replica, Some(0), 130, 12);
+        old.replid = "A".into();
+        let members = [view(0, Some(old.clone())), view(1, Some(promoted.clone()))];
+        assert_eq!(containment(&promoted, &old), Containment::Lacks);
+        assert_eq!(containment(&old, &promoted), Containment::Lacks);
+        let p = run(&members, &ReplicationState::default(), 0);
+        assert!(p.step.is_none());
+        assert_eq!(p.state.primary, None);
+        assert!(
+            matches!(&p.health, Health::Unhealthy { reason, .. } if reason == "AdoptionRefused")
+        );
+        assert_eq!(reasons(&p.events), ["AdoptionRefused"]);
+        // Had 0 stopped before the fork, 1 holds everything.
+        old.offset = 100;
+        assert_eq!(containment(&promoted, &old), Containment::Holds);
+        let members = [view(0, Some(old)), view(1, Some(promoted))];
+        assert_eq!(
+            run(&members, &ReplicationState::default(), 0).step,
+            Some(Action::Promote { ordinal: 1 })
+        );
+    }
+
+    #[test]
+    fn a_lost_status_adopts_the_running_primary_in_place() {
+        // Replica 1 was sampled after the primary took more writes: it still
+        // holds only a prefix of its source.
+        let members = [
+            view(0, Some(primary(100, &[1, 2]))),
+            view(1, Some(replica(0, 120))),
+            view(2, Some(replica(0, 90))),
+        ];
+        let p = run_hinted(
+            &members,
+            &ReplicationState::default(),
+            Some(2),
+            Some(PrimaryHint {
+                primary: 0,
+                term: 4,
+            }),
+        );
+        assert!(p.step.is_none(), "already writable: nothing to do");
+        assert_eq!((p.state.primary, p.state.term), (Some(0), 4));
+        assert_eq!(p.fallback.primary, Some(0));
+        assert_eq!(p.members[0].role, MemberRole::Primary);
+        assert_eq!(p.members[1].role, MemberRole::Replica);
+        assert_eq!(reasons(&p.events), ["Adopted"]);
+        // A writable member that is not the one adopted is fenced first.
+        let mut stray = primary(0, &[]);
+        stray.keys = 0;
+        stray.replid = "stray".into();
+        let members = [view(0, Some(stray)), view(1, Some(held(1, 2000)))];
+        let p = run(&members, &ReplicationState::default(), 0);
+        assert_eq!(
+            p.step,
+            Some(Action::Replicate {
+                ordinals: vec![0],
+                primary: 1
+            })
+        );
+        assert_eq!(p.state.primary, None);
     }
 
     #[test]

@@ -22,21 +22,33 @@ pub fn mysql_file(ordinal: i32) -> String {
     format!("{ordinal}.cnf")
 }
 
-/// The member every other member replicates from at boot: the recorded
-/// primary, or ordinal 0 during bootstrap.
-pub fn boot_source(state: &ReplicationState) -> i32 {
-    state.primary.unwrap_or(0)
+/// The member a member replicates from at boot: the recorded primary, or,
+/// while no primary is recorded, the member itself (see [`render_redis`]).
+pub fn boot_source(state: &ReplicationState, ordinal: i32) -> i32 {
+    state.primary.unwrap_or(ordinal)
 }
 
 /// Render `redis.conf` for every ordinal.
 ///
-/// Bootstrap (no recorded primary): ordinal 0 boots as primary, the others
-/// replicate from ordinal 0. Once a primary is recorded, every member boots
-/// with `replicaof <recorded primary>` — the primary included: it comes back
-/// read-only and refuses replication (NOMASTERLINK) until the operator has
-/// confirmed it still holds its data, so a primary that restarted empty can
-/// never become the source replicas resync from. Passwords are not here: the
-/// container includes a file it writes from the Secret at start.
+/// No recorded primary (a new cluster, a cluster re-created over kept
+/// volumes, a lost status): every member boots with `replicaof` pointing at
+/// *itself*. That is a replica with no usable source: it loads its own data
+/// from disk, refuses client writes (`replica-read-only`), and never syncs —
+/// its attempts to sync from itself are refused with NOMASTERLINK (a replica
+/// whose own link is down serves no sync), so it neither loses nor gains a
+/// key. The operator then reads every member's data and promotes the one
+/// that holds everything the others hold (`redis::plan` adoption); nothing
+/// about ordinal 0 is assumed. A placeholder address (e.g. `127.0.0.1 1`)
+/// would do the same but depends on nothing listening there; an unreachable
+/// DNS name would cost a lookup per retry; `min-replicas-to-write` would
+/// still let the member act as a sync source.
+///
+/// Once a primary is recorded, every member boots with `replicaof <recorded
+/// primary>` — the primary included: it comes back read-only and refuses
+/// replication (NOMASTERLINK) until the operator has confirmed it still holds
+/// its data, so a primary that restarted empty can never become the source
+/// replicas resync from. Passwords are not here: the container includes a
+/// file it writes from the Secret at start.
 pub fn render_redis(
     view: &ClusterView,
     spec: &RedisReplicationSpec,
@@ -74,7 +86,6 @@ pub fn render_redis(
         );
     }
 
-    let source = boot_source(state);
     let mut files = BTreeMap::new();
     for ordinal in 0..view.replicas {
         let mut file = format!(
@@ -84,10 +95,8 @@ pub fn render_redis(
         file.push_str(&static_part);
         let _ = writeln!(file, "replica-announce-ip {}", view.member_dns(ordinal));
         file.push_str(&live);
-        let bootstrap_primary = state.primary.is_none() && ordinal == source;
-        if !bootstrap_primary {
-            let _ = writeln!(file, "replicaof {} {port}", view.member_dns(source));
-        }
+        let source = boot_source(state, ordinal);
+        let _ = writeln!(file, "replicaof {} {port}", view.member_dns(source));
         files.insert(redis_file(ordinal), file);
     }
     RenderedConfig {

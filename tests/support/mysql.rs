@@ -17,7 +17,7 @@ use chrono::Utc;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder, Row};
 use ordinal::api::{FailoverSpec, ReplicationState};
-use ordinal::engine::{Credentials, Engine, EngineInput, EngineOutcome, Member};
+use ordinal::engine::{Credentials, Engine, EngineInput, EngineOutcome, Member, PrimaryHint};
 use ordinal::mysql::flavor::Dialect;
 use ordinal::mysql::{MySqlEngine, MySqlEngineConfig, MySqlSettings};
 
@@ -443,6 +443,22 @@ impl Server {
         self.start();
     }
 
+    /// Lose the volume: stop, replace the datadir with a freshly initialised
+    /// one (same root password, no data, no GTIDs) and start again.
+    pub fn empty(&mut self) {
+        self.kill();
+        let data = self.dir.join("data");
+        let _ = std::fs::remove_dir_all(&data);
+        let st = Command::new("cp")
+            .arg("-a")
+            .arg(template(self.flavor))
+            .arg(&data)
+            .status()
+            .expect("cp");
+        assert!(st.success());
+        self.start();
+    }
+
     pub fn member(&self) -> Member {
         Member {
             ordinal: self.ordinal,
@@ -629,6 +645,8 @@ pub struct Cluster {
     pub restart_isolated: bool,
     /// Members isolated so far.
     pub isolations: Vec<i32>,
+    /// The last-primary hint handed to the engine (None: no hint).
+    pub hint: Option<PrimaryHint>,
 }
 
 impl Cluster {
@@ -673,6 +691,7 @@ impl Cluster {
             isolated: (0..n).map(|_| false).collect(),
             restart_isolated: false,
             isolations: Vec::new(),
+            hint: None,
         }
     }
 
@@ -700,6 +719,7 @@ impl Cluster {
             credentials: self.credentials.clone(),
             now: Utc::now(),
             settings: self.settings.clone(),
+            hint: self.hint,
         }
     }
 

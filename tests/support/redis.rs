@@ -234,6 +234,7 @@ impl Cluster {
             )])),
             now: Utc::now(),
             settings: RedisSettings::default(),
+            hint: None,
         };
         Cluster {
             base,
@@ -269,14 +270,14 @@ impl Cluster {
         self.base.path().join(format!("m{ordinal}")).join("data")
     }
 
-    /// `replicaof` rendered from the persisted state, as the lead's config
-    /// builder does: bootstrap → ordinal 0 primary, others replicate from it;
-    /// afterwards every member (the primary included) replicates from the
-    /// recorded primary.
+    /// `replicaof` rendered from the persisted state, as the config builder
+    /// does: with no recorded primary every member replicates from itself
+    /// (read-only, never syncing) until the engine adopts one; afterwards
+    /// every member (the primary included) replicates from the recorded
+    /// primary.
     pub fn boot_replicaof(&self, ordinal: usize) -> Option<(String, u16)> {
         match self.input.state.primary {
-            None if ordinal == 0 => None,
-            None => Some((self.dns(0), PORT)),
+            None => Some((self.ip(ordinal), PORT)),
             Some(p) => Some((self.dns(p as usize), PORT)),
         }
     }

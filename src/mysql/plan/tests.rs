@@ -70,6 +70,7 @@ fn run(views: &[View], state: &ReplicationState, desired: Option<i32>, at: DateT
         now: at,
         timeouts: OpTimeouts::default(),
         credentials_changed: false,
+        hint: None,
     })
 }
 
@@ -107,11 +108,94 @@ fn bootstrap_promotes_ordinal_zero() {
         ]
     );
     assert_eq!(p.members[0].role, MemberRole::Primary);
-    // Ordinal 0 unreachable: wait, never pick another member.
-    let views = vec![view(0, None), view(1, Some(obs("", true, None)))];
+    assert!(p.events.iter().any(|e| e.reason == "Bootstrapped"));
+    // Any member unreachable: wait (it may hold data), never pick another.
+    for views in [
+        vec![view(0, None), view(1, Some(obs("", true, None)))],
+        vec![view(0, Some(obs("", true, None))), view(1, None)],
+    ] {
+        let p = run(&views, &ReplicationState::default(), None, now());
+        assert_eq!(p.state.primary, None);
+        assert!(p.steps.is_empty());
+        assert!(
+            matches!(&p.health, Health::Unknown { reason, .. } if reason == "WaitingForMembers")
+        );
+    }
+}
+
+#[test]
+fn an_emptied_ordinal_zero_is_never_the_source_while_others_hold_data() {
+    // Re-created over kept volumes, ordinal 0's volume emptied: ordinal 0
+    // answers first; nothing is chosen until every member answered.
+    let full = "0-100-2010";
+    let views = vec![
+        view(0, Some(obs("", true, None))),
+        view(1, None),
+        view(2, None),
+    ];
     let p = run(&views, &ReplicationState::default(), None, now());
-    assert_eq!(p.state.primary, None);
     assert!(p.steps.is_empty());
+    let views = vec![
+        view(0, Some(obs("", true, None))),
+        view(1, Some(obs(full, true, None))),
+        view(2, Some(obs(full, true, None))),
+    ];
+    let p = run(&views, &ReplicationState::default(), Some(0), now());
+    assert_eq!(p.state.primary, Some(1));
+    assert_eq!(
+        actions(&p),
+        vec![
+            Action::Promote {
+                ordinal: 1,
+                semi_sync: false
+            },
+            Action::EnsureUsers { ordinal: 1 }
+        ]
+    );
+    assert!(p.events.iter().any(|e| e.reason == "Adopted"));
+    // The hint breaks the tie between equally complete members.
+    let st = ReplicationState::default();
+    let settings = MySqlSettings::default();
+    let failover = FailoverSpec::default();
+    let hinted = |hint| {
+        plan(&PlanInput {
+            views: &views,
+            state: &st,
+            desired_primary: None,
+            failover: &failover,
+            settings: &settings,
+            now: now(),
+            timeouts: OpTimeouts::default(),
+            credentials_changed: false,
+            hint,
+        })
+    };
+    let p = hinted(Some(PrimaryHint {
+        primary: 2,
+        term: 6,
+    }));
+    assert_eq!((p.state.primary, p.state.term), (Some(2), 6));
+    let p = hinted(Some(PrimaryHint {
+        primary: 0,
+        term: 6,
+    }));
+    assert_eq!((p.state.primary, p.state.term), (Some(1), 7));
+    // A writable member that is not adopted is fenced before the promotion.
+    let views = vec![
+        view(0, Some(obs("", false, None))),
+        view(1, Some(obs(full, true, None))),
+    ];
+    let p = run(&views, &ReplicationState::default(), None, now());
+    assert_eq!(
+        actions(&p)[..2],
+        [
+            Action::Fence { ordinal: 0 },
+            Action::Promote {
+                ordinal: 1,
+                semi_sync: false
+            }
+        ]
+    );
 }
 
 #[test]
@@ -583,6 +667,7 @@ fn semi_sync_settings_are_enforced_each_pass() {
         now: now(),
         timeouts: OpTimeouts::default(),
         credentials_changed: false,
+        hint: None,
     });
     let a = actions(&p);
     assert!(a.contains(&Action::SemiSyncPrimary { ordinal: 0 }));
@@ -635,6 +720,7 @@ fn mysql_flavor_quarantines_and_fails_over_by_gtid_sets() {
             now: at,
             timeouts: OpTimeouts::default(),
             credentials_changed: false,
+            hint: None,
         })
     };
     let views = vec![
@@ -708,7 +794,8 @@ fn bootstrap_adopts_the_member_holding_every_transaction() {
     ];
     let p = run(&views, &ReplicationState::default(), None, now());
     assert_eq!(p.state.primary, None);
-    assert!(p.events.iter().any(|e| e.reason == "BootstrapRefused"));
+    assert!(p.events.iter().any(|e| e.reason == "AdoptionRefused"));
+    assert!(p.steps.is_empty(), "nothing is touched");
 }
 
 #[test]
@@ -729,6 +816,7 @@ fn credential_change_refreshes_users_and_repoints_replicas() {
         now: now(),
         timeouts: OpTimeouts::default(),
         credentials_changed: true,
+        hint: None,
     });
     assert_eq!(
         actions(&p),
