@@ -77,6 +77,20 @@ pub struct RunArgs {
     pub shutdown_grace_seconds: u64,
 }
 
+impl RunArgs {
+    /// Reconciler settings from the command line: `--image`/`ORDINAL_IMAGE`
+    /// (set by the Helm chart) names the image that backup, verify and
+    /// restore Jobs run; without it, `ordinal/ordinal:<version>`.
+    pub fn settings(&self) -> Settings {
+        let defaults = Settings::default();
+        Settings {
+            cluster_domain: self.cluster_domain.clone(),
+            image: self.image.clone().unwrap_or(defaults.image.clone()),
+            ..defaults
+        }
+    }
+}
+
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
@@ -126,10 +140,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     info!(namespaces = ?args.namespaces, leader_election = leader_election.is_some(), "ordinal starting");
     let config = OperatorConfig {
         scope,
-        settings: Settings {
-            cluster_domain: args.cluster_domain.clone(),
-            ..Settings::default()
-        },
+        settings: args.settings(),
         http_addr: args.http_addr,
         leader_election,
         shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace_seconds),
@@ -142,4 +153,41 @@ fn default_identity() -> String {
         .or_else(|_| std::env::var("HOSTNAME"))
         .unwrap_or_else(|_| "ordinal".to_string());
     format!("{host}-{}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::{Cli, Command};
+
+    fn run_args(argv: &[&str]) -> super::RunArgs {
+        match Cli::try_parse_from(argv).expect("parse").command {
+            Command::Run(args) => args,
+            other => panic!("not run: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn image_flag_reaches_the_settings_jobs_use() {
+        let args = run_args(&[
+            "ordinal",
+            "run",
+            "--image",
+            "registry.example/ops/ordinal:1.2.3",
+        ]);
+        assert_eq!(args.settings().image, "registry.example/ops/ordinal:1.2.3");
+        assert_eq!(args.settings().cluster_domain, "cluster.local");
+    }
+
+    #[test]
+    fn without_image_flag_the_default_image_is_used() {
+        let args = run_args(&["ordinal", "run", "--cluster-domain", "corp.local"]);
+        let settings = args.settings();
+        assert_eq!(
+            settings.image,
+            format!("ordinal/ordinal:{}", env!("CARGO_PKG_VERSION"))
+        );
+        assert_eq!(settings.cluster_domain, "corp.local");
+    }
 }
