@@ -75,7 +75,11 @@ pub fn run_on_host(state: &Path, argv: Vec<String>) -> Result<()> {
         read_only: true,
     }];
     let net = crate::net::Net::load(state);
-    let netns = net.netns().then(|| net.node_ns_path());
+    // DEVCLUSTER_RUN_HOST_NETWORK=1 keeps the command in the host's network
+    // namespace (it reaches pods through the host routes), e.g. an operator
+    // whose kubeconfig points at a proxy on the host's loopback.
+    let host_network = std::env::var("DEVCLUSTER_RUN_HOST_NETWORK").is_ok_and(|v| v == "1");
+    let netns = (net.netns() && !host_network).then(|| net.node_ns_path());
     if let Some(ns) = &netns
         && !ns.exists()
     {

@@ -179,8 +179,16 @@ impl DevCluster {
     }
 
     /// Start the operator against another kubeconfig (e.g. a proxy in front
-    /// of the API server).
+    /// of the API server). Such a kubeconfig points at the host's loopback,
+    /// which the cluster's network namespace does not share: the operator
+    /// then stays in the host's network namespace (pods are reachable from it
+    /// through the host routes).
     pub fn start_operator_with(&mut self, kubeconfig: &Path) {
+        let host_network = if kubeconfig == self.kubeconfig {
+            "0"
+        } else {
+            "1"
+        };
         assert!(self.operator.is_none(), "operator already running");
         self.operator_runs += 1;
         let log = std::fs::OpenOptions::new()
@@ -194,6 +202,7 @@ impl DevCluster {
             .args(["run", "--http-addr", "127.0.0.1:0"])
             .env("ORDINAL_DEVCLUSTER_DIR", self.state.path())
             .env("KUBECONFIG", kubeconfig)
+            .env("DEVCLUSTER_RUN_HOST_NETWORK", host_network)
             .env("RUST_LOG", "info,kube=warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
