@@ -40,9 +40,16 @@ ip link set lo up
 fail() { echo "image-check: FAIL: $*" >&2; exit 1; }
 work="$(mktemp -d)"
 registry_pid=""
+# Stops the registry and removes the work dir; the script's own exit status
+# stands (the registry's status after SIGTERM, 143, must not replace it).
 cleanup() {
-  [ -n "$registry_pid" ] && kill "$registry_pid" 2>/dev/null && wait "$registry_pid" 2>/dev/null
+  local rc=$?
+  if [ -n "$registry_pid" ]; then
+    kill "$registry_pid" 2>/dev/null || true
+    wait "$registry_pid" 2>/dev/null || true
+  fi
   rm -rf "$work"
+  exit "$rc"
 }
 trap cleanup EXIT
 
