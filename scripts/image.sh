@@ -52,10 +52,21 @@ fi
 if [ -z "$binary" ]; then
   export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
   # No build-machine paths in the binary, so another checkout, user or target
-  # dir builds the same bytes (same toolchain and Cargo.lock).
+  # dir builds the same bytes (same toolchain and Cargo.lock). The sources are
+  # copied to one fixed directory first, so RUSTFLAGS (part of every crate's
+  # fingerprint) are the same for every clone and a warm target dir's release
+  # dependencies are reused instead of rebuilt.
   cargo_home="${CARGO_HOME:-$HOME/.cargo}"
-  export RUSTFLAGS="${RUSTFLAGS:-} --remap-path-prefix=$root=/build/ordinal --remap-path-prefix=$cargo_home=/build/cargo --remap-path-prefix=$CARGO_TARGET_DIR=/build/target"
-  cargo build --release --locked -p ordinal --bin ordinal >&2
+  src="$root"
+  if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+    src="${ORDINAL_IMAGE_SRC:-/var/tmp/ordinal-image-src}"
+    rm -rf "$src"
+    mkdir -p "$src"
+    git ls-files -z --cached --others --exclude-standard \
+      | tar --null --ignore-failed-read -T - -cf - 2>/dev/null | tar -xf - -C "$src"
+  fi
+  export RUSTFLAGS="${RUSTFLAGS:-} --remap-path-prefix=$src=/build/ordinal --remap-path-prefix=$cargo_home=/build/cargo --remap-path-prefix=$CARGO_TARGET_DIR=/build/target"
+  (cd "$src" && cargo build --release --locked -p ordinal --bin ordinal >&2)
   binary="$CARGO_TARGET_DIR/release/ordinal"
 fi
 [ -x "$binary" ] || { echo "image.sh: no binary at $binary" >&2; exit 1; }
