@@ -214,23 +214,23 @@ pub async fn fetch(client: &Client, ns: &str, arg: &ClusterArg) -> anyhow::Resul
     }
 }
 
-/// JSON merge patch of a cluster (spec or metadata).
+/// JSON merge patch of a cluster (spec or metadata); the generation after it.
 pub async fn merge_patch(
     client: &Client,
     cluster: &Cluster,
     patch: &serde_json::Value,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<i64>> {
     let (ns, name) = (cluster.namespace(), cluster.name());
     let params = PatchParams::default();
     let result = match cluster.kind() {
         Kind::Redis => Api::<RedisReplication>::namespaced(client.clone(), &ns)
             .patch(&name, &params, &Patch::Merge(patch))
             .await
-            .map(|_| ()),
+            .map(|c| c.metadata.generation),
         Kind::MySql => Api::<MySQLCluster>::namespaced(client.clone(), &ns)
             .patch(&name, &params, &Patch::Merge(patch))
             .await
-            .map(|_| ()),
+            .map(|c| c.metadata.generation),
     };
     result
         .map_err(api_error)

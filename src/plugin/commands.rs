@@ -129,13 +129,13 @@ pub async fn switchover(ctx: &Ctx, args: SwitchoverArgs) -> anyhow::Result<()> {
     }
     let pod = format!("{}-{}", c.name(), args.to);
     let current = c.status().and_then(|s| s.replication.primary);
-    let generation_before = c.meta().generation.unwrap_or(0);
-    cluster::merge_patch(
+    let generation = cluster::merge_patch(
         &ctx.client,
         &c,
         &serde_json::json!({"spec": {"primary": args.to}}),
     )
-    .await?;
+    .await?
+    .unwrap_or(0);
     if current == Some(args.to) {
         println!(
             "{pod} is already the primary of {}; spec.primary = {} set",
@@ -170,7 +170,7 @@ pub async fn switchover(ctx: &Ctx, args: SwitchoverArgs) -> anyhow::Result<()> {
                     }
                     return Ok(None);
                 }
-                let caught_up = s.observed_generation.unwrap_or(0) > generation_before;
+                let caught_up = s.observed_generation.unwrap_or(0) >= generation;
                 if caught_up && s.replication.primary == Some(args.to) {
                     return Ok(Some(Ok(now)));
                 }
