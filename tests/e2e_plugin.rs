@@ -5,6 +5,9 @@
 //! removed) and `resume` lets it repair, `backup` follows a Backup to
 //! Succeeded, the command `credentials` prints connects and writes through
 //! the write Service, and `restore` bootstraps a new cluster holding the data.
+//! Then a 2-member MariaDB (found without a type prefix): `status` roles
+//! equal to each server's `read_only`, a switchover, and the `credentials`
+//! command line (`mysql` as root) writing through the write Service.
 
 #[path = "support/devcluster.rs"]
 mod devcluster;
@@ -14,8 +17,9 @@ use std::time::{Duration, Instant};
 
 use devcluster::{DevCluster, eventually, members, secret_value};
 use kube::api::{Api, PostParams};
-use ordinal::api::RedisReplication;
+use mysql_async::prelude::*;
 use ordinal::api::backup::{Backup, BackupPhase};
+use ordinal::api::{MySQLCluster, RedisReplication};
 
 const NS: &str = "e2e-plugin";
 const NAME: &str = "cache";
@@ -123,6 +127,47 @@ async fn the_master(client: &kube::Client, password: &str) -> Option<String> {
     (masters.len() == 1 && roles.len() == 3).then(|| masters[0].0.clone())
 }
 
+/// Run `script` where clients in the cluster network run, until its output
+/// is `want`: a Service's endpoints follow a moved role label a moment later
+/// (after a switchover or a resume), and until then the write Service may
+/// not answer.
+async fn exec_until(cluster: &DevCluster, script: &str, want: &str) {
+    let mut last = Err(String::new());
+    for _ in 0..60 {
+        last = cluster.exec_in_netns(&["sh", "-c", script]);
+        if matches!(&last, Ok(out) if out.trim() == want) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!("{script}: {last:?}");
+}
+
+async fn mysql_read_only(ip: &str, password: &str) -> Option<i64> {
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname(ip.to_string())
+        .tcp_port(3306)
+        .user(Some("root"))
+        .pass(Some(password.to_string()));
+    let mut c = tokio::time::timeout(Duration::from_secs(3), mysql_async::Conn::new(opts))
+        .await
+        .ok()?
+        .ok()?;
+    let ro = c.query_first("SELECT @@read_only").await.ok()?;
+    let _ = c.disconnect().await;
+    ro
+}
+
+/// Every MariaDB pod's `read_only`, by pod name.
+async fn mysql_roles(client: &kube::Client, password: &str) -> Vec<(String, Option<i64>)> {
+    let mut out = vec![];
+    for (pod, _, ip) in members(client, NS, "db").await {
+        let ro = mysql_read_only(&ip.expect("pod ip"), password).await;
+        out.push((pod, ro));
+    }
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn plugin_end_to_end() {
     let started = Instant::now();
@@ -155,6 +200,16 @@ async fn plugin_end_to_end() {
     rr.create(&PostParams::default(), &obj)
         .await
         .expect("create");
+    // The MariaDB boots meanwhile; it is used at the end.
+    let my: Api<MySQLCluster> = Api::namespaced(client.clone(), NS);
+    let db: MySQLCluster = serde_json::from_value(serde_json::json!({
+        "apiVersion": "ordinal.dev/v1alpha1", "kind": "MySQLCluster", "metadata": {"name": "db"},
+        "spec": {"replicas": 2, "config": {"innodb_buffer_pool_size": "64M"}}
+    }))
+    .expect("object");
+    my.create(&PostParams::default(), &db)
+        .await
+        .expect("create db");
     devcluster::wait_ready(&rr, NAME, "cache Ready", Duration::from_secs(180)).await;
     let password = secret_value(&client, NS, "cache-auth", "password").await;
 
@@ -341,10 +396,7 @@ async fn plugin_end_to_end() {
     assert!(out.contains("cache-auth") && out.contains("cache-read.e2e-plugin.svc.cluster.local"));
     let command = out.lines().last().expect("command").trim().to_string();
     // From where a client in the cluster's network runs (cluster DNS names).
-    let reply = cluster
-        .exec_in_netns(&["sh", "-c", &format!("{command} SET via-credentials ok")])
-        .unwrap_or_else(|e| panic!("{command}: {e}"));
-    assert_eq!(reply.trim(), "OK", "{command}");
+    exec_until(&cluster, &format!("{command} SET via-credentials ok"), "OK").await;
     let kept: String = redis::cmd("GET")
         .arg("via-credentials")
         .query_async(&mut c)
@@ -424,6 +476,64 @@ async fn plugin_end_to_end() {
         .await
         .expect("GET restored");
     assert_eq!(kept, "kept");
+
+    step("MariaDB: status roles are the servers' read_only, switchover, credentials");
+    devcluster::wait_ready(&my, "db", "db Ready", Duration::from_secs(300)).await;
+    let root_pw = secret_value(&client, NS, "db-auth", "root-password").await;
+    let report = eventually(
+        "status agrees with read_only on every member",
+        Duration::from_secs(30),
+        || async {
+            let r: serde_json::Value =
+                serde_json::from_str(&plugin.ok(&["status", "mysql/db", "-o", "json"])).ok()?;
+            let roles = mysql_roles(&client, &root_pw).await;
+            let members = r["members"].as_array()?;
+            let agree = members.len() == 2
+                && members.iter().all(|m| {
+                    let ro = roles
+                        .iter()
+                        .find(|(p, _)| m["pod"] == p.as_str())
+                        .and_then(|(_, ro)| *ro);
+                    matches!(
+                        (m["role"].as_str(), ro),
+                        (Some("Primary"), Some(0)) | (Some("Replica"), Some(1))
+                    )
+                });
+            agree.then_some(r)
+        },
+    )
+    .await;
+    let primary = report["primary"].as_i64().expect("primary");
+    let text = plugin.ok(&["status", "db"]);
+    assert!(
+        text.starts_with("MySQLCluster e2e-plugin/db (mariadb): Running"),
+        "{text}"
+    );
+    let other = 1 - primary;
+    let out = plugin.ok(&[
+        "switchover",
+        "db",
+        "--to",
+        &other.to_string(),
+        "--timeout",
+        "120s",
+    ]);
+    assert!(out.contains(&format!("db-{other} is the primary")), "{out}");
+    let roles = mysql_roles(&client, &root_pw).await;
+    for (pod, ro) in &roles {
+        let want = if *pod == format!("db-{other}") { 0 } else { 1 };
+        assert_eq!(
+            *ro,
+            Some(want),
+            "{pod} read_only after the switchover: {roles:?}"
+        );
+    }
+    let out = plugin.ok(&["credentials", "db"]);
+    assert!(!out.contains(&root_pw));
+    let command = out.lines().last().expect("command").trim().to_string();
+    // read_only 0: the write Service reached the primary.
+    let sql = "SELECT @@read_only; CREATE DATABASE IF NOT EXISTS via_credentials";
+    exec_until(&cluster, &format!("{command} -N -e '{sql}'"), "0").await;
 
     cluster.kill_operator();
     step("done");
