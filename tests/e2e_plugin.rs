@@ -250,6 +250,7 @@ async fn plugin_end_to_end() {
     );
     assert_eq!(report["paused"], false);
     let text = plugin.ok(&["status", &format!("redis/{NAME}")]);
+    eprintln!("{text}");
     let first = text.lines().next().expect("root line");
     assert!(
         first.starts_with("RedisReplication e2e-plugin/cache (redis): Running")
@@ -362,6 +363,7 @@ async fn plugin_end_to_end() {
         cluster.diagnostics(NS)
     );
     let text = plugin.ok(&["status", NAME]);
+    eprintln!("{text}");
     assert!(text.contains("PAUSED"), "{text}");
     let line = text
         .lines()
@@ -505,6 +507,7 @@ async fn plugin_end_to_end() {
     .await;
     let primary = report["primary"].as_i64().expect("primary");
     let text = plugin.ok(&["status", "db"]);
+    eprintln!("{text}");
     assert!(
         text.starts_with("MySQLCluster e2e-plugin/db (mariadb): Running"),
         "{text}"

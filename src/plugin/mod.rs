@@ -75,6 +75,7 @@ pub enum Output {
 
 #[derive(Args, Debug)]
 pub struct StatusArgs {
+    /// NAME, redis/NAME or mysql/NAME.
     pub cluster: ClusterArg,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value = "text")]
@@ -83,6 +84,7 @@ pub struct StatusArgs {
 
 #[derive(Args, Debug)]
 pub struct SwitchoverArgs {
+    /// NAME, redis/NAME or mysql/NAME.
     pub cluster: ClusterArg,
     /// Ordinal of the member to promote.
     #[arg(long)]
@@ -97,6 +99,7 @@ pub struct SwitchoverArgs {
 
 #[derive(Args, Debug)]
 pub struct BackupArgs {
+    /// NAME, redis/NAME or mysql/NAME.
     pub cluster: ClusterArg,
     /// Name of the Backup (default: <cluster>-<UTC time>).
     #[arg(long)]
@@ -144,6 +147,7 @@ pub struct RestoreArgs {
 
 #[derive(Args, Debug)]
 pub struct CredentialsArgs {
+    /// NAME, redis/NAME or mysql/NAME.
     pub cluster: ClusterArg,
     /// Print the passwords themselves (by default the commands read them from the Secret).
     #[arg(long)]
@@ -155,6 +159,7 @@ pub struct CredentialsArgs {
 
 #[derive(Args, Debug)]
 pub struct PauseArgs {
+    /// NAME, redis/NAME or mysql/NAME.
     pub cluster: ClusterArg,
     /// How long to wait for the operator to confirm (condition Paused).
     #[arg(long, default_value = "1m", value_parser = parse_duration)]
