@@ -99,6 +99,8 @@ user="$(jq -r '"\(.process.user.uid):\(.process.user.gid)"' "$spec")"
 mapfile -t entry < <(jq -r '.process.args[]' "$spec")
 mapfile -t envs < <(jq -r '.process.env[]' "$spec")
 [ ! -e "$rootfs/bin/sh" ] && [ ! -e "$rootfs/usr/bin/sh" ] || fail "the image has a shell"
+# Only the operator: the kubectl plugin (a second binary of the crate) stays out.
+[ "$(ls "$rootfs/usr/local/bin")" = "ordinal" ] || fail "usr/local/bin holds $(ls "$rootfs/usr/local/bin" | tr '\n' ' ')"
 chroot_bin="$(command -v chroot)"
 # The image's environment only (its PATH finds `ordinal`), as its user.
 run() { env -i "${envs[@]}" "$chroot_bin" --userspec="$user" "$rootfs" "$@"; }

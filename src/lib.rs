@@ -8,6 +8,7 @@ pub mod engine;
 pub mod metrics;
 pub mod mysql;
 pub mod operator;
+pub mod plugin;
 pub mod redis;
 pub mod resources;
 pub mod tls;

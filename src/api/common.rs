@@ -289,6 +289,8 @@ pub mod condition {
     pub const CONFIG_VALID: &str = "ConfigValid";
     pub const STORAGE_IN_SYNC: &str = "StorageInSync";
     pub const RESTORED: &str = "Restored";
+    /// True while annotation `ordinal.dev/paused: "true"` stops reconciling.
+    pub const PAUSED: &str = "Paused";
 }
 
 /// Lifecycle phase of a cluster, for humans and printer columns.

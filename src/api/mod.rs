@@ -16,6 +16,19 @@ use kube::CustomResourceExt;
 /// API group of every Ordinal resource.
 pub const GROUP: &str = "ordinal.dev";
 
+/// Annotation on a `RedisReplication` or `MySQLCluster`: `"true"` makes the
+/// operator skip the cluster (no child, database or label changes) and report
+/// condition `Paused`; removing it (or any other value) resumes.
+pub const PAUSED_ANNOTATION: &str = "ordinal.dev/paused";
+
+/// Whether a cluster's annotations pause it.
+pub fn is_paused(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> bool {
+    meta.annotations
+        .as_ref()
+        .and_then(|a| a.get(PAUSED_ANNOTATION))
+        .is_some_and(|v| v == "true")
+}
+
 /// Every CRD Ordinal serves, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
     vec![

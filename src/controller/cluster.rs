@@ -2,7 +2,10 @@
 //! a pipeline of named steps, each a small function:
 //!
 //! 1. [`dereference`]: the object to plan from — the cached one, or a fresh
-//!    read when the cache is behind what the previous pass persisted;
+//!    read when the cache is behind what the previous pass persisted; then
+//!    [`pause_step`]: annotation `ordinal.dev/paused: "true"` ends the pass
+//!    here once no failover/switchover runs (condition `Paused`, nothing
+//!    else changes);
 //! 2. [`validate`]: what the schema cannot check, and the credentials;
 //! 3. [`build`]: the restore plan and the rendered configuration;
 //! 4. [`apply_children`]: ConfigMap, Services, PDB, StatefulSet (a refusal
@@ -200,6 +203,9 @@ impl<K: ClusterResource> Pass<K> {
 async fn apply<K: ClusterResource>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
     let obj = dereference(obj, &ctx).await?;
     let mut pass = Pass::new(obj, ctx)?;
+    if let Some(action) = pause_step(&pass).await? {
+        return Ok(action);
+    }
     let Some(credentials) = validate(&mut pass).await? else {
         return report_invalid(&mut pass).await;
     };
@@ -242,6 +248,47 @@ async fn dereference<K: ClusterResource>(obj: Arc<K>, ctx: &Context) -> Result<A
             Ok(Arc::new(fresh))
         }
     }
+}
+
+/// Step 1, continued: a paused cluster (annotation `ordinal.dev/paused: "true"`) gets
+/// condition `Paused` and nothing else: no children, no database step, no
+/// label moves. A failover or switchover that is running finishes first (a
+/// cluster is never left half switched). On resume the condition is dropped
+/// and the next pass runs the whole pipeline.
+async fn pause_step<K: ClusterResource>(pass: &Pass<K>) -> Result<Option<Action>, Error> {
+    let running = (pass.state.operation.as_ref()).is_some_and(|op| !op.step.ends_with("Cooldown"));
+    let paused = crate::api::is_paused(pass.obj.meta()) && !running;
+    let previous = pass.previous.as_ref();
+    let Some(next) = status::paused(previous, paused, pass.obj.meta().generation, Utc::now())
+    else {
+        return Ok(None);
+    };
+    if let Persisted::Written = write_status(&*pass.obj, previous, &next, &pass.ctx).await? {
+        let (reason, note) = if paused {
+            (
+                "Paused",
+                "annotation ordinal.dev/paused=true: reconciling stopped",
+            )
+        } else {
+            (
+                "Resumed",
+                "annotation ordinal.dev/paused removed: reconciling resumed",
+            )
+        };
+        publish(
+            &pass.ctx,
+            &*pass.obj,
+            KubeEventType::Normal,
+            reason,
+            note.to_string(),
+        )
+        .await;
+    }
+    Ok(Some(if paused {
+        Action::await_change()
+    } else {
+        Action::requeue(Duration::from_millis(100))
+    }))
 }
 
 /// Step 2: what the API server's schema cannot check, and the credentials.
@@ -828,7 +875,19 @@ async fn persist<K: ClusterResource>(
     ctx: &Context,
 ) -> Result<Persisted, Error> {
     let next = status::compute(previous, obj.replicas(), obs, Utc::now());
-    if previous == Some(&next) {
+    write_status(obj, previous, &next, ctx).await
+}
+
+/// Write `next` unless it equals `previous` (server-side apply with a
+/// resourceVersion precondition; a conflict re-reads and retries while the
+/// replication state is unchanged).
+async fn write_status<K: ClusterResource>(
+    obj: &K,
+    previous: Option<&ClusterStatus>,
+    next: &ClusterStatus,
+    ctx: &Context,
+) -> Result<Persisted, Error> {
+    if previous == Some(next) {
         return Ok(Persisted::Unchanged);
     }
     let ns = obj
@@ -847,7 +906,7 @@ async fn persist<K: ClusterResource>(
             metadata: Precondition {
                 resource_version: resource_version.as_deref(),
             },
-            status: &next,
+            status: next,
         };
         match api
             .patch_status(&name, &apply_params(), &Patch::Apply(&patch))

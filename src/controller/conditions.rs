@@ -19,6 +19,8 @@ pub enum ConditionType {
     Restored,
     /// The children (ConfigMap, Services, PDB, StatefulSet, labels) were applied.
     Reconciled,
+    /// Reconciling is stopped by annotation `ordinal.dev/paused`.
+    Paused,
 }
 
 impl ConditionType {
@@ -31,6 +33,7 @@ impl ConditionType {
             Self::StorageInSync => names::STORAGE_IN_SYNC,
             Self::Restored => names::RESTORED,
             Self::Reconciled => "Reconciled",
+            Self::Paused => names::PAUSED,
         }
     }
 }
@@ -87,6 +90,8 @@ pub enum Reason {
     MembersNotReady,
     /// The primary answers writes with an error (the engine's reason in the message).
     PrimaryRefusesWrites,
+    // Paused
+    PausedByAnnotation,
     /// A reason chosen by an engine (`ReplicationHealthy`, `Ready` while not healthy).
     Engine(String),
 }
@@ -113,6 +118,7 @@ impl Reason {
             Self::NoPrimary => "NoPrimary",
             Self::MembersNotReady => "MembersNotReady",
             Self::PrimaryRefusesWrites => "PrimaryRefusesWrites",
+            Self::PausedByAnnotation => "PausedByAnnotation",
             Self::Engine(word) => word,
         }
     }

@@ -329,10 +329,78 @@ pub fn compute(
     status
 }
 
+/// The status of a pass stopped or resumed by annotation `ordinal.dev/paused`:
+/// while paused, `previous` with condition `Paused` set (nothing else
+/// changes: members, roles and the other conditions stay as last observed);
+/// on resume, `previous` without it. None when the annotation does not
+/// matter (not paused and no `Paused` condition to drop).
+pub fn paused(
+    previous: Option<&ClusterStatus>,
+    paused: bool,
+    generation: Option<i64>,
+    now: DateTime<Utc>,
+) -> Option<ClusterStatus> {
+    let mut status = previous.cloned().unwrap_or_default();
+    if paused {
+        let c = Cond::new(
+            T::Paused,
+            S::True,
+            Reason::PausedByAnnotation,
+            "annotation ordinal.dev/paused is \"true\": the operator changes nothing until it is removed",
+        );
+        set(&mut status.conditions, &c, generation, now);
+        return Some(status);
+    }
+    let before = status.conditions.len();
+    status.conditions.retain(|c| c.type_ != T::Paused.as_str());
+    (status.conditions.len() != before).then_some(status)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::api::{Operation, OperationKind, condition};
+
+    #[test]
+    fn pausing_sets_only_the_paused_condition_and_resuming_drops_it() {
+        let obs = Observation {
+            generation: Some(4),
+            replicas_existing: 3,
+            replicas_ready: 3,
+            ..Default::default()
+        };
+        let running = compute(None, 3, &obs, now());
+        assert!(paused(Some(&running), false, Some(4), now()).is_none());
+        let held = paused(Some(&running), true, Some(5), now()).expect("paused status");
+        let c = held
+            .conditions
+            .iter()
+            .find(|c| c.type_ == condition::PAUSED)
+            .expect("Paused condition");
+        assert_eq!(
+            (c.status.as_str(), c.observed_generation),
+            ("True", Some(5))
+        );
+        let others = |s: &ClusterStatus| {
+            s.conditions
+                .iter()
+                .filter(|c| c.type_ != condition::PAUSED)
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(others(&held), others(&running));
+        assert_eq!(
+            (held.phase, held.replicas),
+            (running.phase, running.replicas)
+        );
+        // Paused again: the same status, so no write.
+        assert_eq!(
+            paused(Some(&held), true, Some(5), now()).as_ref(),
+            Some(&held)
+        );
+        let resumed = paused(Some(&held), false, Some(5), now()).expect("resumed status");
+        assert_eq!(resumed, running);
+    }
 
     fn now() -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000, 0).expect("time")
