@@ -4,13 +4,14 @@
 //! Every round builds a fresh 3-member cluster of real servers (Redis:
 //! `redis-server`; MariaDB: `mariadbd`), driven by the engine in-process the
 //! way the reconciler drives it (each returned state persisted into the next
-//! pass; the reconciler's isolation of a member = SIGKILL and an immediate
-//! restart, as when a pod is deleted and recreated). Under a write load of
+//! pass; the reconciler's isolation of a member = SIGKILL, and the member
+//! starts again 0.2–3 s later, as when a pod is deleted and recreated).
+//! Under a write load of
 //! several concurrent pipelined writers it injects, at a random point, one
 //! fault:
-//! - `kill`: SIGKILL of the primary (restarted after a random delay);
-//! - `hang`: SIGSTOP of the primary, SIGCONT after a random delay (unless it
-//!   was isolated first);
+//! - `kill`: SIGKILL of the primary (it starts again 0.5–10 s later);
+//! - `hang`: SIGSTOP of the primary, SIGCONT 1–12 s later (unless it was
+//!   isolated first);
 //! - `kill-promoted`: SIGKILL of the primary, then SIGKILL of the member
 //!   promoted in its place right after its promotion;
 //!
@@ -177,7 +178,7 @@ impl Db {
                         min_replicas_max_lag: 2,
                     });
                 }
-                c.restart_isolated = true;
+                c.restart_isolated = false;
                 c.start_all();
                 c.converge(Duration::from_secs(30)).await;
                 c.pass().await;
@@ -189,7 +190,7 @@ impl Db {
                 if durable {
                     c.settings.replication.mode = ordinal::api::mysql::ReplicationMode::SemiSync;
                 }
-                c.restart_isolated = true;
+                c.restart_isolated = false;
                 c.converge(Duration::from_secs(60), "bootstrap", |o| {
                     mharness::healthy_with(o, 0)
                 })
@@ -239,6 +240,21 @@ impl Db {
                 }
                 c.engine = ordinal::mysql::MySqlEngine::new(Default::default());
             }
+        }
+    }
+
+    /// Members the reconciler isolated so far (SIGKILLed: pod deleted).
+    fn isolations(&self) -> usize {
+        match self {
+            Db::Redis(c) => c.isolations.len(),
+            Db::Maria(c) => c.isolations.len(),
+        }
+    }
+
+    fn isolated_member(&self, i: usize) -> i32 {
+        match self {
+            Db::Redis(c) => c.isolations[i],
+            Db::Maria(c) => c.isolations[i],
         }
     }
 
@@ -618,11 +634,12 @@ async fn round(kind: Kind, durable: bool, seed: u64, rate: u64) -> RoundResult {
         .random_bool(0.5)
         .then(|| Duration::from_millis(rng.random_range(0..60u64)));
     let warmup = Duration::from_millis(rng.random_range(500..2000u64));
-    let restart_after = Duration::from_millis(rng.random_range(500..4000u64));
-    let hang_for = Duration::from_millis(rng.random_range(1000..6000u64));
+    let restart_after = Duration::from_millis(rng.random_range(500..10000u64));
+    let isolated_back_after = Duration::from_millis(rng.random_range(200..3000u64));
+    let hang_for = Duration::from_millis(rng.random_range(1000..12000u64));
     let promoted_kill_after = Duration::from_millis(rng.random_range(0..800u64));
     eprintln!(
-        "[chaos] round seed {seed}: {} {} fault={} operator_killed={operator_killed} (pass {crash_pass}, {crash_cut:?}) warmup={warmup:?} restart_after={restart_after:?} hang_for={hang_for:?} promoted_kill_after={promoted_kill_after:?}",
+        "[chaos] round seed {seed}: {} {} fault={} operator_killed={operator_killed} (pass {crash_pass}, {crash_cut:?}) warmup={warmup:?} restart_after={restart_after:?} isolated_back_after={isolated_back_after:?} hang_for={hang_for:?} promoted_kill_after={promoted_kill_after:?}",
         kind.name(),
         if durable { "durable" } else { "async" },
         fault.name()
@@ -727,8 +744,22 @@ async fn round(kind: Kind, durable: bool, seed: u64, rate: u64) -> RoundResult {
             }
             active_passes += 1;
         }
+        let seen = db.isolations();
         let out = db.pass().await;
         target_tx.send_replace(labelled_primary(&out).map(|p| db.addr(p)));
+        // An isolated member's pod is recreated a moment later.
+        for i in seen..db.isolations() {
+            let o = db.isolated_member(i);
+            // A hung member was killed: it will not resume. A member already
+            // down comes back when it was going to.
+            due.retain(|(_, d)| !matches!(d, Due::Cont(x, _) if *x == o));
+            if !due
+                .iter()
+                .any(|(_, d)| matches!(d, Due::Start(x) if *x == o))
+            {
+                due.push((Instant::now() + isolated_back_after, Due::Start(o)));
+            }
+        }
         // The member promoted after the fault (the victim too, when it is
         // made writable again after its restart) is killed in its turn.
         if !promoted_killed
