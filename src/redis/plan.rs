@@ -278,8 +278,18 @@ pub fn from_time(t: &Time) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(t.0.as_millisecond()).unwrap_or_default()
 }
 
-fn max_lag(f: &FailoverSpec) -> i64 {
-    f.max_lag.unwrap_or(DEFAULT_MAX_LAG).max(0)
+/// `failover.maxLag`; unset, 1 MiB — or 0 in durable mode, where a write
+/// is acknowledged once one replica holds it: a candidate behind the last
+/// offset known on the primary (sampled every pass, and the new primary's
+/// offset from its promotion on) may lack acknowledged writes, so the
+/// failover waits for the member holding them instead.
+fn max_lag(f: &FailoverSpec, durability: Option<&RedisDurability>) -> i64 {
+    let default = if durability.is_some() {
+        0
+    } else {
+        DEFAULT_MAX_LAG
+    };
+    f.max_lag.unwrap_or(default).max(0)
 }
 
 fn pod_name(members: &[MemberView], ordinal: i32) -> String {
@@ -317,6 +327,8 @@ pub fn confirm_primary(st: &mut MemberStatus, n: &NodeInfo) {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Candidate {
     pub ordinal: i32,
+    /// Its replication ID (the recorded primary's history).
+    pub replid: String,
     pub offset: i64,
     pub keys: i64,
 }
@@ -362,6 +374,7 @@ pub fn choose_candidate(
     }
     Ok(Candidate {
         ordinal: m.ordinal,
+        replid: n.replid.clone(),
         offset: n.offset,
         keys: n.keys,
     })
@@ -653,7 +666,7 @@ impl<'a> Planner<'a> {
             self.members(),
             primary,
             position.as_deref(),
-            max_lag(self.input.failover),
+            max_lag(self.input.failover, self.input.durability),
             self.input.desired_primary,
         ) {
             Ok(c) => self.start_failover(primary, c, format!("{why} for {}s", elapsed / 1000)),
@@ -730,7 +743,7 @@ impl<'a> Planner<'a> {
             primary,
             n,
             position.as_deref(),
-            max_lag(self.input.failover),
+            max_lag(self.input.failover, self.input.durability),
             self.input.desired_primary,
         ) {
             Returned::FailOver(c, why) => {
@@ -782,7 +795,7 @@ impl<'a> Planner<'a> {
             primary,
             n,
             position.as_deref(),
-            max_lag(self.input.failover),
+            max_lag(self.input.failover, self.input.durability),
             self.input.desired_primary,
         ) {
             Returned::PromoteBack => {
@@ -1906,6 +1919,63 @@ mod tests {
         let p = run(&members, &st, 1);
         assert_eq!(p.step, Some(promote(2)), "{:?}", p.health);
         assert_eq!(p.state.term, 3);
+    }
+
+    #[test]
+    fn in_durable_mode_a_new_primary_lost_at_once_is_awaited_not_replaced_by_a_replica_behind_it() {
+        let members = [
+            view(0, Some(held_at(0, 90))),
+            view(1, Some(held_at(1, 100))),
+            view(2, Some(held_at(2, 80))),
+        ];
+        let mut st = state(0, 1, 85);
+        st.operation = Some(Operation {
+            kind: OperationKind::Failover,
+            from: 0,
+            to: Some(1),
+            step: STEP_AWAIT_ISOLATION.into(),
+            term: 2,
+            started_at: to_time(at(0)),
+            deadline: Some(to_time(at(30))),
+            reason: "test".into(),
+            data: None,
+        });
+        let mut isolated = members.clone();
+        isolated[0].isolated = true;
+        let p = run(&isolated, &st, 1);
+        assert_eq!(p.step, Some(promote(1)));
+        // The new term starts at the promoted member's offset.
+        assert_eq!(p.state.primary_position.as_deref(), Some("A:100"));
+        // It dies before anyone was repointed at it: r-0 lacks what it held.
+        let lost = [
+            view(0, Some(held_at(0, 90))),
+            view(1, None),
+            view(2, Some(held_at(2, 80))),
+        ];
+        let d = RedisDurability {
+            min_replicas_to_write: 1,
+            min_replicas_max_lag: 2,
+        };
+        let f = FailoverSpec::default();
+        let mut state = p.state.clone();
+        for t in [2, 4, 6] {
+            let q = run_with(&lost, &state, t, None, &f, Some(&d));
+            state = q.state;
+        }
+        let q = run_with(&lost, &state, 8, None, &f, Some(&d));
+        assert!(q.step.is_none(), "{:?}", q.step);
+        assert!(
+            matches!(&q.health, Health::Unhealthy { reason, .. } if reason == "FailoverRefused"),
+            "{:?}",
+            q.health
+        );
+        // Asynchronous mode accepts the loss up to maxLag and fails over.
+        let mut state = p.state.clone();
+        for t in [2, 4, 6] {
+            state = run_with(&lost, &state, t, None, &f, None).state;
+        }
+        let q = run_with(&lost, &state, 8, None, &f, None);
+        assert!(q.state.operation.is_some(), "{:?}", q.health);
     }
 
     #[test]

@@ -243,7 +243,7 @@ impl Planner<'_> {
                 self.members(),
                 from,
                 position.as_deref(),
-                max_lag(self.input.failover),
+                max_lag(self.input.failover, self.input.durability),
                 op.to.or(self.input.desired_primary),
             ) {
                 Ok(c) => self.promote(op, c, how),
@@ -366,6 +366,9 @@ impl Planner<'_> {
         s.primary = Some(c.ordinal);
         s.term = term;
         s.primary_unhealthy_since = None;
+        // The new term starts at the candidate's offset: a later candidate
+        // (should it die before it is seen again) is measured against it.
+        s.primary_position = Some(format_position(&c.replid, c.offset));
         self.plan.step = Some(self.promote_action(c.ordinal));
         self.plan.step_events.push(event(
             EventType::Normal,
@@ -406,7 +409,9 @@ impl Planner<'_> {
             .find(|r| dm.is_addressed_by(&r.ip, r.port) && r.state == "online")
             .ok_or("the primary does not list it as an online replica")?;
         let behind = pn.offset - listed.offset.max(dn.offset);
-        let limit = max_lag(self.input.failover);
+        // FAILOVER TO waits for the target to catch up itself: the limit
+        // only keeps writes from pausing long, in durable mode too.
+        let limit = max_lag(self.input.failover, None);
         if behind > limit {
             return Err(format!(
                 "it is {behind} bytes behind the primary (more than {limit}); waiting for it to catch up before pausing writes"
