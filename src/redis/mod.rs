@@ -27,6 +27,17 @@
 //!   `Member::isolated` (role label removed, pod deleted) or `!pod_exists`.
 //!   Not fenced by the operation's deadline: the failover is abandoned
 //!   (`FenceFailed`) and started again while the primary stays lost.
+//! - Freeze before choosing: the replicas still following a lost primary
+//!   are made to replicate from themselves (step `Freeze`) before the
+//!   candidate is chosen, so none keeps taking its stream once another is
+//!   promoted; they are repointed at the new primary afterwards.
+//! - Returned primary: one that restarted from its AOF has a fresh
+//!   replication ID, so it is judged by the replicas' offsets on the
+//!   recorded history (`state.primary_position`), never by key counts
+//!   (`plan::returned_decision`).
+//! - Durable mode: the promotion step sets `min-replicas-to-write` before
+//!   `REPLICAOF NO ONE`; a primary refusing it is `DurabilityNotApplied`;
+//!   the default `maxLag` is 0 (see `plan::choose_candidate`).
 //! - Replica-side view: no failover while a replica's link to the primary
 //!   is up with traffic at most [`plan::REPLICA_VIEW_RECENT_SECS`] old (the
 //!   engine keeps `repl-ping-replica-period` at 1 s on every member): the
