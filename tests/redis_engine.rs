@@ -191,7 +191,7 @@ async fn sigkill_primary_fails_over_under_writes_and_old_primary_rejoins() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn primary_restarted_with_its_data_is_promoted_back_in_the_same_term() {
+async fn primary_restarted_from_its_aof_is_replaced_by_its_replica_keeping_every_key() {
     let mut c = Cluster::new(73, 2, failover(5));
     c.start_all();
     c.converge(Duration::from_secs(20)).await;
@@ -208,18 +208,207 @@ async fn primary_restarted_with_its_data_is_promoted_back_in_the_same_term() {
         Some("slave"),
         "boots read-only"
     );
+    // The AOF restart forgot the replication history: nothing shows the
+    // returned primary holds what the replica holds, so the replica (which
+    // holds the history) is promoted and the returned member resyncs from it.
     let out = c.converge(Duration::from_secs(15)).await;
-    assert_eq!(out.state.primary, Some(0));
-    assert_eq!(out.state.term, 1);
+    assert_eq!(out.state.primary, Some(1));
+    assert_eq!(out.state.term, 2);
     assert!(
         c.history
             .iter()
             .flat_map(|o| &o.events)
-            .any(|e| e.reason == "PrimaryRestored")
+            .any(|e| e.reason == "PrimaryReturnedWithoutData" && e.note.contains("AOF"))
     );
-    assert_eq!(dbsize(&mut p).await, 500);
-    assert_eq!(c.masters().await, [0]);
-    wait_dbsize(&c.ip(1), 500).await;
+    assert_eq!(c.masters().await, [1]);
+    let mut np = c.server(1).conn().await;
+    assert_eq!(dbsize(&mut np).await, 500);
+    wait_dbsize(&c.ip(0), 500).await;
+}
+
+/// `INCR` every counter `c:0..n` `times` times in one pipeline, then `WAIT
+/// replicas`; returns the values the server acknowledged (the last reply per
+/// counter) once `WAIT` confirms every replica holds them.
+async fn incr_all(
+    conn: &mut redis::aio::MultiplexedConnection,
+    n: usize,
+    times: usize,
+    replicas: i64,
+) -> Vec<i64> {
+    let mut pipe = redis::pipe();
+    for _ in 0..times {
+        for i in 0..n {
+            pipe.cmd("INCR").arg(format!("c:{i}"));
+        }
+    }
+    let replies: Vec<i64> = pipe.query_async(conn).await.unwrap();
+    let got: i64 = redis::cmd("WAIT")
+        .arg(replicas)
+        .arg(5000)
+        .query_async(conn)
+        .await
+        .unwrap();
+    assert_eq!(got, replicas, "WAIT: the replicas did not acknowledge");
+    replies[replies.len() - n..].to_vec()
+}
+
+async fn counters(ip: &str, n: usize) -> Vec<Option<i64>> {
+    let mut conn = connect(ip, PORT).await.unwrap();
+    let keys: Vec<String> = (0..n).map(|i| format!("c:{i}")).collect();
+    redis::cmd("MGET")
+        .arg(&keys)
+        .query_async(&mut conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn returned_primary_that_lost_its_last_updates_never_overwrites_the_replicas() {
+    const N: usize = 50;
+    let mut c = Cluster::new(91, 3, failover(5));
+    c.input.settings.durability = Some(ordinal::api::redis::RedisDurability {
+        min_replicas_to_write: 1,
+        min_replicas_max_lag: 3,
+    });
+    c.start_all();
+    c.converge(Duration::from_secs(20)).await;
+    c.pass().await;
+    let mut p = c.server(0).conn().await;
+    // Phase 1: every counter at 10, on every member and on the primary's disk.
+    let first = incr_all(&mut p, N, 10, 2).await;
+    assert!(first.iter().all(|v| *v == 10));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let snapshot = c.base.path().join("m0-fsynced");
+    let st = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(c.dir(0))
+        .arg(&snapshot)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // Phase 2: ten more increments each, acknowledged by both replicas.
+    let acked = incr_all(&mut p, N, 10, 2).await;
+    assert!(acked.iter().all(|v| *v == 20));
+    c.pass().await;
+    // The primary's node crashes: its AOF lost the unsynced phase 2.
+    c.kill(0);
+    let _ = std::fs::remove_dir_all(c.dir(0));
+    let st = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&snapshot)
+        .arg(c.dir(0))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    c.start(0);
+    let mut back = c.server(0).conn().await;
+    eventually(Duration::from_secs(10), "the AOF loaded", || async {
+        let mut b = connect(&c.ip(0), PORT).await.unwrap();
+        info_field(&mut b, "loading").await.as_deref() == Some("0")
+    })
+    .await;
+    // Same key count as the replicas: a count cannot tell them apart.
+    assert_eq!(dbsize(&mut back).await, N as i64);
+    assert_eq!(counters(&c.ip(0), N).await[0], Some(10));
+
+    let out = c.converge(Duration::from_secs(30)).await;
+    let new = out.state.primary.unwrap() as usize;
+    assert_ne!(
+        new, 0,
+        "the returned primary that lost updates was promoted"
+    );
+    assert_eq!(out.state.term, 2);
+    let want: Vec<Option<i64>> = acked.iter().map(|v| Some(*v)).collect();
+    assert_eq!(
+        counters(&c.ip(new), N).await,
+        want,
+        "acknowledged increments lost on the final primary"
+    );
+    assert_eq!(c.masters().await, [new]);
+    // The returned member resynced from the new primary.
+    let ip0 = c.ip(0);
+    eventually(
+        Duration::from_secs(15),
+        "r-0 to hold the acknowledged values",
+        || {
+            let (ip0, want) = (ip0.clone(), want.clone());
+            async move { counters(&ip0, N).await == want }
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durability_comes_with_the_promotion_and_a_failure_to_apply_it_is_unhealthy() {
+    let mut c = Cluster::new(92, 3, failover(1));
+    c.input.settings.durability = Some(ordinal::api::redis::RedisDurability {
+        min_replicas_to_write: 1,
+        min_replicas_max_lag: 3,
+    });
+    c.start_all();
+    c.converge(Duration::from_secs(20)).await;
+    c.pass().await;
+    let min_replicas = |ip: String| async move {
+        let mut conn = connect(&ip, PORT).await.unwrap();
+        let v: Vec<String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("min-replicas-to-write")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        v[1].clone()
+    };
+    assert_eq!(min_replicas(c.ip(1)).await, "0");
+    c.kill(0);
+    c.restart_isolated = false;
+    let out = c
+        .run_until(Duration::from_secs(20), |o| {
+            o.events.iter().any(|e| e.reason == "Promoted")
+        })
+        .await;
+    let new = out.state.primary.unwrap() as usize;
+    assert!(
+        c.history
+            .iter()
+            .flat_map(|o| &o.events)
+            .any(|e| e.reason == "ReplicasFrozen"),
+        "replicas frozen before the candidate was chosen"
+    );
+    // In the very pass that promoted it, before any other pass.
+    assert_eq!(min_replicas(c.ip(new)).await, "1");
+    c.start(0);
+    c.converge(Duration::from_secs(20)).await;
+
+    // The primary refuses CONFIG SET: health says durability is not applied.
+    let mut pc = c.server(new).conn().await;
+    let () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("default")
+        .arg("-config|set")
+        .query_async(&mut pc)
+        .await
+        .unwrap();
+    c.input.settings.durability = Some(ordinal::api::redis::RedisDurability {
+        min_replicas_to_write: 2,
+        min_replicas_max_lag: 3,
+    });
+    let out = c.pass().await;
+    assert!(
+        matches!(&out.health, Health::Unhealthy { reason, message } if reason == "DurabilityNotApplied" && message.contains("min-replicas")),
+        "{:?}",
+        out.health
+    );
+    assert_eq!(min_replicas(c.ip(new)).await, "1");
+    let () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("default")
+        .arg("+config|set")
+        .query_async(&mut pc)
+        .await
+        .unwrap();
+    let out = c.converge(Duration::from_secs(10)).await;
+    assert_eq!(out.health, Health::Healthy);
+    assert_eq!(min_replicas(c.ip(new)).await, "2");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

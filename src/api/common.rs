@@ -140,7 +140,8 @@ pub struct FailoverSpec {
     pub detection_seconds: i32,
     /// Most data a promoted replica may be missing, measured against the last
     /// position Ordinal observed on the primary. Redis: bytes of replication
-    /// stream (default 1048576). MySQL/MariaDB: transactions (default 0: the
+    /// stream (default 1048576; 0 with `durability`, so a write a replica
+    /// acknowledged is never given up). MySQL/MariaDB: transactions (default 0: the
     /// candidate must hold every transaction seen on the primary). A lost
     /// primary whose best replica is further behind is not replaced; the
     /// reason is reported in status and Events.

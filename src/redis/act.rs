@@ -24,6 +24,24 @@ async fn ok(cmd: &redis::Cmd, c: &mut MultiplexedConnection, what: &str) -> Resu
     Ok(())
 }
 
+async fn set_min_replicas(
+    c: &mut MultiplexedConnection,
+    to_write: i64,
+    max_lag: i64,
+) -> Result<(), RedisError> {
+    ok(
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("min-replicas-to-write")
+            .arg(to_write)
+            .arg("min-replicas-max-lag")
+            .arg(max_lag),
+        c,
+        "CONFIG SET min-replicas",
+    )
+    .await
+}
+
 /// Perform one action.
 pub async fn perform(
     action: &Action,
@@ -31,15 +49,58 @@ pub async fn perform(
     conns: &mut Conns,
 ) -> Result<(), RedisError> {
     match action {
-        Action::Promote { ordinal } => {
-            tracing::info!(ordinal, "REPLICAOF NO ONE");
+        Action::Promote {
+            ordinal,
+            durability,
+        } => {
             let c = conn(conns, *ordinal)?;
+            if let Some(d) = durability {
+                tracing::info!(
+                    ordinal,
+                    to_write = d.to_write,
+                    max_lag = d.max_lag,
+                    "CONFIG SET min-replicas before promotion"
+                );
+                set_min_replicas(c, d.to_write, d.max_lag)
+                    .await
+                    .map_err(|e| RedisError::Durability {
+                        ordinal: *ordinal,
+                        to_write: d.to_write,
+                        source: Box::new(e),
+                    })?;
+            }
+            tracing::info!(ordinal, "REPLICAOF NO ONE");
             ok(
                 redis::cmd("REPLICAOF").arg("NO").arg("ONE"),
                 c,
                 "REPLICAOF NO ONE",
             )
             .await
+        }
+        Action::Detach { ordinals } => {
+            let mut first_err = None;
+            for o in ordinals {
+                let Some(m) = members.iter().find(|m| m.ordinal == *o) else {
+                    continue;
+                };
+                tracing::info!(ordinal = o, "REPLICAOF itself (freeze)");
+                let res = match conn(conns, *o) {
+                    Ok(c) => {
+                        ok(
+                            redis::cmd("REPLICAOF").arg(&m.dns_name).arg(m.port),
+                            c,
+                            "REPLICAOF itself",
+                        )
+                        .await
+                    }
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = res {
+                    tracing::warn!(ordinal = o, error = %e, "freezing a replica failed");
+                    first_err.get_or_insert(e);
+                }
+            }
+            first_err.map_or(Ok(()), Err)
         }
         Action::Replicate { ordinals, primary } => {
             let target = members
@@ -101,17 +162,7 @@ pub async fn perform(
         } => {
             tracing::info!(ordinal, to_write, max_lag, "CONFIG SET min-replicas");
             let c = conn(conns, *ordinal)?;
-            ok(
-                redis::cmd("CONFIG")
-                    .arg("SET")
-                    .arg("min-replicas-to-write")
-                    .arg(*to_write)
-                    .arg("min-replicas-max-lag")
-                    .arg(*max_lag),
-                c,
-                "CONFIG SET min-replicas",
-            )
-            .await
+            set_min_replicas(c, *to_write, *max_lag).await
         }
         Action::SetPingPeriod { ordinal, secs } => {
             tracing::info!(ordinal, secs, "CONFIG SET repl-ping-replica-period");

@@ -27,6 +27,17 @@
 //!   `Member::isolated` (role label removed, pod deleted) or `!pod_exists`.
 //!   Not fenced by the operation's deadline: the failover is abandoned
 //!   (`FenceFailed`) and started again while the primary stays lost.
+//! - Freeze before choosing: the replicas still following a lost primary
+//!   are made to replicate from themselves (step `Freeze`) before the
+//!   candidate is chosen, so none keeps taking its stream once another is
+//!   promoted; they are repointed at the new primary afterwards.
+//! - Returned primary: one that restarted from its AOF has a fresh
+//!   replication ID, so it is judged by the replicas' offsets on the
+//!   recorded history (`state.primary_position`), never by key counts
+//!   (`plan::returned_decision`).
+//! - Durable mode: the promotion step sets `min-replicas-to-write` before
+//!   `REPLICAOF NO ONE`; a primary refusing it is `DurabilityNotApplied`;
+//!   the default `maxLag` is 0 (see `plan::choose_candidate`).
 //! - Replica-side view: no failover while a replica's link to the primary
 //!   is up with traffic at most [`plan::REPLICA_VIEW_RECENT_SECS`] old (the
 //!   engine keeps `repl-ping-replica-period` at 1 s on every member): the
@@ -82,6 +93,14 @@ pub enum RedisError {
     Protocol(String),
     #[error("no connection to ordinal {0}")]
     NotConnected(i32),
+    /// `min-replicas-to-write` could not be set (durable mode not in force).
+    #[error("setting min-replicas-to-write {to_write} on ordinal {ordinal}: {source}")]
+    Durability {
+        ordinal: i32,
+        to_write: i64,
+        #[source]
+        source: Box<RedisError>,
+    },
 }
 
 impl RedisError {
@@ -242,7 +261,7 @@ impl RedisEngine {
             match act::perform(step, &views, &mut conns).await {
                 Ok(()) => {
                     events.extend(plan.step_events);
-                    if let plan::Action::Promote { ordinal } = step
+                    if let plan::Action::Promote { ordinal, .. } = step
                         && state.primary == Some(*ordinal)
                     {
                         confirm_promoted(*ordinal, &mut conns, &mut members).await;
@@ -254,7 +273,12 @@ impl RedisEngine {
                     state = plan.fallback;
                     // A failed fence stops the failover here; the persisted
                     // fence step retries it until the operation's deadline.
-                    let (reason, msg) = if plan.step_is_fence {
+                    let (reason, msg) = if let RedisError::Durability { .. } = &e {
+                        (
+                            plan::REASON_DURABILITY_NOT_APPLIED,
+                            format!("{what} failed: {e}; not promoted without it, retrying"),
+                        )
+                    } else if plan.step_is_fence {
                         (
                             "FenceFailed",
                             format!("{what} failed: {e}; nothing promoted, retrying"),
@@ -276,7 +300,24 @@ impl RedisEngine {
         }
         for s in &plan.settings {
             if let Err(e) = act::perform(s, &views, &mut conns).await {
-                tracing::warn!(error = %e, action = %s.describe(&views), "applying settings failed");
+                let what = s.describe(&views);
+                tracing::warn!(error = %e, action = %what, "applying settings failed");
+                // The primary without its min-replicas-to-write is not in
+                // durable mode: say so in health, not only in the log.
+                if let plan::Action::SetMinReplicas {
+                    ordinal, to_write, ..
+                } = s
+                    && *to_write > 0
+                    && state.primary == Some(*ordinal)
+                {
+                    let msg = format!(
+                        "{what} failed: {e}; the primary accepts writes without the durability spec.durability asks for"
+                    );
+                    health = Health::Unhealthy {
+                        reason: plan::REASON_DURABILITY_NOT_APPLIED.into(),
+                        message: msg,
+                    };
+                }
             }
         }
         events.extend(rotate_passwords(&auth_states, password, &mut conns, input).await);

@@ -37,6 +37,14 @@ pub const STEP_FENCE: &str = "Fence";
 /// by the reconciler ([`crate::engine::EngineOutcome::isolate`]) or answers
 /// read-only; only then is the candidate promoted.
 pub const STEP_AWAIT_ISOLATION: &str = "AwaitingIsolation";
+/// A failover stops the replicas following the old primary (`REPLICAOF`
+/// themselves: read-only, offsets frozen) before it chooses the candidate,
+/// so none keeps taking the old primary's stream after another is promoted.
+pub const STEP_FREEZE: &str = "Freeze";
+
+/// Health reason when `min-replicas-to-write` could not be applied on the
+/// primary (durable mode not in force).
+pub const REASON_DURABILITY_NOT_APPLIED: &str = "DurabilityNotApplied";
 
 /// A replica that heard from its primary at most this many seconds ago
 /// (`master_last_io_seconds_ago`, link up) vouches that the primary is alive:
@@ -111,8 +119,18 @@ pub struct PlanInput<'a> {
 /// A topology-changing step, or a settings change.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
-    /// `REPLICAOF NO ONE` on a member.
-    Promote { ordinal: i32 },
+    /// `REPLICAOF NO ONE` on a member; in durable mode its
+    /// `min-replicas-to-write`/`min-replicas-max-lag` are set first, so it
+    /// never accepts a write without them (the promotion fails if they
+    /// cannot be set).
+    Promote {
+        ordinal: i32,
+        durability: Option<MinReplicas>,
+    },
+    /// `REPLICAOF <itself>` on each member: it stops following its primary
+    /// (keeping its data, replication ID and offset, read-only) without
+    /// becoming writable; a later `REPLICAOF <new primary>` resyncs partially.
+    Detach { ordinals: Vec<i32> },
     /// `REPLICAOF <primary dns> <port>` on each member (repoint or fence).
     Replicate { ordinals: Vec<i32>, primary: i32 },
     /// `FAILOVER TO <host> <port> TIMEOUT <ms>` on the primary.
@@ -139,7 +157,22 @@ impl Action {
     pub fn describe(&self, members: &[MemberView]) -> String {
         let pod = |o: &i32| pod_name(members, *o);
         match self {
-            Action::Promote { ordinal } => format!("REPLICAOF NO ONE on {}", pod(ordinal)),
+            Action::Promote {
+                ordinal,
+                durability: None,
+            } => format!("REPLICAOF NO ONE on {}", pod(ordinal)),
+            Action::Promote {
+                ordinal,
+                durability: Some(d),
+            } => format!(
+                "CONFIG SET min-replicas-to-write {} then REPLICAOF NO ONE on {}",
+                d.to_write,
+                pod(ordinal)
+            ),
+            Action::Detach { ordinals } => format!(
+                "REPLICAOF <itself> (stop following) on {}",
+                ordinals.iter().map(pod).collect::<Vec<_>>().join(", ")
+            ),
             Action::Replicate { ordinals, primary } => format!(
                 "REPLICAOF {} on {}",
                 pod(primary),
@@ -161,6 +194,22 @@ impl Action {
                     pod(ordinal)
                 )
             }
+        }
+    }
+}
+
+/// `min-replicas-to-write` / `min-replicas-max-lag` of a durable primary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MinReplicas {
+    pub to_write: i64,
+    pub max_lag: i64,
+}
+
+impl MinReplicas {
+    pub fn of(d: &RedisDurability) -> Self {
+        Self {
+            to_write: i64::from(d.min_replicas_to_write),
+            max_lag: i64::from(d.min_replicas_max_lag),
         }
     }
 }
@@ -229,8 +278,18 @@ pub fn from_time(t: &Time) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(t.0.as_millisecond()).unwrap_or_default()
 }
 
-fn max_lag(f: &FailoverSpec) -> i64 {
-    f.max_lag.unwrap_or(DEFAULT_MAX_LAG).max(0)
+/// `failover.maxLag`; unset, 1 MiB — or 0 in durable mode, where a write
+/// is acknowledged once one replica holds it: a candidate behind the last
+/// offset known on the primary (sampled every pass, and the new primary's
+/// offset from its promotion on) may lack acknowledged writes, so the
+/// failover waits for the member holding them instead.
+fn max_lag(f: &FailoverSpec, durability: Option<&RedisDurability>) -> i64 {
+    let default = if durability.is_some() {
+        0
+    } else {
+        DEFAULT_MAX_LAG
+    };
+    f.max_lag.unwrap_or(default).max(0)
 }
 
 fn pod_name(members: &[MemberView], ordinal: i32) -> String {
@@ -268,6 +327,8 @@ pub fn confirm_primary(st: &mut MemberStatus, n: &NodeInfo) {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Candidate {
     pub ordinal: i32,
+    /// Its replication ID (the recorded primary's history).
+    pub replid: String,
     pub offset: i64,
     pub keys: i64,
 }
@@ -313,6 +374,7 @@ pub fn choose_candidate(
     }
     Ok(Candidate {
         ordinal: m.ordinal,
+        replid: n.replid.clone(),
         offset: n.offset,
         keys: n.keys,
     })
@@ -330,6 +392,19 @@ pub enum Returned {
 }
 
 /// Decide about a returned primary `n` (not loading).
+///
+/// A primary that restarted from its RDB keeps its replication ID and
+/// offset: it is compared with the replicas on the recorded history. One
+/// that restarted from its AOF (`appendonly yes`, what Ordinal renders)
+/// comes back with a fresh replication ID and offset 0: what it holds
+/// cannot be placed on the history, and after a node crash it may lack its
+/// last unsynced second of updates (`appendfsync everysec`) that replicas
+/// hold — with the same key count when the workload updates keys. The
+/// evidence that survives is the replicas' offsets on the recorded history
+/// (`position`, the persisted last-known `<replid>:<offset>`): when one
+/// holds that history within `max_lag` of the last known offset it is
+/// promoted (it holds every write any replica acknowledged); the returned
+/// primary is made writable again only when no replica may replace it.
 pub fn returned_decision(
     members: &[MemberView],
     primary: i32,
@@ -360,27 +435,29 @@ pub fn returned_decision(
     };
     let lineage = position.and_then(|p| parse_position(p).0);
     let comparable = lineage.is_some_and(|id| n.replid == id || n.replid2 == id);
-    let holds = if comparable {
-        n.offset + max_lag >= c.offset
-    } else {
-        n.keys >= c.keys
-    };
-    if holds {
-        Returned::PromoteBack
-    } else {
-        let why = if comparable {
+    if comparable {
+        if n.offset + max_lag >= c.offset {
+            return Returned::PromoteBack;
+        }
+        return Returned::FailOver(
+            c.clone(),
             format!(
                 "the primary restarted at offset {} behind replica offset {}",
                 n.offset, c.offset
-            )
-        } else {
-            format!(
-                "the primary restarted with {} keys, fewer than the {} of the best replica",
-                n.keys, c.keys
-            )
-        };
-        Returned::FailOver(c, why)
+            ),
+        );
     }
+    let last = position
+        .and_then(|p| parse_position(p).1)
+        .map(|o| format!(" (last known primary offset {o})"))
+        .unwrap_or_default();
+    Returned::FailOver(
+        c.clone(),
+        format!(
+            "the primary restarted without its replication history (an AOF restart), so its {} keys cannot be shown to hold what the replicas hold; the most advanced replica holds offset {} of that history{last}",
+            n.keys, c.offset
+        ),
+    )
 }
 
 /// Reachable members other than `primary` that are not replicas of it.
@@ -474,6 +551,14 @@ impl<'a> Planner<'a> {
 
     fn now(&self) -> Time {
         to_time(self.input.now)
+    }
+
+    /// Promote `ordinal`, with the durability settings in the same step.
+    pub(super) fn promote_action(&self, ordinal: i32) -> Action {
+        Action::Promote {
+            ordinal,
+            durability: self.input.durability.map(MinReplicas::of),
+        }
     }
 
     /// Record the primary's position and identity in both states.
@@ -581,7 +666,7 @@ impl<'a> Planner<'a> {
             self.members(),
             primary,
             position.as_deref(),
-            max_lag(self.input.failover),
+            max_lag(self.input.failover, self.input.durability),
             self.input.desired_primary,
         ) {
             Ok(c) => self.start_failover(primary, c, format!("{why} for {}s", elapsed / 1000)),
@@ -658,7 +743,7 @@ impl<'a> Planner<'a> {
             primary,
             n,
             position.as_deref(),
-            max_lag(self.input.failover),
+            max_lag(self.input.failover, self.input.durability),
             self.input.desired_primary,
         ) {
             Returned::FailOver(c, why) => {
@@ -710,11 +795,11 @@ impl<'a> Planner<'a> {
             primary,
             n,
             position.as_deref(),
-            max_lag(self.input.failover),
+            max_lag(self.input.failover, self.input.durability),
             self.input.desired_primary,
         ) {
             Returned::PromoteBack => {
-                self.plan.step = Some(Action::Promote { ordinal: primary });
+                self.plan.step = Some(self.promote_action(primary));
                 self.plan.state.primary_unhealthy_since = None;
                 self.plan.step_events.push(event(
                     EventType::Normal,
@@ -842,8 +927,16 @@ impl<'a> Planner<'a> {
             self.plan.health = unhealthy("MembersNotReplicating", problems.join("; "));
         }
         // Durability: only the confirmed primary enforces min-replicas-to-write.
+        // A member promoted in this pass gets it with its promotion.
+        let promoting = match &self.plan.step {
+            Some(Action::Promote { ordinal, .. }) => Some(*ordinal),
+            _ => None,
+        };
         for m in members {
             let Some(n) = m.node() else { continue };
+            if Some(m.ordinal) == promoting {
+                continue;
+            }
             let (to_write, lag) = match (
                 Some(m.ordinal) == primary && primary_node.is_some(),
                 self.input.durability,
@@ -977,6 +1070,13 @@ mod tests {
         })
     }
 
+    fn promote(ordinal: i32) -> Action {
+        Action::Promote {
+            ordinal,
+            durability: None,
+        }
+    }
+
     fn reasons(events: &[EngineEvent]) -> Vec<&str> {
         events.iter().map(|e| e.reason.as_str()).collect()
     }
@@ -1025,7 +1125,7 @@ mod tests {
         ];
         let none = ReplicationState::default();
         let p = run(&members, &none, 0);
-        assert_eq!(p.step, Some(Action::Promote { ordinal: 1 }));
+        assert_eq!(p.step, Some(promote(1)));
         assert_eq!(p.state.primary, Some(1));
         assert_eq!(p.state.term, 1);
         assert_eq!(
@@ -1042,18 +1142,15 @@ mod tests {
         // The hint breaks the tie between equally complete members...
         let hint = |primary, term| Some(PrimaryHint { primary, term });
         let p = run_hinted(&members, &none, None, hint(2, 7));
-        assert_eq!(p.step, Some(Action::Promote { ordinal: 2 }));
+        assert_eq!(p.step, Some(promote(2)));
         assert_eq!(p.state.term, 7);
         // ...but never outweighs data.
         let p = run_hinted(&members, &none, Some(0), hint(0, 7));
-        assert_eq!(p.step, Some(Action::Promote { ordinal: 1 }));
+        assert_eq!(p.step, Some(promote(1)));
         assert_eq!(p.state.term, 8);
         // Fewer keys, histories not comparable: the fuller member wins.
         let members = [view(0, Some(held(0, 1990))), view(1, Some(held(1, 2000)))];
-        assert_eq!(
-            run(&members, &none, 0).step,
-            Some(Action::Promote { ordinal: 1 })
-        );
+        assert_eq!(run(&members, &none, 0).step, Some(promote(1)));
     }
 
     #[test]
@@ -1089,10 +1186,10 @@ mod tests {
             view(2, Some(held(2, 0))),
         ];
         let p = run(&members, &ReplicationState::default(), 0);
-        assert_eq!(p.step, Some(Action::Promote { ordinal: 0 }));
+        assert_eq!(p.step, Some(promote(0)));
         assert_eq!(reasons(&p.step_events), ["Bootstrapped"]);
         let p = run_hinted(&members, &ReplicationState::default(), Some(2), None);
-        assert_eq!(p.step, Some(Action::Promote { ordinal: 2 }));
+        assert_eq!(p.step, Some(promote(2)));
     }
 
     #[test]
@@ -1120,7 +1217,7 @@ mod tests {
         let members = [view(0, Some(old)), view(1, Some(promoted))];
         assert_eq!(
             run(&members, &ReplicationState::default(), 0).step,
-            Some(Action::Promote { ordinal: 1 })
+            Some(promote(1))
         );
     }
 
@@ -1227,27 +1324,40 @@ mod tests {
         let p = run(&members, &p.state, 4);
         assert!(p.step.is_none());
 
-        // The old primary does not answer: it must be isolated first.
+        // The old primary does not answer: it must be isolated first, and
+        // its replicas stop following it before a candidate is chosen.
         let p = run(&members, &p.state, 5);
-        assert!(p.step.is_none(), "no promotion before the fence");
+        assert_eq!(
+            p.step,
+            Some(Action::Detach {
+                ordinals: vec![1, 2]
+            }),
+            "no promotion before the fence and the freeze"
+        );
+        assert_eq!(reasons(&p.step_events), ["ReplicasFrozen"]);
         assert_eq!(p.isolate, [0]);
         assert_eq!(p.state.primary, Some(0));
         assert_eq!(p.state.term, 1);
         let op = p.state.operation.as_ref().unwrap();
         assert_eq!(
             (op.kind, op.from, op.to, op.step.as_str(), op.term),
-            (OperationKind::Failover, 0, Some(2), STEP_AWAIT_ISOLATION, 2)
+            (OperationKind::Failover, 0, Some(2), STEP_FREEZE, 2)
         );
         assert_eq!(p.fallback.operation, p.state.operation);
         assert!(p.members.iter().all(|m| m.role != MemberRole::Primary));
-        let q = run(&members, &p.state, 6);
+        let frozen = [
+            view(0, None),
+            view(1, Some(held_at(1, 90))),
+            view(2, Some(held_at(2, 100))),
+        ];
+        let q = run(&frozen, &p.state, 6);
         assert!(q.step.is_none());
         assert_eq!(q.isolate, [0], "asked again until isolated");
 
-        let mut isolated = members.clone();
+        let mut isolated = frozen.clone();
         isolated[0].isolated = true;
         let p = run(&isolated, &p.state, 7);
-        assert_eq!(p.step, Some(Action::Promote { ordinal: 2 }));
+        assert_eq!(p.step, Some(promote(2)));
         assert!(p.isolate.is_empty());
         assert_eq!(p.state.primary, Some(2));
         assert_eq!(p.state.term, 2);
@@ -1340,6 +1450,10 @@ mod tests {
     fn a_failover_whose_old_primary_cannot_be_fenced_is_abandoned_at_its_deadline() {
         let members = [view(0, None), view(1, Some(replica(0, 100)))];
         let p = run(&members, &awaiting_isolation(), 20);
+        assert_eq!(p.step, Some(Action::Detach { ordinals: vec![1] }));
+        assert_eq!(p.isolate, [0]);
+        let members = [view(0, None), view(1, Some(held_at(1, 100)))];
+        let p = run(&members, &awaiting_isolation(), 21);
         assert!(p.step.is_none());
         assert_eq!(p.isolate, [0]);
         let p = run(&members, &awaiting_isolation(), 36);
@@ -1387,10 +1501,11 @@ mod tests {
             MemberRole::Unknown,
             "never reported primary"
         );
-        // Once it answers read-only, the candidate is promoted.
-        let members = [view(0, Some(replica(1, 0))), view(1, Some(replica(0, 100)))];
+        // Once it answers read-only (a replica of the candidate, which is a
+        // replica itself: no link, no stream), the candidate is promoted.
+        let members = [view(0, Some(fenced(1))), view(1, Some(replica(0, 100)))];
         let q = run(&members, &p.state, 11);
-        assert_eq!(q.step, Some(Action::Promote { ordinal: 1 }));
+        assert_eq!(q.step, Some(promote(1)));
         assert_eq!(q.state.term, 2);
     }
 
@@ -1572,20 +1687,97 @@ mod tests {
         n
     }
 
+    /// A member replicating from itself (frozen, or booted without a
+    /// recorded primary) at `offset` of history "A".
+    fn held_at(ordinal: i32, offset: i64) -> NodeInfo {
+        let mut n = node(ServerRole::Replica, Some(ordinal), offset, 10);
+        n.link_up = false;
+        n
+    }
+
+    /// A fenced old primary: a replica of `of` whose link is down.
+    fn fenced(of: i32) -> NodeInfo {
+        let mut n = replica(of, 0);
+        n.link_up = false;
+        n
+    }
+
     #[test]
-    fn returned_primary_with_its_data_is_promoted_back_in_the_same_term() {
-        let members = [
-            view(0, Some(returned_primary(10))),
-            view(1, Some(replica(0, 100))),
-        ];
+    fn returned_primary_with_its_history_is_promoted_back_in_the_same_term() {
+        // Restarted from its RDB: replication ID and offset kept.
+        let mut rdb = returned_primary(10);
+        rdb.replid = "A".into();
+        rdb.offset = 100;
+        let members = [view(0, Some(rdb)), view(1, Some(replica(0, 100)))];
         let mut st = state(0, 3, 100);
         st.primary_identity = Some("old-run".into());
         let p = run(&members, &st, 0);
-        assert_eq!(p.step, Some(Action::Promote { ordinal: 0 }));
+        assert_eq!(p.step, Some(promote(0)));
         assert_eq!(p.state.term, 3);
         assert_eq!(p.state.primary, Some(0));
         assert!(p.state.operation.is_none());
         assert_eq!(reasons(&p.step_events), ["PrimaryRestored"]);
+        // With durability, the promotion carries it.
+        let d = RedisDurability {
+            min_replicas_to_write: 1,
+            min_replicas_max_lag: 4,
+        };
+        let p = run_with(&members, &st, 0, None, &FailoverSpec::default(), Some(&d));
+        assert_eq!(
+            p.step,
+            Some(Action::Promote {
+                ordinal: 0,
+                durability: Some(MinReplicas {
+                    to_write: 1,
+                    max_lag: 4
+                })
+            })
+        );
+        assert!(
+            !p.settings
+                .iter()
+                .any(|a| matches!(a, Action::SetMinReplicas { ordinal: 0, .. })),
+            "not reset to 0 in the pass that promotes it: {:?}",
+            p.settings
+        );
+        // Nobody else may replace it (no replica on its history): back too.
+        let mut stranger = replica(0, 100);
+        stranger.replid = "Z".into();
+        let members = [view(0, Some(returned_primary(10))), view(1, Some(stranger))];
+        assert_eq!(run(&members, &st, 0).step, Some(promote(0)));
+    }
+
+    #[test]
+    fn returned_primary_after_an_aof_restart_is_replaced_by_the_replica_holding_the_history() {
+        // An AOF restart forgets the replication ID: the same key count
+        // (an update-heavy workload) proves nothing about its last updates.
+        let members = [
+            view(0, Some(returned_primary(10))),
+            view(1, Some(replica(0, 90))),
+            view(2, Some(replica(0, 100))),
+        ];
+        let mut st = state(0, 3, 100);
+        st.primary_identity = Some("old-run".into());
+        let p = run(&members, &st, 0);
+        assert_eq!(p.step, Some(promote(2)), "{:?}", p.health);
+        assert_eq!(p.state.term, 4);
+        assert_eq!(p.state.primary, Some(2));
+        assert!(reasons(&p.events).contains(&"PrimaryReturnedWithoutData"));
+        let note = &p.events[0].note;
+        assert!(
+            note.contains("AOF") && note.contains("offset 100"),
+            "{note}"
+        );
+        // A replica further behind the last known offset than maxLag does
+        // not replace it: the returned primary is the best holder left.
+        let failover = FailoverSpec {
+            max_lag: Some(5),
+            ..Default::default()
+        };
+        let mut st2 = st.clone();
+        st2.primary_position = Some(format_position("A", 200));
+        let p = run_with(&members, &st2, 0, None, &failover, None);
+        assert_eq!(p.step, Some(promote(0)));
     }
 
     #[test]
@@ -1596,7 +1788,7 @@ mod tests {
             view(2, Some(replica(0, 99))),
         ];
         let p = run(&members, &state(0, 1, 100), 0);
-        assert_eq!(p.step, Some(Action::Promote { ordinal: 1 }));
+        assert_eq!(p.step, Some(promote(1)));
         assert_eq!(p.state.primary, Some(1));
         assert_eq!(p.state.term, 2);
         assert!(reasons(&p.events).contains(&"PrimaryReturnedWithoutData"));
@@ -1605,10 +1797,7 @@ mod tests {
             view(0, Some(returned_primary(3))),
             view(1, Some(replica(0, 100))),
         ];
-        assert_eq!(
-            run(&members, &state(0, 1, 100), 0).step,
-            Some(Action::Promote { ordinal: 1 })
-        );
+        assert_eq!(run(&members, &state(0, 1, 100), 0).step, Some(promote(1)));
         // With failover disabled it is left read-only.
         let failover = FailoverSpec {
             enabled: false,
@@ -1619,10 +1808,7 @@ mod tests {
         // Nobody holds data: bring it back.
         let empty = node(ServerRole::Replica, Some(0), 0, 0);
         let members = [view(0, Some(returned_primary(0))), view(1, Some(empty))];
-        assert_eq!(
-            run(&members, &state(0, 1, 0), 0).step,
-            Some(Action::Promote { ordinal: 0 })
-        );
+        assert_eq!(run(&members, &state(0, 1, 0), 0).step, Some(promote(0)));
     }
 
     #[test]
@@ -1644,9 +1830,9 @@ mod tests {
             })
         );
         assert_eq!(p.members[0].role, MemberRole::Unknown);
-        let fenced = [view(0, Some(replica(1, 0))), view(1, Some(replica(0, 100)))];
+        let fenced = [view(0, Some(fenced(1))), view(1, Some(replica(0, 100)))];
         let q = run(&fenced, &p.state, 1);
-        assert_eq!(q.step, Some(Action::Promote { ordinal: 1 }));
+        assert_eq!(q.step, Some(promote(1)));
         assert_eq!(q.state.term, 2);
         // Same process (a FLUSHALL, not a restart): left alone.
         st.primary_identity = Some("new-run".into());
@@ -1692,6 +1878,104 @@ mod tests {
             ["Fenced", "Repointed", "FailoverCompleted"]
         );
         assert!(p.fallback.operation.is_some());
+    }
+
+    #[test]
+    fn a_new_primary_lost_before_the_repoint_is_judged_at_once_not_at_the_deadline() {
+        let mut st = state(1, 2, 100);
+        st.operation = Some(Operation {
+            kind: OperationKind::Failover,
+            from: 0,
+            to: Some(1),
+            step: STEP_REPOINT.into(),
+            term: 2,
+            started_at: to_time(at(0)),
+            deadline: Some(to_time(at(30))),
+            reason: "test".into(),
+            data: None,
+        });
+        // Killed right after its promotion: the detection window starts now.
+        let members = [
+            view(0, Some(held_at(0, 50))),
+            view(1, None),
+            view(2, Some(held_at(2, 100))),
+        ];
+        let p = run(&members, &st, 1);
+        assert!(p.state.operation.is_none());
+        assert_eq!(p.state.last_failover.as_ref().map(|r| r.to), Some(1));
+        assert_eq!(p.state.primary_unhealthy_since, Some(to_time(at(1))));
+        assert!(
+            matches!(&p.health, Health::Unhealthy { reason, .. } if reason == "PrimaryUnavailable")
+        );
+        // Restarted (it boots as a replica of itself): judged as a returned
+        // primary in the same pass.
+        let mut back = held_at(1, 0);
+        back.replid = "fresh".into();
+        let members = [
+            view(0, Some(held_at(0, 50))),
+            view(1, Some(back)),
+            view(2, Some(held_at(2, 100))),
+        ];
+        let p = run(&members, &st, 1);
+        assert_eq!(p.step, Some(promote(2)), "{:?}", p.health);
+        assert_eq!(p.state.term, 3);
+    }
+
+    #[test]
+    fn in_durable_mode_a_new_primary_lost_at_once_is_awaited_not_replaced_by_a_replica_behind_it() {
+        let members = [
+            view(0, Some(held_at(0, 90))),
+            view(1, Some(held_at(1, 100))),
+            view(2, Some(held_at(2, 80))),
+        ];
+        let mut st = state(0, 1, 85);
+        st.operation = Some(Operation {
+            kind: OperationKind::Failover,
+            from: 0,
+            to: Some(1),
+            step: STEP_AWAIT_ISOLATION.into(),
+            term: 2,
+            started_at: to_time(at(0)),
+            deadline: Some(to_time(at(30))),
+            reason: "test".into(),
+            data: None,
+        });
+        let mut isolated = members.clone();
+        isolated[0].isolated = true;
+        let p = run(&isolated, &st, 1);
+        assert_eq!(p.step, Some(promote(1)));
+        // The new term starts at the promoted member's offset.
+        assert_eq!(p.state.primary_position.as_deref(), Some("A:100"));
+        // It dies before anyone was repointed at it: r-0 lacks what it held.
+        let lost = [
+            view(0, Some(held_at(0, 90))),
+            view(1, None),
+            view(2, Some(held_at(2, 80))),
+        ];
+        let d = RedisDurability {
+            min_replicas_to_write: 1,
+            min_replicas_max_lag: 2,
+        };
+        let f = FailoverSpec::default();
+        let mut state = p.state.clone();
+        for t in [2, 4, 6] {
+            let q = run_with(&lost, &state, t, None, &f, Some(&d));
+            state = q.state;
+        }
+        let q = run_with(&lost, &state, 8, None, &f, Some(&d));
+        assert!(q.step.is_none(), "{:?}", q.step);
+        assert!(
+            matches!(&q.health, Health::Unhealthy { reason, .. } if reason == "FailoverRefused"),
+            "{:?}",
+            q.health
+        );
+        // Asynchronous mode accepts the loss up to maxLag and fails over.
+        let mut state = p.state.clone();
+        for t in [2, 4, 6] {
+            state = run_with(&lost, &state, t, None, &f, None).state;
+        }
+        let q = run_with(&lost, &state, 8, None, &f, None);
+        assert!(q.state.operation.is_some(), "{:?}", q.health);
     }
 
     #[test]
@@ -1892,10 +2176,7 @@ mod tests {
             primary: 0,
         };
         assert_eq!(a.describe(&members), "REPLICAOF r-0 on r-1, r-2");
-        assert_eq!(
-            Action::Promote { ordinal: 1 }.describe(&members),
-            "REPLICAOF NO ONE on r-1"
-        );
+        assert_eq!(promote(1).describe(&members), "REPLICAOF NO ONE on r-1");
     }
 
     #[test]

@@ -310,7 +310,7 @@ impl Planner<'_> {
                 message: format!("{pod} adopted as primary; repointing the others"),
             };
         } else {
-            self.plan.step = Some(Action::Promote { ordinal: a.ordinal });
+            self.plan.step = Some(self.promote_action(a.ordinal));
             self.plan
                 .step_events
                 .push(event(EventType::Normal, reason, note));

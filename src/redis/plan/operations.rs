@@ -166,6 +166,30 @@ impl Planner<'_> {
         }
     }
 
+    /// Reachable replicas that still follow `from` while `from` may still
+    /// stream to them (it does not answer, or answers writable or with its
+    /// own link up). A returned primary that answers as a replica with its
+    /// link down serves no sync (NOMASTERLINK): nothing to freeze.
+    fn still_following(&self, from: i32) -> Vec<i32> {
+        let silent = self
+            .member(from)
+            .and_then(|m| m.node())
+            .is_some_and(|n| n.role == ServerRole::Replica && !n.link_up && !n.loading);
+        if silent {
+            return Vec::new();
+        }
+        self.members()
+            .iter()
+            .filter(|m| m.ordinal != from)
+            .filter(|m| {
+                m.node().is_some_and(|n| {
+                    n.role == ServerRole::Replica && source_of(n, self.members()) == Some(from)
+                })
+            })
+            .map(|m| m.ordinal)
+            .collect()
+    }
+
     /// Fence-before-promote of a failover: promote (a freshly chosen
     /// candidate, `op.to` on a tie) once the old primary is confirmed unable
     /// to take writes; otherwise fence it, or ask the reconciler to isolate
@@ -176,13 +200,50 @@ impl Planner<'_> {
         let to = op.to.unwrap_or(from);
         self.plan.requeue = self.input.timing.active;
         let status = self.fence_status(from, to);
+        // Freeze first: no replica keeps taking the old primary's stream
+        // while the candidate is chosen and promoted.
+        let following = match &status {
+            Fence::Confirmed(_) | Fence::Isolate(_) if !past_deadline => self.still_following(from),
+            _ => Vec::new(),
+        };
+        if !following.is_empty() {
+            self.withhold_primary = true;
+            if let Fence::Isolate(_) = &status {
+                self.plan.isolate = vec![from];
+            }
+            let pods = following
+                .iter()
+                .map(|o| self.pod(*o))
+                .collect::<Vec<_>>()
+                .join(", ");
+            self.plan.step_events.push(event(
+                EventType::Normal,
+                "ReplicasFrozen",
+                format!("{pods} stopped following {from_pod} before a replacement is chosen"),
+            ));
+            self.plan.step = Some(Action::Detach {
+                ordinals: following,
+            });
+            let next = Operation {
+                step: STEP_FREEZE.to_string(),
+                ..op
+            };
+            for s in [&mut self.plan.state, &mut self.plan.fallback] {
+                s.operation = Some(next.clone());
+            }
+            self.plan.health = unhealthy(
+                "FailoverInProgress",
+                format!("freezing the replicas of {from_pod} before choosing its replacement"),
+            );
+            return;
+        }
         if let Fence::Confirmed(how) = &status {
             let position = self.input.state.primary_position.clone();
             match choose_candidate(
                 self.members(),
                 from,
                 position.as_deref(),
-                max_lag(self.input.failover),
+                max_lag(self.input.failover, self.input.durability),
                 op.to.or(self.input.desired_primary),
             ) {
                 Ok(c) => self.promote(op, c, how),
@@ -305,7 +366,10 @@ impl Planner<'_> {
         s.primary = Some(c.ordinal);
         s.term = term;
         s.primary_unhealthy_since = None;
-        self.plan.step = Some(Action::Promote { ordinal: c.ordinal });
+        // The new term starts at the candidate's offset: a later candidate
+        // (should it die before it is seen again) is measured against it.
+        s.primary_position = Some(format_position(&c.replid, c.offset));
+        self.plan.step = Some(self.promote_action(c.ordinal));
         self.plan.step_events.push(event(
             EventType::Normal,
             "Promoted",
@@ -345,7 +409,9 @@ impl Planner<'_> {
             .find(|r| dm.is_addressed_by(&r.ip, r.port) && r.state == "online")
             .ok_or("the primary does not list it as an online replica")?;
         let behind = pn.offset - listed.offset.max(dn.offset);
-        let limit = max_lag(self.input.failover);
+        // FAILOVER TO waits for the target to catch up itself: the limit
+        // only keeps writes from pausing long, in durable mode too.
+        let limit = max_lag(self.input.failover, None);
         if behind > limit {
             return Err(format!(
                 "it is {behind} bytes behind the primary (more than {limit}); waiting for it to catch up before pausing writes"
@@ -406,7 +472,7 @@ impl Planner<'_> {
                 self.await_switchover(&op, to, past_deadline)
             }
             (OperationKind::Switchover, STEP_RETRY_WAIT) => self.retry_wait(&op, to, past_deadline),
-            (OperationKind::Failover, STEP_FENCE | STEP_AWAIT_ISOLATION) => {
+            (OperationKind::Failover, STEP_FENCE | STEP_AWAIT_ISOLATION | STEP_FREEZE) => {
                 self.fence_then_promote(op, past_deadline)
             }
             _ => self.finish_repoint(&op, to, past_deadline),
@@ -535,6 +601,15 @@ impl Planner<'_> {
         );
     }
 
+    /// The member promoted by an operation does not answer, or answers as a
+    /// replica (it restarted and booted read-only).
+    fn new_primary_lost(&self, to: i32) -> bool {
+        match self.member(to).map(|m| &m.obs) {
+            None | Some(Err(_)) => true,
+            Some(Ok(n)) => n.role == ServerRole::Replica && !n.loading,
+        }
+    }
+
     /// Last step of both operations: repoint everyone at `to`, then close the
     /// operation and record it.
     pub(super) fn finish_repoint(&mut self, op: &Operation, to: i32, past_deadline: bool) {
@@ -560,8 +635,21 @@ impl Planner<'_> {
                 op.reason
             ),
         );
-        let wrong = if self.member(to).and_then(|m| m.writable_primary()).is_some() {
+        let new_primary = self.member(to).and_then(|m| m.writable_primary()).cloned();
+        let wrong = if let Some(n) = new_primary {
+            self.record_primary(&n);
             misplaced(self.members(), to)
+        } else if self.new_primary_lost(to) {
+            // The new primary died or restarted: close the operation and
+            // judge it like any recorded primary (detection window,
+            // returned-primary checks) instead of waiting for the deadline.
+            for s in [&mut self.plan.state, &mut self.plan.fallback] {
+                s.operation = None;
+                s.last_failover = Some(record.clone());
+            }
+            self.plan.events.push(done);
+            self.steady(to);
+            return;
         } else {
             // The new primary is not confirmed (yet): nothing to repoint at.
             if !past_deadline {
