@@ -6,15 +6,16 @@
 //! back for seconds by a proxy, a switchover under writes keeps one writable
 //! primary (sampled every 200 ms) and every acknowledged write.
 
+#[path = "support/accounting.rs"]
+mod accounting;
 #[path = "support/devcluster.rs"]
 mod devcluster;
 #[path = "support/watch_delay.rs"]
 mod watch_delay;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use accounting::{Db, Engine, Load, Route};
 use devcluster::{DevCluster, cluster_status, eventually, members, secret_value};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use ordinal::api::{ClusterStatus, RedisReplication};
@@ -28,25 +29,11 @@ fn condition<'a>(
     s.conditions.iter().find(|c| c.type_ == type_)
 }
 
-async fn conn(ip: &str, password: &str) -> Option<redis::aio::MultiplexedConnection> {
-    use redis::IntoConnectionInfo;
-    let info = redis::ConnectionAddr::Tcp(ip.to_string(), 6379)
-        .into_connection_info()
-        .ok()?
-        .set_redis_settings(redis::RedisConnectionInfo::default().set_password(password));
-    let client = redis::Client::open(info).ok()?;
-    tokio::time::timeout(
-        Duration::from_secs(1),
-        client.get_multiplexed_async_connection(),
-    )
-    .await
-    .ok()?
-    .ok()
-}
-
 /// SET on `ip`: Ok, or the server's error text.
 async fn set(ip: &str, password: &str, key: &str) -> Result<(), String> {
-    let mut c = conn(ip, password).await.ok_or("no connection")?;
+    let mut c = accounting::redis_conn(ip, password)
+        .await
+        .ok_or("no connection")?;
     tokio::time::timeout(
         Duration::from_secs(2),
         redis::cmd("SET")
@@ -58,110 +45,6 @@ async fn set(ip: &str, password: &str, key: &str) -> Result<(), String> {
     .map_err(|_| "timed out".to_string())?
     .map(|_| ())
     .map_err(|e| e.to_string())
-}
-
-async fn role(ip: &str, password: &str) -> Option<String> {
-    let mut c = conn(ip, password).await?;
-    let v: Vec<redis::Value> = tokio::time::timeout(
-        Duration::from_secs(1),
-        redis::cmd("ROLE").query_async(&mut c),
-    )
-    .await
-    .ok()?
-    .ok()?;
-    match v.first() {
-        Some(redis::Value::BulkString(b)) => Some(String::from_utf8_lossy(b).into_owned()),
-        Some(redis::Value::SimpleString(s)) => Some(s.clone()),
-        _ => None,
-    }
-}
-
-/// Members answering ROLE master, read concurrently.
-async fn masters(client: &kube::Client, name: &str, password: &str) -> Vec<String> {
-    let pods = members(client, NS, name).await;
-    let roles = futures::future::join_all(pods.iter().map(|(_, _, ip)| async move {
-        match ip {
-            Some(ip) => role(ip, password).await,
-            None => None,
-        }
-    }))
-    .await;
-    pods.into_iter()
-        .zip(roles)
-        .filter(|(_, r)| r.as_deref() == Some("master"))
-        .map(|((n, _, _), _)| n)
-        .collect()
-}
-
-/// Writes sequential keys to whichever pod is labelled primary; returns the acknowledged ones.
-fn spawn_writer(
-    client: kube::Client,
-    name: &'static str,
-    password: String,
-    stop: Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<Vec<String>> {
-    tokio::spawn(async move {
-        let api: Api<RedisReplication> = Api::namespaced(client.clone(), NS);
-        let mut acked = Vec::new();
-        let mut target: Option<redis::aio::MultiplexedConnection> = None;
-        let mut i = 0u64;
-        while !stop.load(Ordering::Relaxed) {
-            if target.is_none() {
-                if let Some((_, ip)) = devcluster::labelled_primary(&client, &api, NS, name).await
-                    && let Some(c) = conn(&ip, &password).await
-                {
-                    target = Some(c);
-                } else {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            }
-            let key = format!("w:{i}");
-            let Some(c) = target.as_mut() else {
-                continue;
-            };
-            let set = tokio::time::timeout(
-                Duration::from_secs(2),
-                redis::cmd("SET").arg(&key).arg(i).query_async::<String>(c),
-            )
-            .await;
-            match set {
-                Ok(Ok(ok)) if ok == "OK" => {
-                    acked.push(key);
-                    i += 1;
-                }
-                _ => target = None,
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        acked
-    })
-}
-
-/// Samples every 200 ms; returns the samples taken and those where two
-/// members answered master (confirmed by a second read).
-fn spawn_sampler(
-    client: kube::Client,
-    name: &'static str,
-    password: String,
-    stop: Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<(u32, Vec<Vec<String>>)> {
-    tokio::spawn(async move {
-        let mut samples = 0;
-        let mut dual = Vec::new();
-        while !stop.load(Ordering::Relaxed) {
-            let seen = masters(&client, name, &password).await;
-            if seen.len() > 1 {
-                let again = masters(&client, name, &password).await;
-                if again.len() > 1 {
-                    dual.push(again);
-                }
-            }
-            samples += 1;
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        (samples, dual)
-    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -400,9 +283,8 @@ async fn controller_end_to_end() {
         .and_then(|s| s.replication.primary)
         .expect("primary");
     let target = (current + 1) % 3;
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = spawn_writer(client.clone(), name, password.clone(), stop.clone());
-    let sampler = spawn_sampler(client.clone(), name, password.clone(), stop.clone());
+    let db = Db::new(&cluster, Engine::Redis, client.clone(), NS, name, &password);
+    let load = Load::start(&db, Route::LabelledPrimary, 0);
     tokio::time::sleep(Duration::from_secs(2)).await;
     api.patch(
         name,
@@ -422,31 +304,19 @@ async fn controller_end_to_end() {
     .await;
     // Let stale events arrive after the switchover, under writes.
     tokio::time::sleep(Duration::from_secs(8)).await;
-    stop.store(true, Ordering::Relaxed);
-    let acked = writer.await.expect("writer");
-    let (samples, dual) = sampler.await.expect("sampler");
+    let (written, samples) = load.finish().await;
     assert!(
-        dual.is_empty(),
-        "two members answered master in the same sample: {dual:?}\n{}",
+        samples.dual.is_empty(),
+        "two members answered master in the same sample: {:?}\n{}",
+        samples.dual,
         cluster.diagnostics(NS)
     );
     assert!(
-        acked.len() > 50,
+        written.acked.len() > 50,
         "the writer made progress: {}",
-        acked.len()
+        written.acked.len()
     );
-    let mut c = conn(&target_ip, &password).await.expect("connect");
-    let mut missing = Vec::new();
-    for key in &acked {
-        let v: Option<String> = redis::cmd("GET")
-            .arg(key)
-            .query_async(&mut c)
-            .await
-            .expect("GET");
-        if v.is_none() {
-            missing.push(key.clone());
-        }
-    }
+    let missing = db.missing_on(&target_ip, &written.acked).await;
     assert!(
         missing.is_empty(),
         "acknowledged writes lost: {missing:?}\n{}",
@@ -459,8 +329,9 @@ async fn controller_end_to_end() {
         "no stale pass undid the switchover"
     );
     eprintln!(
-        "{} acknowledged writes all on {target_ip}; {samples} samples, never two masters",
-        acked.len()
+        "{} acknowledged writes all on {target_ip}; {} samples, never two masters",
+        written.acked.len(),
+        samples.taken
     );
     let log = cluster.operator_log();
     let fresh_reads = log

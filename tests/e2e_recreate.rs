@@ -12,14 +12,17 @@
 //!
 //! Pod addresses 127.0.111.x.
 
+#[path = "support/accounting.rs"]
+mod accounting;
 #[path = "support/devcluster.rs"]
 mod devcluster;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use accounting::{Db, Engine, Load, Route};
 use devcluster::{DevCluster, eventually, members, secret_value};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::core::NamespaceResourceScope;
@@ -105,28 +108,6 @@ async fn recreate<K>(
     api.create(&PostParams::default(), &obj)
         .await
         .expect("create again");
-}
-
-/// Every 200 ms: how many members accept writes. Returns the largest count
-/// seen and the number of samples.
-fn spawn_sampler<F, Fut>(
-    stop: Arc<AtomicBool>,
-    mut writable: F,
-) -> tokio::task::JoinHandle<(usize, usize)>
-where
-    F: FnMut() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = usize> + Send,
-{
-    tokio::spawn(async move {
-        let (mut max, mut samples) = (0, 0);
-        while !stop.load(Ordering::Relaxed) {
-            let t = Instant::now();
-            max = max.max(writable().await);
-            samples += 1;
-            tokio::time::sleep(Duration::from_millis(200).saturating_sub(t.elapsed())).await;
-        }
-        (max, samples)
-    })
 }
 
 /// The longest stretch (in 200 ms samples) without a labelled primary.
@@ -267,66 +248,6 @@ async fn all_members_hold(client: &kube::Client, password: &str, n: i64, what: &
     .await;
 }
 
-async fn redis_masters(client: &kube::Client, password: &str) -> usize {
-    let mut n = 0;
-    for (_, _, ip) in members(client, RNS, RNAME).await {
-        let Some(ip) = ip else { continue };
-        let Some(mut c) = rconn(&ip, password).await else {
-            continue;
-        };
-        let info: Option<String> = redis::cmd("INFO")
-            .arg("replication")
-            .query_async(&mut c)
-            .await
-            .ok();
-        if info.is_some_and(|i| i.lines().any(|l| l.trim() == "role:master")) {
-            n += 1;
-        }
-    }
-    n
-}
-
-fn spawn_redis_writer(
-    client: kube::Client,
-    password: String,
-    stop: Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<Vec<String>> {
-    tokio::spawn(async move {
-        let api: Api<RedisReplication> = Api::namespaced(client.clone(), RNS);
-        let mut acked = Vec::new();
-        let mut target: Option<redis::aio::MultiplexedConnection> = None;
-        let mut i = 0u64;
-        while !stop.load(Ordering::Relaxed) {
-            if target.is_none() {
-                target = match rprimary(&client, &api).await {
-                    Some((_, ip)) => rconn(&ip, &password).await,
-                    None => None,
-                };
-                if target.is_none() {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            }
-            let Some(c) = target.as_mut() else { continue };
-            let key = format!("w:{i}");
-            let set = tokio::time::timeout(
-                Duration::from_secs(2),
-                redis::cmd("SET").arg(&key).arg(i).query_async::<String>(c),
-            )
-            .await;
-            match set {
-                Ok(Ok(ok)) if ok == "OK" => {
-                    acked.push(key);
-                    i += 1;
-                }
-                _ => target = None,
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        acked
-    })
-}
-
 async fn redis_suite(cluster: &DevCluster, client: &kube::Client) {
     cluster
         .kubectl(&["create", "namespace", RNS])
@@ -426,12 +347,8 @@ async fn status_wipe_redis(
 ) {
     let (before, _) = rprimary(client, api).await.expect("labelled primary");
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = spawn_redis_writer(client.clone(), password.to_string(), stop.clone());
-    let (c2, p2) = (client.clone(), password.to_string());
-    let sampler = spawn_sampler(stop.clone(), move || {
-        let (c, p) = (c2.clone(), p2.clone());
-        async move { redis_masters(&c, &p).await }
-    });
+    let db = Db::new(cluster, Engine::Redis, client.clone(), RNS, RNAME, password);
+    let load = Load::start(&db, Route::LabelledPrimary, 0);
     let (c3, a3) = (client.clone(), api.clone());
     let labels = spawn_label_watch(stop.clone(), move || {
         let (c, a) = (c3.clone(), a3.clone());
@@ -459,24 +376,22 @@ async fn status_wipe_redis(
     assert_eq!(after, before, "the running primary is kept");
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.store(true, Ordering::Relaxed);
-    let acked = writer.await.expect("writer");
-    let (max_writable, samples) = sampler.await.expect("sampler");
+    let (written, samples) = load.finish().await;
     let gap = labels.await.expect("label watch");
+    let acked = written.acked;
     assert!(acked.len() > 50, "the writer kept writing: {}", acked.len());
-    assert!(samples > 10, "sampled {samples} times");
+    assert!(samples.taken > 10, "sampled {} times", samples.taken);
     assert_eq!(
-        max_writable, 1,
-        "never two writable members ({samples} samples)"
+        samples.max_writable, 1,
+        "never two writable members ({} samples)",
+        samples.taken
     );
     assert!(
         gap < Duration::from_secs(30),
         "no primary label for {gap:?}"
     );
     let (_, ip) = rprimary(client, api).await.expect("primary");
-    assert_eq!(
-        missing_keys(&ip, password, &acked).await,
-        Vec::<String>::new()
-    );
+    assert_eq!(db.missing_on(&ip, &acked).await, Vec::<u64>::new());
     devcluster::wait_ready(api, RNAME, "Ready after the wipe", Duration::from_secs(60)).await;
 }
 
@@ -621,51 +536,16 @@ async fn mysql_suite(cluster: &DevCluster, client: &kube::Client) {
 
     step("mysql: status wiped under writes");
     let (before, _) = mprimary(client, &api).await.expect("primary");
-    let stop = Arc::new(AtomicBool::new(false));
-    let next = Arc::new(AtomicUsize::new(100_000));
-    let writer = {
-        let (client, api, password, stop, next) = (
-            client.clone(),
-            api.clone(),
-            password.clone(),
-            stop.clone(),
-            next.clone(),
-        );
-        tokio::spawn(async move {
-            let mut acked = Vec::new();
-            let mut conn: Option<mysql_async::Conn> = None;
-            while !stop.load(Ordering::Relaxed) {
-                if conn.is_none() {
-                    conn = match mprimary(&client, &api).await {
-                        Some((_, ip)) => mconn(&ip, &password).await,
-                        None => None,
-                    };
-                    if conn.is_none() {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                }
-                let Some(c) = conn.as_mut() else { continue };
-                let id = next.fetch_add(1, Ordering::SeqCst) as i64;
-                let r = tokio::time::timeout(
-                    Duration::from_secs(3),
-                    c.query_drop(format!("INSERT INTO app.t VALUES ({id}, 'w')")),
-                )
-                .await;
-                match r {
-                    Ok(Ok(())) => acked.push(id),
-                    _ => conn = None,
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            acked
-        })
-    };
-    let (c2, p2) = (client.clone(), password.clone());
-    let sampler = spawn_sampler(stop.clone(), move || {
-        let (c, p) = (c2.clone(), p2.clone());
-        async move { mysql_writable(&c, &p).await }
-    });
+    let mut db = Db::new(
+        cluster,
+        Engine::MySql,
+        client.clone(),
+        MNS,
+        MNAME,
+        &password,
+    );
+    db.table = "app.t".into();
+    let load = Load::start(&db, Route::LabelledPrimary, 100_000);
     tokio::time::sleep(Duration::from_secs(2)).await;
     wipe_status(cluster, MNS, &format!("mysqlcluster/{MNAME}")).await;
     let (after, ip) = eventually(
@@ -676,17 +556,17 @@ async fn mysql_suite(cluster: &DevCluster, client: &kube::Client) {
     .await;
     assert_eq!(after, before, "the running primary is kept");
     tokio::time::sleep(Duration::from_secs(3)).await;
-    stop.store(true, Ordering::Relaxed);
-    let written = writer.await.expect("writer");
-    let (max_writable, samples) = sampler.await.expect("sampler");
+    let (written, samples) = load.finish().await;
+    let written: Vec<i64> = written.acked.iter().map(|i| *i as i64).collect();
     assert!(
         written.len() > 20,
         "the writer kept writing: {}",
         written.len()
     );
     assert_eq!(
-        max_writable, 1,
-        "never two writable members ({samples} samples)"
+        samples.max_writable, 1,
+        "never two writable members ({} samples)",
+        samples.taken
     );
     let on_primary = ids_on(&ip, &password).await.expect("ids");
     let lost: Vec<i64> = written

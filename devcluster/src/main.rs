@@ -59,11 +59,27 @@ enum Cmd {
         a: String,
         b: String,
     },
-    /// Remove all partitions.
-    Heal,
+    /// Remove all partitions, or (given two groups, as for `partition`)
+    /// only the cut between those two groups.
+    Heal {
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        #[arg(requires = "b")]
+        a: Option<String>,
+        b: Option<String>,
+    },
     /// Internal: enter a pod's private mount namespace and exec a command.
     #[command(hide = true)]
     PodExec { spec: PathBuf },
+}
+
+/// A group of `partition` / `heal`: comma-separated names.
+fn split(group: &str) -> Vec<String> {
+    group
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 fn default_state_dir() -> PathBuf {
@@ -103,15 +119,14 @@ fn main() -> Result<()> {
             Cmd::Down { wipe } => cluster::down(&cli.state_dir, wipe),
             Cmd::Status => cluster::status(&cli.state_dir),
             Cmd::Partition { namespace, a, b } => {
-                let split = |g: &str| -> Vec<String> {
-                    g.split(',')
-                        .filter(|s| !s.is_empty())
-                        .map(str::to_owned)
-                        .collect()
-                };
                 net::partition(&cli.state_dir, &namespace, &split(&a), &split(&b))
             }
-            Cmd::Heal => net::heal(&cli.state_dir),
+            Cmd::Heal {
+                namespace,
+                a: Some(a),
+                b: Some(b),
+            } => net::heal_between(&cli.state_dir, &namespace, &split(&a), &split(&b)),
+            Cmd::Heal { .. } => net::heal(&cli.state_dir),
             Cmd::Agent(args) => agent::run(&cli.state_dir, args).await,
             Cmd::PodExec { .. } | Cmd::Run { .. } => unreachable!("handled above"),
         }

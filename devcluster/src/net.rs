@@ -527,6 +527,43 @@ fn endpoint_ip(state: &Path, net: &Net, namespace: &str, name: &str) -> Result<S
 /// Drop all traffic, both ways, between every member of `a` and every member
 /// of `b` (pod names in `namespace`, `ns/pod`, `operator` or `host`).
 pub fn partition(state: &Path, namespace: &str, a: &[String], b: &[String]) -> Result<()> {
+    let Cut { net, a, b, elems } = pairs(state, namespace, a, b)?;
+    nft_in(
+        &net.node_ns(),
+        &format!(
+            "add element inet {PARTITION_TABLE} cut {{ {} }}\n",
+            elems.join(", ")
+        ),
+    )?;
+    println!("partitioned {a:?} from {b:?}");
+    Ok(())
+}
+
+/// Remove the cut between `a` and `b` only (other partitions stay).
+pub fn heal_between(state: &Path, namespace: &str, a: &[String], b: &[String]) -> Result<()> {
+    let Cut { net, a, b, elems } = pairs(state, namespace, a, b)?;
+    // `add` first so `delete` never fails on a pair that was not cut.
+    nft_in(
+        &net.node_ns(),
+        &format!(
+            "add element inet {PARTITION_TABLE} cut {{ {0} }}\ndelete element inet {PARTITION_TABLE} cut {{ {0} }}\n",
+            elems.join(", ")
+        ),
+    )?;
+    println!("healed {a:?} from {b:?}");
+    Ok(())
+}
+
+/// The cut between two groups: their addresses and the address pairs (both
+/// directions) as elements of the partition set.
+struct Cut {
+    net: Net,
+    a: Vec<String>,
+    b: Vec<String>,
+    elems: Vec<String>,
+}
+
+fn pairs(state: &Path, namespace: &str, a: &[String], b: &[String]) -> Result<Cut> {
     let net = Net::load(state);
     if !net.netns() {
         bail!("partitions need the netns network model (devcluster up --network netns)");
@@ -550,15 +587,7 @@ pub fn partition(state: &Path, namespace: &str, a: &[String], b: &[String]) -> R
     if elems.is_empty() {
         bail!("nothing to partition");
     }
-    nft_in(
-        &net.node_ns(),
-        &format!(
-            "add element inet {PARTITION_TABLE} cut {{ {} }}\n",
-            elems.join(", ")
-        ),
-    )?;
-    println!("partitioned {a:?} from {b:?}");
-    Ok(())
+    Ok(Cut { net, a, b, elems })
 }
 
 /// Remove every partition.

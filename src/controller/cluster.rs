@@ -164,6 +164,9 @@ struct Pass<K> {
     /// The replication state this pass plans from.
     state: ReplicationState,
     obs: Observation,
+    /// Member pods being deleted, by name: their processes may still run,
+    /// so none of them counts as isolated.
+    terminating: BTreeMap<String, Pod>,
 }
 
 impl<K: ClusterResource> Pass<K> {
@@ -179,6 +182,7 @@ impl<K: ClusterResource> Pass<K> {
             ..Default::default()
         };
         Ok(Self {
+            terminating: BTreeMap::new(),
             key: key_of(&*obj),
             obj,
             ctx,
@@ -322,7 +326,7 @@ async fn report_invalid<K: ClusterResource>(pass: &mut Pass<K>) -> Result<Action
         )
         .await;
     }
-    let pods = list_pods(&pass.view, &pass.ctx).await?;
+    let (pods, _) = list_pods(&pass.view, &pass.ctx).await?;
     pass.obs.replicas_existing = pods.len() as i32;
     pass.obs.replicas_ready = pods.values().filter(|p| pod_ready(p)).count() as i32;
     pass.persist().await?;
@@ -416,9 +420,10 @@ async fn apply_children<K: ClusterResource>(pass: &mut Pass<K>, built: &Built) {
 async fn observe_members<K: ClusterResource>(
     pass: &mut Pass<K>,
 ) -> Result<BTreeMap<String, Pod>, Error> {
-    let pods = list_pods(&pass.view, &pass.ctx).await?;
+    let (pods, terminating) = list_pods(&pass.view, &pass.ctx).await?;
     pass.obs.replicas_existing = pods.len() as i32;
     pass.obs.replicas_ready = pods.values().filter(|p| pod_ready(p)).count() as i32;
+    pass.terminating = terminating;
     Ok(pods)
 }
 
@@ -462,9 +467,18 @@ async fn engine_step<K: ClusterResource>(
                     .and_then(|s| s.pod_ip.clone()),
                 port: view.kind.port(),
                 dns_name: view.member_dns(ordinal),
-                pod_exists: pod.is_some(),
+                // A pod being deleted exists until it is gone: its old
+                // process may still run (the engines count a missing pod as
+                // isolated).
+                pod_exists: pod.is_some() || pass.terminating.contains_key(&view.pod_name(ordinal)),
                 pod_ready: pod.map(pod_ready).unwrap_or(false),
-                isolated: isolation_done(&pass.state, ordinal, pod),
+                // A pod being deleted still runs the old process until it
+                // is gone: it is passed on, and does not count as isolated.
+                isolated: isolation_done(
+                    &pass.state,
+                    ordinal,
+                    pod.or_else(|| pass.terminating.get(&view.pod_name(ordinal))),
+                ),
             }
         })
         .collect::<Vec<_>>();
@@ -772,19 +786,25 @@ fn claims_for(
     }
 }
 
-async fn list_pods(view: &ClusterView, ctx: &Context) -> Result<BTreeMap<String, Pod>, Error> {
+/// The member pods by name: (live, being deleted).
+async fn list_pods(
+    view: &ClusterView,
+    ctx: &Context,
+) -> Result<(BTreeMap<String, Pod>, BTreeMap<String, Pod>), Error> {
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &view.namespace);
     let selector = labels::to_selector_string(&labels::selector(view));
     let pods = api
         .list(&ListParams::default().labels(&selector))
         .await
         .context("list member pods")?;
-    Ok(pods
+    let (terminating, live): (Vec<Pod>, Vec<Pod>) = pods
         .items
         .into_iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .map(|p| (p.name_any(), p))
-        .collect())
+        .partition(|p| p.metadata.deletion_timestamp.is_some());
+    let by_name = |pods: Vec<Pod>| -> BTreeMap<String, Pod> {
+        pods.into_iter().map(|p| (p.name_any(), p)).collect()
+    };
+    Ok((by_name(live), by_name(terminating)))
 }
 
 /// Whether a status write happened.

@@ -163,6 +163,15 @@ impl DevCluster {
         }
     }
 
+    /// Remove only the cut between `a` and `b` made by `partition(ns, a, b)`;
+    /// other partitions stay.
+    pub fn heal_between(&self, ns: &str, a: &[&str], b: &[&str]) {
+        let (a, b) = (a.join(","), b.join(","));
+        if let Err(e) = self.devcluster(&["heal", "-n", ns, &a, &b]) {
+            panic!("devcluster heal {a} {b}: {e}");
+        }
+    }
+
     /// Remove every partition.
     pub fn heal(&self) {
         if let Err(e) = self.devcluster(&["heal"]) {
