@@ -19,6 +19,10 @@ pub enum ConditionType {
     Restored,
     /// The children (ConfigMap, Services, PDB, StatefulSet, labels) were applied.
     Reconciled,
+    /// A rolling update is in progress (or paused, stalled, refused).
+    Updating,
+    /// A member is being wiped and re-seeded (or the request was refused).
+    Replacing,
 }
 
 impl ConditionType {
@@ -31,6 +35,8 @@ impl ConditionType {
             Self::StorageInSync => names::STORAGE_IN_SYNC,
             Self::Restored => names::RESTORED,
             Self::Reconciled => "Reconciled",
+            Self::Updating => names::UPDATING,
+            Self::Replacing => names::REPLACING,
         }
     }
 }
@@ -87,6 +93,22 @@ pub enum Reason {
     MembersNotReady,
     /// The primary answers writes with an error (the engine's reason in the message).
     PrimaryRefusesWrites,
+    // Updating
+    UpToDate,
+    RollingUpdate,
+    RolloutSwitchover,
+    RolloutPaused,
+    RolloutStalled,
+    DowngradeRefused,
+    // StorageInSync, after spec.storage.size grew
+    VolumesExpanded,
+    VolumesExpanding,
+    ExpansionNotSupported,
+    // Replacing
+    NoReplacement,
+    ReplaceRefused,
+    Reseeding,
+    Replaced,
     /// A reason chosen by an engine (`ReplicationHealthy`, `Ready` while not healthy).
     Engine(String),
 }
@@ -113,6 +135,19 @@ impl Reason {
             Self::NoPrimary => "NoPrimary",
             Self::MembersNotReady => "MembersNotReady",
             Self::PrimaryRefusesWrites => "PrimaryRefusesWrites",
+            Self::UpToDate => "UpToDate",
+            Self::RollingUpdate => "RollingUpdate",
+            Self::RolloutSwitchover => "RolloutSwitchover",
+            Self::RolloutPaused => "RolloutPaused",
+            Self::RolloutStalled => "RolloutStalled",
+            Self::DowngradeRefused => "DowngradeRefused",
+            Self::VolumesExpanded => "VolumesExpanded",
+            Self::VolumesExpanding => "VolumesExpanding",
+            Self::ExpansionNotSupported => "ExpansionNotSupported",
+            Self::NoReplacement => "NoReplacement",
+            Self::ReplaceRefused => "ReplaceRefused",
+            Self::Reseeding => "Reseeding",
+            Self::Replaced => "Replaced",
             Self::Engine(word) => word,
         }
     }
