@@ -210,12 +210,13 @@ async fn mysql_conn(ip: &str, user: &str, password: &str) -> Option<mysql_async:
 fn spawn_mysql_writer(
     client: kube::Client,
     stop: Arc<AtomicBool>,
+    first_id: i64,
 ) -> tokio::task::JoinHandle<Vec<i64>> {
     tokio::spawn(async move {
         let api: Api<MySQLCluster> = Api::namespaced(client.clone(), NS);
         let mut acked = Vec::new();
         let mut target: Option<mysql_async::Conn> = None;
-        let mut i = 1i64;
+        let mut i = first_id;
         while !stop.load(Ordering::Relaxed) {
             if target.is_none() {
                 if let Some((_, ip)) = labelled_primary(&client, &api, NS, MARIADB).await
@@ -408,7 +409,7 @@ async fn day2_end_to_end() {
     step("write loops on both; image upgrade redis:7.2 → 7.4 and mariadb:10.11 → 11.4");
     let stop = Arc::new(AtomicBool::new(false));
     let redis_writer = spawn_redis_writer(client.clone(), redis_pw.clone(), stop.clone());
-    let mysql_writer = spawn_mysql_writer(client.clone(), stop.clone());
+    let mysql_writer = spawn_mysql_writer(client.clone(), stop.clone(), 1);
     tokio::time::sleep(Duration::from_secs(2)).await;
     patch_spec(&redis_api, REDIS, serde_json::json!({"image": "redis:7.4"})).await;
     patch_spec(
@@ -520,6 +521,24 @@ async fn day2_end_to_end() {
         }
     }
 
+    step(
+        "a restart-relevant config change rolls MariaDB again under writes (while the Redis scenarios run)",
+    );
+    let m_term = status(&mysql_api, MARIADB)
+        .await
+        .expect("status")
+        .replication
+        .term;
+    let stop_config = Arc::new(AtomicBool::new(false));
+    let config_writer = spawn_mysql_writer(client.clone(), stop_config.clone(), 10_000_000);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    patch_spec(
+        &mysql_api,
+        MARIADB,
+        serde_json::json!({"config": {"innodb_buffer_pool_size": "128M"}}),
+    )
+    .await;
+
     step("a downgrade (redis:7.4 → 7.0) is refused; no pod restarts");
     let pods_before = pod_revisions(&client, REDIS).await;
     patch_spec(&redis_api, REDIS, serde_json::json!({"image": "redis:7.0"})).await;
@@ -545,6 +564,14 @@ async fn day2_end_to_end() {
     wait_rolled(&client, &redis_api, REDIS, Duration::from_secs(60)).await;
 
     step("a member that does not come back (a config redis-server refuses) stops the roll");
+    let redis_primary = status(&redis_api, REDIS)
+        .await
+        .and_then(|s| s.replication.primary)
+        .expect("primary");
+    let first = (0..3)
+        .rev()
+        .find(|o| *o != redis_primary)
+        .expect("a replica");
     patch_spec(
         &redis_api,
         REDIS,
@@ -562,17 +589,21 @@ async fn day2_end_to_end() {
     let r = stalled.rollout.as_ref().expect("rollout");
     assert_eq!(
         r.member,
-        Some(2),
+        Some(first),
         "the first member restarted is the highest replica"
     );
-    assert!(r.message.contains("stopped at member 2"), "{}", r.message);
+    assert!(
+        r.message.contains(&format!("stopped at member {first}")),
+        "{}",
+        r.message
+    );
     assert_eq!(
         condition(&stalled, "Updating").map(|c| c.reason.as_str()),
         Some("RolloutStalled")
     );
     tokio::time::sleep(Duration::from_secs(5)).await;
     let pods = pod_revisions(&client, REDIS).await;
-    for ordinal in 0..2 {
+    for ordinal in (0..3).filter(|o| *o != first) {
         let pod = format!("{REDIS}-{ordinal}");
         assert_eq!(
             pods[&pod], pods_before[&pod],
@@ -710,5 +741,48 @@ async fn day2_end_to_end() {
         events.contains("MemberReplaced") && events.contains("ReplaceRefused"),
         "{events}"
     );
-    step(&format!("done after {:?}", started.elapsed()));
+    step(
+        "the MariaDB config roll: every member restarted with the new setting, one switchover, no row lost",
+    );
+    let m2 = wait_rolled(&client, &mysql_api, MARIADB, Duration::from_secs(240)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop_config.store(true, Ordering::Relaxed);
+    let config_acked = config_writer.await.expect("config writer");
+    assert_eq!(
+        m2.replication.term,
+        m_term + 1,
+        "exactly one switchover in the config roll"
+    );
+    assert!(config_acked.len() > 100, "the writer made progress");
+    for (pod, _, ip) in members(&client, NS, MARIADB).await {
+        let mut c = mysql_conn(&ip.expect("ip"), "root", &mysql_pw)
+            .await
+            .expect("connect");
+        let pool: Option<i64> = c
+            .query_first("SELECT @@innodb_buffer_pool_size")
+            .await
+            .expect("buffer pool size");
+        assert_eq!(
+            pool,
+            Some(128 << 20),
+            "{pod} restarted with the new setting"
+        );
+    }
+    let (_, mp) = eventually("mariadb primary label", Duration::from_secs(30), || {
+        labelled_primary(&client, &mysql_api, NS, MARIADB)
+    })
+    .await;
+    let ids = mysql_ids(&mp, &mysql_pw).await;
+    let lost: Vec<i64> = mysql_acked
+        .iter()
+        .chain(&config_acked)
+        .filter(|i| !ids.contains(i))
+        .copied()
+        .collect();
+    assert!(lost.is_empty(), "acknowledged MariaDB rows lost: {lost:?}");
+    step(&format!(
+        "done after {:?}: {} more rows acknowledged during the config roll",
+        started.elapsed(),
+        config_acked.len()
+    ));
 }

@@ -53,6 +53,8 @@ pub struct PodView {
     /// Restarts of the database container in this pod.
     pub restarts: i32,
     pub image: Option<String>,
+    /// The restart-relevant part of the pod (see [`restart_relevant`]).
+    pub relevant: Option<serde_json::Value>,
 }
 
 /// One member: its pod (None while it is being recreated) and what the
@@ -70,6 +72,8 @@ pub struct RollInput {
     /// The StatefulSet's `updateRevision`, once its controller observed the
     /// current template.
     pub update_revision: Option<String>,
+    /// The restart-relevant part of the StatefulSet's pod template.
+    pub template: Option<serde_json::Value>,
     pub members: Vec<RollMember>,
     pub primary: Option<i32>,
     /// A failover or switchover is running in the engine.
@@ -160,21 +164,21 @@ impl RollInput {
         self.members.iter().find(|m| m.ordinal == ordinal)
     }
 
-    /// A pod that exists and runs another revision.
+    /// A pod that exists, runs another revision, and differs from the
+    /// template in what a restart would change (see [`restart_relevant`]):
+    /// e.g. a restore's init step leaving the template is no reason to
+    /// restart anything.
     fn outdated(&self, m: &RollMember) -> bool {
-        m.pod
-            .as_ref()
-            .is_some_and(|p| p.revision.as_deref() != self.update_revision.as_deref())
+        m.pod.as_ref().is_some_and(|p| {
+            p.revision.as_deref() != self.update_revision.as_deref()
+                && (self.template.is_none() || p.relevant != self.template)
+        })
     }
 
     fn updated_count(&self) -> i32 {
         self.members
             .iter()
-            .filter(|m| {
-                m.pod
-                    .as_ref()
-                    .is_some_and(|p| p.revision.as_deref() == self.update_revision.as_deref())
-            })
+            .filter(|m| m.pod.is_some() && !self.outdated(m))
             .count() as i32
     }
 
@@ -653,6 +657,24 @@ pub struct RollOutcome {
     pub report: RolloutReport,
 }
 
+/// What a restart of a member would change: the database container, the
+/// configuration hash and where the pod may run. Init containers and volumes
+/// (a restore's init step) are not; neither are tolerations (admission adds
+/// some to every pod).
+pub fn restart_relevant(
+    spec: Option<&k8s_openapi::api::core::v1::PodSpec>,
+    annotations: Option<&BTreeMap<String, String>>,
+) -> Option<serde_json::Value> {
+    let spec = spec?;
+    let container = spec.containers.iter().find(|c| c.name == CONTAINER)?;
+    Some(serde_json::json!({
+        "container": container,
+        "configHash": annotations.and_then(|a| a.get(crate::resources::labels::CONFIG_HASH)),
+        "nodeSelector": spec.node_selector,
+        "affinity": spec.affinity,
+    }))
+}
+
 fn pod_view(pod: &Pod) -> PodView {
     let container = pod
         .status
@@ -663,6 +685,7 @@ fn pod_view(pod: &Pod) -> PodView {
         revision: pod.labels().get(REVISION_LABEL).cloned(),
         ready: pod_ready(pod),
         restarts: container.map_or(0, |c| c.restart_count),
+        relevant: restart_relevant(pod.spec.as_ref(), pod.metadata.annotations.as_ref()),
         image: pod
             .spec
             .as_ref()
@@ -730,6 +753,15 @@ pub async fn step<K: ClusterResource>(
         .is_some_and(|v| v != "false");
     let input = RollInput {
         update_revision: update_revision(sts),
+        template: sts.spec.as_ref().and_then(|s| {
+            restart_relevant(
+                s.template.spec.as_ref(),
+                s.template
+                    .metadata
+                    .as_ref()
+                    .and_then(|m| m.annotations.as_ref()),
+            )
+        }),
         members,
         primary: previous.and_then(|s| s.replication.primary),
         operation: previous.is_some_and(|s| s.replication.operation.is_some()),
@@ -820,6 +852,7 @@ mod tests {
                 ready: true,
                 restarts: 0,
                 image: Some("redis:7.2".into()),
+                relevant: None,
             }),
             observed: Some(MemberStatus {
                 ordinal,
@@ -838,6 +871,7 @@ mod tests {
     fn input(revisions: &[&str], primary: i32) -> RollInput {
         RollInput {
             update_revision: Some(NEW.into()),
+            template: None,
             members: revisions
                 .iter()
                 .enumerate()
@@ -1087,6 +1121,27 @@ mod tests {
         assert!(
             matches!(classify(&pinned), RollState::Waiting { why } if why.contains("spec.primary"))
         );
+    }
+
+    #[test]
+    fn a_revision_that_changes_nothing_a_restart_would_change_is_not_rolled() {
+        let relevant = |image: &str| Some(serde_json::json!({"container": {"image": image}}));
+        let mut i = input(&[OLD, OLD, OLD], 0);
+        i.template = relevant("redis:7.2");
+        for m in &mut i.members {
+            if let Some(p) = m.pod.as_mut() {
+                p.relevant = relevant("redis:7.2");
+            }
+        }
+        let p = plan(&i);
+        assert_eq!(
+            classify(&i),
+            RollState::UpToDate,
+            "e.g. a restore's init step left the template"
+        );
+        assert_eq!(p.action, RollAction::None);
+        i.template = relevant("redis:7.4");
+        assert_eq!(plan(&i).action, RollAction::DeletePod(2));
     }
 
     #[test]
