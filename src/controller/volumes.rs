@@ -95,7 +95,7 @@ pub fn condition(state: &VolumeState, size: &str) -> Cond {
             ConditionStatus::False,
             Reason::ExpansionNotSupported,
             format!(
-                "spec.storage.size {size} is larger than the volumes, but StorageClass {class} does not allow volume expansion (allowVolumeExpansion); the volumes keep their size"
+                "spec.storage.size {size} is larger than the volumes, but StorageClass {class} does not allow volume expansion (allowVolumeExpansion; or the operator may not read it); the volumes keep their size"
             ),
         ),
     }
@@ -204,12 +204,17 @@ pub async fn step(
         Some(name) => Some(name.clone()),
         None => default_class(ctx).await?,
     };
+    // StorageClasses are cluster-scoped: an operator limited to namespaces
+    // (Roles) may not read them; the class then counts as not expandable.
     let expandable = match &class {
-        Some(name) => Api::<StorageClass>::all(ctx.client.clone())
+        Some(name) => match Api::<StorageClass>::all(ctx.client.clone())
             .get_opt(name)
             .await
-            .context(format!("get StorageClass {name}"))?
-            .map(|sc| sc.allow_volume_expansion == Some(true)),
+        {
+            Ok(sc) => sc.map(|sc| sc.allow_volume_expansion == Some(true)),
+            Err(kube::Error::Api(e)) if e.code == 403 => None,
+            Err(e) => return Err(e).context(format!("get StorageClass {name}")),
+        },
         None => None,
     };
     let class = class.unwrap_or_else(|| "(cluster default: none)".into());
@@ -226,10 +231,14 @@ pub async fn step(
 }
 
 async fn default_class(ctx: &Context) -> Result<Option<String>, Error> {
-    let classes = Api::<StorageClass>::all(ctx.client.clone())
+    let classes = match Api::<StorageClass>::all(ctx.client.clone())
         .list(&Default::default())
         .await
-        .context("list StorageClasses")?;
+    {
+        Ok(classes) => classes,
+        Err(kube::Error::Api(e)) if e.code == 403 => return Ok(None),
+        Err(e) => return Err(e).context("list StorageClasses"),
+    };
     Ok(classes
         .items
         .into_iter()
