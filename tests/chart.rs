@@ -126,7 +126,7 @@ fn chart_lints_and_renders_a_least_privileged_operator() {
         "ServiceMonitor is opt-in"
     );
 
-    // Least privilege: no wildcard, secrets only read and created, nothing deleted but Jobs and Backups.
+    // Least privilege: no wildcard, secrets only read and created, nothing deleted but Jobs, Backups, pods and claims.
     let role = docs
         .iter()
         .find(|d| d["kind"] == "ClusterRole")
@@ -152,10 +152,13 @@ fn chart_lints_and_renders_a_least_privileged_operator() {
         }
         if verbs.contains(&"delete".to_string()) {
             assert!(
-                // Pods: an unreachable primary is isolated before a failover promotes.
-                resources
-                    .iter()
-                    .all(|r| r == "jobs" || r == "backups" || r == "pods"),
+                // Pods: an unreachable primary is isolated before a failover
+                // promotes, and a rolling update restarts members; claims: a
+                // member replaced on request (ordinal.dev/replace).
+                resources.iter().all(|r| r == "jobs"
+                    || r == "backups"
+                    || r == "pods"
+                    || r == "persistentvolumeclaims"),
                 "{rule:?}"
             );
         }

@@ -292,6 +292,8 @@ pub mod condition {
     pub const RESTORED: &str = "Restored";
     /// True while annotation `ordinal.dev/paused: "true"` stops reconciling.
     pub const PAUSED: &str = "Paused";
+    pub const UPDATING: &str = "Updating";
+    pub const REPLACING: &str = "Replacing";
 }
 
 /// Lifecycle phase of a cluster, for humans and printer columns.
@@ -478,6 +480,67 @@ pub struct ClusterStatus {
     /// when a password is rotated; never the passwords themselves).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_hash: Option<String>,
+    /// The rolling update Ordinal is driving, while one is needed: members
+    /// whose pods run an older StatefulSet revision are restarted one at a
+    /// time, replicas first, the primary after a switchover.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStatus>,
+    /// A member being wiped and re-seeded (annotation `ordinal.dev/replace`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replacement: Option<ReplacementStatus>,
+}
+
+/// A member replacement in progress.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplacementStatus {
+    /// The member being replaced.
+    pub ordinal: i32,
+    /// uid of the volume claim that was deleted (a new claim has another).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim_uid: Option<String>,
+    pub started_at: Time,
+}
+
+/// Where a rolling update stands.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum RolloutPhase {
+    /// A member was restarted; waiting until it is back, ready, caught up and replicating.
+    Restarting,
+    /// Every replica is updated; the primary is being switched over to one of them.
+    SwitchingOver,
+    /// Waiting for the cluster to be healthy (or for an operation to end) before the next step.
+    Waiting,
+    /// Stopped by the `ordinal.dev/pause-rollout` annotation.
+    Paused,
+    /// A member did not come back; the roll does not go past it.
+    Stalled,
+    /// The new image is older than the running one in a way the engine cannot replicate from.
+    Refused,
+}
+
+/// A rolling update in progress, persisted so a restarted operator resumes it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    /// StatefulSet revision the members are rolled to.
+    pub revision: String,
+    pub phase: RolloutPhase,
+    /// Member being restarted (or switched over from).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<i32>,
+    /// Member being switched over to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switchover_to: Option<i32>,
+    /// Members running the revision.
+    pub updated: i32,
+    /// Members in all.
+    pub total: i32,
+    /// When the current step (restart of `member`, or the switchover) began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_started_at: Option<Time>,
+    /// What is happening, in a sentence.
+    pub message: String,
 }
 
 /// Longest name of a `RedisReplication` or `MySQLCluster`: its StatefulSet

@@ -12,6 +12,9 @@
 //!    becomes `Reconciled=False` and a Warning Event, and the pass goes on);
 //! 5. [`observe_members`]: the pods as Kubernetes sees them;
 //! 6. [`restore_step`]: a MySQL restore holds the cluster until loaded;
+//!    then [`day2::step`]: member replacement, volume growth, and the
+//!    rolling update (at most one pod restarted; it may ask the engine for a
+//!    switchover);
 //! 7. [`engine_step`]: one database step by the engine;
 //! 8. [`update_status`]: persist (with a resourceVersion precondition), then
 //!    move role labels.
@@ -37,6 +40,7 @@ pub use super::common::{FIELD_MANAGER, FINALIZER, publish};
 use super::common::{apply_params, key_of, pod_ready};
 use super::conditions::{ConditionStatus, ConditionType, Reason};
 use super::context::{Context, Error, KubeContext};
+use super::day2;
 use super::freshness::{self, Cached, Freshness, Written};
 use super::kinds::ClusterResource;
 use super::restore::{self, RestorePlan};
@@ -219,7 +223,16 @@ async fn apply<K: ClusterResource>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Act
     if let Some(action) = restore_step(&mut pass, &built, &pods).await? {
         return Ok(action);
     }
-    let outcome = engine_step(&mut pass, &pods, credentials).await?;
+    let rollout_primary = day2::step(
+        &*pass.obj,
+        &pass.view,
+        &pods,
+        pass.previous.as_ref(),
+        &mut pass.obs,
+        &pass.ctx,
+    )
+    .await?;
+    let outcome = engine_step(&mut pass, &pods, credentials, rollout_primary).await?;
     update_status(&mut pass, &pods, &outcome).await
 }
 
@@ -454,6 +467,7 @@ async fn engine_step<K: ClusterResource>(
     pass: &mut Pass<K>,
     pods: &BTreeMap<String, Pod>,
     credentials: Credentials,
+    rollout_primary: Option<i32>,
 ) -> Result<EngineOutcome, Error> {
     let view = &pass.view;
     let members = (0..view.replicas)
@@ -494,7 +508,8 @@ async fn engine_step<K: ClusterResource>(
             pass.obj.desired_primary(),
             pass.obj.replicas(),
             pass.previous.as_ref(),
-        ),
+        )
+        .or(rollout_primary),
         failover: pass.obj.failover().clone(),
         credentials,
         now: Utc::now(),

@@ -21,6 +21,10 @@ pub enum ConditionType {
     Reconciled,
     /// Reconciling is stopped by annotation `ordinal.dev/paused`.
     Paused,
+    /// A rolling update is in progress (or paused, stalled, refused).
+    Updating,
+    /// A member is being wiped and re-seeded (or the request was refused).
+    Replacing,
 }
 
 impl ConditionType {
@@ -34,6 +38,8 @@ impl ConditionType {
             Self::Restored => names::RESTORED,
             Self::Reconciled => "Reconciled",
             Self::Paused => names::PAUSED,
+            Self::Updating => names::UPDATING,
+            Self::Replacing => names::REPLACING,
         }
     }
 }
@@ -92,6 +98,22 @@ pub enum Reason {
     PrimaryRefusesWrites,
     // Paused
     PausedByAnnotation,
+    // Updating
+    UpToDate,
+    RollingUpdate,
+    RolloutSwitchover,
+    RolloutPaused,
+    RolloutStalled,
+    DowngradeRefused,
+    // StorageInSync, after spec.storage.size grew
+    VolumesExpanded,
+    VolumesExpanding,
+    ExpansionNotSupported,
+    // Replacing
+    NoReplacement,
+    ReplaceRefused,
+    Reseeding,
+    Replaced,
     /// A reason chosen by an engine (`ReplicationHealthy`, `Ready` while not healthy).
     Engine(String),
 }
@@ -119,6 +141,19 @@ impl Reason {
             Self::MembersNotReady => "MembersNotReady",
             Self::PrimaryRefusesWrites => "PrimaryRefusesWrites",
             Self::PausedByAnnotation => "PausedByAnnotation",
+            Self::UpToDate => "UpToDate",
+            Self::RollingUpdate => "RollingUpdate",
+            Self::RolloutSwitchover => "RolloutSwitchover",
+            Self::RolloutPaused => "RolloutPaused",
+            Self::RolloutStalled => "RolloutStalled",
+            Self::DowngradeRefused => "DowngradeRefused",
+            Self::VolumesExpanded => "VolumesExpanded",
+            Self::VolumesExpanding => "VolumesExpanding",
+            Self::ExpansionNotSupported => "ExpansionNotSupported",
+            Self::NoReplacement => "NoReplacement",
+            Self::ReplaceRefused => "ReplaceRefused",
+            Self::Reseeding => "Reseeding",
+            Self::Replaced => "Replaced",
             Self::Engine(word) => word,
         }
     }

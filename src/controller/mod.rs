@@ -5,14 +5,18 @@ pub mod cluster;
 pub mod common;
 pub mod conditions;
 pub mod context;
+pub mod day2;
 pub mod freshness;
 pub mod hint;
 pub mod kinds;
+pub mod replace;
 pub mod restore;
 pub mod roles;
+pub mod rollout;
 pub mod schedule;
 pub mod status;
 pub mod validate;
+pub mod volumes;
 
 use std::sync::Arc;
 

@@ -4,7 +4,10 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use super::conditions::{Cond, ConditionStatus as S, ConditionType as T, Reason};
-use crate::api::{ClusterPhase, ClusterStatus, MemberRole, MemberStatus, ReplicationState};
+use crate::api::{
+    ClusterPhase, ClusterStatus, MemberRole, MemberStatus, ReplacementStatus, ReplicationState,
+    RolloutStatus,
+};
 use crate::engine::{Health, PrimaryWrites};
 
 /// What happened to the children (ConfigMap, Services, PDB, StatefulSet) in a pass.
@@ -37,6 +40,28 @@ pub struct Observation {
     pub auth_hash: Option<String>,
     /// `Restored` condition while a restore matters.
     pub restore: Option<Cond>,
+    /// The rolling update as planned in this pass; None when not planned
+    /// (status and condition are left as they were).
+    pub rollout: Option<RolloutReport>,
+    /// `StorageInSync` as the volume step found it, when the spec's size
+    /// outgrew the StatefulSet's template (it then replaces `storage_note`).
+    pub volumes: Option<Cond>,
+    /// The member replacement; None when not planned (left as it was).
+    pub replacement: Option<ReplacementReport>,
+}
+
+/// The member replacement's part of the status.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReplacementReport {
+    pub status: Option<ReplacementStatus>,
+    pub condition: Option<Cond>,
+}
+
+/// The rolling update's part of the status.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RolloutReport {
+    pub status: Option<RolloutStatus>,
+    pub condition: Cond,
 }
 
 /// The part of an engine outcome that goes into status.
@@ -117,6 +142,9 @@ fn config_condition(obs: &Observation) -> Cond {
 }
 
 fn storage_condition(obs: &Observation) -> Cond {
+    if let Some(volumes) = &obs.volumes {
+        return volumes.clone();
+    }
     match &obs.storage_note {
         Some(msg) => Cond::new(
             T::StorageInSync,
@@ -321,6 +349,14 @@ pub fn compute(
     ];
     next.extend(children_condition(&obs.children));
     next.extend(obs.restore.clone());
+    if let Some(rollout) = &obs.rollout {
+        status.rollout = rollout.status.clone();
+        next.push(rollout.condition.clone());
+    }
+    if let Some(replacement) = &obs.replacement {
+        status.replacement = replacement.status.clone();
+        next.extend(replacement.condition.clone());
+    }
     let phase = phase(&serving, status.replication.primary.is_some());
     for c in &next {
         set(&mut status.conditions, c, generation, now);

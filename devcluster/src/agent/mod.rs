@@ -358,6 +358,9 @@ pub async fn run(state: &Path, args: AgentArgs) -> Result<()> {
         if let Err(e) = provision_volumes(&agent).await {
             warn!("provisioning volumes: {e:#}");
         }
+        if let Err(e) = resize_volumes(&agent).await {
+            warn!("resizing volumes: {e:#}");
+        }
         if last_heartbeat.elapsed() >= Duration::from_secs(10) {
             match heartbeat(&agent).await {
                 Ok(()) => last_heartbeat = Instant::now(),
@@ -525,6 +528,7 @@ async fn ensure_storage_class(agent: &Agent) -> Result<()> {
                 "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
             "provisioner": PROVISIONER,
             "reclaimPolicy": "Delete", "volumeBindingMode": "Immediate",
+            "allowVolumeExpansion": true,
         }))?;
         api.create(&PostParams::default(), &sc)
             .await
@@ -615,6 +619,12 @@ async fn provision_volumes(agent: &Agent) -> Result<()> {
             continue;
         }
         let dir = claim_dir(&agent.state, &ns, &name);
+        // A claim re-created under the same name (e.g. a member replaced)
+        // starts empty: wait until the old claim's volume and directory are
+        // deleted instead of sharing its data.
+        if dir_in_use(&pvs, &dir).await? {
+            continue;
+        }
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let size = spec
             .resources
@@ -648,6 +658,95 @@ async fn provision_volumes(agent: &Agent) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Whether a PV still points at a host directory.
+async fn dir_in_use(pvs: &Api<PersistentVolume>, dir: &Path) -> Result<bool> {
+    let dir = dir.display().to_string();
+    Ok(pvs
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .any(|pv| {
+            pv.spec
+                .as_ref()
+                .and_then(|s| s.host_path.as_ref())
+                .is_some_and(|h| h.path == dir)
+        }))
+}
+
+/// The resizer of an expandable StorageClass: a bound claim asking for more
+/// than its capacity gets it at once (a hostPath directory has no size), on
+/// its PV and in the claim's `status.capacity`.
+async fn resize_volumes(agent: &Agent) -> Result<()> {
+    let claims: Api<PersistentVolumeClaim> = Api::all(agent.client.clone());
+    let pvs: Api<PersistentVolume> = Api::all(agent.client.clone());
+    for pvc in claims.list(&ListParams::default()).await? {
+        let requested = pvc
+            .spec
+            .as_ref()
+            .and_then(|s| s.resources.as_ref())
+            .and_then(|r| r.requests.as_ref())
+            .and_then(|r| r.get("storage"))
+            .cloned();
+        let status = pvc.status.clone().unwrap_or_default();
+        let capacity = status
+            .capacity
+            .as_ref()
+            .and_then(|c| c.get("storage"))
+            .cloned();
+        let volume = pvc.spec.as_ref().and_then(|s| s.volume_name.clone());
+        let (Some(requested), Some(capacity), Some(volume)) = (requested, capacity, volume) else {
+            continue;
+        };
+        if status.phase.as_deref() != Some("Bound")
+            || quantity_bytes(&requested.0) <= quantity_bytes(&capacity.0)
+        {
+            continue;
+        }
+        let size = json!({"storage": requested.0});
+        pvs.patch(
+            &volume,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"capacity": size}})),
+        )
+        .await
+        .with_context(|| format!("resizing PV {volume}"))?;
+        let ns = pvc.namespace().unwrap_or_default();
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(agent.client.clone(), &ns);
+        api.patch_status(
+            &pvc.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"status": {"capacity": size}})),
+        )
+        .await
+        .with_context(|| format!("resizing claim {ns}/{}", pvc.name_any()))?;
+        info!("resized claim {ns}/{} to {}", pvc.name_any(), requested.0);
+    }
+    Ok(())
+}
+
+/// Bytes of a Kubernetes quantity (binary and decimal suffixes; enough for sizes).
+fn quantity_bytes(q: &str) -> u128 {
+    let q = q.trim();
+    let split = q
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(q.len());
+    let (num, suffix) = q.split_at(split);
+    let num: f64 = num.parse().unwrap_or(0.0);
+    let mult: f64 = match suffix {
+        "Ki" => 1024.0,
+        "Mi" => 1024.0_f64.powi(2),
+        "Gi" => 1024.0_f64.powi(3),
+        "Ti" => 1024.0_f64.powi(4),
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        _ => 1.0,
+    };
+    (num * mult) as u128
 }
 
 fn pod_ready(p: &Pod) -> bool {
@@ -754,10 +853,31 @@ async fn reconcile(agent: &Arc<Agent>, handles: &mut HashMap<String, PodHandle>)
         .await?
         .items;
 
+    // Like kube-scheduler's volume binding: a pod whose claim is being
+    // deleted is not scheduled (the StatefulSet controller then creates a
+    // fresh claim once the old one is gone).
+    let deleting_claims: HashSet<String> = Api::<PersistentVolumeClaim>::all(client.clone())
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .filter(|c| c.metadata.deletion_timestamp.is_some())
+        .map(|c| format!("{}/{}", c.namespace().unwrap_or_default(), c.name_any()))
+        .collect();
+    let claim_deleting = |p: &Pod| {
+        let ns = p.namespace().unwrap_or_default();
+        p.spec
+            .as_ref()
+            .and_then(|s| s.volumes.as_ref())
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.persistent_volume_claim.as_ref())
+            .any(|c| deleting_claims.contains(&format!("{ns}/{}", c.claim_name)))
+    };
     // No scheduler: every pending pod goes to our node.
     for p in &pods {
         let spec = p.spec.as_ref();
-        let unbound = spec.is_some_and(|s| s.node_name.is_none());
+        let unbound = spec.is_some_and(|s| s.node_name.is_none()) && !claim_deleting(p);
         let phase = p
             .status
             .as_ref()
@@ -1045,6 +1165,15 @@ fn pod_status(h: &mut PodHandle) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quantities_compare_across_suffixes() {
+        assert_eq!(quantity_bytes("1Gi"), 1 << 30);
+        assert!(quantity_bytes("2Gi") > quantity_bytes("1Gi"));
+        assert!(quantity_bytes("1500Mi") > quantity_bytes("1Gi"));
+        assert!(quantity_bytes("1G") < quantity_bytes("1Gi"));
+        assert_eq!(quantity_bytes("512"), 512);
+    }
 
     #[test]
     fn hosts_put_own_pod_first_and_add_short_names() {
