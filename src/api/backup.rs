@@ -207,6 +207,10 @@ pub struct GcsTarget {
     /// Key prefix of the artifacts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
+    /// Base URL of a GCS-compatible server (an emulator or a private
+    /// endpoint, e.g. `http://fake-gcs:4443`); Google Cloud Storage when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
     /// Service account JSON key.
     pub service_account_key: SecretKeyRef,
 }
@@ -222,6 +226,11 @@ pub struct AzureTarget {
     /// Blob name prefix of the artifacts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
+    /// Blob service URL including the account, for Azurite or a private
+    /// endpoint (e.g. `http://azurite:10000/devstoreaccount1`);
+    /// `https://<account>.blob.core.windows.net` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
     /// Storage account access key.
     pub access_key: SecretKeyRef,
 }

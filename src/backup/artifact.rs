@@ -15,7 +15,7 @@ use tokio_util::io::StreamReader;
 
 use super::target::Target;
 
-pub const MANIFEST: &str = "manifest.json";
+pub use super::contract::MANIFEST;
 pub const FORMAT_VERSION: i32 = 1;
 
 /// What a backup produced; written next to the artifact and copied into the
@@ -65,19 +65,19 @@ pub struct DumpReport {
 pub enum ArtifactError {
     #[error("dump failed: {0}")]
     Dump(String),
-    #[error("{action} {path}: {source}")]
+    /// The store's own message already carries its causes.
+    #[error("{action} {path}: {failure}: {error}")]
     Store {
         action: &'static str,
         path: String,
-        #[source]
-        source: object_store::Error,
+        failure: StoreFailure,
+        error: object_store::Error,
     },
-    #[error("{action} {path}: {source}")]
-    Io {
-        action: &'static str,
+    #[error("complete upload of {path}: {failure}: {error}")]
+    Upload {
         path: String,
-        #[source]
-        source: std::io::Error,
+        failure: StoreFailure,
+        error: std::io::Error,
     },
     #[error(
         "upload of {path} is incomplete: the store holds {stored} bytes, {written} were written"
@@ -97,14 +97,63 @@ pub enum ArtifactError {
     },
 }
 
+/// Why a store request failed, in words a person can act on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StoreFailure {
+    #[error("the target is unreachable (check its endpoint and the network path to it)")]
+    Unreachable,
+    #[error("the target refused the credentials (check the Secret the target references)")]
+    CredentialsRefused,
+    #[error("not found (check the bucket or container name)")]
+    NotFound,
+    #[error("the target failed the request")]
+    Other,
+}
+
+impl StoreFailure {
+    /// Classify an error of the store, looking through the retries for the
+    /// transport's reason.
+    pub fn of(e: &object_store::Error) -> Self {
+        match e {
+            object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. } => return Self::CredentialsRefused,
+            object_store::Error::NotFound { .. } => return Self::NotFound,
+            _ => {}
+        }
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+        while let Some(err) = cause {
+            // The HTTP status of a refused request is only in the retry
+            // layer's message (its type is private to object_store).
+            let text = err.to_string();
+            if text.starts_with("Server returned non-2xx status code: 401")
+                || text.starts_with("Server returned non-2xx status code: 403")
+            {
+                return Self::CredentialsRefused;
+            }
+            if let Some(http) = err.downcast_ref::<object_store::client::HttpError>()
+                && matches!(
+                    http.kind(),
+                    object_store::client::HttpErrorKind::Connect
+                        | object_store::client::HttpErrorKind::Timeout
+                )
+            {
+                return Self::Unreachable;
+            }
+            cause = err.source();
+        }
+        Self::Other
+    }
+}
+
 fn store_err<'a>(
     action: &'static str,
     path: &'a Path,
 ) -> impl FnOnce(object_store::Error) -> ArtifactError + 'a {
-    move |source| ArtifactError::Store {
+    move |error| ArtifactError::Store {
         action,
         path: path.to_string(),
-        source,
+        failure: StoreFailure::of(&error),
+        error,
     }
 }
 
@@ -142,6 +191,14 @@ pub async fn upload(
     describe: impl FnOnce(&DumpReport, &Path) -> Manifest,
 ) -> Result<Manifest, ArtifactError> {
     let path = dir.clone().join(name);
+    // Reach the target before the database is read, so an unreachable
+    // endpoint, refused credentials or a missing bucket are named as such.
+    let _: Vec<_> = target
+        .store
+        .list(Some(dir))
+        .try_collect()
+        .await
+        .map_err(store_err("reach the target to list", dir))?;
     let mut writer = BufWriter::with_capacity(target.store.clone(), path.clone(), 8 * 1024 * 1024);
     let report = match dump(Sink(&mut writer)).await {
         Ok(report) => report,
@@ -153,10 +210,13 @@ pub async fn upload(
     writer
         .shutdown()
         .await
-        .map_err(|source| ArtifactError::Io {
-            action: "complete upload of",
+        .map_err(|error| ArtifactError::Upload {
             path: path.to_string(),
-            source,
+            failure: error
+                .get_ref()
+                .and_then(|e| e.downcast_ref::<object_store::Error>())
+                .map_or(StoreFailure::Other, StoreFailure::of),
+            error,
         })?;
     let meta = target
         .store
@@ -193,13 +253,7 @@ pub async fn read_manifest(target: &Target, dir: &Path) -> Result<Manifest, Arti
         Err(object_store::Error::NotFound { .. }) => {
             return Err(ArtifactError::NoManifest(path.to_string()));
         }
-        Err(source) => {
-            return Err(ArtifactError::Store {
-                action: "read",
-                path: path.to_string(),
-                source,
-            });
-        }
+        Err(source) => return Err(store_err("read", &path)(source)),
     };
     let bytes = got.bytes().await.map_err(store_err("read", &path))?;
     serde_json::from_slice(&bytes).map_err(|source| ArtifactError::BadManifest {

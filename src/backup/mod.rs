@@ -1,9 +1,20 @@
 //! Backups: targets, artifacts and manifests; the engines provide the dumps.
+//!
+//! Modules import in one direction: `contract` (the Job contract: artifact
+//! and env names, CLI arguments) is a leaf; `job` (the shared Job shape)
+//! builds on it; `restore` (resolving a Backup's artifact, restore steps)
+//! on `job`; the builders per Job kind (`backup_job`, `verify_job`,
+//! `delete_job`) on those; `run` executes the commands inside the Jobs.
 
 pub mod artifact;
+pub mod backup_job;
+pub mod contract;
+pub mod delete_job;
 pub mod hashing;
 pub mod job;
+pub mod member;
 pub mod restore;
 pub mod run;
 pub mod schedule;
 pub mod target;
+pub mod verify_job;

@@ -2,22 +2,23 @@
 //! init container that puts a Redis dump in place before redis starts, and the
 //! Job that loads a MySQL/MariaDB dump into a fresh first member.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Container, VolumeMount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
+use super::contract::{
+    ArtifactArgs, ENV_DB_PASSWORD, MYSQL_ARTIFACT, PVC_MOUNT, REDIS_ARTIFACT, RestoreCommand,
+    RestoreMysqlArgs, RestoreRedisArgs,
+};
 use super::job::{self, JobShape};
-use super::run::{MYSQL_ARTIFACT, REDIS_ARTIFACT};
 use super::target;
 use crate::api::MySqlFlavor;
 use crate::api::backup::{Backup, BackupPhase, BackupTarget, ClusterKind, SecretKeyRef};
 use crate::resources::statefulset::{DATA_VOLUME, InitStep};
 
-/// The artifact a restore reads.
+/// A Succeeded Backup's artifact: what a restore or a verification reads.
 #[derive(Clone, Debug, PartialEq)]
-pub struct RestoreSource {
+pub struct StoredArtifact {
     pub backup: String,
     pub target: BackupTarget,
     /// Object key relative to the target.
@@ -30,7 +31,7 @@ pub fn source_of(
     backup: &Backup,
     namespace: &str,
     want: ClusterKind,
-) -> Result<RestoreSource, String> {
+) -> Result<StoredArtifact, String> {
     let name = backup.metadata.name.clone().unwrap_or_default();
     if backup.spec.cluster.kind != want {
         return Err(format!(
@@ -58,7 +59,7 @@ pub fn source_of(
         &backup.spec.cluster.name,
         &name,
     );
-    Ok(RestoreSource {
+    Ok(StoredArtifact {
         backup: name,
         target: backup.spec.target.clone(),
         key: dir.clone().join(file).to_string(),
@@ -66,29 +67,40 @@ pub fn source_of(
     })
 }
 
-fn source_args(src: &RestoreSource) -> Vec<String> {
-    vec![
-        format!(
-            "--target={}",
-            serde_json::to_string(&src.target).unwrap_or_default()
-        ),
-        format!("--artifact={}", src.key),
-        format!("--sha256={}", src.sha256),
-    ]
+impl StoredArtifact {
+    /// The arguments naming it, read where a PVC target is mounted.
+    pub fn args(&self) -> ArtifactArgs {
+        ArtifactArgs {
+            target: self.target.clone(),
+            artifact: self.key.clone(),
+            sha256: self.sha256.clone(),
+            pvc_root: PVC_MOUNT.into(),
+        }
+    }
 }
 
 /// Init container restoring a Redis dump into ordinal 0's empty data
-/// directory (other ordinals start empty and replicate).
-pub fn redis_init_step(image: &str, src: &RestoreSource, data_dir: &str) -> InitStep {
+/// directory (other ordinals start empty and replicate); `any_member`
+/// restores whatever the pod's name (a throwaway verification instance).
+pub fn redis_init_step(
+    image: &str,
+    src: &StoredArtifact,
+    data_dir: &str,
+    any_member: bool,
+) -> InitStep {
     let (volumes, mut mounts) = job::target_volumes(&src.target);
     mounts.push(VolumeMount {
         name: DATA_VOLUME.into(),
         mount_path: data_dir.into(),
         ..Default::default()
     });
-    let mut args = vec!["restore".into(), "redis".into()];
-    args.extend(source_args(src));
-    args.extend([format!("--data-dir={data_dir}"), "--only-ordinal=0".into()]);
+    let args = RestoreCommand::Redis(RestoreRedisArgs {
+        artifact: src.args(),
+        data_dir: data_dir.into(),
+        only_ordinal: 0,
+        any_member,
+    })
+    .to_args();
     InitStep {
         containers: vec![Container {
             name: "restore".into(),
@@ -113,7 +125,7 @@ pub struct MySqlRestore<'a> {
     pub host: String,
     pub flavor: MySqlFlavor,
     pub root_secret: SecretKeyRef,
-    pub source: &'a RestoreSource,
+    pub source: &'a StoredArtifact,
 }
 
 /// Job name of a cluster's restore.
@@ -123,29 +135,17 @@ pub fn mysql_job_name(cluster: &str) -> String {
 
 /// The Job loading a dump into the first member before replication starts.
 pub fn mysql_restore_job(p: &MySqlRestore<'_>) -> Job {
-    let mut args = vec!["restore".into(), "mysql".into()];
-    args.extend(source_args(p.source));
-    args.extend([
-        format!("--host={}", p.host),
-        "--user=root".into(),
-        format!("--flavor={:?}", p.flavor),
-    ]);
-    let mut env = vec![job::secret_env(job::ENV_DB_PASSWORD, &p.root_secret)];
+    let args = RestoreCommand::Mysql(RestoreMysqlArgs {
+        artifact: p.source.args(),
+        host: p.host.clone(),
+        port: 3306,
+        user: "root".into(),
+        flavor: p.flavor.into(),
+    })
+    .to_args();
+    let mut env = vec![job::secret_env(ENV_DB_PASSWORD, &p.root_secret)];
     env.extend(job::target_env(&p.source.target));
-    let labels = BTreeMap::from([
-        (
-            "app.kubernetes.io/instance".to_string(),
-            p.cluster.to_string(),
-        ),
-        (
-            "app.kubernetes.io/managed-by".to_string(),
-            "ordinal".to_string(),
-        ),
-        (
-            "app.kubernetes.io/component".to_string(),
-            "restore".to_string(),
-        ),
-    ]);
+    let labels = job::labels("restore", "app.kubernetes.io/instance", p.cluster);
     job::job(JobShape {
         name: mysql_job_name(p.cluster),
         namespace: p.namespace,
@@ -231,7 +231,7 @@ mod tests {
             ClusterKind::RedisReplication,
         )
         .expect("usable");
-        let step = redis_init_step("ordinal:dev", &src, "/data");
+        let step = redis_init_step("ordinal:dev", &src, "/data", false);
         let c = &step.containers[0];
         let args = c.args.clone().expect("args").join(" ");
         assert!(

@@ -3,194 +3,21 @@
 //! manifest reported through the termination message, artifact deletion, and
 //! restores that verify the checksum before anything is applied.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context as _, bail};
 use chrono::Utc;
-use clap::{Args, Subcommand, ValueEnum};
 
 use super::artifact::{self, DumpReport, FORMAT_VERSION, Manifest};
-use super::target::{self, PVC_MOUNT, Target, TargetCredentials};
-use crate::api::MySqlFlavor;
+use super::contract::{
+    BackupCommand, ENV_DB_PASSWORD, EngineArg, MYSQL_ARTIFACT, REDIS_ARTIFACT, RestoreCommand,
+    RunArgs, VerifyArgs,
+};
+use super::target::{self, Target, TargetCredentials};
 use crate::api::backup::BackupTarget;
 
-/// Artifact names inside a backup's directory.
-pub const REDIS_ARTIFACT: &str = "dump.rdb.zst";
-pub const MYSQL_ARTIFACT: &str = "dump.ordinal.zst";
-
-#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
-pub enum EngineArg {
-    Redis,
-    Mysql,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
-pub enum FlavorArg {
-    #[value(name = "MariaDB")]
-    MariaDb,
-    #[value(name = "MySQL")]
-    MySql,
-}
-
-impl From<FlavorArg> for MySqlFlavor {
-    fn from(f: FlavorArg) -> Self {
-        match f {
-            FlavorArg::MariaDb => MySqlFlavor::MariaDB,
-            FlavorArg::MySql => MySqlFlavor::MySQL,
-        }
-    }
-}
-
-/// Where the artifact lives; the target is the Backup's `spec.target` as JSON
-/// (Secret references only; the values come from the environment).
-#[derive(Args, Debug, Clone)]
-pub struct Location {
-    #[arg(long)]
-    pub namespace: String,
-    #[arg(long)]
-    pub cluster: String,
-    #[arg(long)]
-    pub backup: String,
-    #[arg(long, value_parser = parse_target)]
-    pub target: BackupTarget,
-    /// Where a PVC target is mounted.
-    #[arg(long, default_value = PVC_MOUNT)]
-    pub pvc_root: PathBuf,
-}
-
-fn parse_target(s: &str) -> Result<BackupTarget, String> {
-    serde_json::from_str(s).map_err(|e| format!("--target is not a backup target: {e}"))
-}
-
-#[derive(Subcommand, Debug)]
-pub enum BackupCommand {
-    /// Take one backup and report its manifest.
-    Run(RunArgs),
-    /// Delete one backup's artifact and manifest.
-    Delete(Location),
-    /// Check a restored throwaway instance against the manifest, then stop it.
-    Verify(VerifyArgs),
-}
-
-#[derive(Args, Debug)]
-pub struct VerifyArgs {
-    #[arg(long, value_enum)]
-    pub engine: EngineArg,
-    /// Address of the throwaway database (this pod's IP).
-    #[arg(long, env = "POD_IP")]
-    pub host: String,
-    #[arg(long)]
-    pub port: u16,
-    #[arg(long, default_value = "root")]
-    pub user: String,
-    #[arg(long, value_enum, default_value = "MariaDB")]
-    pub flavor: FlavorArg,
-    /// MySQL: the artifact to load and its checksum (Redis was installed by
-    /// the restore init step before the server started).
-    #[arg(long, value_parser = parse_target)]
-    pub target: Option<BackupTarget>,
-    #[arg(long)]
-    pub artifact: Option<String>,
-    #[arg(long)]
-    pub sha256: Option<String>,
-    #[arg(long, default_value = PVC_MOUNT)]
-    pub pvc_root: PathBuf,
-    /// MySQL: rows the dump held; the restore must load exactly as many.
-    #[arg(long)]
-    pub expect_rows: Option<i64>,
-    /// How long to wait for the throwaway database to start.
-    #[arg(long, default_value_t = 300)]
-    pub wait_seconds: u64,
-    #[arg(
-        long,
-        env = "ORDINAL_TERMINATION_LOG",
-        default_value = "/dev/termination-log"
-    )]
-    pub termination_log: PathBuf,
-}
-
-#[derive(Args, Debug)]
-pub struct RunArgs {
-    #[command(flatten)]
-    pub location: Location,
-    #[arg(long, value_enum)]
-    pub engine: EngineArg,
-    /// Member to read from (stable DNS name or address).
-    #[arg(long)]
-    pub host: String,
-    #[arg(long)]
-    pub port: u16,
-    /// Pod name of that member, for the manifest.
-    #[arg(long)]
-    pub source_member: String,
-    /// MySQL user (the password is in ORDINAL_DB_PASSWORD).
-    #[arg(long, default_value = "root")]
-    pub user: String,
-    #[arg(long, value_enum, default_value = "MariaDB")]
-    pub flavor: FlavorArg,
-    /// Where the Job reports its result (Kubernetes termination message).
-    #[arg(
-        long,
-        env = "ORDINAL_TERMINATION_LOG",
-        default_value = "/dev/termination-log"
-    )]
-    pub termination_log: PathBuf,
-}
-
-#[derive(Subcommand, Debug)]
-pub enum RestoreCommand {
-    /// Restore a Redis artifact into an empty data directory (an init step).
-    Redis(RestoreRedisArgs),
-    /// Restore a MySQL/MariaDB artifact into an empty running server.
-    Mysql(RestoreMysqlArgs),
-}
-
-#[derive(Args, Debug)]
-pub struct RestoreSource {
-    #[arg(long, value_parser = parse_target)]
-    pub target: BackupTarget,
-    /// Artifact key relative to the target (the Backup's manifest `artifact`).
-    #[arg(long)]
-    pub artifact: String,
-    /// Expected sha256 of the artifact; a mismatch refuses the restore.
-    #[arg(long)]
-    pub sha256: String,
-    #[arg(long, default_value = PVC_MOUNT)]
-    pub pvc_root: PathBuf,
-}
-
-#[derive(Args, Debug)]
-pub struct RestoreRedisArgs {
-    #[command(flatten)]
-    pub source: RestoreSource,
-    /// Data directory of the member.
-    #[arg(long, default_value = "/data")]
-    pub data_dir: PathBuf,
-    /// Restore only on this ordinal (the pod's hostname ends with it); others
-    /// start empty and replicate.
-    #[arg(long, default_value_t = 0)]
-    pub only_ordinal: i32,
-    /// Restore whatever the hostname (a throwaway verification instance).
-    #[arg(long)]
-    pub any_member: bool,
-}
-
-#[derive(Args, Debug)]
-pub struct RestoreMysqlArgs {
-    #[command(flatten)]
-    pub source: RestoreSource,
-    #[arg(long)]
-    pub host: String,
-    #[arg(long, default_value_t = 3306)]
-    pub port: u16,
-    #[arg(long, default_value = "root")]
-    pub user: String,
-    #[arg(long, value_enum, default_value = "MariaDB")]
-    pub flavor: FlavorArg,
-}
-
 fn password() -> anyhow::Result<String> {
-    std::env::var(super::job::ENV_DB_PASSWORD).context("ORDINAL_DB_PASSWORD is not set")
+    std::env::var(ENV_DB_PASSWORD).with_context(|| format!("{ENV_DB_PASSWORD} is not set"))
 }
 
 fn open_target(t: &BackupTarget, pvc_root: &Path) -> anyhow::Result<Target> {
@@ -340,7 +167,7 @@ async fn run_backup(args: &RunArgs) -> anyhow::Result<Manifest> {
 pub async fn restore(cmd: RestoreCommand) -> anyhow::Result<()> {
     match cmd {
         RestoreCommand::Redis(args) => {
-            check_sha(&args.source.sha256)?;
+            check_sha(&args.artifact.sha256)?;
             let ordinal = hostname_ordinal();
             if !args.any_member && ordinal != Some(args.only_ordinal) {
                 println!(
@@ -356,10 +183,11 @@ pub async fn restore(cmd: RestoreCommand) -> anyhow::Result<()> {
                 );
                 return Ok(());
             }
-            let target = open_target(&args.source.target, &args.source.pvc_root)?;
-            let path = object_store::path::Path::from(args.source.artifact.as_str());
+            let target = open_target(&args.artifact.target, &args.artifact.pvc_root)?;
+            let path = object_store::path::Path::from(args.artifact.artifact.as_str());
             let reader = artifact::open_artifact(&target, &path).await?;
-            let r = crate::redis::restore_rdb(reader, &args.source.sha256, &args.data_dir).await?;
+            let r =
+                crate::redis::restore_rdb(reader, &args.artifact.sha256, &args.data_dir).await?;
             println!(
                 "restored {} bytes (sha256 {}) into {}",
                 r.raw_bytes,
@@ -369,9 +197,9 @@ pub async fn restore(cmd: RestoreCommand) -> anyhow::Result<()> {
             Ok(())
         }
         RestoreCommand::Mysql(args) => {
-            check_sha(&args.source.sha256)?;
-            let target = open_target(&args.source.target, &args.source.pvc_root)?;
-            let path = object_store::path::Path::from(args.source.artifact.as_str());
+            check_sha(&args.artifact.sha256)?;
+            let target = open_target(&args.artifact.target, &args.artifact.pvc_root)?;
+            let path = object_store::path::Path::from(args.artifact.artifact.as_str());
             let endpoint = crate::mysql::backup::Endpoint {
                 host: args.host.clone(),
                 port: args.port,
@@ -390,9 +218,13 @@ pub async fn restore(cmd: RestoreCommand) -> anyhow::Result<()> {
                 }
             };
             let opts = crate::mysql::backup::RestoreOptions::default();
-            let r =
-                crate::mysql::backup::restore_verified(open, &args.source.sha256, &endpoint, &opts)
-                    .await?;
+            let r = crate::mysql::backup::restore_verified(
+                open,
+                &args.artifact.sha256,
+                &endpoint,
+                &opts,
+            )
+            .await?;
             println!("restored {} rows; GTID position {}", r.rows, r.gtid);
             Ok(())
         }
@@ -424,10 +256,10 @@ async fn verify_redis(args: &VerifyArgs) -> anyhow::Result<String> {
 }
 
 async fn verify_mysql(args: &VerifyArgs) -> anyhow::Result<String> {
-    let (Some(target), Some(artifact), Some(sha)) = (&args.target, &args.artifact, &args.sha256)
-    else {
+    let Some(stored) = &args.stored() else {
         bail!("--target, --artifact and --sha256 are required for MySQL verification");
     };
+    let (target, artifact, sha) = (&stored.target, &stored.artifact, &stored.sha256);
     check_sha(sha)?;
     let endpoint = crate::mysql::backup::Endpoint {
         host: args.host.clone(),
@@ -448,7 +280,7 @@ async fn verify_mysql(args: &VerifyArgs) -> anyhow::Result<String> {
         }
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
-    let store = open_target(target, &args.pvc_root)?;
+    let store = open_target(target, &stored.pvc_root)?;
     let path = object_store::path::Path::from(artifact.as_str());
     let open = || {
         let (store, path) = (store.clone(), path.clone());

@@ -4,22 +4,19 @@
 
 use std::sync::Arc;
 
-use object_store::ObjectStore;
 use object_store::aws::AmazonS3Builder;
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
+use object_store::{ObjectStore, RetryConfig};
 
 use crate::api::backup::BackupTarget;
 
-/// Environment variables carrying target credentials into backup Jobs.
-pub const ENV_ACCESS_KEY_ID: &str = "ORDINAL_TARGET_ACCESS_KEY_ID";
-pub const ENV_SECRET_ACCESS_KEY: &str = "ORDINAL_TARGET_SECRET_ACCESS_KEY";
-pub const ENV_GCS_KEY: &str = "ORDINAL_TARGET_GCS_SERVICE_ACCOUNT_KEY";
-pub const ENV_AZURE_KEY: &str = "ORDINAL_TARGET_AZURE_ACCESS_KEY";
-/// Where a PVC target is mounted in Jobs and restore init containers.
-pub const PVC_MOUNT: &str = "/backup";
+pub use super::contract::{
+    ENV_ACCESS_KEY_ID, ENV_AZURE_KEY, ENV_GCS_KEY, ENV_RETRY_SECONDS, ENV_SECRET_ACCESS_KEY,
+    PVC_MOUNT,
+};
 
 /// Secret values a target needs. `Debug` never shows them.
 #[derive(Clone, Default)]
@@ -52,6 +49,8 @@ impl TargetCredentials {
 pub enum TargetError {
     #[error("target {0} needs credential {1}, which is not set")]
     MissingCredential(&'static str, &'static str),
+    #[error("target {0} credential {1} is unusable: {2}")]
+    BadCredential(&'static str, &'static str, String),
     #[error("target sets none of s3, gcs, azure, pvc")]
     Empty,
     #[error("cannot open {location}: {source}")]
@@ -122,6 +121,21 @@ pub fn location(target: &BackupTarget) -> String {
     }
 }
 
+/// How long a request is retried. object_store's default (10 retries
+/// within 3 minutes) is kept except when a test sets
+/// `ORDINAL_TARGET_RETRY_SECONDS`, so an unreachable target fails fast there.
+fn retry() -> RetryConfig {
+    let mut retry = RetryConfig::default();
+    if let Some(secs) = std::env::var(ENV_RETRY_SECONDS)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        retry.retry_timeout = std::time::Duration::from_secs(secs);
+        retry.max_retries = retry.max_retries.min(secs as usize);
+    }
+    retry
+}
+
 /// Open a target. `pvc_root` is where a PVC target is mounted.
 pub fn open(
     target: &BackupTarget,
@@ -150,7 +164,8 @@ pub fn open(
             .with_region(s3.region.clone().unwrap_or_else(|| "us-east-1".into()))
             .with_access_key_id(key)
             .with_secret_access_key(secret)
-            .with_virtual_hosted_style_request(!s3.force_path_style);
+            .with_virtual_hosted_style_request(!s3.force_path_style)
+            .with_retry(retry());
         if let Some(endpoint) = &s3.endpoint {
             builder = builder
                 .with_endpoint(endpoint)
@@ -168,13 +183,21 @@ pub fn open(
             .gcs_service_account_key
             .clone()
             .ok_or(TargetError::MissingCredential("gcs", "serviceAccountKey"))?;
-        let store = opened(
-            GoogleCloudStorageBuilder::new()
-                .with_bucket_name(&gcs.bucket)
-                .with_service_account_key(key)
-                .build()
-                .map(|s| Arc::new(s) as Arc<dyn ObjectStore>),
-        )?;
+        if let Err(e) = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&key) {
+            return Err(TargetError::BadCredential(
+                "gcs",
+                "serviceAccountKey",
+                format!("not a service account JSON key ({e})"),
+            ));
+        }
+        let mut builder = GoogleCloudStorageBuilder::new()
+            .with_bucket_name(&gcs.bucket)
+            .with_service_account_key(key)
+            .with_retry(retry());
+        if let Some(endpoint) = &gcs.endpoint {
+            builder = builder.with_base_url(endpoint.trim_end_matches('/'));
+        }
+        let store = opened(builder.build().map(|s| Arc::new(s) as Arc<dyn ObjectStore>))?;
         return Ok(Target {
             store,
             prefix: prefix_of(gcs.prefix.as_ref()),
@@ -186,14 +209,17 @@ pub fn open(
             .azure_access_key
             .clone()
             .ok_or(TargetError::MissingCredential("azure", "accessKey"))?;
-        let store = opened(
-            MicrosoftAzureBuilder::new()
-                .with_account(&az.account)
-                .with_container_name(&az.container)
-                .with_access_key(key)
-                .build()
-                .map(|s| Arc::new(s) as Arc<dyn ObjectStore>),
-        )?;
+        let mut builder = MicrosoftAzureBuilder::new()
+            .with_account(&az.account)
+            .with_container_name(&az.container)
+            .with_access_key(key)
+            .with_retry(retry());
+        if let Some(endpoint) = &az.endpoint {
+            builder = builder
+                .with_endpoint(endpoint.trim_end_matches('/').to_string())
+                .with_allow_http(endpoint.starts_with("http://"));
+        }
+        let store = opened(builder.build().map(|s| Arc::new(s) as Arc<dyn ObjectStore>))?;
         return Ok(Target {
             store,
             prefix: prefix_of(az.prefix.as_ref()),

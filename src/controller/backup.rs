@@ -25,9 +25,13 @@ use super::status::{set_condition, to_time};
 use crate::api::backup::{
     ArtifactPolicy, Backup, BackupPhase, BackupStatus, ClusterKind, SecretKeyRef,
 };
-use crate::api::{ClusterStatus, MemberRole, MySQLCluster, RedisReplication};
+use crate::api::{ClusterStatus, MySQLCluster, RedisReplication};
 use crate::backup::artifact::Manifest;
-use crate::backup::job::{self, BackupJob, JobEngine, JobOutcome};
+use crate::backup::backup_job::{BackupJob, backup_job};
+use crate::backup::delete_job::delete_job;
+use crate::backup::job::{self, JobEngine, JobOutcome};
+use crate::backup::member::pick_member;
+use crate::backup::verify_job::{VerifyJob, verify_job};
 use crate::metrics::ClusterLabels;
 use crate::resources::{ClusterView, DbKind, secret};
 
@@ -42,23 +46,6 @@ struct Source {
     port: u16,
     member: String,
     db_secret: SecretKeyRef,
-}
-
-/// Prefer a healthy replica; fall back to the primary.
-pub fn pick_member(status: &ClusterStatus) -> Option<i32> {
-    let healthy_replica = status
-        .members
-        .iter()
-        .filter(|m| m.role == MemberRole::Replica && m.reachable && m.link_up != Some(false))
-        .map(|m| m.ordinal)
-        .max();
-    healthy_replica.or_else(|| {
-        status
-            .members
-            .iter()
-            .find(|m| m.role == MemberRole::Primary && m.reachable)
-            .map(|m| m.ordinal)
-    })
 }
 
 /// What a backup needs to know of its cluster.
@@ -139,7 +126,7 @@ async fn resolve_source(
         Err(why) => return Ok(Err(why)),
     };
     let (kind, secret_name, status) = (facts.kind, Some(facts.secret_name), facts.status);
-    let Some(ordinal) = status.as_ref().and_then(pick_member) else {
+    let Some(ordinal) = status.as_ref().and_then(|s| pick_member(&s.members)) else {
         return Ok(Err(format!(
             "cluster {name} has no reachable primary or healthy replica yet"
         )));
@@ -275,7 +262,7 @@ async fn start(
             return Ok(Action::requeue(Duration::from_secs(10)));
         }
     };
-    let job = job::backup_job(&BackupJob {
+    let job = backup_job(&BackupJob {
         backup: &backup.name_any(),
         namespace: ns,
         owner: owner(backup)?,
@@ -510,7 +497,7 @@ async fn verify(
             }
         };
         let (engine, key) = engine_and_key(facts.kind);
-        let job = job::verify_job(&job::VerifyJob {
+        let job = verify_job(&VerifyJob {
             backup: &backup.name_any(),
             namespace: ns,
             owner: owner(backup)?,
@@ -649,7 +636,7 @@ async fn cleanup(backup: &Backup, ns: &str, ctx: &Context) -> Result<Action, Err
     if backup.spec.artifact_policy != ArtifactPolicy::Delete || !succeeded {
         return Ok(Action::await_change());
     }
-    let job = job::delete_job(
+    let job = delete_job(
         &backup.name_any(),
         ns,
         &backup.spec.cluster.name,
@@ -743,47 +730,4 @@ async fn write_status(
     .await
     .context("apply Backup status")?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::api::MemberStatus;
-
-    fn member(
-        ordinal: i32,
-        role: MemberRole,
-        reachable: bool,
-        link_up: Option<bool>,
-    ) -> MemberStatus {
-        MemberStatus {
-            ordinal,
-            pod: format!("c-{ordinal}"),
-            role,
-            reachable,
-            link_up,
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn backups_prefer_a_healthy_replica_then_the_primary() {
-        let mut status = ClusterStatus {
-            members: vec![
-                member(0, MemberRole::Primary, true, None),
-                member(1, MemberRole::Replica, true, Some(false)),
-                member(2, MemberRole::Replica, true, Some(true)),
-            ],
-            ..Default::default()
-        };
-        assert_eq!(pick_member(&status), Some(2));
-        status.members[2].reachable = false;
-        assert_eq!(
-            pick_member(&status),
-            Some(0),
-            "a broken replica is never the source"
-        );
-        status.members[0].reachable = false;
-        assert_eq!(pick_member(&status), None);
-    }
 }

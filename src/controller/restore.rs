@@ -16,7 +16,7 @@ use super::kinds::ClusterResource;
 use crate::api::ReplicationState;
 use crate::api::backup::{Backup, ClusterKind, SecretKeyRef};
 use crate::backup::job::JobOutcome;
-use crate::backup::restore::{self, MySqlRestore, RestoreSource};
+use crate::backup::restore::{self, MySqlRestore, StoredArtifact};
 use crate::resources::statefulset::InitStep;
 use crate::resources::{ClusterView, DbKind, secret};
 
@@ -32,7 +32,7 @@ pub enum RestorePlan {
     /// Redis: start the members with this init step.
     Init(InitStep),
     /// MySQL: load this artifact into ordinal 0 before replication.
-    Load(Box<RestoreSource>),
+    Load(Box<StoredArtifact>),
 }
 
 impl RestorePlan {
@@ -99,6 +99,7 @@ pub async fn plan<K: ClusterResource>(
             &ctx.settings.image,
             &source,
             view.kind.data_dir(),
+            false,
         )),
         DbKind::MySql(_) => RestorePlan::Load(Box::new(source)),
     })
@@ -135,7 +136,7 @@ impl LoadState {
 pub async fn load<K: ClusterResource>(
     obj: &K,
     view: &ClusterView,
-    source: &RestoreSource,
+    source: &StoredArtifact,
     first_ready: bool,
     ctx: &Context,
 ) -> Result<LoadState, Error> {

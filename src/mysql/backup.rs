@@ -184,18 +184,6 @@ impl Default for RestoreOptions {
     }
 }
 
-/// Member to back up from: the replica with the least lag (a replica's read
-/// lock only pauses its SQL thread), else the primary.
-pub fn pick_backup_member(members: &[crate::api::MemberStatus]) -> Option<i32> {
-    use crate::api::MemberRole;
-    members
-        .iter()
-        .filter(|m| m.role == MemberRole::Replica && m.link_up == Some(true))
-        .min_by_key(|m| (m.lag.unwrap_or(i64::MAX), m.ordinal))
-        .or_else(|| members.iter().find(|m| m.role == MemberRole::Primary))
-        .map(|m| m.ordinal)
-}
-
 /// Result of a restore.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RestoreSummary {
@@ -1521,27 +1509,6 @@ impl MySqlEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backup_member_choice() {
-        use crate::api::{MemberRole, MemberStatus};
-        let m = |ordinal, role, lag| MemberStatus {
-            ordinal,
-            role,
-            link_up: Some(true),
-            lag,
-            ..Default::default()
-        };
-        let all = vec![
-            m(0, MemberRole::Primary, None),
-            m(1, MemberRole::Replica, Some(5)),
-            m(2, MemberRole::Replica, Some(0)),
-            m(3, MemberRole::Quarantined, Some(0)),
-        ];
-        assert_eq!(pick_backup_member(&all), Some(2));
-        assert_eq!(pick_backup_member(&all[..1]), Some(0));
-        assert_eq!(pick_backup_member(&all[3..]), None);
-    }
 
     #[test]
     fn literals() {

@@ -31,7 +31,7 @@ use tokio::io::{
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
-use crate::api::{MemberRole, MemberStatus};
+use crate::api::MemberStatus;
 use crate::backup::hashing::{HashingReader, HashingWriter};
 use crate::engine::{Credentials, Member};
 
@@ -139,21 +139,6 @@ pub struct RestoreReport {
     pub path: PathBuf,
 }
 
-/// Pick the member to back up from: the replica with its link up and the
-/// smallest lag, else the primary.
-pub fn pick_backup_source(members: &[MemberStatus]) -> Option<i32> {
-    members
-        .iter()
-        .filter(|m| m.reachable && m.role == MemberRole::Replica && m.link_up == Some(true))
-        .min_by_key(|m| (m.lag.unwrap_or(i64::MAX), m.ordinal))
-        .or_else(|| {
-            members
-                .iter()
-                .find(|m| m.reachable && m.role == MemberRole::Primary)
-        })
-        .map(|m| m.ordinal)
-}
-
 /// The source of a backup from the last reported member statuses: the closest
 /// healthy replica, else the primary, dialled at its pod IP with the
 /// cluster's password.
@@ -162,7 +147,7 @@ pub fn backup_source_for(
     statuses: &[MemberStatus],
     credentials: &Credentials,
 ) -> Result<BackupSource, BackupError> {
-    let ordinal = pick_backup_source(statuses)
+    let ordinal = crate::backup::member::pick_member(statuses)
         .ok_or_else(|| BackupError::NoSource("no reachable replica or primary".into()))?;
     let m = members
         .iter()
@@ -644,26 +629,6 @@ mod tests {
         assert_eq!(find_mark(&hay, mark), Some(12));
         assert_eq!(find_mark(&hay[..40], mark), None);
         assert_eq!(find_mark(b"", mark), None);
-    }
-
-    #[test]
-    fn backup_source_prefers_the_closest_replica() {
-        let m = |ordinal, role, lag, link| MemberStatus {
-            ordinal,
-            role,
-            reachable: true,
-            lag,
-            link_up: link,
-            ..Default::default()
-        };
-        let members = vec![
-            m(0, MemberRole::Primary, None, None),
-            m(1, MemberRole::Replica, Some(10), Some(true)),
-            m(2, MemberRole::Replica, Some(0), Some(true)),
-        ];
-        assert_eq!(pick_backup_source(&members), Some(2));
-        assert_eq!(pick_backup_source(&members[..1]), Some(0));
-        assert_eq!(pick_backup_source(&[]), None);
     }
 
     fn payload(len: usize) -> Vec<u8> {

@@ -68,7 +68,7 @@ use plan::{MemberView, PlanInput, Timing};
 
 pub use backup::{
     BackupError, BackupOptions, BackupReport, BackupSource, RestoreReport, backup_rdb,
-    backup_source_for, pick_backup_source, restore_rdb,
+    backup_source_for, restore_rdb,
 };
 
 /// Errors of Redis client calls, with the context of what was attempted.

@@ -1,0 +1,516 @@
+//! The contract between the operator and the Jobs and init steps it starts
+//! (`ordinal backup …`, `ordinal restore …`): artifact names, environment
+//! variable names, where a PVC target is mounted, and the command-line
+//! arguments — typed once here, rendered by the Job builders
+//! ([`BackupCommand::to_args`], [`RestoreCommand::to_args`]) and parsed by
+//! the CLI from the same types. A leaf module: it imports only API types.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand, ValueEnum};
+
+use crate::api::MySqlFlavor;
+use crate::api::backup::BackupTarget;
+
+/// Artifact of a Redis backup inside its directory.
+pub const REDIS_ARTIFACT: &str = "dump.rdb.zst";
+/// Artifact of a MySQL/MariaDB backup inside its directory.
+pub const MYSQL_ARTIFACT: &str = "dump.ordinal.zst";
+/// The manifest written after the artifact was confirmed.
+pub const MANIFEST: &str = "manifest.json";
+
+/// Password of the database user a Job logs in as.
+pub const ENV_DB_PASSWORD: &str = "ORDINAL_DB_PASSWORD";
+/// S3 access key id.
+pub const ENV_ACCESS_KEY_ID: &str = "ORDINAL_TARGET_ACCESS_KEY_ID";
+/// S3 secret access key.
+pub const ENV_SECRET_ACCESS_KEY: &str = "ORDINAL_TARGET_SECRET_ACCESS_KEY";
+/// GCS service account JSON key.
+pub const ENV_GCS_KEY: &str = "ORDINAL_TARGET_GCS_SERVICE_ACCOUNT_KEY";
+/// Azure storage account key.
+pub const ENV_AZURE_KEY: &str = "ORDINAL_TARGET_AZURE_ACCESS_KEY";
+/// Upper bound of the seconds a request to the target is retried (unset:
+/// object_store's default of up to 3 minutes).
+pub const ENV_RETRY_SECONDS: &str = "ORDINAL_TARGET_RETRY_SECONDS";
+/// Where a Job reports its result (overrides `--termination-log`'s default).
+pub const ENV_TERMINATION_LOG: &str = "ORDINAL_TERMINATION_LOG";
+/// The pod's IP (downward API), where a throwaway instance listens.
+pub const ENV_POD_IP: &str = "POD_IP";
+/// Where a PVC target is mounted in Jobs and restore init containers.
+pub const PVC_MOUNT: &str = "/backup";
+/// Kubernetes' termination message file.
+pub const TERMINATION_LOG: &str = "/dev/termination-log";
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum EngineArg {
+    Redis,
+    Mysql,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum FlavorArg {
+    #[value(name = "MariaDB")]
+    MariaDb,
+    #[value(name = "MySQL")]
+    MySql,
+}
+
+impl From<FlavorArg> for MySqlFlavor {
+    fn from(f: FlavorArg) -> Self {
+        match f {
+            FlavorArg::MariaDb => MySqlFlavor::MariaDB,
+            FlavorArg::MySql => MySqlFlavor::MySQL,
+        }
+    }
+}
+
+impl From<MySqlFlavor> for FlavorArg {
+    fn from(f: MySqlFlavor) -> Self {
+        match f {
+            MySqlFlavor::MariaDB => FlavorArg::MariaDb,
+            MySqlFlavor::MySQL => FlavorArg::MySql,
+        }
+    }
+}
+
+/// Where one backup lives; the target is the Backup's `spec.target` as JSON
+/// (Secret references only; the values come from the environment).
+#[derive(Args, Debug, Clone, PartialEq)]
+pub struct Location {
+    #[arg(long)]
+    pub namespace: String,
+    #[arg(long)]
+    pub cluster: String,
+    #[arg(long)]
+    pub backup: String,
+    #[arg(long, value_parser = parse_target)]
+    pub target: BackupTarget,
+    /// Where a PVC target is mounted.
+    #[arg(long, default_value = PVC_MOUNT)]
+    pub pvc_root: PathBuf,
+}
+
+fn parse_target(s: &str) -> Result<BackupTarget, String> {
+    serde_json::from_str(s).map_err(|e| format!("--target is not a backup target: {e}"))
+}
+
+#[derive(Subcommand, Debug, Clone, PartialEq)]
+pub enum BackupCommand {
+    /// Take one backup and report its manifest.
+    Run(RunArgs),
+    /// Delete one backup's artifact and manifest.
+    Delete(Location),
+    /// Check a restored throwaway instance against the manifest, then stop it.
+    Verify(VerifyArgs),
+}
+
+#[derive(Args, Debug, Clone, PartialEq)]
+pub struct VerifyArgs {
+    #[arg(long, value_enum)]
+    pub engine: EngineArg,
+    /// Address of the throwaway database (this pod's IP).
+    #[arg(long, env = ENV_POD_IP)]
+    pub host: String,
+    #[arg(long)]
+    pub port: u16,
+    #[arg(long, default_value = "root")]
+    pub user: String,
+    #[arg(long, value_enum, default_value = "MariaDB")]
+    pub flavor: FlavorArg,
+    /// MySQL: the artifact to load and its checksum (Redis was installed by
+    /// the restore init step before the server started).
+    #[arg(long, value_parser = parse_target)]
+    pub target: Option<BackupTarget>,
+    #[arg(long)]
+    pub artifact: Option<String>,
+    #[arg(long)]
+    pub sha256: Option<String>,
+    #[arg(long, default_value = PVC_MOUNT)]
+    pub pvc_root: PathBuf,
+    /// MySQL: rows the dump held; the restore must load exactly as many.
+    #[arg(long)]
+    pub expect_rows: Option<i64>,
+    /// How long to wait for the throwaway database to start.
+    #[arg(long, default_value_t = 300)]
+    pub wait_seconds: u64,
+    #[arg(long, env = ENV_TERMINATION_LOG, default_value = TERMINATION_LOG)]
+    pub termination_log: PathBuf,
+}
+
+impl VerifyArgs {
+    /// The artifact to load, when all of `--target`, `--artifact` and
+    /// `--sha256` are given.
+    pub fn stored(&self) -> Option<ArtifactArgs> {
+        Some(ArtifactArgs {
+            target: self.target.clone()?,
+            artifact: self.artifact.clone()?,
+            sha256: self.sha256.clone()?,
+            pvc_root: self.pvc_root.clone(),
+        })
+    }
+}
+
+#[derive(Args, Debug, Clone, PartialEq)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub location: Location,
+    #[arg(long, value_enum)]
+    pub engine: EngineArg,
+    /// Member to read from (stable DNS name or address).
+    #[arg(long)]
+    pub host: String,
+    #[arg(long)]
+    pub port: u16,
+    /// Pod name of that member, for the manifest.
+    #[arg(long)]
+    pub source_member: String,
+    /// MySQL user (the password is in ORDINAL_DB_PASSWORD).
+    #[arg(long, default_value = "root")]
+    pub user: String,
+    #[arg(long, value_enum, default_value = "MariaDB")]
+    pub flavor: FlavorArg,
+    /// Where the Job reports its result (Kubernetes termination message).
+    #[arg(long, env = ENV_TERMINATION_LOG, default_value = TERMINATION_LOG)]
+    pub termination_log: PathBuf,
+}
+
+#[derive(Subcommand, Debug, Clone, PartialEq)]
+pub enum RestoreCommand {
+    /// Restore a Redis artifact into an empty data directory (an init step).
+    Redis(RestoreRedisArgs),
+    /// Restore a MySQL/MariaDB artifact into an empty running server.
+    Mysql(RestoreMysqlArgs),
+}
+
+/// One stored artifact and the checksum it must have.
+#[derive(Args, Debug, Clone, PartialEq)]
+pub struct ArtifactArgs {
+    #[arg(long, value_parser = parse_target)]
+    pub target: BackupTarget,
+    /// Artifact key relative to the target (the Backup's manifest `artifact`).
+    #[arg(long)]
+    pub artifact: String,
+    /// Expected sha256 of the artifact; a mismatch refuses the restore.
+    #[arg(long)]
+    pub sha256: String,
+    #[arg(long, default_value = PVC_MOUNT)]
+    pub pvc_root: PathBuf,
+}
+
+#[derive(Args, Debug, Clone, PartialEq)]
+pub struct RestoreRedisArgs {
+    #[command(flatten)]
+    pub artifact: ArtifactArgs,
+    /// Data directory of the member.
+    #[arg(long, default_value = "/data")]
+    pub data_dir: PathBuf,
+    /// Restore only on this ordinal (the pod's hostname ends with it); others
+    /// start empty and replicate.
+    #[arg(long, default_value_t = 0)]
+    pub only_ordinal: i32,
+    /// Restore whatever the hostname (a throwaway verification instance).
+    #[arg(long)]
+    pub any_member: bool,
+}
+
+#[derive(Args, Debug, Clone, PartialEq)]
+pub struct RestoreMysqlArgs {
+    #[command(flatten)]
+    pub artifact: ArtifactArgs,
+    #[arg(long)]
+    pub host: String,
+    #[arg(long, default_value_t = 3306)]
+    pub port: u16,
+    #[arg(long, default_value = "root")]
+    pub user: String,
+    #[arg(long, value_enum, default_value = "MariaDB")]
+    pub flavor: FlavorArg,
+}
+
+fn value<T: ValueEnum>(v: T) -> String {
+    v.to_possible_value()
+        .map(|p| p.get_name().to_string())
+        .unwrap_or_default()
+}
+
+fn path(p: &std::path::Path) -> String {
+    p.display().to_string()
+}
+
+/// `--name=value` pairs.
+struct Argv(Vec<String>);
+
+impl Argv {
+    fn new(words: &[&str]) -> Self {
+        Self(words.iter().map(|w| w.to_string()).collect())
+    }
+    fn opt(&mut self, name: &str, value: impl std::fmt::Display) -> &mut Self {
+        self.0.push(format!("--{name}={value}"));
+        self
+    }
+    fn flag(&mut self, name: &str, on: bool) -> &mut Self {
+        if on {
+            self.0.push(format!("--{name}"));
+        }
+        self
+    }
+    fn location(&mut self, l: &Location) -> &mut Self {
+        self.opt("namespace", &l.namespace)
+            .opt("cluster", &l.cluster)
+            .opt("backup", &l.backup)
+            .opt("target", target_json(&l.target))
+            .opt("pvc-root", path(&l.pvc_root))
+    }
+    fn artifact(&mut self, a: &ArtifactArgs) -> &mut Self {
+        self.opt("target", target_json(&a.target))
+            .opt("artifact", &a.artifact)
+            .opt("sha256", &a.sha256)
+            .opt("pvc-root", path(&a.pvc_root))
+    }
+}
+
+fn target_json(target: &BackupTarget) -> String {
+    // A struct of strings and bools always serializes.
+    serde_json::to_string(target).unwrap_or_default()
+}
+
+impl BackupCommand {
+    /// The container arguments that parse back into this command.
+    pub fn to_args(&self) -> Vec<String> {
+        let mut a;
+        match self {
+            BackupCommand::Run(r) => {
+                a = Argv::new(&["backup", "run"]);
+                a.location(&r.location)
+                    .opt("engine", value(r.engine))
+                    .opt("host", &r.host)
+                    .opt("port", r.port)
+                    .opt("source-member", &r.source_member)
+                    .opt("user", &r.user)
+                    .opt("flavor", value(r.flavor))
+                    .opt("termination-log", path(&r.termination_log));
+            }
+            BackupCommand::Delete(l) => {
+                a = Argv::new(&["backup", "delete"]);
+                a.location(l);
+            }
+            BackupCommand::Verify(v) => {
+                a = Argv::new(&["backup", "verify"]);
+                a.opt("engine", value(v.engine))
+                    .opt("host", &v.host)
+                    .opt("port", v.port)
+                    .opt("user", &v.user)
+                    .opt("flavor", value(v.flavor));
+                if let Some(target) = &v.target {
+                    a.opt("target", target_json(target));
+                }
+                if let Some(artifact) = &v.artifact {
+                    a.opt("artifact", artifact);
+                }
+                if let Some(sha) = &v.sha256 {
+                    a.opt("sha256", sha);
+                }
+                a.opt("pvc-root", path(&v.pvc_root));
+                if let Some(rows) = v.expect_rows {
+                    a.opt("expect-rows", rows);
+                }
+                a.opt("wait-seconds", v.wait_seconds)
+                    .opt("termination-log", path(&v.termination_log));
+            }
+        }
+        a.0
+    }
+}
+
+impl RestoreCommand {
+    /// The container arguments that parse back into this command.
+    pub fn to_args(&self) -> Vec<String> {
+        let mut a;
+        match self {
+            RestoreCommand::Redis(r) => {
+                a = Argv::new(&["restore", "redis"]);
+                a.artifact(&r.artifact)
+                    .opt("data-dir", path(&r.data_dir))
+                    .opt("only-ordinal", r.only_ordinal)
+                    .flag("any-member", r.any_member);
+            }
+            RestoreCommand::Mysql(m) => {
+                a = Argv::new(&["restore", "mysql"]);
+                a.artifact(&m.artifact)
+                    .opt("host", &m.host)
+                    .opt("port", m.port)
+                    .opt("user", &m.user)
+                    .opt("flavor", value(m.flavor));
+            }
+        }
+        a.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::backup::{AzureTarget, PvcTarget, S3Target, SecretKeyRef};
+    use clap::Parser;
+
+    /// The two top-level commands as the operator binary declares them.
+    #[derive(Parser, Debug)]
+    enum Top {
+        #[command(subcommand)]
+        Backup(BackupCommand),
+        #[command(subcommand)]
+        Restore(RestoreCommand),
+    }
+
+    fn parse(args: Vec<String>) -> Top {
+        Top::try_parse_from(std::iter::once("ordinal".to_string()).chain(args))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn key(k: &str) -> SecretKeyRef {
+        SecretKeyRef {
+            name: "s".into(),
+            key: k.into(),
+        }
+    }
+
+    fn targets() -> Vec<BackupTarget> {
+        vec![
+            BackupTarget {
+                s3: Some(S3Target {
+                    bucket: "b".into(),
+                    prefix: Some("team a/with = signs".into()),
+                    endpoint: Some("http://s3:9000".into()),
+                    region: Some("eu-1".into()),
+                    force_path_style: true,
+                    access_key_id: key("id"),
+                    secret_access_key: key("secret"),
+                }),
+                gcs: None,
+                azure: None,
+                pvc: None,
+            },
+            BackupTarget {
+                s3: None,
+                gcs: None,
+                azure: Some(AzureTarget {
+                    account: "acct".into(),
+                    container: "c".into(),
+                    prefix: None,
+                    endpoint: Some("http://azurite:10000/acct".into()),
+                    access_key: key("k"),
+                }),
+                pvc: None,
+            },
+            BackupTarget {
+                s3: None,
+                gcs: None,
+                azure: None,
+                pvc: Some(PvcTarget {
+                    claim_name: "backups".into(),
+                    path: Some("x/y".into()),
+                }),
+            },
+        ]
+    }
+
+    #[test]
+    fn every_command_round_trips_through_its_arguments() {
+        for target in targets() {
+            let location = Location {
+                namespace: "shop".into(),
+                cluster: "cache".into(),
+                backup: "nightly-1".into(),
+                target: target.clone(),
+                pvc_root: "/mnt/b".into(),
+            };
+            let artifact = ArtifactArgs {
+                target: target.clone(),
+                artifact: "shop/cache/nightly-1/dump.rdb.zst".into(),
+                sha256: "ab".repeat(32),
+                pvc_root: PVC_MOUNT.into(),
+            };
+            let backups = [
+                BackupCommand::Run(RunArgs {
+                    location: location.clone(),
+                    engine: EngineArg::Mysql,
+                    host: "cache-1.cache-headless".into(),
+                    port: 3306,
+                    source_member: "cache-1".into(),
+                    user: "operator".into(),
+                    flavor: FlavorArg::MySql,
+                    termination_log: TERMINATION_LOG.into(),
+                }),
+                BackupCommand::Delete(location.clone()),
+                BackupCommand::Verify(VerifyArgs {
+                    engine: EngineArg::Mysql,
+                    host: "$(POD_IP)".into(),
+                    port: 3306,
+                    user: "root".into(),
+                    flavor: FlavorArg::MariaDb,
+                    target: Some(artifact.target.clone()),
+                    artifact: Some(artifact.artifact.clone()),
+                    sha256: Some(artifact.sha256.clone()),
+                    pvc_root: PVC_MOUNT.into(),
+                    expect_rows: Some(42),
+                    wait_seconds: 60,
+                    termination_log: "/tmp/log".into(),
+                }),
+                BackupCommand::Verify(VerifyArgs {
+                    engine: EngineArg::Redis,
+                    host: "10.0.0.1".into(),
+                    port: 6379,
+                    user: "root".into(),
+                    flavor: FlavorArg::MariaDb,
+                    target: None,
+                    artifact: None,
+                    sha256: None,
+                    pvc_root: "/elsewhere".into(),
+                    expect_rows: None,
+                    wait_seconds: 300,
+                    termination_log: TERMINATION_LOG.into(),
+                }),
+            ];
+            for cmd in backups {
+                match parse(cmd.to_args()) {
+                    Top::Backup(back) => assert_eq!(back, cmd),
+                    other => panic!("{other:?}"),
+                }
+            }
+            let restores = [
+                RestoreCommand::Redis(RestoreRedisArgs {
+                    artifact: artifact.clone(),
+                    data_dir: "/data".into(),
+                    only_ordinal: 0,
+                    any_member: true,
+                }),
+                RestoreCommand::Redis(RestoreRedisArgs {
+                    artifact: artifact.clone(),
+                    data_dir: "/var/lib/redis".into(),
+                    only_ordinal: 2,
+                    any_member: false,
+                }),
+                RestoreCommand::Mysql(RestoreMysqlArgs {
+                    artifact,
+                    host: "db-0.db-headless".into(),
+                    port: 3307,
+                    user: "root".into(),
+                    flavor: FlavorArg::MySql,
+                }),
+            ];
+            for cmd in restores {
+                match parse(cmd.to_args()) {
+                    Top::Restore(back) => assert_eq!(back, cmd),
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn flavors_convert_both_ways() {
+        for f in [MySqlFlavor::MariaDB, MySqlFlavor::MySQL] {
+            assert_eq!(MySqlFlavor::from(FlavorArg::from(f)), f);
+        }
+    }
+}
