@@ -49,6 +49,7 @@ flavored!(
     failover_promotes_the_most_advanced_replica,
     rotated_passwords_are_applied_without_breaking_replication,
     operator_partitioned_from_a_live_primary_does_not_fail_over,
+    returned_primary_lacking_what_replicas_hold_is_replaced_and_reseeded,
 );
 
 /// The scenarios share two cores: run them one at a time.
@@ -561,23 +562,7 @@ async fn semi_sync_failover_keeps_every_acknowledged_row() {
     // semisync_source/semisync_replica plugins (see README).
     c.settings.replication.mode = ordinal::api::mysql::ReplicationMode::SemiSync;
     bootstrap_cluster(&mut c).await;
-    // Semi-sync is on and a replica acknowledges.
-    c.converge(CONVERGE, "semi-sync replicas", |o| healthy_with(o, 0))
-        .await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let st = c.server(0).scalar("SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'RPL_SEMI_SYNC_MASTER_STATUS'").await;
-        let clients = c.server(0).scalar("SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'RPL_SEMI_SYNC_MASTER_CLIENTS'").await;
-        if st.as_deref() == Some("ON") && clients.as_deref().is_some_and(|n| n != "0") {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "semi-sync not active: status {st:?}, clients {clients:?}"
-        );
-        c.pass().await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    semi_sync_active(&mut c, 0).await;
     assert_eq!(
         c.server(0)
             .scalar("SELECT @@rpl_semi_sync_master_wait_point")
@@ -602,6 +587,280 @@ async fn semi_sync_failover_keeps_every_acknowledged_row() {
         "semi-sync lost acknowledged rows: {missing:?}"
     );
     w.stop().await;
+}
+
+/// Semi-sync is on at `primary` and every other member acknowledges: the
+/// engine reports healthy only then (`SemiSyncNoReplicas` before).
+async fn semi_sync_active(c: &mut Cluster, primary: i32) {
+    let n = c.servers.len();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = c.pass().await;
+        let st = c.server(primary).scalar("SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'RPL_SEMI_SYNC_MASTER_STATUS'").await;
+        let clients = c.server(primary).scalar("SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'RPL_SEMI_SYNC_MASTER_CLIENTS'").await;
+        let all = clients.as_deref() == Some((n - 1).to_string().as_str());
+        if st.as_deref() == Some("ON") && all && healthy_with(&out, primary) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "semi-sync not active: status {st:?}, clients {clients:?}, health {:?}",
+            out.health
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Semi-sync with appliers that lag: every replica's SQL thread is stopped,
+/// so acknowledged rows sit only in relay logs when the primary is killed.
+/// The candidate is chosen by what it received, applies it, and only then is
+/// promoted (its relay log is never reset before).
+#[tokio::test]
+async fn semi_sync_lagging_appliers_keep_every_acknowledged_row() {
+    let _g = SERIAL.lock().await;
+    let mut c = Cluster::new(3);
+    c.settings.replication.mode = ordinal::api::mysql::ReplicationMode::SemiSync;
+    bootstrap_cluster(&mut c).await;
+    semi_sync_active(&mut c, 0).await;
+    // Health reports a semi-sync primary with nobody to acknowledge.
+    for r in [1, 2] {
+        c.server(r)
+            .exec("SET GLOBAL rpl_semi_sync_slave_enabled = OFF; STOP SLAVE IO_THREAD; START SLAVE IO_THREAD")
+            .await;
+    }
+    let clients = "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'RPL_SEMI_SYNC_MASTER_CLIENTS'";
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while c.server(0).scalar(clients).await.as_deref() != Some("0") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "semi-sync clients left"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let out = c.pass().await;
+    assert!(
+        matches!(&out.health, ordinal::engine::Health::Unhealthy { reason, .. } if reason == "SemiSyncNoReplicas"),
+        "{:?}",
+        out.health
+    );
+    semi_sync_active(&mut c, 0).await;
+    let w = Writer::start(targets(&c));
+    w.wait_acked(50, Duration::from_secs(30)).await;
+    // The appliers stop; the IO threads keep receiving and acknowledging.
+    for r in [1, 2] {
+        c.server(r).exec("STOP SLAVE SQL_THREAD").await;
+    }
+    let before = w.acked().len();
+    w.wait_acked(before + 300, Duration::from_secs(30)).await;
+    c.server_mut(0).kill();
+    let acked = w.acked();
+    let applied = [
+        c.server(1).count("app.t").await,
+        c.server(2).count("app.t").await,
+    ];
+    assert!(
+        applied.iter().all(|n| (*n as usize) + 200 < acked.len()),
+        "the appliers did not lag: {applied:?} of {} acknowledged",
+        acked.len()
+    );
+    let out = c
+        .converge(Duration::from_secs(45), "failover", |o| {
+            o.state.primary.is_some_and(|p| p != 0) && o.state.operation.is_none()
+        })
+        .await;
+    let np = out.state.primary.expect("primary");
+    let missing = missing_ids(c.server(np), &acked).await;
+    eprintln!(
+        "lagging appliers: {} rows acknowledged, applied on the replicas at the kill {applied:?}, missing on the new primary db-{np}: {}",
+        acked.len(),
+        missing.len()
+    );
+    assert!(
+        missing.is_empty(),
+        "semi-sync lost acknowledged rows: {missing:?}"
+    );
+    assert!(c.events.iter().any(|e| e.contains("CandidateChosen")));
+    w.stop().await;
+}
+
+/// A primary that comes back without its last commits (a crash without a
+/// durable flush; emulated by giving a replica a transaction of the
+/// primary's origin the primary lacks) is not made writable: the replica
+/// holding more is promoted (not quarantined as errant), and the old primary
+/// is seeded again (replication would skip its own transactions).
+async fn returned_primary_lacking_what_replicas_hold_is_replaced_and_reseeded(f: Flavor) {
+    let _g = SERIAL.lock().await;
+    let mut c = bootstrap(f, 3).await;
+    let mut app = c.server(0).app().await.expect("app");
+    for i in 0..50 {
+        app.query_drop(format!("INSERT INTO app.t (id, v) VALUES ({i}, 'x')"))
+            .await
+            .expect("insert");
+    }
+    drop(app);
+    for r in [1, 2] {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while try_count(c.server(r)).await != Some(50) {
+            assert!(std::time::Instant::now() < deadline, "db-{r} lags");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    c.pass().await;
+    let origin = c.server(0).gtid_source_id().await;
+    c.server_mut(0).kill();
+    // db-1 holds a commit db-0 originated and lost.
+    let mut r1 = c.server(1).root().await;
+    match f {
+        Flavor::MariaDB => {
+            r1.query_drop(format!(
+                "SET SESSION server_id = {origin}; INSERT INTO app.t (id, v) VALUES (5000, 'lost tail')"
+            ))
+            .await
+            .expect("transaction of the primary's origin");
+        }
+        Flavor::MySQL => {
+            let executed = c.server(1).executed().await;
+            let next = executed
+                .split(',')
+                .map(str::trim)
+                .find(|s| {
+                    s.to_ascii_lowercase()
+                        .starts_with(&origin.to_ascii_lowercase())
+                })
+                .and_then(|s| s.rsplit(['-', ':']).next())
+                .and_then(|n| n.parse::<u64>().ok())
+                .expect("primary's interval")
+                + 1;
+            r1.query_drop(format!(
+                "SET GLOBAL super_read_only = OFF; SET gtid_next = '{origin}:{next}'; \
+                 INSERT INTO app.t (id, v) VALUES (5000, 'lost tail'); SET gtid_next = 'AUTOMATIC'; \
+                 SET GLOBAL super_read_only = ON"
+            ))
+            .await
+            .expect("transaction of the primary's origin");
+        }
+    }
+    drop(r1);
+    c.server_mut(0).start();
+    let out = c
+        .converge(
+            Duration::from_secs(90),
+            "db-1 primary, all replicating",
+            |o| healthy_with(o, 1),
+        )
+        .await;
+    assert_eq!(out.state.term, 2);
+    assert!(
+        !c.events.iter().any(|e| e.contains("ErrantTransactions")),
+        "{:#?}",
+        c.events
+    );
+    assert!(c.events.iter().any(|e| e.contains("Reseeding")));
+    for s in 0..3 {
+        wait_rows(c.server(s), "app.t", 51, Duration::from_secs(15)).await;
+        assert!(missing_ids(c.server(s), &[5000]).await.is_empty());
+    }
+    assert_eq!(writable_members(&c).await, vec![1]);
+}
+
+/// The re-seed decision is persisted before anything is dropped; an operator
+/// that stops mid-seed (its task aborted) is replaced by a new engine instance
+/// that seeds the member again from the persisted state.
+#[tokio::test]
+async fn reseed_interrupted_by_an_operator_restart_resumes() {
+    let _g = SERIAL.lock().await;
+    let mut c = bootstrap(Flavor::MariaDB, 2).await;
+    let mut app = c.server(0).app().await.expect("app");
+    for i in 0..200 {
+        app.query_drop(format!("INSERT INTO app.t (id, v) VALUES ({i}, 'x')"))
+            .await
+            .expect("insert");
+    }
+    wait_rows(c.server(1), "app.t", 200, Duration::from_secs(10)).await;
+    // db-1 stops replicating; the primary writes on and purges its binlogs.
+    c.server(1).exec("STOP SLAVE").await;
+    for i in 200..300 {
+        app.query_drop(format!("INSERT INTO app.t (id, v) VALUES ({i}, 'x')"))
+            .await
+            .expect("insert");
+    }
+    let mut root = c.server(0).root().await;
+    root.query_drop("FLUSH BINARY LOGS").await.expect("flush");
+    let current: String = root
+        .query_first::<mysql_async::Row, _>("SHOW MASTER STATUS")
+        .await
+        .expect("master status")
+        .map(|r| mysql_async::from_value(r.get(0).expect("file")))
+        .expect("binlog file");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let _ = root
+            .query_drop(format!("PURGE BINARY LOGS TO '{current}'"))
+            .await;
+        let logs: Vec<mysql_async::Row> =
+            root.query("SHOW BINARY LOGS").await.expect("binary logs");
+        if logs.len() == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "binlogs not purged");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The dump of the primary blocks on this lock: the seed stays mid-way.
+    let mut lock = c.server(0).root().await;
+    lock.query_drop("LOCK TABLES app.t WRITE")
+        .await
+        .expect("lock");
+    // Pass by pass: the decision is recorded while db-1 still has its rows.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = c.pass().await;
+        if out.state.reseeds.iter().any(|r| r.ordinal == 1) {
+            assert_eq!(
+                c.server(1).count("app.t").await,
+                200,
+                "dropped before recorded"
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no re-seed recorded");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Next passes start the seed, which drops db-1's schemas and then waits.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        c.pass().await;
+        let app_schema = c
+            .server(1)
+            .scalar("SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'app'")
+            .await;
+        if app_schema.as_deref() == Some("0") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "seed never dropped the schema"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(c.state.reseeds.iter().any(|r| r.ordinal == 1));
+    // The operator stops: its seed task ends with it; a new one takes over.
+    c.engine = ordinal::mysql::MySqlEngine::new(Default::default());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    lock.query_drop("UNLOCK TABLES").await.expect("unlock");
+    let out = c
+        .converge(
+            Duration::from_secs(60),
+            "re-seeded after the restart",
+            |o| healthy_with(o, 0),
+        )
+        .await;
+    assert!(out.state.reseeds.is_empty());
+    assert!(c.events.iter().any(|e| e.contains("Reseeded")));
+    wait_rows(c.server(1), "app.t", 300, Duration::from_secs(15)).await;
+    app.query_drop("INSERT INTO app.t (id, v) VALUES (1000, 'after')")
+        .await
+        .expect("insert");
+    wait_rows(c.server(1), "app.t", 301, Duration::from_secs(15)).await;
 }
 
 async fn operator_crash_mid_failover_converges_to_one_primary(f: Flavor) {

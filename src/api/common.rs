@@ -402,8 +402,86 @@ pub struct Operation {
     /// Why it started.
     pub reason: String,
     /// Engine-defined data carried between steps (e.g. the position to wait for).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_operation_data"
+    )]
+    pub data: Option<OperationData>,
+}
+
+/// Data an operation carries between its steps; every field optional, each
+/// engine uses the ones it needs.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OperationData {
+    /// Replication position to reach (Redis offset, MySQL GTID set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub data: Option<String>,
+    pub position: Option<String>,
+    /// MySQL: the transactions the chosen candidate received (relay log
+    /// included); it is promoted only once it applied all of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received: Option<String>,
+    /// Address (`host:port`) an operation targets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Why the operation failed or waits, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl OperationData {
+    pub fn position(position: impl Into<String>) -> Self {
+        Self {
+            position: Some(position.into()),
+            ..Default::default()
+        }
+    }
+
+    pub fn endpoint(endpoint: impl Into<String>) -> Self {
+        Self {
+            endpoint: Some(endpoint.into()),
+            ..Default::default()
+        }
+    }
+
+    pub fn note(note: impl Into<String>) -> Self {
+        Self {
+            note: Some(note.into()),
+            ..Default::default()
+        }
+    }
+}
+
+/// `Operation.data` as an object; the `key=value;` strings older versions
+/// persisted are read as no data (the step they belong to starts its wait
+/// again).
+fn lenient_operation_data<'de, D>(d: D) -> Result<Option<OperationData>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Typed(OperationData),
+        Legacy(serde::de::IgnoredAny),
+    }
+    Ok(match Option::<Either>::deserialize(d)? {
+        Some(Either::Typed(t)) => Some(t),
+        Some(Either::Legacy(_)) | None => None,
+    })
+}
+
+/// A member being re-seeded from a dump of the primary; recorded before
+/// anything on it is dropped, so a restarted operator seeds it again instead
+/// of taking its GTID position (without the data) for the real thing.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReseedRecord {
+    /// Ordinal of the member being seeded.
+    pub ordinal: i32,
+    /// When the re-seed was decided.
+    pub started_at: Time,
 }
 
 /// A completed primary change.
@@ -450,6 +528,9 @@ pub struct ReplicationState {
     /// Last completed failover or switchover.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failover: Option<FailoverRecord>,
+    /// MySQL/MariaDB members whose re-seed is decided and not finished.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reseeds: Vec<ReseedRecord>,
 }
 
 /// Status shared by `RedisReplication` and `MySQLCluster`.

@@ -6,6 +6,7 @@ use mysql_async::Conn;
 
 use super::MySqlError;
 use super::flavor::Dialect;
+use super::gtid::GtidSet;
 use super::observe::{exec, rows, value_str};
 use super::plan::Action;
 
@@ -139,8 +140,10 @@ pub async fn perform(
         }
         Action::StartReplication { .. } => exec(conn, d.start_replica(), t).await,
         Action::StopIo { .. } => exec(conn, d.stop_io_thread(), t).await,
+        Action::StartSqlThread { .. } => exec(conn, d.start_sql_thread(), t).await,
         Action::Promote { semi_sync, .. } => {
             exec(conn, d.stop_replica(), t).await?;
+            ensure_relay_applied(conn, d, t).await?;
             exec(conn, d.reset_replica_all(), t).await?;
             if *semi_sync {
                 run_all(
@@ -180,6 +183,48 @@ pub async fn perform(
             "re-seeding is performed by the engine".into(),
         )),
     }
+}
+
+/// Refuse to go on (with the replica stopped) while the member holds
+/// received transactions it has not applied: `RESET SLAVE ALL` would delete
+/// them with the relay logs, and a semi-sync primary acknowledged them.
+pub async fn ensure_relay_applied(
+    conn: &mut Conn,
+    d: Dialect,
+    t: Duration,
+) -> Result<(), MySqlError> {
+    let status = rows(conn, d.show_replica_status(), t).await?;
+    let Some(row) = status.first() else {
+        return Ok(());
+    };
+    let column = d.status_columns().received;
+    let received = row
+        .columns_ref()
+        .iter()
+        .position(|c| c.name_str() == column)
+        .and_then(|i| row.as_ref(i))
+        .and_then(value_str)
+        .unwrap_or_default();
+    let flavor = d.flavor();
+    let received = GtidSet::parse(flavor, &received)
+        .map_err(|e| MySqlError::Unexpected(format!("received GTIDs: {e}")))?;
+    let executed = rows(conn, d.observe_query(), t)
+        .await?
+        .first()
+        .and_then(|r| r.as_ref(4))
+        .and_then(value_str)
+        .unwrap_or_default();
+    let executed = GtidSet::parse(flavor, &executed)
+        .map_err(|e| MySqlError::Unexpected(format!("executed GTIDs: {e}")))?;
+    let missing = executed.missing(&received);
+    if missing > 0 {
+        // Keep applying (STOP SLAVE stopped the SQL thread too).
+        let _ = exec(conn, d.start_sql_thread(), t).await;
+        return Err(MySqlError::Unexpected(format!(
+            "{missing} received transaction(s) not applied yet (received {received}, executed {executed}); not discarding the relay log"
+        )));
+    }
+    Ok(())
 }
 
 /// Create or refresh the operator and replication users; `conn` must be a

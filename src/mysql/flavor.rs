@@ -157,6 +157,37 @@ impl Dialect {
         }
     }
 
+    pub fn start_sql_thread(self) -> &'static str {
+        if self.maria() {
+            "START SLAVE SQL_THREAD"
+        } else {
+            "START REPLICA SQL_THREAD"
+        }
+    }
+
+    /// Primary-side semi-sync health as one row (status ON/OFF, connected
+    /// semi-sync replicas); NULLs where the plugin is absent.
+    pub fn semi_sync_status_query(self) -> &'static str {
+        if self.maria() {
+            "SELECT (SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME='RPL_SEMI_SYNC_MASTER_STATUS'), \
+             (SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME='RPL_SEMI_SYNC_MASTER_CLIENTS')"
+        } else {
+            "SELECT (SELECT VARIABLE_VALUE FROM performance_schema.global_status WHERE VARIABLE_NAME='Rpl_semi_sync_source_status'), \
+             (SELECT VARIABLE_VALUE FROM performance_schema.global_status WHERE VARIABLE_NAME='Rpl_semi_sync_source_clients')"
+        }
+    }
+
+    /// Crash-safe durability lines of the semi-sync mode: every commit's
+    /// binlog and redo log are on disk before it is acknowledged, so a member
+    /// that crashes (node or process) comes back with every transaction it
+    /// acknowledged.
+    pub fn durable_config(self) -> Vec<String> {
+        vec![
+            "sync_binlog = 1".into(),
+            "innodb_flush_log_at_trx_commit = 1".into(),
+        ]
+    }
+
     pub fn reset_replica_all(self) -> &'static str {
         if self.maria() {
             "RESET SLAVE ALL"

@@ -244,6 +244,25 @@ impl GtidSet {
         }
     }
 
+    /// The transactions originated by `origin` (MariaDB server id, MySQL
+    /// server uuid); empty when it originated none.
+    pub fn originated_by(&self, origin: &str) -> GtidSet {
+        match self {
+            GtidSet::MariaDb(m) => GtidSet::MariaDb(
+                m.iter()
+                    .filter(|((_, s), _)| s.to_string() == origin)
+                    .map(|(k, v)| (*k, *v))
+                    .collect(),
+            ),
+            GtidSet::MySql(m) => GtidSet::MySql(
+                m.iter()
+                    .filter(|(u, _)| u.eq_ignore_ascii_case(origin))
+                    .map(|(u, v)| (u.clone(), v.clone()))
+                    .collect(),
+            ),
+        }
+    }
+
     /// Union (highest number per MariaDB pair).
     pub fn union(&self, other: &GtidSet) -> GtidSet {
         match (self, other) {

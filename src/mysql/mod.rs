@@ -29,9 +29,27 @@
 //!   `gtid_binlog_state` (one entry per domain and originating server), MySQL
 //!   sets with `GTID_SUBTRACT` semantics. A member with errant transactions is
 //!   `Quarantined`: fenced read-only, never promoted, never repointed, data kept.
-//! * Failover candidates must hold every transaction of the other reachable
-//!   replicas after applying their relay logs, and lack at most
-//!   `failover.maxLag` transactions (default 0) of the last primary position.
+//! * Failover candidates are chosen by what they **received** (executed plus
+//!   relay log: `Gtid_IO_Pos` / `Retrieved_Gtid_Set`) once every replica's IO
+//!   thread is stopped: the candidate must hold every transaction the other
+//!   reachable replicas received, and lack at most `failover.maxLag`
+//!   transactions (default 0) of the last primary position. It then applies
+//!   all of it (step `ApplyRelayLog`; a SQL thread stopped without an error
+//!   is started, one stopped with an error is reported `ReplicaApplierFailed`
+//!   and waited on) and is promoted only then, within the operation's
+//!   deadline; the promotion itself re-checks, with replication stopped, that
+//!   nothing received is unapplied before `RESET SLAVE ALL`.
+//! * A primary that answers read-only (it restarted) while a member holds
+//!   transactions the primary itself originated and lacks is stale
+//!   (`PrimaryStale`; lost in a crash): it is not made writable and is
+//!   replaced; the members holding more are candidates, not errant. A member
+//!   lacking transactions it originated itself (emptied, or such a returned
+//!   primary) is re-seeded rather than repointed, since replication skips
+//!   events of its own server id.
+//! * Durability: `SemiSync` renders `sync_binlog = 1` and
+//!   `innodb_flush_log_at_trx_commit = 1`; health reports `SemiSyncOff` /
+//!   `SemiSyncNoReplicas` from the primary's `Rpl_semi_sync_*_status` and
+//!   `*_clients`.
 //! * Semi-sync: MariaDB waits for exactly one acknowledgement (it has no
 //!   wait-count variable); `waitForReplicas > 1` is honoured on MySQL only
 //!   (`rpl_semi_sync_source_wait_for_replica_count`). Without
@@ -57,8 +75,12 @@
 //!   (1236 "could not find GTID state", or a new member behind the oldest
 //!   binlog's Gtid_list) is re-seeded: its user schemas are dropped, a fresh
 //!   dump of the primary is streamed into it (accounts included) and it
-//!   replicates from the dump's GTID position. This runs as a background
-//!   task; the member is reported as re-seeding meanwhile. Only members
+//!   replicates from the dump's GTID position. The decision is first
+//!   persisted (`status.reseeds`), and the seed starts on the next pass; it
+//!   runs as a background task of the engine (aborted when the engine is
+//!   dropped) and the member is reported as re-seeding meanwhile. A recorded
+//!   seed that no task runs (operator restarted, or it failed) starts again
+//!   from scratch, whatever the member's GTID position says. Only members
 //!   without errant transactions are re-seeded.
 //! * Bootstrap with no recorded primary: an empty cluster starts with
 //!   ordinal 0; if members already hold data (status lost, restored
@@ -158,8 +180,20 @@ impl Default for MySqlEngineConfig {
 }
 
 /// Re-seeds running in the background, by `namespace/name/ordinal`.
-type Reseeds =
-    Arc<std::sync::Mutex<HashMap<String, tokio::task::JoinHandle<Result<String, MySqlError>>>>>;
+type Reseeds = Arc<std::sync::Mutex<ReseedTasks>>;
+
+/// The background re-seed tasks of an engine; they end with it (a new
+/// engine resumes them from `ReplicationState::reseeds`).
+#[derive(Debug, Default)]
+struct ReseedTasks(HashMap<String, tokio::task::JoinHandle<Result<String, MySqlError>>>);
+
+impl Drop for ReseedTasks {
+    fn drop(&mut self) {
+        for handle in self.0.values() {
+            handle.abort();
+        }
+    }
+}
 
 /// The MySQL/MariaDB engine.
 #[derive(Clone, Debug, Default)]
@@ -202,21 +236,22 @@ impl MySqlEngine {
     }
 
     /// Collect finished re-seeds of this cluster (as events) and return the
-    /// ordinals still being re-seeded.
+    /// ordinals still being re-seeded and those seeded successfully.
     async fn poll_reseeds(
         &self,
         input: &EngineInput<MySqlSettings>,
         events: &mut Vec<EngineEvent>,
-    ) -> Vec<i32> {
+    ) -> (Vec<i32>, Vec<i32>) {
         let mut finished = Vec::new();
         let mut running = Vec::new();
+        let mut seeded = Vec::new();
         if let Ok(mut map) = self.reseeds.lock() {
             for m in &input.members {
                 let key = Self::reseed_key(input, m.ordinal);
-                match map.get(&key) {
+                match map.0.get(&key) {
                     Some(h) if h.is_finished() => {
-                        if let Some(h) = map.remove(&key) {
-                            finished.push((m.pod.clone(), h));
+                        if let Some(h) = map.0.remove(&key) {
+                            finished.push((m.ordinal, m.pod.clone(), h));
                         }
                     }
                     Some(_) => running.push(m.ordinal),
@@ -224,17 +259,22 @@ impl MySqlEngine {
                 }
             }
         }
-        for (pod, h) in finished {
+        for (ordinal, pod, h) in finished {
             match h.await {
-                Ok(Ok(gtid)) => events.push(EngineEvent {
-                    type_: EventType::Normal,
-                    reason: "Reseeded".into(),
-                    note: format!("{pod} was seeded from a fresh dump of the primary at GTID {gtid} and replicates from there"),
-                }),
+                Ok(Ok(gtid)) => {
+                    seeded.push(ordinal);
+                    events.push(EngineEvent {
+                        type_: EventType::Normal,
+                        reason: "Reseeded".into(),
+                        note: format!("{pod} was seeded from a fresh dump of the primary at GTID {gtid} and replicates from there"),
+                    })
+                }
                 Ok(Err(e)) => events.push(EngineEvent {
                     type_: EventType::Warning,
                     reason: "ReseedFailed".into(),
-                    note: format!("seeding {pod} from a dump of the primary failed: {e}; it will be retried"),
+                    note: format!(
+                        "seeding {pod} from a dump of the primary failed: {e}; it will be retried"
+                    ),
                 }),
                 Err(e) => events.push(EngineEvent {
                     type_: EventType::Warning,
@@ -243,7 +283,7 @@ impl MySqlEngine {
                 }),
             }
         }
-        running
+        (running, seeded)
     }
 
     pub fn config(&self) -> &MySqlEngineConfig {
@@ -262,9 +302,15 @@ impl MySqlEngine {
     /// (besides port, bind-address, datadir and socket, which are its own):
     /// server id, binlog and GTID settings, `report_host`, replication
     /// threads not started at boot and read-only at boot on every member.
+    /// In `SemiSync` mode also `sync_binlog = 1` and
+    /// `innodb_flush_log_at_trx_commit = 1` (see [`Dialect::durable_config`]).
     pub fn mysqld_config(settings: &MySqlSettings, ordinal: i32, report_host: &str) -> Vec<String> {
-        Dialect(settings.flavor)
-            .boot_config(settings.server_id_base + i64::from(ordinal), report_host)
+        let d = Dialect(settings.flavor);
+        let mut lines = d.boot_config(settings.server_id_base + i64::from(ordinal), report_host);
+        if settings.replication.mode == crate::api::mysql::ReplicationMode::SemiSync {
+            lines.extend(d.durable_config());
+        }
+        lines
     }
 
     fn creds(input: &EngineInput<MySqlSettings>) -> Result<Creds, EngineError> {
@@ -454,7 +500,7 @@ impl Engine for MySqlEngine {
             Err(_) => false,
         };
         let mut early_events = Vec::new();
-        let busy = self.poll_reseeds(input, &mut early_events).await;
+        let (busy, seeded) = self.poll_reseeds(input, &mut early_events).await;
         let mut conns: Vec<Option<Conn>> = Vec::with_capacity(observed.len());
         let mut views: Vec<View> = Vec::with_capacity(observed.len());
         for (m, (conn, obs)) in input.members.iter().zip(observed) {
@@ -487,6 +533,8 @@ impl Engine for MySqlEngine {
             timeouts: self.cfg.timeouts,
             credentials_changed,
             hint: input.hint,
+            reseeded: &seeded,
+            reseeding: &busy,
         });
 
         let cx = act::ActCtx {
@@ -532,16 +580,23 @@ impl Engine for MySqlEngine {
                         Err(e) => Err(e),
                     }
                 }
+                Action::Reseed { .. } if busy.contains(&ord) => Ok(()),
                 Action::Reseed { source, .. } => {
                     match input.members.iter().find(|m| m.ordinal == *source) {
                         Some(src) => {
-                            let (me, src, dst, creds) =
-                                (self.clone(), src.clone(), member.clone(), creds.clone());
+                            // A plain engine (no registry of its own tasks), so
+                            // dropping this engine aborts the task.
+                            let (me, src, dst, creds) = (
+                                MySqlEngine::new(self.cfg.clone()),
+                                src.clone(),
+                                member.clone(),
+                                creds.clone(),
+                            );
                             let handle =
                                 tokio::spawn(async move { me.reseed(&src, &dst, &creds, d).await });
                             match self.reseeds.lock() {
                                 Ok(mut map) => {
-                                    map.insert(Self::reseed_key(input, ord), handle);
+                                    map.0.insert(Self::reseed_key(input, ord), handle);
                                     Ok(())
                                 }
                                 Err(_) => {
@@ -660,6 +715,7 @@ fn action_name(a: &Action) -> &'static str {
         Action::Repoint { .. } => "repointing",
         Action::StartReplication { .. } => "starting replication",
         Action::StopIo { .. } => "stopping the IO thread",
+        Action::StartSqlThread { .. } => "starting the SQL thread",
         Action::Promote { .. } => "promotion",
         Action::SemiSyncPrimary { .. } => "enabling semi-sync on the primary",
         Action::SemiSyncPrimaryOff { .. } => "disabling primary semi-sync",

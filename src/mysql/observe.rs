@@ -57,6 +57,12 @@ pub struct Observed {
     pub replica: Option<ReplicaStatus>,
     pub semi_primary: Option<bool>,
     pub semi_replica: Option<bool>,
+    /// Primary-side semi-sync health, read when semi-sync is enabled on the
+    /// member: whether it currently waits for acknowledgements
+    /// (`Rpl_semi_sync_*_status`) and how many semi-sync replicas are
+    /// connected (`Rpl_semi_sync_*_clients`).
+    pub semi_status: Option<bool>,
+    pub semi_clients: Option<i64>,
     /// The executed set read again after every member was observed (only on
     /// the primary): the reference for errant-transaction checks, so a
     /// replica sampled later than the primary is never mistaken for errant.
@@ -270,6 +276,23 @@ pub async fn observe(
         Err(_) => (None, None),
     };
 
+    let (semi_status, semi_clients) = if semi_primary == Some(true) {
+        match rows(conn, d.semi_sync_status_query(), timeout).await {
+            Ok(r) => r
+                .first()
+                .map(|row| {
+                    (
+                        truthy(col(row, 0)),
+                        col(row, 1).and_then(|s| s.parse::<i64>().ok()),
+                    )
+                })
+                .unwrap_or((None, None)),
+            Err(_) => (None, None),
+        }
+    } else {
+        (None, None)
+    };
+
     Ok(Observed {
         server_id,
         version,
@@ -280,6 +303,8 @@ pub async fn observe(
         replica,
         semi_primary,
         semi_replica,
+        semi_status,
+        semi_clients,
         executed_after: None,
         purged: None,
         via_root,

@@ -107,11 +107,13 @@ pub fn render_redis(
 
 /// Render `my.cnf` for every ordinal: `server_id = serverIdBase + ordinal`,
 /// binary log and GTID on, `report_host` = the member's DNS name, relay log
-/// recovery on, replication not started automatically, and every member
-/// read-only at boot: the operator turns writes on only on the confirmed
-/// primary and sets up replication itself.
+/// recovery on, replication not started automatically, every member
+/// read-only at boot (the operator turns writes on only on the confirmed
+/// primary and sets up replication itself), and in `SemiSync` mode
+/// `sync_binlog = 1` and `innodb_flush_log_at_trx_commit = 1`; `spec.config`
+/// lines come last.
 pub fn render_mysql(view: &ClusterView, spec: &MySQLClusterSpec) -> RenderedConfig {
-    let dialect = crate::mysql::flavor::Dialect(spec.flavor);
+    let settings = crate::mysql::MySqlEngine::settings_from_spec(spec);
     let mut files = BTreeMap::new();
     let mut all = String::new();
     for ordinal in 0..view.replicas {
@@ -122,8 +124,9 @@ pub fn render_mysql(view: &ClusterView, spec: &MySQLClusterSpec) -> RenderedConf
         let _ = writeln!(file, "port = {}", view.kind.port());
         let _ = writeln!(file, "datadir = {}", view.kind.data_dir());
         let _ = writeln!(file, "relay_log = relay-bin");
-        let server_id = spec.server_id_base + i64::from(ordinal);
-        for line in dialect.boot_config(server_id, &view.member_dns(ordinal)) {
+        for line in
+            crate::mysql::MySqlEngine::mysqld_config(&settings, ordinal, &view.member_dns(ordinal))
+        {
             file.push_str(&line);
             file.push('\n');
         }

@@ -32,6 +32,8 @@ fn obs(executed: &str, read_only: bool, source: Option<&str>) -> Observed {
         }),
         semi_primary: Some(false),
         semi_replica: Some(false),
+        semi_status: None,
+        semi_clients: None,
         executed_after: None,
         purged: None,
         via_root: false,
@@ -71,6 +73,8 @@ fn run(views: &[View], state: &ReplicationState, desired: Option<i32>, at: DateT
         timeouts: OpTimeouts::default(),
         credentials_changed: false,
         hint: None,
+        reseeded: &[],
+        reseeding: &[],
     })
 }
 
@@ -168,6 +172,8 @@ fn an_emptied_ordinal_zero_is_never_the_source_while_others_hold_data() {
             timeouts: OpTimeouts::default(),
             credentials_changed: false,
             hint,
+            reseeded: &[],
+            reseeding: &[],
         })
     };
     let p = hinted(Some(PrimaryHint {
@@ -306,7 +312,12 @@ fn failover_waits_for_detection_window_then_starts() {
     }
     let p = run(&stopped, &st, None, now() + ChronoDuration::seconds(7));
     let op = p.state.operation.clone().unwrap();
+    assert_eq!((op.step.as_str(), op.to), (step::APPLY_RELAY, Some(1)));
+    // it applied everything it received: the Promote step is persisted first
+    let p = run(&stopped, &p.state, None, now() + ChronoDuration::seconds(7));
+    let op = p.state.operation.clone().unwrap();
     assert_eq!((op.step.as_str(), op.to), (step::PROMOTE, Some(1)));
+    assert!(actions(&p).is_empty(), "{:?}", actions(&p));
     // the old primary does not answer: no promotion until it is isolated
     let p = run(&stopped, &p.state, None, now() + ChronoDuration::seconds(8));
     assert!(actions(&p).is_empty(), "{:?}", actions(&p));
@@ -443,11 +454,8 @@ fn a_writable_old_primary_is_fenced_critically_and_isolation_times_out() {
     );
 }
 
-#[test]
-fn failover_waits_for_relay_log() {
-    let mut o1 = obs("0-100-8", true, Some("db-0.h"));
-    o1.replica.as_mut().unwrap().received = Some(g("0-100-10"));
-    let st = ReplicationState {
+fn wait_relay_state() -> ReplicationState {
+    ReplicationState {
         operation: Some(Operation {
             kind: OperationKind::Failover,
             from: 0,
@@ -457,21 +465,242 @@ fn failover_waits_for_relay_log() {
             started_at: to_time(now()),
             deadline: Some(to_time(now() + ChronoDuration::seconds(60))),
             reason: "lost".into(),
-            data: Some(format!(
-                "relay_until={}",
-                (now() + ChronoDuration::seconds(20)).to_rfc3339()
-            )),
+            data: None,
         }),
         ..healthy_state()
-    };
-    let views = vec![view(0, None), view(1, Some(o1.clone()))];
-    let p = run(&views, &st, None, now() + ChronoDuration::seconds(1));
+    }
+}
+
+/// A replica whose IO thread is stopped, having executed `executed` and
+/// received `received`.
+fn lagging(executed: &str, received: &str) -> Observed {
+    let mut o = obs(executed, true, Some("db-0.h"));
+    let r = o.replica.as_mut().unwrap();
+    r.received = Some(g(received));
+    r.io_running = "No".into();
+    o
+}
+
+#[test]
+fn failover_chooses_by_received_and_applies_before_promoting() {
+    // db-1 executed less but received more than db-2: it is the candidate.
+    let views = vec![
+        view(0, None),
+        view(1, Some(lagging("0-100-8", "0-100-10"))),
+        view(2, Some(lagging("0-100-9", "0-100-9"))),
+    ];
+    // Still receiving: IO threads are stopped first, nothing chosen.
+    let mut receiving = views.clone();
+    if let Ok(o) = &mut receiving[1].obs {
+        o.replica.as_mut().unwrap().io_running = "Yes".into();
+    }
+    let p = run(&receiving, &wait_relay_state(), None, now());
+    assert_eq!(actions(&p), vec![Action::StopIo { ordinal: 1 }]);
     assert_eq!(p.state.operation.as_ref().unwrap().step, step::WAIT_RELAY);
-    // past the relay wait the candidate is judged as is: it lacks 2 → refused
-    let p = run(&views, &st, None, now() + ChronoDuration::seconds(21));
+    // An applier stopped without an error starts before the receiver stops
+    // (MariaDB discards the relay log when both were stopped).
+    if let Ok(o) = &mut receiving[1].obs {
+        o.replica.as_mut().unwrap().sql_running = false;
+    }
+    let p = run(&receiving, &wait_relay_state(), None, now());
+    assert_eq!(
+        actions(&p),
+        vec![
+            Action::StartSqlThread { ordinal: 1 },
+            Action::StopIo { ordinal: 1 }
+        ]
+    );
+
+    let p = run(&views, &wait_relay_state(), None, now());
+    let op = p.state.operation.clone().unwrap();
+    assert_eq!((op.step.as_str(), op.to), (step::APPLY_RELAY, Some(1)));
+    assert_eq!(
+        op.data.as_ref().and_then(|d| d.received.as_deref()),
+        Some("0-100-10")
+    );
+    let st = p.state.clone();
+
+    // Applying: waited for, never promoted (no relay log reset).
+    let at = now() + ChronoDuration::seconds(1);
+    let p = run(&views, &st, None, at);
+    assert_eq!(
+        actions(&p),
+        vec![Action::WaitGtid {
+            ordinal: 1,
+            gtids: "0-100-10".into(),
+            secs: 1
+        }]
+    );
+    assert_eq!(p.state.operation.as_ref().unwrap().step, step::APPLY_RELAY);
+
+    // SQL thread stopped without an error: started again.
+    let mut stopped = views.clone();
+    if let Ok(o) = &mut stopped[1].obs {
+        o.replica.as_mut().unwrap().sql_running = false;
+    }
+    let p = run(&stopped, &st, None, at);
+    assert!(actions(&p).contains(&Action::StartSqlThread { ordinal: 1 }));
+    assert!(
+        !actions(&p)
+            .iter()
+            .any(|a| matches!(a, Action::Promote { .. }))
+    );
+
+    // Stopped with an error: reported, not taken for applied.
+    let mut broken = stopped.clone();
+    if let Ok(o) = &mut broken[1].obs {
+        let r = o.replica.as_mut().unwrap();
+        r.last_sql_errno = 1062;
+        r.last_sql_error = "Duplicate entry".into();
+    }
+    let p = run(&broken, &st, None, at);
+    assert!(actions(&p).is_empty(), "{:?}", actions(&p));
+    assert!(
+        matches!(&p.health, Health::Unhealthy { reason, .. } if reason == "ReplicaApplierFailed")
+    );
+    assert!(p.events.iter().any(|e| e.reason == "ReplicaApplierFailed"));
+    assert_eq!(p.state.operation.as_ref().unwrap().to, Some(1));
+    // ... until the deadline: abandoned, nothing promoted.
+    let p = run(&broken, &st, None, now() + ChronoDuration::seconds(61));
     assert!(p.state.operation.is_none());
-    assert!(p.events.iter().any(|e| e.reason == "FailoverRefused"));
-    assert!(actions(&p).contains(&Action::StartReplication { ordinal: 1 }));
+    assert_eq!(p.state.primary, Some(0));
+    assert!(p.events.iter().any(|e| e.reason == "FailoverAborted"));
+    assert!(
+        !actions(&p)
+            .iter()
+            .any(|a| matches!(a, Action::Promote { .. }))
+    );
+
+    // Applied everything it received: promoted once the old primary is isolated.
+    let mut applied = views.clone();
+    applied[1] = view(1, Some(lagging("0-100-10", "0-100-10")));
+    applied[0].isolated = true;
+    let p = run(&applied, &st, None, at);
+    assert_eq!(p.state.operation.as_ref().unwrap().step, step::PROMOTE);
+    assert!(actions(&p).is_empty(), "{:?}", actions(&p));
+    let p = run(&applied, &p.state, None, at);
+    assert_eq!(
+        actions(&p),
+        vec![Action::Promote {
+            ordinal: 1,
+            semi_sync: false
+        }]
+    );
+    assert_eq!(p.state.primary, Some(1));
+    // A Promote step whose candidate has not applied everything (it received
+    // more meanwhile) waits again.
+    let mut promote = st.clone();
+    promote.operation.as_mut().unwrap().step = step::PROMOTE.into();
+    let p = run(&views, &promote, None, at);
+    assert!(
+        !actions(&p)
+            .iter()
+            .any(|a| matches!(a, Action::Promote { .. }))
+    );
+}
+
+#[test]
+fn operation_data_is_typed_and_old_strings_are_ignored() {
+    let op = wait_relay_state().operation.unwrap();
+    let mut json = serde_json::to_value(&op).unwrap();
+    json["data"] = serde_json::json!("relay_until=2026-01-01T00:00:00Z");
+    let back: Operation = serde_json::from_value(json.clone()).unwrap();
+    assert_eq!(back.data, None);
+    json["data"] = serde_json::json!({"received": "0-100-10", "position": "0-100-9"});
+    let back: Operation = serde_json::from_value(json).unwrap();
+    let data = back.data.unwrap();
+    assert_eq!(data.received.as_deref(), Some("0-100-10"));
+    assert_eq!(data.position.as_deref(), Some("0-100-9"));
+    let round = serde_json::to_value(&data).unwrap();
+    assert_eq!(
+        round,
+        serde_json::json!({"received": "0-100-10", "position": "0-100-9"})
+    );
+}
+
+#[test]
+fn returned_primary_lacking_what_replicas_hold_is_replaced_not_trusted() {
+    // db-0 came back read-only at 0-100-10; db-1 holds 0-100-12 which db-0
+    // originated (lost in its crash): db-0 is stale, db-1 is not errant.
+    let mut ahead = obs("0-100-12", true, Some("db-0.h"));
+    {
+        let r = ahead.replica.as_mut().unwrap();
+        r.io_running = "No".into();
+        r.last_io_errno = 1236;
+        r.last_io_error = "Got fatal error 1236 from master when reading data from binary log: 'Error: connecting slave requested to start from GTID 0-100-12, which is not in the master's binlog. Since the master's binlog contains GTIDs with higher sequence numbers, it probably means that the slave has diverged due to executing extra erroneous transactions'".into();
+    }
+    let views = vec![
+        view(0, Some(obs("0-100-10", true, None))),
+        view(1, Some(ahead)),
+        view(2, Some(obs("0-100-10", true, Some("db-0.h")))),
+    ];
+    let p = run(&views, &healthy_state(), None, now());
+    assert!(matches!(&p.health, Health::Unhealthy { reason, .. } if reason == "PrimaryStale"));
+    assert!(
+        !actions(&p)
+            .iter()
+            .any(|a| matches!(a, Action::MakeWritable { .. }))
+    );
+    assert!(p.members.iter().all(|m| m.role != MemberRole::Quarantined));
+    // After the detection window the replica holding more is the candidate.
+    let p = run(&views, &p.state, None, now() + ChronoDuration::seconds(6));
+    let op = p.state.operation.clone().expect("failover started");
+    let mut stopped = views.clone();
+    if let Ok(o) = &mut stopped[2].obs {
+        o.replica.as_mut().unwrap().io_running = "No".into();
+    }
+    let p = run(&stopped, &p.state, None, now() + ChronoDuration::seconds(7));
+    let chosen = p.state.operation.clone().unwrap();
+    assert_eq!(
+        (chosen.step.as_str(), chosen.to),
+        (step::APPLY_RELAY, Some(1))
+    );
+    assert_eq!(op.from, 0);
+    // The same primary writable (not restarted) is judged as before: the
+    // replica is then sampled ahead of it only by a race.
+    let mut writable = views.clone();
+    writable[0] = view(0, Some(obs("0-100-10", false, None)));
+    let p = run(&writable, &healthy_state(), None, now());
+    assert!(!matches!(&p.health, Health::Unhealthy { reason, .. } if reason == "PrimaryStale"));
+}
+
+#[test]
+fn semi_sync_health_reports_no_replicas_and_off() {
+    let mut po = obs("0-100-10", false, None);
+    po.semi_primary = Some(true);
+    let mut r1 = obs("0-100-10", true, Some("db-0.h"));
+    r1.semi_replica = Some(true);
+    let mut settings = MySqlSettings::default();
+    settings.replication.mode = ReplicationMode::SemiSync;
+    let failover = FailoverSpec::default();
+    let state = healthy_state();
+    let health = |po: &Observed| {
+        let views = vec![view(0, Some(po.clone())), view(1, Some(r1.clone()))];
+        plan(&PlanInput {
+            views: &views,
+            state: &state,
+            desired_primary: None,
+            failover: &failover,
+            settings: &settings,
+            now: now(),
+            timeouts: OpTimeouts::default(),
+            credentials_changed: false,
+            hint: None,
+            reseeded: &[],
+            reseeding: &[],
+        })
+        .health
+    };
+    po.semi_status = Some(true);
+    po.semi_clients = Some(1);
+    assert_eq!(health(&po), Health::Healthy);
+    po.semi_clients = Some(0);
+    assert!(
+        matches!(health(&po), Health::Unhealthy { reason, .. } if reason == "SemiSyncNoReplicas")
+    );
+    po.semi_status = Some(false);
+    po.semi_clients = Some(1);
+    assert!(matches!(health(&po), Health::Unhealthy { reason, .. } if reason == "SemiSyncOff"));
 }
 
 #[test]
@@ -607,7 +836,18 @@ fn member_behind_purged_binlogs_is_reseeded_not_repointed() {
         view(2, Some(broken)),
         view(3, Some(obs("0-100-250", true, None))),
     ];
+    // First recorded (persisted before anything is dropped), then started.
     let p = run(&views, &healthy_state(), None, now());
+    assert!(
+        !actions(&p)
+            .iter()
+            .any(|a| matches!(a, Action::Reseed { .. }))
+    );
+    let recorded: Vec<i32> = p.state.reseeds.iter().map(|r| r.ordinal).collect();
+    assert_eq!(recorded, vec![1, 2]);
+    assert!(p.events.iter().any(|e| e.reason == "Reseeding"));
+    let st = p.state.clone();
+    let p = run(&views, &st, None, now());
     let a = actions(&p);
     assert!(
         a.contains(&Action::Reseed {
@@ -629,7 +869,44 @@ fn member_behind_purged_binlogs_is_reseeded_not_repointed() {
         source: 0,
         executed: "0-100-250".into()
     }));
-    assert!(p.events.iter().any(|e| e.reason == "Reseeding"));
+    // A recorded re-seed whatever the member now reports (its GTID position
+    // without its data, after an operator restart): seeded again.
+    let mut restarted = views.clone();
+    restarted[1] = view(1, Some(obs("0-100-250", true, Some("db-0.h"))));
+    let p = run(&restarted, &st, None, now());
+    assert!(actions(&p).contains(&Action::Reseed {
+        ordinal: 1,
+        source: 0
+    }));
+    assert_ne!(p.members[1].role, MemberRole::Replica);
+    // Seeded: the record goes, the member is judged as usual.
+    let settings = MySqlSettings::default();
+    let failover = FailoverSpec {
+        enabled: true,
+        detection_seconds: 5,
+        max_lag: None,
+    };
+    let p = plan(&PlanInput {
+        views: &restarted,
+        state: &st,
+        desired_primary: None,
+        failover: &failover,
+        settings: &settings,
+        now: now(),
+        timeouts: OpTimeouts::default(),
+        credentials_changed: false,
+        hint: None,
+        reseeded: &[1],
+        reseeding: &[2],
+    });
+    let recorded: Vec<i32> = p.state.reseeds.iter().map(|r| r.ordinal).collect();
+    assert_eq!(recorded, vec![2]);
+    assert_eq!(p.members[1].role, MemberRole::Replica);
+    assert!(
+        !actions(&p)
+            .iter()
+            .any(|a| matches!(a, Action::Reseed { .. }))
+    );
 }
 
 #[test]
@@ -668,6 +945,8 @@ fn semi_sync_settings_are_enforced_each_pass() {
         timeouts: OpTimeouts::default(),
         credentials_changed: false,
         hint: None,
+        reseeded: &[],
+        reseeding: &[],
     });
     let a = actions(&p);
     assert!(a.contains(&Action::SemiSyncPrimary { ordinal: 0 }));
@@ -721,6 +1000,8 @@ fn mysql_flavor_quarantines_and_fails_over_by_gtid_sets() {
             timeouts: OpTimeouts::default(),
             credentials_changed: false,
             hint: None,
+            reseeded: &[],
+            reseeding: &[],
         })
     };
     let views = vec![
@@ -817,6 +1098,8 @@ fn credential_change_refreshes_users_and_repoints_replicas() {
         timeouts: OpTimeouts::default(),
         credentials_changed: true,
         hint: None,
+        reseeded: &[],
+        reseeding: &[],
     });
     assert_eq!(
         actions(&p),

@@ -126,7 +126,12 @@ impl Planner<'_> {
             started_at: self.now(),
             deadline: Some(to_time(self.failover_deadline())),
             reason,
-            data: self.plan.state.primary_position.clone(),
+            data: self
+                .plan
+                .state
+                .primary_position
+                .clone()
+                .map(crate::api::OperationData::position),
         };
         self.fence_then_promote(op, false);
     }
@@ -431,7 +436,10 @@ impl Planner<'_> {
             started_at: self.now(),
             deadline: Some(to_time(deadline)),
             reason: format!("spec.primary asks for {}", dm.pod),
-            data: Some(format!("{}:{}", listed.ip, listed.port)),
+            data: Some(crate::api::OperationData::endpoint(format!(
+                "{}:{}",
+                listed.ip, listed.port
+            ))),
         });
         self.plan.step = Some(Action::Failover {
             primary,
@@ -504,7 +512,10 @@ impl Planner<'_> {
                 format!(
                     "the switchover to {} failed ({}); it is retried later",
                     self.pod(to),
-                    op.data.as_deref().unwrap_or("see events")
+                    op.data
+                        .as_ref()
+                        .and_then(|d| d.note.as_deref())
+                        .unwrap_or("see events")
                 ),
             );
         }
@@ -518,7 +529,7 @@ impl Planner<'_> {
         Operation {
             step: STEP_RETRY_WAIT.to_string(),
             deadline: Some(to_time(retry)),
-            data: Some(why.to_string()),
+            data: Some(crate::api::OperationData::note(why)),
             ..op.clone()
         }
     }
