@@ -138,15 +138,14 @@ report() {
 
 window idle
 
-PASS=$(kubectl get secret -n $NS r1-auth -o jsonpath='{.data.password}' | base64 -d)
 for i in $(seq 1 $((N / 10 > 0 ? N / 10 : 1))); do
-  ip=$(kubectl get pod -n $NS "r$i-0" -o jsonpath='{.status.podIP}')
-  pw=$(kubectl get secret -n $NS "r$i-auth" -o jsonpath='{.data.password}' | base64 -d)
+  ip=$(kubectl get pod -n $NS "r$i-0" -o jsonpath='{.status.podIP}' 2>/dev/null) || continue
+  pw=$(kubectl get secret -n $NS "r$i-auth" -o jsonpath='{.data.password}' 2>/dev/null | base64 -d) || continue
+  [ -n "$ip" ] && [ -n "$pw" ] || continue
   "$DEVCLUSTER" run -- redis-cli -h "$ip" -a "$pw" --no-auth-warning -r -1 -i 0.1 \
     INCR bench:counter >/dev/null 2>&1 &
   WRITERS+=($!)
 done
-unset PASS
 window writes
 for p in "${WRITERS[@]}"; do kill "$p" 2>/dev/null || true; done
 WRITERS=()

@@ -100,10 +100,14 @@ async fn idle_clusters_and_light_writes_cost_no_api_writes() {
         devcluster::wait_ready(&api, name, name, Duration::from_secs(180)).await;
     }
     // Let the first passes after Ready (members joining, labels) settle.
-    devcluster::eventually("c has its replica linked", Duration::from_secs(60), || async {
-        let s = devcluster::cluster_status(&api, "c").await?;
-        (s.members.len() == 2 && s.members.iter().all(|m| m.reachable)).then_some(())
-    })
+    devcluster::eventually(
+        "c has its replica linked",
+        Duration::from_secs(60),
+        || async {
+            let s = devcluster::cluster_status(&api, "c").await?;
+            (s.members.len() == 2 && s.members.iter().all(|m| m.reachable)).then_some(())
+        },
+    )
     .await;
     tokio::time::sleep(Duration::from_secs(5)).await;
 

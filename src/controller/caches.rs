@@ -149,14 +149,16 @@ pub fn start(
     let (statefulsets, mut sts_subs, t2) =
         share::<StatefulSet>(api_for(client, ns), controllers, stop);
     let (services, mut svc_subs, t3) = share::<Service>(api_for(client, ns), controllers, stop);
-    let (config_maps, mut cm_subs, t4) =
-        share::<ConfigMap>(api_for(client, ns), controllers, stop);
+    let (config_maps, mut cm_subs, t4) = share::<ConfigMap>(api_for(client, ns), controllers, stop);
     let (pdbs, _, t5) = share::<PodDisruptionBudget>(api_for(client, ns), 0, stop);
     let (secrets, _, t6) = share::<Secret>(api_for(client, ns), 0, stop);
     let mut subscriptions = Vec::new();
-    while let (Some(pods), Some(statefulsets), Some(services), Some(config_maps)) =
-        (pod_subs.pop(), sts_subs.pop(), svc_subs.pop(), cm_subs.pop())
-    {
+    while let (Some(pods), Some(statefulsets), Some(services), Some(config_maps)) = (
+        pod_subs.pop(),
+        sts_subs.pop(),
+        svc_subs.pop(),
+        cm_subs.pop(),
+    ) {
         subscriptions.push(Subscription {
             pods,
             statefulsets,

@@ -338,8 +338,12 @@ async fn apply_children<K: ClusterResource>(pass: &mut Pass<K>, built: &Built) {
             .map(|c| c.message.clone())
     };
     if pass.ctx.children_current(&pass.key, &built.fingerprint)
-        || children_in_cache(&pass.view, &built.fingerprint, built.start_members, &pass.ctx)
-            == Some(true)
+        || children_in_cache(
+            &pass.view,
+            &built.fingerprint,
+            built.start_members,
+            &pass.ctx,
+        ) == Some(true)
     {
         pass.obs.storage_note = previous_storage_note();
         pass.obs.children = Children::Unchanged;
@@ -537,12 +541,10 @@ async fn last_primary_hint<K: ClusterResource>(
         return None;
     }
     match pass.ctx.caches.of(&pass.view.namespace) {
-        Some(stores) => super::caches::get(
-            &stores.statefulsets,
-            &pass.view.namespace,
-            &pass.view.name,
-        )
-        .and_then(|sts| super::hint::from_statefulset(&sts)),
+        Some(stores) => {
+            super::caches::get(&stores.statefulsets, &pass.view.namespace, &pass.view.name)
+                .and_then(|sts| super::hint::from_statefulset(&sts))
+        }
         None => super::hint::read_if_unrecorded(&pass.ctx.client, &pass.view, &pass.state).await,
     }
 }
@@ -663,7 +665,9 @@ async fn apply_child_objects(
     }
     let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
     let existing = match ctx.caches.of(ns) {
-        Some(stores) => super::caches::get(&stores.statefulsets, ns, &view.name).map(|s| (*s).clone()),
+        Some(stores) => {
+            super::caches::get(&stores.statefulsets, ns, &view.name).map(|s| (*s).clone())
+        }
         None => sts_api
             .get_opt(&view.name)
             .await
@@ -907,9 +911,12 @@ async fn isolate_members<K: ClusterResource>(
             continue;
         }
         warn!(pod = %name, "deleting the pod of an unreachable primary before its replacement is promoted");
-        api.delete(&name, &Default::default())
-            .await
-            .context(format!("delete pod {name} to isolate it"))?;
+        // The pod comes from the shared cache, which may not have seen an
+        // earlier pass's deletion yet: a pod already gone is isolated.
+        match api.delete(&name, &Default::default()).await {
+            Err(kube::Error::Api(e)) if e.code == 404 => continue,
+            other => other.context(format!("delete pod {name} to isolate it"))?,
+        };
         let event = EngineEvent {
             type_: EventType::Warning,
             reason: "Isolated".into(),
