@@ -126,7 +126,9 @@ fn chart_lints_and_renders_a_least_privileged_operator() {
         "ServiceMonitor is opt-in"
     );
 
-    // Least privilege: no wildcard, secrets only read and created, nothing deleted but Jobs, Backups, pods and claims.
+    // Least privilege: no wildcard, secrets never deleted or replaced (read,
+    // watched for the cache of generated ones, created, their owner
+    // references patched), nothing deleted but Jobs, Backups, pods and claims.
     let role = docs
         .iter()
         .find(|d| d["kind"] == "ClusterRole")
@@ -148,7 +150,7 @@ fn chart_lints_and_renders_a_least_privileged_operator() {
             "{rule:?}"
         );
         if resources.contains(&"secrets".to_string()) {
-            assert_eq!(verbs, ["get", "create"]);
+            assert_eq!(verbs, ["get", "list", "watch", "create", "patch"]);
         }
         if verbs.contains(&"delete".to_string()) {
             assert!(

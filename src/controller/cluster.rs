@@ -177,17 +177,21 @@ impl<K: ClusterResource> Pass<K> {
     fn new(obj: Arc<K>, ctx: Arc<Context>) -> Result<Self, Error> {
         let view = view(&*obj, &ctx)?;
         let previous = obj.cluster_status().cloned();
-        let state = previous
-            .as_ref()
-            .map(|s| s.replication.clone())
-            .unwrap_or_default();
+        let key = key_of(&*obj);
+        let state = status::with_observed_position(
+            &previous
+                .as_ref()
+                .map(|s| s.replication.clone())
+                .unwrap_or_default(),
+            ctx.observed(&key).as_ref(),
+        );
         let obs = Observation {
             generation: obj.meta().generation,
             ..Default::default()
         };
         Ok(Self {
             terminating: BTreeMap::new(),
-            key: key_of(&*obj),
+            key,
             obj,
             ctx,
             view,
@@ -397,7 +401,14 @@ async fn apply_children<K: ClusterResource>(pass: &mut Pass<K>, built: &Built) {
             .filter(|c| c.status == ConditionStatus::False.as_str())
             .map(|c| c.message.clone())
     };
-    if pass.ctx.children_current(&pass.key, &built.fingerprint) {
+    if pass.ctx.children_current(&pass.key, &built.fingerprint)
+        || children_in_cache(
+            &pass.view,
+            &built.fingerprint,
+            built.start_members,
+            &pass.ctx,
+        ) == Some(true)
+    {
         pass.obs.storage_note = previous_storage_note();
         pass.obs.children = Children::Unchanged;
         return;
@@ -407,6 +418,7 @@ async fn apply_children<K: ClusterResource>(pass: &mut Pass<K>, built: &Built) {
         &built.rendered,
         &built.init,
         built.start_members,
+        &built.fingerprint,
         &pass.ctx,
     )
     .await;
@@ -427,6 +439,56 @@ async fn apply_children<K: ClusterResource>(pass: &mut Pass<K>, built: &Built) {
             pass.warn_once(Reason::ChildApplyFailed.as_str(), msg).await;
         }
     }
+}
+
+/// Annotation on every child: the hash of what it was last applied from.
+pub const APPLIED_HASH: &str = "ordinal.dev/applied-hash";
+
+fn stamp(meta: &mut ObjectMeta, fingerprint: &str) {
+    meta.annotations
+        .get_or_insert_with(Default::default)
+        .insert(APPLIED_HASH.to_string(), fingerprint.to_string());
+}
+
+fn carries(meta: &ObjectMeta, fingerprint: &str) -> bool {
+    meta.annotations
+        .as_ref()
+        .and_then(|a| a.get(APPLIED_HASH))
+        .is_some_and(|h| h == fingerprint)
+}
+
+/// Whether every child in the shared stores carries `fingerprint`: then
+/// nothing they are built from changed since they were applied (None: no
+/// stores, the caller decides by time).
+fn children_in_cache(
+    view: &ClusterView,
+    fingerprint: &str,
+    start_members: bool,
+    ctx: &Context,
+) -> Option<bool> {
+    use super::caches::get;
+    let stores = ctx.caches.of(&view.namespace)?;
+    let ns = view.namespace.as_str();
+    let config_map = get(&stores.config_maps, ns, &view.config_map())
+        .is_some_and(|o| carries(&o.metadata, fingerprint));
+    let services = [
+        services::headless(view),
+        services::primary(view),
+        services::read(view),
+    ]
+    .iter()
+    .all(|svc| {
+        svc.metadata
+            .name
+            .as_deref()
+            .and_then(|name| get(&stores.services, ns, name))
+            .is_some_and(|o| carries(&o.metadata, fingerprint))
+    });
+    let pdb = get(&stores.pdbs, ns, &view.name).is_some_and(|o| carries(&o.metadata, fingerprint));
+    let statefulset = !start_members
+        || get(&stores.statefulsets, ns, &view.name)
+            .is_some_and(|o| carries(&o.metadata, fingerprint));
+    Some(config_map && services && pdb && statefulset)
 }
 
 /// Step 5: the member pods as Kubernetes sees them.
@@ -498,7 +560,7 @@ async fn engine_step<K: ClusterResource>(
         .collect::<Vec<_>>();
     // With no recorded primary, the last one known outside the status is a
     // hint for adoption (src/controller/hint.rs).
-    let hint = super::hint::read_if_unrecorded(&pass.ctx.client, &pass.view, &pass.state).await;
+    let hint = last_primary_hint(pass).await;
     let input = EngineInput {
         namespace: view.namespace.clone(),
         name: view.name.clone(),
@@ -530,6 +592,7 @@ async fn engine_step<K: ClusterResource>(
         writes: outcome.primary_writes.clone(),
     });
     record_metrics::<K>(view, &pass.state, &outcome, &pass.ctx);
+    pass.ctx.record_observed(&pass.key, &outcome.state);
     if pass.obs.restore.is_some() && outcome.state.primary.is_some() {
         let backup = pass
             .obj
@@ -543,6 +606,23 @@ async fn engine_step<K: ClusterResource>(
         ));
     }
     Ok(outcome)
+}
+
+/// The last-primary hint on the StatefulSet, read only while no primary is
+/// recorded; from the shared store when there is one.
+async fn last_primary_hint<K: ClusterResource>(
+    pass: &Pass<K>,
+) -> Option<crate::engine::PrimaryHint> {
+    if pass.state.primary.is_some() {
+        return None;
+    }
+    match pass.ctx.caches.of(&pass.view.namespace) {
+        Some(stores) => {
+            super::caches::get(&stores.statefulsets, &pass.view.namespace, &pass.view.name)
+                .and_then(|sts| super::hint::from_statefulset(&sts))
+        }
+        None => super::hint::read_if_unrecorded(&pass.ctx.client, &pass.view, &pass.state).await,
+    }
 }
 
 /// Step 8: persist the engine's step before anything else acts on it, then
@@ -570,7 +650,7 @@ async fn update_status<K: ClusterResource>(
     isolate_members(&*pass.obj, &pass.view, pods, outcome, &pass.ctx).await?;
     if outcome.state.primary != pass.state.primary {
         let rendered = pass.obj.render(&pass.view, &outcome.state);
-        apply_config_map(&pass.view, &rendered.files, &pass.ctx).await?;
+        apply_config_map(&pass.view, &rendered.files, None, &pass.ctx).await?;
     }
     Ok(Action::requeue(
         outcome.requeue_after.min(pass.ctx.settings.resync),
@@ -630,17 +710,19 @@ async fn apply_child_objects(
     rendered: &crate::resources::RenderedConfig,
     init: &InitStep,
     start_members: bool,
+    fingerprint: &str,
     ctx: &Context,
 ) -> Result<Option<String>, Error> {
     let client = &ctx.client;
     let ns = view.namespace.as_str();
-    apply_config_map(view, &rendered.files, ctx).await?;
+    apply_config_map(view, &rendered.files, Some(fingerprint), ctx).await?;
     let svc_api: Api<Service> = Api::namespaced(client.clone(), ns);
-    for svc in [
+    for mut svc in [
         services::headless(view),
         services::primary(view),
         services::read(view),
     ] {
+        stamp(&mut svc.metadata, fingerprint);
         let name = svc.metadata.name.clone().unwrap_or_default();
         svc_api
             .patch(&name, &apply_params(), &Patch::Apply(&svc))
@@ -648,20 +730,28 @@ async fn apply_child_objects(
             .context(format!("apply Service {name}"))?;
     }
     let pdb_api: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), ns);
+    let mut budget = pdb::pdb(view);
+    stamp(&mut budget.metadata, fingerprint);
     pdb_api
-        .patch(&view.name, &apply_params(), &Patch::Apply(&pdb::pdb(view)))
+        .patch(&view.name, &apply_params(), &Patch::Apply(&budget))
         .await
         .context(format!("apply PodDisruptionBudget {}", view.name))?;
     if !start_members {
         return Ok(None);
     }
     let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
-    let existing = sts_api
-        .get_opt(&view.name)
-        .await
-        .context(format!("get StatefulSet {}", view.name))?;
+    let existing = match ctx.caches.of(ns) {
+        Some(stores) => {
+            super::caches::get(&stores.statefulsets, ns, &view.name).map(|s| (*s).clone())
+        }
+        None => sts_api
+            .get_opt(&view.name)
+            .await
+            .context(format!("get StatefulSet {}", view.name))?,
+    };
     let (claims, storage_note) = claims_for(view, existing.as_ref());
-    let sts = statefulset::statefulset(view, &rendered.restart_hash, claims, init.clone());
+    let mut sts = statefulset::statefulset(view, &rendered.restart_hash, claims, init.clone());
+    stamp(&mut sts.metadata, fingerprint);
     sts_api
         .patch(&view.name, &apply_params(), &Patch::Apply(&sts))
         .await
@@ -677,10 +767,19 @@ async fn ensure_secret<K: ClusterResource>(
     ctx: &Context,
 ) -> Result<Result<Credentials, String>, Error> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &view.namespace);
-    let found = api
-        .get_opt(&view.secret_name)
-        .await
-        .context(format!("get Secret {}", view.secret_name))?;
+    // Generated Secrets are in the shared store; a Secret the user names
+    // (not labelled as managed) is read from the API server.
+    let cached = ctx
+        .caches
+        .of(&view.namespace)
+        .and_then(|s| super::caches::get(&s.secrets, &view.namespace, &view.secret_name));
+    let found = match cached {
+        Some(s) => Some((*s).clone()),
+        None => api
+            .get_opt(&view.secret_name)
+            .await
+            .context(format!("get Secret {}", view.secret_name))?,
+    };
     let found = match (found, obj.auth().secret_name.is_some()) {
         (Some(s), _) => s,
         (None, true) => {
@@ -743,9 +842,10 @@ async fn ensure_secret<K: ClusterResource>(
 async fn apply_config_map(
     view: &ClusterView,
     files: &BTreeMap<String, String>,
+    fingerprint: Option<&str>,
     ctx: &Context,
 ) -> Result<(), Error> {
-    let cm = ConfigMap {
+    let mut cm = ConfigMap {
         metadata: ObjectMeta {
             name: Some(view.config_map()),
             namespace: Some(view.namespace.clone()),
@@ -756,6 +856,9 @@ async fn apply_config_map(
         data: Some(files.clone()),
         ..Default::default()
     };
+    if let Some(f) = fingerprint {
+        stamp(&mut cm.metadata, f);
+    }
     let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &view.namespace);
     api.patch(&view.config_map(), &apply_params(), &Patch::Apply(&cm))
         .await
@@ -801,19 +904,23 @@ fn claims_for(
     }
 }
 
-/// The member pods by name: (live, being deleted).
+/// The member pods by name: (live, being deleted), from the shared pod
+/// cache when there is one, else listed from the API server.
 async fn list_pods(
     view: &ClusterView,
     ctx: &Context,
 ) -> Result<(BTreeMap<String, Pod>, BTreeMap<String, Pod>), Error> {
-    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &view.namespace);
-    let selector = labels::to_selector_string(&labels::selector(view));
-    let pods = api
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .context("list member pods")?;
+    let pods: Vec<Pod> = if let Some(stores) = ctx.caches.of(&view.namespace) {
+        super::caches::pods_matching(&stores.pods, &view.namespace, &labels::selector(view))
+    } else {
+        let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &view.namespace);
+        let selector = labels::to_selector_string(&labels::selector(view));
+        api.list(&ListParams::default().labels(&selector))
+            .await
+            .context("list member pods")?
+            .items
+    };
     let (terminating, live): (Vec<Pod>, Vec<Pod>) = pods
-        .items
         .into_iter()
         .partition(|p| p.metadata.deletion_timestamp.is_some());
     let by_name = |pods: Vec<Pod>| -> BTreeMap<String, Pod> {
@@ -883,9 +990,12 @@ async fn isolate_members<K: ClusterResource>(
             continue;
         }
         warn!(pod = %name, "deleting the pod of an unreachable primary before its replacement is promoted");
-        api.delete(&name, &Default::default())
-            .await
-            .context(format!("delete pod {name} to isolate it"))?;
+        // The pod comes from the shared cache, which may not have seen an
+        // earlier pass's deletion yet: a pod already gone is isolated.
+        match api.delete(&name, &Default::default()).await {
+            Err(kube::Error::Api(e)) if e.code == 404 => continue,
+            other => other.context(format!("delete pod {name} to isolate it"))?,
+        };
         let event = EngineEvent {
             type_: EventType::Warning,
             reason: "Isolated".into(),
@@ -925,6 +1035,15 @@ async fn write_status<K: ClusterResource>(
     if previous == Some(next) {
         return Ok(Persisted::Unchanged);
     }
+    let key = key_of(obj);
+    // Positions, offsets and lag alone (they have metrics) are written at
+    // most once per STATUS_DETAIL_INTERVAL; the next pass still plans from
+    // the newest position (Context::observed).
+    if previous.is_some_and(|p| status::differs_only_in_details(p, next))
+        && !ctx.status_detail_due(&key)
+    {
+        return Ok(Persisted::Unchanged);
+    }
     let ns = obj
         .namespace()
         .ok_or(Error::MissingField("metadata.namespace"))?;
@@ -948,12 +1067,13 @@ async fn write_status<K: ClusterResource>(
             .await
         {
             Ok(written) => {
+                ctx.status_written_now(&key);
                 if let (Some(uid), Some(rv)) = (
                     written.meta().uid.clone(),
                     written.meta().resource_version.clone(),
                 ) {
                     ctx.record_written(
-                        &key_of(obj),
+                        &key,
                         Written {
                             uid,
                             resource_version: rv,

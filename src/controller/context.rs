@@ -7,6 +7,8 @@ use std::time::Duration;
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 
+use crate::api::ReplicationState;
+
 /// Controller errors; each carries what was being done.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -91,6 +93,8 @@ pub struct Context {
     pub redis: crate::redis::RedisEngine,
     pub mysql: crate::mysql::MySqlEngine,
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    /// Shared stores of managed children; empty: read from the API server.
+    pub caches: super::caches::Caches,
     failures: Mutex<HashMap<String, u32>>,
     /// Per cluster: fingerprint of the children last applied (or refused),
     /// when, and for how long that stands.
@@ -98,6 +102,13 @@ pub struct Context {
     /// Per cluster: what the last status write persisted (read-your-writes).
     written: Mutex<HashMap<String, super::freshness::Written>>,
     published: Mutex<RecentEvents>,
+    /// Per cluster: when status was last written (or first seen), to hold
+    /// back writes that change only positions, offsets and lag.
+    detail_written: Mutex<HashMap<String, std::time::Instant>>,
+    /// Per cluster: the replication state the last engine step returned, so
+    /// the next pass plans from the newest primary position even when that
+    /// position alone was not worth a status write.
+    observed: Mutex<HashMap<String, ReplicationState>>,
 }
 
 /// Engine events published lately, per object and text, so a standing
@@ -122,6 +133,10 @@ impl RecentEvents {
 /// How soon children the API server refused are applied again.
 pub const CHILDREN_RETRY: Duration = Duration::from_secs(10);
 
+/// At most one status write per cluster in this period when only positions,
+/// offsets, lag or numbers in messages changed (they have metrics).
+pub const STATUS_DETAIL_INTERVAL: Duration = Duration::from_secs(60);
+
 /// How long an identical engine event is not published again.
 pub const EVENT_REPEAT: Duration = Duration::from_secs(600);
 
@@ -142,11 +157,54 @@ impl Context {
             redis: crate::redis::RedisEngine::new(crate::redis::RedisEngineConfig::default()),
             mysql: crate::mysql::MySqlEngine::new(crate::mysql::MySqlEngineConfig::default()),
             metrics,
+            caches: super::caches::Caches::default(),
             failures: Mutex::new(HashMap::new()),
             applied: Mutex::new(HashMap::new()),
             written: Mutex::new(HashMap::new()),
             published: Mutex::new(RecentEvents::default()),
+            detail_written: Mutex::new(HashMap::new()),
+            observed: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Read children from these stores instead of the API server.
+    pub fn with_caches(mut self, caches: super::caches::Caches) -> Self {
+        self.caches = caches;
+        self
+    }
+
+    /// Whether a status write that changes only details (positions, offsets,
+    /// lag) is due: [`STATUS_DETAIL_INTERVAL`] after the last write. A
+    /// cluster first seen by this process starts its period now.
+    pub fn status_detail_due(&self, key: &str) -> bool {
+        let mut at = self
+            .detail_written
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let last = *at
+            .entry(key.to_string())
+            .or_insert_with(std::time::Instant::now);
+        last.elapsed() >= STATUS_DETAIL_INTERVAL
+    }
+
+    pub fn status_written_now(&self, key: &str) {
+        self.detail_written
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.to_string(), std::time::Instant::now());
+    }
+
+    /// The replication state the last engine step of `key` returned.
+    pub fn observed(&self, key: &str) -> Option<ReplicationState> {
+        let observed = self.observed.lock().unwrap_or_else(|e| e.into_inner());
+        observed.get(key).cloned()
+    }
+
+    pub fn record_observed(&self, key: &str, state: &ReplicationState) {
+        self.observed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.to_string(), state.clone());
     }
 
     /// Exponential backoff per object: 1 s, 2 s, 4 s … capped at 5 minutes.
@@ -208,6 +266,14 @@ impl Context {
     pub fn forget(&self, key: &str) {
         self.forget_children(key);
         self.written
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+        self.detail_written
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+        self.observed
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(key);

@@ -30,12 +30,16 @@ pub async fn step<K: ClusterResource>(
     obs: &mut Observation,
     ctx: &Context,
 ) -> Result<Option<i32>, Error> {
-    let sts_api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &view.namespace);
-    let Some(sts) = sts_api
-        .get_opt(&view.name)
-        .await
-        .context(format!("get StatefulSet {}", view.name))?
-    else {
+    // From the shared cache when there is one (no read per pass).
+    let sts = match ctx.caches.of(&view.namespace) {
+        Some(stores) => super::caches::get(&stores.statefulsets, &view.namespace, &view.name)
+            .map(|s| (*s).clone()),
+        None => Api::<StatefulSet>::namespaced(ctx.client.clone(), &view.namespace)
+            .get_opt(&view.name)
+            .await
+            .context(format!("get StatefulSet {}", view.name))?,
+    };
+    let Some(sts) = sts else {
         return Ok(None);
     };
     let replacement = replacement_step(obj, view, pods, previous, ctx).await?;

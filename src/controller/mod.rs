@@ -1,6 +1,7 @@
 //! Reconcilers and the loop that runs them.
 
 pub mod backup;
+pub mod caches;
 pub mod cluster;
 pub mod common;
 pub mod conditions;
@@ -21,12 +22,11 @@ pub mod volumes;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -60,8 +60,8 @@ where
 /// Map a member pod to its cluster through the instance label.
 fn pod_owner<K: ClusterResource>(
     app: &'static str,
-) -> impl Fn(Pod) -> Option<ObjectRef<K>> + Send + Sync + 'static {
-    move |pod: Pod| {
+) -> impl Fn(Arc<Pod>) -> Option<ObjectRef<K>> + Send + Sync + 'static {
+    move |pod: Arc<Pod>| {
         let l = pod.labels();
         if l.get(labels::NAME).map(String::as_str) != Some(app)
             || l.get(labels::MANAGED_BY).map(String::as_str) != Some(labels::MANAGER)
@@ -73,20 +73,49 @@ fn pod_owner<K: ClusterResource>(
     }
 }
 
+/// What of a cluster object is worth a pass when it changes: its spec
+/// (generation), labels, annotations, finalizers, deletion, identity, and
+/// the replication state in its status. Conditions, members and positions
+/// this operator writes itself do not trigger a pass (the engine's requeue
+/// runs the next one); a replication state someone else changed does.
+fn pass_worthy<K: ClusterResource>(obj: &K) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let meta = obj.meta();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    meta.uid.hash(&mut h);
+    meta.generation.hash(&mut h);
+    meta.labels.hash(&mut h);
+    meta.annotations.hash(&mut h);
+    meta.finalizers.hash(&mut h);
+    meta.deletion_timestamp
+        .as_ref()
+        .map(|t| t.0.as_millisecond())
+        .hash(&mut h);
+    serde_json::to_string(&obj.cluster_status().map(|s| &s.replication))
+        .unwrap_or_default()
+        .hash(&mut h);
+    Some(h.finish())
+}
+
 async fn run_kind<K: ClusterResource>(
     client: Client,
     ns: Option<String>,
     ctx: Arc<Context>,
     app: &'static str,
+    triggers: caches::Subscription,
     shutdown: CancellationToken,
 ) {
-    let managed =
-        watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER));
-    Controller::new(api_for::<K>(&client, &ns), watcher::Config::default())
-        .owns(api_for::<StatefulSet>(&client, &ns), managed.clone())
-        .owns(api_for::<Service>(&client, &ns), managed.clone())
-        .owns(api_for::<ConfigMap>(&client, &ns), managed.clone())
-        .watches(api_for::<Pod>(&client, &ns), managed, pod_owner::<K>(app))
+    let (reader, writer) = reflector::store();
+    let clusters = watcher(api_for::<K>(&client, &ns), watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(pass_worthy::<K>, Default::default());
+    Controller::for_stream(clusters, reader)
+        .owns_shared_stream(triggers.statefulsets)
+        .owns_shared_stream(triggers.services)
+        .owns_shared_stream(triggers.config_maps)
+        .watches_shared_stream(triggers.pods, pod_owner::<K>(app))
         .graceful_shutdown_on(async move { shutdown.cancelled().await })
         .run(cluster::reconcile::<K>, cluster::error_policy::<K>, ctx)
         .for_each(log_result)
@@ -148,19 +177,44 @@ pub async fn run(
     shutdown: CancellationToken,
     metrics: Arc<Metrics>,
 ) {
-    let ctx = Arc::new(Context::new(client.clone(), settings, metrics));
     let namespaces: Vec<Option<String>> = match &scope {
         Scope::All => vec![None],
         Scope::Namespaces(list) => list.iter().cloned().map(Some).collect(),
     };
-    let mut tasks = Vec::new();
+    // One shared watch per child resource and scope: the stores passes read
+    // from, and the triggers of both cluster controllers.
+    let mut all = caches::Caches::default();
+    let mut watches = Vec::new();
+    let mut scopes = Vec::new();
     for ns in namespaces {
+        let (stores, subscriptions, tasks) = caches::start(&client, &ns, 2, &shutdown);
+        watches.extend(tasks);
+        all.add(ns.clone(), stores.clone());
+        scopes.push((ns, stores, subscriptions));
+    }
+    for (ns, stores, _) in &scopes {
+        tokio::select! {
+            ready = stores.ready() => if !ready {
+                warn!(namespace = ?ns, "a shared watch stopped before its first list");
+            },
+            _ = shutdown.cancelled() => return,
+        }
+    }
+    info!("caches of managed objects filled");
+    let ctx = Arc::new(Context::new(client.clone(), settings, metrics).with_caches(all));
+    let mut tasks = Vec::new();
+    for (ns, _, mut subscriptions) in scopes {
+        let (Some(redis), Some(mysql)) = (subscriptions.pop(), subscriptions.pop()) else {
+            warn!(namespace = ?ns, "no trigger subscriptions; cluster controllers not started");
+            continue;
+        };
         let (c, x, s) = (client.clone(), ctx.clone(), shutdown.clone());
         tasks.push(tokio::spawn(run_kind::<RedisReplication>(
             c,
             ns.clone(),
             x,
             "redis",
+            redis,
             s,
         )));
         let (c, x, s) = (client.clone(), ctx.clone(), shutdown.clone());
@@ -169,6 +223,7 @@ pub async fn run(
             ns.clone(),
             x,
             "mysql",
+            mysql,
             s,
         )));
         let (c, x, s) = (client.clone(), ctx.clone(), shutdown.clone());
@@ -180,6 +235,12 @@ pub async fn run(
     for task in tasks {
         if let Err(error) = task.await {
             warn!(%error, "controller task ended abnormally");
+        }
+    }
+    shutdown.cancel();
+    for task in watches {
+        if let Err(error) = task.await {
+            warn!(%error, "shared watch task ended abnormally");
         }
     }
 }

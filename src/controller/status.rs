@@ -392,6 +392,76 @@ pub fn paused(
     (status.conditions.len() != before).then_some(status)
 }
 
+/// Numbers in a message (offsets, byte counts, seconds) as one placeholder.
+fn without_numbers(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut in_number = false;
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            if !in_number {
+                out.push('#');
+            }
+            in_number = true;
+        } else {
+            out.push(c);
+            in_number = false;
+        }
+    }
+    out
+}
+
+/// A status as far as a person acts on it: phase, counts, roles,
+/// reachability and links, conditions (numbers in their messages aside), the
+/// replication state except the primary's position, which moves with every
+/// write (it has metrics, and the reconciler keeps the newest in memory).
+fn for_people(status: &ClusterStatus) -> ClusterStatus {
+    let mut s = status.clone();
+    s.replication.primary_position = None;
+    for m in &mut s.members {
+        m.offset = None;
+        m.lag = None;
+        m.gtid = None;
+        m.message = m.message.as_deref().map(without_numbers);
+    }
+    for c in &mut s.conditions {
+        c.message = without_numbers(&c.message);
+    }
+    s
+}
+
+/// Whether two statuses differ only in details a person does not act on:
+/// positions, offsets, lag and numbers in messages. Such a change is written
+/// at most once per `STATUS_DETAIL_INTERVAL`.
+pub fn differs_only_in_details(a: &ClusterStatus, b: &ClusterStatus) -> bool {
+    for_people(a) == for_people(b)
+}
+
+/// The state a pass plans from: the persisted one, with the primary's
+/// position the last engine step observed in this process when that step
+/// ran on the same primary, term and primary process (a position alone is
+/// not written at once; see [`differs_only_in_details`]).
+pub fn with_observed_position(
+    persisted: &ReplicationState,
+    observed: Option<&ReplicationState>,
+) -> ReplicationState {
+    let mut state = persisted.clone();
+    if let Some(o) = observed
+        && o.primary.is_some()
+        && (o.primary, o.term, &o.primary_identity, &o.operation)
+            == (
+                persisted.primary,
+                persisted.term,
+                &persisted.primary_identity,
+                &persisted.operation,
+            )
+        && o.primary_unhealthy_since == persisted.primary_unhealthy_since
+        && o.primary_position.is_some()
+    {
+        state.primary_position = o.primary_position.clone();
+    }
+    state
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -628,5 +698,79 @@ mod tests {
                 .message
                 .contains("step Promote")
         );
+    }
+
+    #[test]
+    fn positions_offsets_and_numbers_are_details() {
+        let obs = Observation {
+            replicas_existing: 1,
+            replicas_ready: 1,
+            replication: Some(healthy_report(0)),
+            ..Default::default()
+        };
+        let a = compute(None, 1, &obs, now());
+        let mut b = a.clone();
+        b.replication.primary_position = Some("A:200".into());
+        b.members[0].offset = Some(200);
+        b.members[0].lag = Some(3);
+        b.members[0].gtid = Some("0-1-200".into());
+        b.conditions[0].message = format!("{} 12345 bytes", b.conditions[0].message);
+        let mut a2 = a.clone();
+        a2.conditions[0].message = format!("{} 99 bytes", a2.conditions[0].message);
+        assert!(differs_only_in_details(&a2, &b));
+        for change in [
+            |s: &mut ClusterStatus| s.members[0].role = MemberRole::Replica,
+            |s: &mut ClusterStatus| s.members[0].reachable = false,
+            |s: &mut ClusterStatus| s.replication.term += 1,
+            |s: &mut ClusterStatus| s.replication.primary_identity = Some("new".into()),
+            |s: &mut ClusterStatus| s.ready_replicas = 0,
+            |s: &mut ClusterStatus| s.phase = ClusterPhase::Degraded,
+            |s: &mut ClusterStatus| s.conditions[0].status = "False".into(),
+            |s: &mut ClusterStatus| s.conditions[0].message.push_str(" lost"),
+        ] {
+            let mut c = b.clone();
+            change(&mut c);
+            assert!(!differs_only_in_details(&a2, &c), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn the_newest_observed_position_is_planned_from_on_the_same_primary() {
+        let persisted = ReplicationState {
+            primary: Some(0),
+            term: 3,
+            primary_position: Some("A:100".into()),
+            primary_identity: Some("run-1".into()),
+            ..Default::default()
+        };
+        let observed = ReplicationState {
+            primary_position: Some("A:900".into()),
+            ..persisted.clone()
+        };
+        assert_eq!(
+            with_observed_position(&persisted, Some(&observed)).primary_position,
+            Some("A:900".into())
+        );
+        assert_eq!(with_observed_position(&persisted, None), persisted);
+        for other in [
+            ReplicationState {
+                term: 4,
+                ..observed.clone()
+            },
+            ReplicationState {
+                primary: Some(1),
+                ..observed.clone()
+            },
+            ReplicationState {
+                primary_identity: Some("run-2".into()),
+                ..observed.clone()
+            },
+        ] {
+            assert_eq!(
+                with_observed_position(&persisted, Some(&other)),
+                persisted,
+                "{other:?}"
+            );
+        }
     }
 }

@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# Scale benchmark: N one-member RedisReplications (and M one-member
+# MySQLClusters) on a private devcluster, the operator as a host process.
+# Measures the time until all are Ready, then three windows of WINDOW
+# seconds: idle; light writes on 10% of the Redis clusters; and with the
+# operator stopped (the devcluster's own API traffic, subtracted from the
+# other two). Prints operator RSS/CPU and API requests per second by verb and
+# resource (kube-apiserver's apiserver_request_total).
+#
+#   unshare -n bash -c 'ip link set lo up && scripts/bench-scale.sh'
+#
+# Settings (environment): N (100), MYSQL (2), WINDOW (60 s),
+# ORDINAL (operator binary, default $CARGO_TARGET_DIR/debug/ordinal),
+# DEVCLUSTER (default $CARGO_TARGET_DIR/debug/devcluster), BLOCK (ip block, 150),
+# READY_TIMEOUT (900 s: then measure with those Ready).
+# A devcluster block holds at most ~240 pods: N + MYSQL <= 240.
+set -euo pipefail
+export LC_ALL=C
+
+N=${N:-100}
+MYSQL=${MYSQL:-2}
+WINDOW=${WINDOW:-60}
+TARGET=${CARGO_TARGET_DIR:-target}
+ORDINAL=${ORDINAL:-$TARGET/debug/ordinal}
+DEVCLUSTER=${DEVCLUSTER:-$TARGET/debug/devcluster}
+BLOCK=${BLOCK:-150}
+READY_TIMEOUT=${READY_TIMEOUT:-900}
+NS=bench
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+
+STATE=$(mktemp -d /var/tmp/ordinal-bench-scale-XXXXXX)
+export ORDINAL_DEVCLUSTER_DIR=$STATE ORDINAL_DEVCLUSTER_IP_BLOCK=$BLOCK
+export KUBECONFIG=$STATE/kubeconfig
+OP_PID=
+WRITERS=()
+cleanup() {
+  for p in "${WRITERS[@]}"; do kill "$p" 2>/dev/null || true; done
+  [ -n "$OP_PID" ] && kill "$OP_PID" 2>/dev/null || true
+  "$DEVCLUSTER" down --wipe >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+log() { echo "[$(date +%T)] $*" >&2; }
+
+log "devcluster up (state $STATE)"
+"$DEVCLUSTER" up --no-build >/dev/null
+kubectl apply --server-side -f "$ROOT/crds/ordinal.dev.yaml" >/dev/null
+kubectl wait --for=condition=Established crd --all --timeout=60s >/dev/null
+kubectl create namespace $NS >/dev/null
+
+{
+  for i in $(seq 1 "$N"); do
+    cat <<EOF
+---
+apiVersion: ordinal.dev/v1alpha1
+kind: RedisReplication
+metadata: {name: r$i, namespace: $NS}
+spec: {replicas: 1, storage: {size: 1Gi}}
+EOF
+  done
+  for i in $(seq 1 "$MYSQL"); do
+    cat <<EOF
+---
+apiVersion: ordinal.dev/v1alpha1
+kind: MySQLCluster
+metadata: {name: m$i, namespace: $NS}
+spec: {replicas: 1, storage: {size: 1Gi}, config: {innodb_buffer_pool_size: 64M}}
+EOF
+  done
+} | kubectl apply -f - >/dev/null
+
+log "operator $ORDINAL"
+"$DEVCLUSTER" run -- "$ORDINAL" run --http-addr 127.0.0.1:0 >"$STATE/operator.log" 2>&1 &
+OP_PID=$!
+START=$(date +%s)
+TOTAL=$((N + MYSQL))
+while true; do
+  ready=$(kubectl get redisreplications,mysqlclusters -n $NS \
+    -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' |
+    grep -c '^True$' || true)
+  [ "$ready" -ge "$TOTAL" ] && break
+  if [ $(($(date +%s) - START)) -gt "$READY_TIMEOUT" ]; then
+    log "only $ready of $TOTAL Ready after ${READY_TIMEOUT}s; measuring anyway"; break
+  fi
+  sleep 5
+done
+READY_SECS=$(($(date +%s) - START))
+log "$ready of $TOTAL Ready after ${READY_SECS}s; settling 30 s"
+sleep 30
+
+# Sum of apiserver_request_total by "VERB resource[/subresource]".
+snapshot() {
+  kubectl get --raw /metrics | awk '
+    /^apiserver_request_total\{/ {
+      verb=""; res=""; sub_="";
+      if (match($0, /verb="[^"]*"/)) verb=substr($0, RSTART+6, RLENGTH-7);
+      if (match($0, /resource="[^"]*"/)) res=substr($0, RSTART+10, RLENGTH-11);
+      if (match($0, /subresource="[^"]*"/)) sub_=substr($0, RSTART+13, RLENGTH-14);
+      if (res == "") next;
+      if (verb == "WATCH" || verb == "CONNECT") next;
+      key = verb " " res (sub_ != "" ? "/" sub_ : "");
+      sum[key] += $NF
+    }
+    END { for (k in sum) print k "\t" sum[k] }' | sort
+}
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$OP_PID/stat"; }
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$OP_PID/status"; }
+
+# window NAME: request rates over WINDOW seconds into $STATE/NAME.rates
+window() {
+  local name=$1 c0 c1
+  snapshot >"$STATE/$name.0"
+  c0=$( [ -n "$OP_PID" ] && cpu_ticks || echo 0)
+  sleep "$WINDOW"
+  c1=$( [ -n "$OP_PID" ] && cpu_ticks || echo 0)
+  snapshot >"$STATE/$name.1"
+  join -t $'\t' -a 2 -e 0 -o 0,1.2,2.2 "$STATE/$name.0" "$STATE/$name.1" |
+    awk -F'\t' -v w="$WINDOW" '{ r = ($3 - $2) / w; if (r > 0) printf "%s\t%.3f\n", $1, r }' \
+      >"$STATE/$name.rates"
+  if [ -n "$OP_PID" ]; then
+    echo "$name: operator CPU $(awk -v a="$c0" -v b="$c1" -v w="$WINDOW" -v hz="$(getconf CLK_TCK)" \
+      'BEGIN { printf "%.1f", 100 * (b - a) / hz / w }')% of a core, RSS $(($(rss_kib) / 1024)) MiB"
+  fi
+}
+
+# Rates of window $1 minus the background window; writes vs reads totals.
+report() {
+  local name=$1
+  echo "== $name: API requests/s by the operator (background subtracted)"
+  join -t $'\t' -a 1 -e 0 -o 0,1.2,2.2 "$STATE/$name.rates" "$STATE/background.rates" |
+    awk -F'\t' -v n="$TOTAL" '
+      { d = $2 - $3; if (d < 0.005) next; printf "  %-45s %8.3f/s\n", $1, d;
+        split($1, a, " "); if (a[1] == "GET" || a[1] == "LIST") r += d; else w += d }
+      END { printf "  reads %.3f/s (%.4f per cluster), writes %.3f/s (%.2f per cluster per minute)\n",
+              r, r / n, w, 60 * w / n }'
+}
+
+window idle
+
+for i in $(seq 1 $((N / 10 > 0 ? N / 10 : 1))); do
+  ip=$(kubectl get pod -n $NS "r$i-0" -o jsonpath='{.status.podIP}' 2>/dev/null) || continue
+  pw=$(kubectl get secret -n $NS "r$i-auth" -o jsonpath='{.data.password}' 2>/dev/null | base64 -d) || continue
+  [ -n "$ip" ] && [ -n "$pw" ] || continue
+  "$DEVCLUSTER" run -- redis-cli -h "$ip" -a "$pw" --no-auth-warning -r -1 -i 0.1 \
+    INCR bench:counter >/dev/null 2>&1 &
+  WRITERS+=($!)
+done
+window writes
+for p in "${WRITERS[@]}"; do kill "$p" 2>/dev/null || true; done
+WRITERS=()
+
+kill "$OP_PID"
+wait "$OP_PID" 2>/dev/null || true
+OP_PID=
+sleep 5
+window background
+
+echo "clusters: $N RedisReplications + $MYSQL MySQLClusters; $ready Ready after ${READY_SECS}s"
+report idle
+report writes
+echo "== background (devcluster components, no operator): requests/s"
+sed 's/^/  /' "$STATE/background.rates"

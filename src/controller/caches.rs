@@ -1,0 +1,205 @@
+//! Shared reflector stores of the children of managed clusters, so a pass
+//! reads pods, StatefulSets, Services, ConfigMaps, PodDisruptionBudgets and
+//! generated Secrets from memory instead of a GET/LIST per pass. One watch per
+//! resource and namespace scope feeds both the store and the controllers'
+//! triggers (shared streams).
+//!
+//! Only objects labelled `app.kubernetes.io/managed-by=ordinal` are watched;
+//! a Secret a user names in `spec.auth.secretName` is read from the API
+//! server (see `cluster::ensure_secret`).
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::Api;
+use kube::runtime::reflector::{self, ObjectRef, ReflectHandle, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use crate::resources::labels;
+
+/// Events a slow subscriber may lag behind before the watch waits for it.
+const SUBSCRIBE_BUFFER: usize = 1024;
+
+/// The stores of one namespace scope (`None`: all namespaces).
+#[derive(Clone)]
+pub struct Stores {
+    pub pods: Store<Pod>,
+    pub statefulsets: Store<StatefulSet>,
+    pub services: Store<Service>,
+    pub config_maps: Store<ConfigMap>,
+    pub pdbs: Store<PodDisruptionBudget>,
+    pub secrets: Store<Secret>,
+}
+
+impl Stores {
+    /// Wait until every store holds its initial list.
+    pub async fn ready(&self) -> bool {
+        self.pods.wait_until_ready().await.is_ok()
+            && self.statefulsets.wait_until_ready().await.is_ok()
+            && self.services.wait_until_ready().await.is_ok()
+            && self.config_maps.wait_until_ready().await.is_ok()
+            && self.pdbs.wait_until_ready().await.is_ok()
+            && self.secrets.wait_until_ready().await.is_ok()
+    }
+}
+
+/// Trigger streams of one controller: the changes the shared watches see.
+pub struct Subscription {
+    pub pods: ReflectHandle<Pod>,
+    pub statefulsets: ReflectHandle<StatefulSet>,
+    pub services: ReflectHandle<Service>,
+    pub config_maps: ReflectHandle<ConfigMap>,
+}
+
+/// Every scope's stores; a lookup by namespace.
+#[derive(Clone, Default)]
+pub struct Caches {
+    scopes: Vec<(Option<String>, Stores)>,
+}
+
+impl Caches {
+    pub fn add(&mut self, namespace: Option<String>, stores: Stores) {
+        self.scopes.push((namespace, stores));
+    }
+
+    /// The stores that hold objects of `namespace`, if any does.
+    pub fn of(&self, namespace: &str) -> Option<&Stores> {
+        self.scopes
+            .iter()
+            .find(|(ns, _)| ns.as_deref() == Some(namespace))
+            .or_else(|| self.scopes.iter().find(|(ns, _)| ns.is_none()))
+            .map(|(_, s)| s)
+    }
+}
+
+/// Managed objects only.
+fn managed() -> watcher::Config {
+    watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER))
+}
+
+/// Nothing a pass reads lives in managedFields; dropping them halves the
+/// memory a cached object takes.
+fn slim<K: Resource>(obj: &mut K) {
+    obj.meta_mut().managed_fields = None;
+}
+
+/// Start one shared watch: its store, `subscribers` trigger streams, and the
+/// task that drives it until `stop`.
+fn share<K>(
+    api: Api<K>,
+    subscribers: usize,
+    stop: &CancellationToken,
+) -> (Store<K>, Vec<ReflectHandle<K>>, JoinHandle<()>)
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store_shared(SUBSCRIBE_BUFFER);
+    let handles = (0..subscribers)
+        .filter_map(|_| writer.subscribe())
+        .collect();
+    let stop = stop.clone();
+    let kind = K::kind(&()).to_string();
+    let task = tokio::spawn(async move {
+        let events = watcher(api, managed())
+            .default_backoff()
+            .modify(slim::<K>)
+            .reflect_shared(writer)
+            .for_each(|event| {
+                if let Err(error) = event {
+                    warn!(%error, kind = %kind, "watch of managed objects failed; retrying");
+                }
+                futures::future::ready(())
+            });
+        tokio::select! {
+            _ = events => {},
+            _ = stop.cancelled() => {},
+        }
+    });
+    (reader, handles, task)
+}
+
+fn api_for<K>(client: &Client, ns: &Option<String>) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>,
+{
+    match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Start the shared watches of one namespace scope, with one trigger
+/// subscription per controller.
+pub fn start(
+    client: &Client,
+    ns: &Option<String>,
+    controllers: usize,
+    stop: &CancellationToken,
+) -> (Stores, Vec<Subscription>, Vec<JoinHandle<()>>) {
+    let (pods, mut pod_subs, t1) = share::<Pod>(api_for(client, ns), controllers, stop);
+    let (statefulsets, mut sts_subs, t2) =
+        share::<StatefulSet>(api_for(client, ns), controllers, stop);
+    let (services, mut svc_subs, t3) = share::<Service>(api_for(client, ns), controllers, stop);
+    let (config_maps, mut cm_subs, t4) = share::<ConfigMap>(api_for(client, ns), controllers, stop);
+    let (pdbs, _, t5) = share::<PodDisruptionBudget>(api_for(client, ns), 0, stop);
+    let (secrets, _, t6) = share::<Secret>(api_for(client, ns), 0, stop);
+    let mut subscriptions = Vec::new();
+    while let (Some(pods), Some(statefulsets), Some(services), Some(config_maps)) = (
+        pod_subs.pop(),
+        sts_subs.pop(),
+        svc_subs.pop(),
+        cm_subs.pop(),
+    ) {
+        subscriptions.push(Subscription {
+            pods,
+            statefulsets,
+            services,
+            config_maps,
+        });
+    }
+    let stores = Stores {
+        pods,
+        statefulsets,
+        services,
+        config_maps,
+        pdbs,
+        secrets,
+    };
+    (stores, subscriptions, vec![t1, t2, t3, t4, t5, t6])
+}
+
+/// The member pods of a cluster (`selector`: its labels) from a store,
+/// those being deleted included (their processes may still run).
+pub fn pods_matching(
+    store: &Store<Pod>,
+    namespace: &str,
+    selector: &BTreeMap<String, String>,
+) -> Vec<Pod> {
+    store
+        .state()
+        .into_iter()
+        .filter(|p| p.namespace().as_deref() == Some(namespace))
+        .filter(|p| {
+            let l = p.labels();
+            selector.iter().all(|(k, v)| l.get(k) == Some(v))
+        })
+        .map(|p| (*p).clone())
+        .collect()
+}
+
+/// One object of a store by namespace and name.
+pub fn get<K>(store: &Store<K>, namespace: &str, name: &str) -> Option<std::sync::Arc<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    store.get(&ObjectRef::new(name).within(namespace))
+}

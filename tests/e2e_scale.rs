@@ -1,0 +1,204 @@
+//! Steady state costs the API server nothing: with a few Ready clusters —
+//! one taking writes — the operator makes no API writes (no status write, no
+//! re-apply of children, no label patch) and reads its children from its
+//! caches, counted by the API server's own `apiserver_request_total`.
+//! The scale benchmark itself is `scripts/bench-scale.sh` (BENCHMARKS.md).
+
+#[path = "support/devcluster.rs"]
+mod devcluster;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use devcluster::{DevCluster, secret_value};
+use kube::api::{Api, PostParams};
+use ordinal::api::RedisReplication;
+
+const NS: &str = "e2e-scale";
+/// Longer than the period main re-applied children on (30 s).
+const WINDOW: Duration = Duration::from_secs(35);
+
+/// `apiserver_request_total` summed by "VERB resource[/subresource]".
+fn requests(cluster: &DevCluster) -> BTreeMap<String, f64> {
+    let text = cluster
+        .kubectl(&["get", "--raw", "/metrics"])
+        .expect("GET /metrics");
+    let mut sums = BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.rsplit_once("} ") else {
+            continue;
+        };
+        let labels: BTreeMap<&str, &str> = labels
+            .split("\",")
+            .filter_map(|kv| kv.split_once("=\""))
+            .map(|(k, v)| (k, v.trim_end_matches('"')))
+            .collect();
+        let resource = labels.get("resource").copied().unwrap_or_default();
+        if resource.is_empty() {
+            continue;
+        }
+        let verb = labels.get("verb").copied().unwrap_or_default();
+        let key = match labels.get("subresource").copied().unwrap_or_default() {
+            "" => format!("{verb} {resource}"),
+            sub => format!("{verb} {resource}/{sub}"),
+        };
+        *sums.entry(key).or_insert(0.0) += value.trim().parse::<f64>().unwrap_or(0.0);
+    }
+    sums
+}
+
+fn delta(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
+    after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0)))
+        .filter(|(_, d)| *d > 0.0)
+        .collect()
+}
+
+/// Requests only this operator makes (the devcluster's controller-manager
+/// and agent write statuses of pods, StatefulSets and budgets, not these).
+fn operators(verb: &str, resource: &str) -> bool {
+    let writes = ["POST", "PUT", "PATCH", "DELETE", "APPLY"];
+    let write_targets = [
+        "redisreplications",
+        "redisreplications/status",
+        "statefulsets",
+        "services",
+        "configmaps",
+        "poddisruptionbudgets",
+        "secrets",
+        "pods",
+    ];
+    writes.contains(&verb) && write_targets.contains(&resource)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idle_clusters_and_light_writes_cost_no_api_writes() {
+    let mut cluster = DevCluster::up(141);
+    let client = cluster.client().await;
+    cluster
+        .kubectl(&["create", "namespace", NS])
+        .expect("namespace");
+    let api: Api<RedisReplication> = Api::namespaced(client.clone(), NS);
+    for (name, replicas) in [("a", 1), ("b", 1), ("c", 2)] {
+        let rr: RedisReplication = serde_json::from_value(serde_json::json!({
+            "apiVersion": "ordinal.dev/v1alpha1", "kind": "RedisReplication",
+            "metadata": {"name": name},
+            "spec": {"replicas": replicas, "storage": {"size": "1Gi"}}
+        }))
+        .expect("object");
+        api.create(&PostParams::default(), &rr)
+            .await
+            .expect("create");
+    }
+    for name in ["a", "b", "c"] {
+        devcluster::wait_ready(&api, name, name, Duration::from_secs(180)).await;
+    }
+    // Let the first passes after Ready (members joining, labels) settle.
+    devcluster::eventually(
+        "c has its replica linked",
+        Duration::from_secs(60),
+        || async {
+            let s = devcluster::cluster_status(&api, "c").await?;
+            (s.members.len() == 2 && s.members.iter().all(|m| m.reachable)).then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    // Writes on the two-member cluster move offsets and lag every pass.
+    let password = secret_value(&client, NS, "c-auth", "password").await;
+    let primary = devcluster::eventually("c's primary", Duration::from_secs(30), || {
+        devcluster::labelled_primary(&client, &api, NS, "c")
+    })
+    .await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let (stop, written, ip) = (stop.clone(), written.clone(), primary.1.clone());
+        tokio::spawn(async move {
+            use redis::IntoConnectionInfo;
+            let info = redis::ConnectionAddr::Tcp(ip, 6379)
+                .into_connection_info()
+                .expect("info")
+                .set_redis_settings(redis::RedisConnectionInfo::default().set_password(password));
+            let client = redis::Client::open(info).expect("client");
+            let mut c = client
+                .get_multiplexed_async_connection()
+                .await
+                .expect("connect to c's primary");
+            while !stop.load(Ordering::Relaxed) {
+                let _: i64 = redis::cmd("INCR")
+                    .arg("counter")
+                    .query_async(&mut c)
+                    .await
+                    .expect("INCR");
+                written.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+
+    let before = requests(&cluster);
+    let rv_before: Vec<_> = api
+        .list(&Default::default())
+        .await
+        .expect("list")
+        .items
+        .iter()
+        .map(|r| r.metadata.resource_version.clone())
+        .collect();
+    tokio::time::sleep(WINDOW).await;
+    let after = requests(&cluster);
+    stop.store(true, Ordering::Relaxed);
+    writer.await.expect("writer");
+    let changes = delta(&before, &after);
+    eprintln!("requests in {WINDOW:?}: {changes:#?}");
+    assert!(
+        written.load(Ordering::Relaxed) > 100,
+        "the writer made progress"
+    );
+
+    let writes: Vec<_> = changes
+        .iter()
+        .filter(|(k, _)| {
+            let (verb, resource) = k.split_once(' ').unwrap_or_default();
+            operators(verb, resource)
+        })
+        .collect();
+    assert!(
+        writes.is_empty(),
+        "API writes at steady state: {writes:?}\n{}",
+        cluster.operator_log()
+    );
+    let rv_after: Vec<_> = api
+        .list(&Default::default())
+        .await
+        .expect("list")
+        .items
+        .iter()
+        .map(|r| r.metadata.resource_version.clone())
+        .collect();
+    assert_eq!(rv_before, rv_after, "no status write");
+    // Reads come from the caches. Secrets and StatefulSets are read by this
+    // operator only (the devcluster's agent lists pods, Services and claims
+    // and reads ConfigMaps on its own): well under 0.2/s per cluster.
+    let reads: f64 = changes
+        .iter()
+        .filter(|(k, _)| {
+            let (verb, resource) = k.split_once(' ').unwrap_or_default();
+            matches!(verb, "GET" | "LIST") && ["secrets", "statefulsets"].contains(&resource)
+        })
+        .map(|(_, v)| v)
+        .sum();
+    assert!(
+        reads / WINDOW.as_secs_f64() < 0.2 * 3.0 / 10.0,
+        "{reads} reads of Secrets and StatefulSets in {WINDOW:?}"
+    );
+    cluster.kill_operator();
+}
