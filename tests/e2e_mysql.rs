@@ -298,7 +298,7 @@ async fn end_to_end(flavor: MySqlFlavor, ip_block: u8) {
         .await
         .expect("count");
     assert_eq!(n, Some(3), "nothing lost");
-    cluster.signal(pid, "CONT");
+    cluster.resume_if_running(pid);
     eventually(
         "the old primary rejoins read-only as a replica",
         Duration::from_secs(90),
@@ -422,7 +422,7 @@ async fn end_to_end(flavor: MySqlFlavor, ip_block: u8) {
         },
     )
     .await;
-    cluster.signal(pid, "CONT");
+    cluster.resume_if_running(pid);
     wait_ready(
         &api,
         "Ready after the restarted operator finished the failover",

@@ -227,7 +227,7 @@ async fn redis_end_to_end() {
         Some("world"),
         "data kept"
     );
-    cluster.signal(pid, "CONT");
+    cluster.resume_if_running(pid);
     eventually(
         "the old primary fenced into a replica",
         Duration::from_secs(60),
@@ -399,7 +399,7 @@ async fn redis_end_to_end() {
         },
     )
     .await;
-    cluster.signal(pid, "CONT");
+    cluster.resume_if_running(pid);
     wait_ready(
         &api,
         "Ready after the restarted operator finished the failover",

@@ -290,6 +290,21 @@ impl DevCluster {
         assert!(status.success(), "kill -{signal} {pid}");
     }
 
+    /// SIGCONT a process stopped with SIGSTOP, if it still runs: a hung
+    /// primary is usually isolated by the operator before the failover (its
+    /// pod deleted and gone, the process killed). True when it was running.
+    pub fn resume_if_running(&self, pid: i32) -> bool {
+        let alive = Command::new("kill")
+            .args(["-0", &pid.to_string()])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if alive {
+            self.signal(pid, "CONT");
+        }
+        alive
+    }
+
     /// What to print when a step fails.
     pub fn diagnostics(&self, ns: &str) -> String {
         let pods = self
