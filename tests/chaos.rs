@@ -821,23 +821,23 @@ async fn round(kind: Kind, durable: bool, seed: u64, rate: u64) -> RoundResult {
         }
         tokio::time::sleep(out.requeue_after.min(Duration::from_millis(300))).await;
     }
-    // A little more load on the final primary, then the accounting.
+    // A little more load on the final primary, then the accounting. A
+    // primary resumed from a hang refuses writes until a replica acknowledges
+    // again (min-replicas-to-write) and the writers reconnect, so the load
+    // runs until a write is acknowledged after the settle began (at least
+    // 600 ms, at most 15 s).
     let settle = Instant::now();
+    let acked_since = |from: Instant| acks.lock().unwrap().times.iter().any(|t| *t >= from);
     let mut last = db.pass().await;
-    while settle.elapsed() < Duration::from_millis(600) {
+    while settle.elapsed() < Duration::from_millis(600)
+        || (!acked_since(settle) && settle.elapsed() < Duration::from_secs(15))
+    {
         target_tx.send_replace(labelled_primary(&last).map(|p| db.addr(p)));
         tokio::time::sleep(Duration::from_millis(200)).await;
         last = db.pass().await;
     }
     let end = Instant::now();
-    let acks_before_settle = acks
-        .lock()
-        .unwrap()
-        .times
-        .iter()
-        .filter(|t| **t >= settle)
-        .count();
-    let ready = labelled_primary(&last).is_some() && acks_before_settle > 0;
+    let ready = labelled_primary(&last).is_some() && acked_since(settle);
     stop.store(true, Ordering::SeqCst);
     for w in writers {
         let _ = w.await;
