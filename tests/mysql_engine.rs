@@ -683,6 +683,100 @@ async fn semi_sync_lagging_appliers_keep_every_acknowledged_row() {
     w.stop().await;
 }
 
+/// Lossless semi-sync, and the primary crashes while a commit waits for a
+/// replica's acknowledgement nobody will send (every IO thread stopped): the
+/// transaction is in its binlog, so it returns holding a transaction no
+/// other member has. No client was told it committed, which the engine can
+/// prove (semi-sync without fallback, it is the replaced primary, every
+/// other member answers and lacks it): the member is re-seeded from the new
+/// primary instead of quarantined, and the cluster is healthy again with
+/// every acknowledged row and without the unacknowledged one.
+#[tokio::test]
+async fn semi_sync_returned_primary_with_an_unacknowledged_commit_is_reseeded() {
+    let _g = SERIAL.lock().await;
+    let mut c = Cluster::new(3);
+    c.settings.replication.mode = ordinal::api::mysql::ReplicationMode::SemiSync;
+    bootstrap_cluster(&mut c).await;
+    semi_sync_active(&mut c, 0).await;
+    let mut app = c.server(0).app().await.expect("app");
+    for i in 1..=50 {
+        app.query_drop(format!("INSERT INTO app.t (id, v) VALUES ({i}, 'acked')"))
+            .await
+            .expect("acknowledged insert");
+    }
+    drop(app);
+    // No pass runs from here to the kill, so nothing restarts the threads.
+    for r in [1, 2] {
+        c.server(r).exec("STOP SLAVE IO_THREAD").await;
+    }
+    let before = c.server(0).scalar("SELECT @@gtid_binlog_pos").await;
+    let mut app = c.server(0).app().await.expect("app");
+    let pending = tokio::spawn(async move {
+        app.query_drop("INSERT INTO app.t (id, v) VALUES (9000, 'never acknowledged')")
+            .await
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while c.server(0).scalar("SELECT @@gtid_binlog_pos").await == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the commit never reached the binlog"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !pending.is_finished(),
+        "the commit returned without an acknowledgement"
+    );
+    c.server_mut(0).kill();
+    let answer = pending.await.expect("client task");
+    assert!(answer.is_err(), "the client was told the commit succeeded");
+    for r in [1, 2] {
+        assert!(missing_ids(c.server(r), &[9000]).await.len() == 1);
+    }
+    let out = c
+        .converge(CONVERGE, "failover", |o| {
+            o.state.primary.is_some_and(|p| p != 0) && o.state.operation.is_none()
+        })
+        .await;
+    let np = out.state.primary.expect("primary");
+    // The old primary returns; crash recovery kept the commit.
+    c.server_mut(0).start();
+    assert!(
+        missing_ids(c.server(0), &[9000]).await.is_empty(),
+        "the staged commit is not on the returned primary"
+    );
+    c.converge(
+        Duration::from_secs(90),
+        "new primary, all replicating",
+        |o| healthy_with(o, np),
+    )
+    .await;
+    assert!(
+        !c.events.iter().any(|e| e.contains("ErrantTransactions")),
+        "{:#?}",
+        c.events
+    );
+    assert!(
+        c.events
+            .iter()
+            .any(|e| e.contains("Reseeding") && e.contains("no client was told")),
+        "{:#?}",
+        c.events
+    );
+    let acked: Vec<i64> = (1..=50).collect();
+    for s in 0..3 {
+        wait_rows(c.server(s), "app.t", 50, Duration::from_secs(15)).await;
+        assert!(missing_ids(c.server(s), &acked).await.is_empty());
+        assert_eq!(
+            missing_ids(c.server(s), &[9000]).await,
+            vec![9000],
+            "db-{s} holds the unacknowledged row"
+        );
+    }
+    assert_eq!(writable_members(&c).await, vec![np]);
+}
+
 /// A primary that comes back without its last commits (a crash without a
 /// durable flush; emulated by giving a replica a transaction of the
 /// primary's origin the primary lacks) is not made writable: the replica

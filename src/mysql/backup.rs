@@ -1415,10 +1415,12 @@ where
 }
 
 impl MySqlEngine {
-    /// Re-seed `target` (a replica whose source purged the binlogs it needs)
-    /// from a fresh dump of `source`, streamed directly into it, then point it
-    /// at `source` from the dump's GTID position. Only called for members
-    /// without errant transactions, whose data is a subset of the source's.
+    /// Re-seed `target` (a replica whose source purged the binlogs it needs,
+    /// a member lacking transactions it originated, or a returned primary
+    /// whose extra transactions were provably never acknowledged) from a
+    /// fresh dump of `source`, streamed directly into it, then point it at
+    /// `source` from the dump's GTID position. The restore resets its
+    /// binlogs, so nothing it held beyond the source survives.
     pub(crate) async fn reseed(
         &self,
         source: &Member,

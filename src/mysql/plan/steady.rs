@@ -2,7 +2,9 @@
 //! the members hold. Keep it writable (and semi-sync configured), keep every
 //! other member replicating from it — repointing, restarting, quarantining
 //! or re-seeding one member at a time — start a requested switchover, and
-//! report health.
+//! report health. A member holding transactions the primary lacks is
+//! quarantined (data kept for a person), unless they are provably never
+//! acknowledged (see [`never_acknowledged`]): then it is re-seeded.
 
 use super::*;
 
@@ -137,6 +139,25 @@ fn plan_member(
         }
     };
     if let Some(why) = errant(o, po.reference(), d) {
+        if let Some(proof) = never_acknowledged(inp, pv, v, o, po) {
+            if o.writable() {
+                p.steps.push(Step {
+                    action: Action::Fence { ordinal: v.ordinal },
+                    critical: false,
+                });
+            }
+            request_reseed(
+                inp,
+                p,
+                v,
+                format!(
+                    "{} {why}; {proof}: they are discarded and it is seeded from a fresh dump of {}",
+                    v.pod, pv.pod
+                ),
+            );
+            problems.push(format!("{} being re-seeded", v.pod));
+            return;
+        }
         set_role(
             p,
             v.ordinal,
@@ -416,15 +437,65 @@ fn request_reseed(inp: &PlanInput<'_>, p: &mut Plan, v: &View, why: String) {
     p.requeue = std::time::Duration::from_millis(300);
 }
 
-/// Transactions the member `o` originated (MariaDB server id, MySQL server
-/// uuid) that the primary `po` holds and `o` lacks.
+/// How member `o` names itself as the origin of transactions (MariaDB server
+/// id, MySQL server uuid).
+fn own_origin(o: &Observed) -> Option<String> {
+    match &o.executed {
+        GtidSet::MariaDb(_) => Some(o.server_id.to_string()),
+        GtidSet::MySql(_) => identity_origin(Some(&o.identity)),
+    }
+}
+
+/// Transactions the member `o` originated that the primary `po` holds and
+/// `o` lacks.
 fn own_transactions_lacking(o: &Observed, po: &Observed) -> u64 {
-    let own = match &po.executed {
-        GtidSet::MariaDb(_) => o.server_id.to_string(),
-        GtidSet::MySql(_) => match identity_origin(Some(&o.identity)) {
-            Some(uuid) => uuid,
-            None => return 0,
-        },
-    };
-    o.executed.missing(&po.reference().originated_by(&own))
+    match own_origin(o) {
+        Some(own) => o.executed.missing(&po.reference().originated_by(&own)),
+        None => 0,
+    }
+}
+
+/// Why the transactions member `v` holds beyond the primary `pv` were
+/// provably never acknowledged to a client, or None when that cannot be
+/// shown (the member is then quarantined for a person). All must hold:
+/// - lossless semi-sync without async fallback: a commit returns to its
+///   client only after a replica received it;
+/// - `v` is the primary the last failover replaced, and every transaction
+///   it holds beyond the primary originated on it (written while it was
+///   the primary, not by a person on a replica);
+/// - every other member answers and holds (executed or received) nothing
+///   beyond the primary, so no replica ever received them (a failover's
+///   candidate holds whatever the reachable replicas received).
+fn never_acknowledged(
+    inp: &PlanInput<'_>,
+    pv: &View,
+    v: &View,
+    o: &Observed,
+    po: &Observed,
+) -> Option<String> {
+    if !semi(inp) || inp.settings.replication.allow_async_fallback {
+        return None;
+    }
+    let last = inp.state.last_failover.as_ref()?;
+    if last.kind != OperationKind::Failover || last.from != v.ordinal || last.to != pv.ordinal {
+        return None;
+    }
+    let own = own_origin(o)?;
+    if o.executed.errant_vs(po.reference(), Some(&own)).is_some() {
+        return None;
+    }
+    for w in inp
+        .views
+        .iter()
+        .filter(|w| w.ordinal != v.ordinal && w.ordinal != pv.ordinal)
+    {
+        let wo = w.obs.as_ref().ok()?;
+        if held(wo).errant_vs(po.reference(), None).is_some() {
+            return None;
+        }
+    }
+    Some(
+        "they were written while it was the primary under lossless semi-sync without async fallback, and no other member received them, so no client was told they committed"
+            .to_string(),
+    )
 }

@@ -1131,3 +1131,127 @@ fn credential_change_refreshes_users_and_repoints_replicas() {
             .any(|a| matches!(a, Action::Repoint { ordinal: 1, .. }))
     );
 }
+
+/// A former primary returns holding a transaction of its own no other
+/// member received: under lossless semi-sync without fallback it was never
+/// acknowledged, so it is re-seeded; in every case where that cannot be
+/// shown it is quarantined for a person.
+#[test]
+fn returned_primary_with_unacknowledged_transactions_is_reseeded_only_when_provable() {
+    let returned = || {
+        let mut o = obs("0-100-12", true, None);
+        o.server_id = 100;
+        o
+    };
+    let replica = |executed: &str| {
+        let mut o = obs(executed, true, Some("db-1.h"));
+        o.server_id = 102;
+        o
+    };
+    let mut primary = obs("0-100-11,0-101-20", false, None);
+    primary.server_id = 101;
+    primary.semi_primary = Some(true);
+    let state = |from: i32| ReplicationState {
+        primary: Some(1),
+        term: 2,
+        primary_position: Some("0-101-20".into()),
+        last_failover: Some(FailoverRecord {
+            kind: OperationKind::Failover,
+            from,
+            to: 1,
+            time: to_time(now()),
+            reason: "PrimaryUnreachable".into(),
+        }),
+        ..Default::default()
+    };
+    let semi = |fallback: bool| {
+        let mut s = MySqlSettings::default();
+        s.replication.mode = ReplicationMode::SemiSync;
+        s.replication.allow_async_fallback = fallback;
+        s
+    };
+    let failover = FailoverSpec::default();
+    let decide = |views: &[View], st: &ReplicationState, settings: &MySqlSettings| {
+        plan(&PlanInput {
+            views,
+            state: st,
+            desired_primary: None,
+            failover: &failover,
+            settings,
+            now: now(),
+            timeouts: OpTimeouts::default(),
+            credentials_changed: false,
+            hint: None,
+            reseeded: &[],
+            reseeding: &[],
+        })
+    };
+    let views = |r2: Option<Observed>| {
+        vec![
+            view(0, Some(returned())),
+            view(1, Some(primary.clone())),
+            view(2, r2),
+        ]
+    };
+    let caught_up = || Some(replica("0-100-11,0-101-20"));
+
+    let p = decide(&views(caught_up()), &state(0), &semi(false));
+    let recorded: Vec<i32> = p.state.reseeds.iter().map(|r| r.ordinal).collect();
+    assert_eq!(recorded, vec![0], "{:?}", p.events);
+    assert_ne!(p.members[0].role, MemberRole::Quarantined);
+    assert!(
+        p.events
+            .iter()
+            .any(|e| e.reason == "Reseeding" && e.note.contains("0-100-12")),
+        "{:?}",
+        p.events
+    );
+    // The next pass seeds it from the primary.
+    let p = decide(&views(caught_up()), &p.state, &semi(false));
+    assert!(actions(&p).contains(&Action::Reseed {
+        ordinal: 0,
+        source: 1
+    }));
+
+    let mut holds_it = replica("0-100-12,0-101-20");
+    holds_it.replica.as_mut().unwrap().received = Some(g("0-100-12,0-101-20"));
+    let mut async_mode = MySqlSettings::default();
+    async_mode.replication.mode = ReplicationMode::Async;
+    for (why, views, st, settings) in [
+        ("async mode", views(caught_up()), state(0), async_mode),
+        (
+            "async fallback allowed",
+            views(caught_up()),
+            state(0),
+            semi(true),
+        ),
+        (
+            "another member unreachable",
+            views(None),
+            state(0),
+            semi(false),
+        ),
+        (
+            "another member received it",
+            views(Some(holds_it)),
+            state(0),
+            semi(false),
+        ),
+        (
+            "not the replaced primary",
+            views(caught_up()),
+            state(2),
+            semi(false),
+        ),
+    ] {
+        let p = decide(&views, &st, &settings);
+        assert_eq!(p.members[0].role, MemberRole::Quarantined, "{why}");
+        assert!(p.state.reseeds.is_empty(), "{why}");
+        assert!(
+            !actions(&p)
+                .iter()
+                .any(|a| matches!(a, Action::Reseed { .. })),
+            "{why}"
+        );
+    }
+}
