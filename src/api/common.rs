@@ -531,6 +531,11 @@ pub struct ReplicationState {
     /// MySQL/MariaDB members whose re-seed is decided and not finished.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reseeds: Vec<ReseedRecord>,
+    /// MySQL/MariaDB members a failover replaced as primary that have not
+    /// replicated from a later primary since: what such a member holds
+    /// beyond the primary was written while it was the primary.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replaced_primaries: Vec<i32>,
 }
 
 /// Status shared by `RedisReplication` and `MySQLCluster`.

@@ -244,6 +244,25 @@ impl GtidSet {
         }
     }
 
+    /// Whether `other` holds any transaction that `self` holds beyond
+    /// `reference` (MariaDB: a server's sequence in a domain past the
+    /// reference's on both sides; MySQL: an interval in common).
+    pub fn shares_beyond(&self, other: &GtidSet, reference: &GtidSet) -> bool {
+        match (self, other, reference) {
+            (GtidSet::MariaDb(a), GtidSet::MariaDb(b), GtidSet::MariaDb(r)) => {
+                a.iter().any(|(k, n)| {
+                    let base = r.get(k).copied().unwrap_or(0);
+                    *n > base && b.get(k).is_some_and(|m| *m > base)
+                })
+            }
+            (GtidSet::MySql(_), GtidSet::MySql(_), GtidSet::MySql(_)) => {
+                let mine = self.subtract(reference);
+                mine.subtract(other) != mine
+            }
+            _ => true,
+        }
+    }
+
     /// The transactions originated by `origin` (MariaDB server id, MySQL
     /// server uuid); empty when it originated none.
     pub fn originated_by(&self, origin: &str) -> GtidSet {
@@ -428,5 +447,21 @@ mod tests {
         assert_eq!(r.union(&errant).to_string(), format!("{U1}:1-11,{U2}:1"));
         assert!(GtidSet::parse(MySqlFlavor::MySQL, "zz:1").is_err());
         assert!(GtidSet::parse(MySqlFlavor::MySQL, &format!("{U1}:5-2")).is_err());
+    }
+
+    #[test]
+    fn shares_beyond_finds_a_common_transaction_past_the_reference() {
+        let m = |t: &str| GtidSet::parse(MySqlFlavor::MariaDB, t).unwrap();
+        let r = m("0-100-10,0-101-20");
+        assert!(m("0-100-12").shares_beyond(&m("0-100-11,0-101-20"), &r));
+        assert!(!m("0-100-12").shares_beyond(&m("0-100-10,0-101-25"), &r));
+        assert!(!m("0-100-12").shares_beyond(&m("0-102-3"), &r));
+        assert!(!m("0-100-10").shares_beyond(&m("0-100-12"), &r));
+        let y = |t: &str| GtidSet::parse(MySqlFlavor::MySQL, t).unwrap();
+        let u = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
+        let r = y(&format!("{u}:1-10"));
+        assert!(y(&format!("{u}:1-12")).shares_beyond(&y(&format!("{u}:1-11")), &r));
+        assert!(!y(&format!("{u}:1-12")).shares_beyond(&y(&format!("{u}:1-10")), &r));
+        assert!(!y(&format!("{u}:1-12")).shares_beyond(&y(&format!("{u}:1-10:13")), &r));
     }
 }

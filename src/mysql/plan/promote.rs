@@ -171,6 +171,10 @@ pub(super) fn finish(
         time: to_time(inp.now),
         reason: op.reason.clone(),
     });
+    if op.kind == OperationKind::Failover && !p.state.replaced_primaries.contains(&op.from) {
+        p.state.replaced_primaries.push(op.from);
+    }
+    p.state.replaced_primaries.retain(|o| *o != to);
     set_role(p, to, MemberRole::Primary, None);
     let from_pod = view(inp, op.from)
         .map(|v| v.pod.clone())

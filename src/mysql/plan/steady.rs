@@ -252,6 +252,9 @@ fn plan_member(
             }
             if r.io_yes() && r.sql_running {
                 set_role(p, v.ordinal, MemberRole::Replica, None);
+                // Replicating from this primary: no longer a replaced primary.
+                p.state.replaced_primaries.retain(|o| *o != v.ordinal);
+                p.fallback.replaced_primaries.retain(|o| *o != v.ordinal);
                 if let Some(m) = p.members.iter_mut().find(|m| m.ordinal == v.ordinal) {
                     m.source = Some(primary);
                 }
@@ -460,12 +463,13 @@ fn own_transactions_lacking(o: &Observed, po: &Observed) -> u64 {
 /// shown (the member is then quarantined for a person). All must hold:
 /// - lossless semi-sync without async fallback: a commit returns to its
 ///   client only after a replica received it;
-/// - `v` is the primary the last failover replaced, and every transaction
-///   it holds beyond the primary originated on it (written while it was
-///   the primary, not by a person on a replica);
-/// - every other member answers and holds (executed or received) nothing
-///   beyond the primary, so no replica ever received them (a failover's
-///   candidate holds whatever the reachable replicas received).
+/// - a failover replaced `v` as primary and it has not replicated since,
+///   and every transaction it holds beyond the primary originated on it:
+///   they were written while it was the primary (a person writing on a
+///   read-only member with admin privileges is not covered);
+/// - every other member answers and holds (executed or received) none of
+///   them, so no replica ever received them (a failover's candidate holds
+///   whatever the reachable replicas received).
 fn never_acknowledged(
     inp: &PlanInput<'_>,
     pv: &View,
@@ -476,8 +480,7 @@ fn never_acknowledged(
     if !semi(inp) || inp.settings.replication.allow_async_fallback {
         return None;
     }
-    let last = inp.state.last_failover.as_ref()?;
-    if last.kind != OperationKind::Failover || last.from != v.ordinal || last.to != pv.ordinal {
+    if !inp.state.replaced_primaries.contains(&v.ordinal) {
         return None;
     }
     let own = own_origin(o)?;
@@ -490,7 +493,7 @@ fn never_acknowledged(
         .filter(|w| w.ordinal != v.ordinal && w.ordinal != pv.ordinal)
     {
         let wo = w.obs.as_ref().ok()?;
-        if held(wo).errant_vs(po.reference(), None).is_some() {
+        if o.executed.shares_beyond(&held(wo), po.reference()) {
             return None;
         }
     }

@@ -349,6 +349,7 @@ fn failover_waits_for_detection_window_then_starts() {
     assert_eq!(p.state.primary, Some(1));
     assert_eq!(p.state.term, 2);
     assert!(p.state.operation.is_none());
+    assert_eq!(p.state.replaced_primaries, vec![0]);
     assert_eq!(p.fallback.operation, Some(waiting));
     let _ = op;
 }
@@ -1151,17 +1152,11 @@ fn returned_primary_with_unacknowledged_transactions_is_reseeded_only_when_prova
     let mut primary = obs("0-100-11,0-101-20", false, None);
     primary.server_id = 101;
     primary.semi_primary = Some(true);
-    let state = |from: i32| ReplicationState {
+    let state = |replaced: &[i32]| ReplicationState {
         primary: Some(1),
         term: 2,
         primary_position: Some("0-101-20".into()),
-        last_failover: Some(FailoverRecord {
-            kind: OperationKind::Failover,
-            from,
-            to: 1,
-            time: to_time(now()),
-            reason: "PrimaryUnreachable".into(),
-        }),
+        replaced_primaries: replaced.to_vec(),
         ..Default::default()
     };
     let semi = |fallback: bool| {
@@ -1195,7 +1190,7 @@ fn returned_primary_with_unacknowledged_transactions_is_reseeded_only_when_prova
     };
     let caught_up = || Some(replica("0-100-11,0-101-20"));
 
-    let p = decide(&views(caught_up()), &state(0), &semi(false));
+    let p = decide(&views(caught_up()), &state(&[0]), &semi(false));
     let recorded: Vec<i32> = p.state.reseeds.iter().map(|r| r.ordinal).collect();
     assert_eq!(recorded, vec![0], "{:?}", p.events);
     assert_ne!(p.members[0].role, MemberRole::Quarantined);
@@ -1218,29 +1213,29 @@ fn returned_primary_with_unacknowledged_transactions_is_reseeded_only_when_prova
     let mut async_mode = MySqlSettings::default();
     async_mode.replication.mode = ReplicationMode::Async;
     for (why, views, st, settings) in [
-        ("async mode", views(caught_up()), state(0), async_mode),
+        ("async mode", views(caught_up()), state(&[0]), async_mode),
         (
             "async fallback allowed",
             views(caught_up()),
-            state(0),
+            state(&[0]),
             semi(true),
         ),
         (
             "another member unreachable",
             views(None),
-            state(0),
+            state(&[0]),
             semi(false),
         ),
         (
             "another member received it",
             views(Some(holds_it)),
-            state(0),
+            state(&[0]),
             semi(false),
         ),
         (
-            "not the replaced primary",
+            "not a replaced primary",
             views(caught_up()),
-            state(2),
+            state(&[2]),
             semi(false),
         ),
     ] {
@@ -1254,4 +1249,23 @@ fn returned_primary_with_unacknowledged_transactions_is_reseeded_only_when_prova
             "{why}"
         );
     }
+
+    // Two primaries replaced in a row (the promoted one killed too), each
+    // back with a commit of its own the other lacks: both are re-seeded.
+    let mut second = obs("0-100-11,0-101-20,0-102-21", true, None);
+    second.server_id = 102;
+    let p = decide(&views(Some(second)), &state(&[0, 2]), &semi(false));
+    let recorded: Vec<i32> = p.state.reseeds.iter().map(|r| r.ordinal).collect();
+    assert_eq!(recorded, vec![0, 2], "{:?}", p.events);
+
+    // A replaced primary replicating from the primary again is no longer one.
+    let mut rejoined = obs("0-100-11,0-101-20", true, Some("db-1.h"));
+    rejoined.server_id = 100;
+    let views = vec![
+        view(0, Some(rejoined)),
+        view(1, Some(primary.clone())),
+        view(2, caught_up()),
+    ];
+    let p = decide(&views, &state(&[0]), &semi(false));
+    assert!(p.state.replaced_primaries.is_empty());
 }
