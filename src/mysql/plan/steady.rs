@@ -149,13 +149,13 @@ fn plan_member(
             request_reseed(
                 inp,
                 p,
+                problems,
                 v,
                 format!(
                     "{} {why}; {proof}: they are discarded and it is seeded from a fresh dump of {}",
                     v.pod, pv.pod
                 ),
             );
-            problems.push(format!("{} being re-seeded", v.pod));
             return;
         }
         set_role(
@@ -232,13 +232,13 @@ fn plan_member(
                 request_reseed(
                     inp,
                     p,
+                    problems,
                     v,
                     format!(
                         "{} needs binlogs {} no longer has; seeding it from a fresh dump",
                         v.pod, pv.pod
                     ),
                 );
-                problems.push(format!("{} being re-seeded", v.pod));
                 return;
             }
             if r.last_sql_errno != 0 && !r.sql_running {
@@ -315,6 +315,7 @@ fn plan_member(
                 request_reseed(
                     inp,
                     p,
+                    problems,
                     v,
                     if own_lost {
                         format!(
@@ -332,7 +333,6 @@ fn plan_member(
                         )
                     },
                 );
-                problems.push(format!("{} being re-seeded", v.pod));
                 return;
             }
             if semi_sync && o.semi_replica != Some(true) {
@@ -421,7 +421,14 @@ fn steady_health(
 /// A member must be seeded from a dump of the primary: the decision is
 /// recorded in the state first (persisted before the next pass); the seed,
 /// which drops its schemas, starts on the next pass from that record.
-fn request_reseed(inp: &PlanInput<'_>, p: &mut Plan, v: &View, why: String) {
+fn request_reseed(
+    inp: &PlanInput<'_>,
+    p: &mut Plan,
+    problems: &mut Vec<String>,
+    v: &View,
+    why: String,
+) {
+    problems.push(format!("{} being re-seeded", v.pod));
     if !p.state.reseeds.iter().any(|r| r.ordinal == v.ordinal) {
         let record = ReseedRecord {
             ordinal: v.ordinal,

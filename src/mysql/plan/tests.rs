@@ -64,18 +64,34 @@ fn run(views: &[View], state: &ReplicationState, desired: Option<i32>, at: DateT
         max_lag: None,
     };
     plan(&PlanInput {
-        views,
-        state,
         desired_primary: desired,
         failover: &failover,
-        settings: &settings,
         now: at,
+        ..input(views, state, &settings)
+    })
+}
+
+/// A pass at `now()` with `settings`, default failover and no other input.
+fn input<'a>(
+    views: &'a [View],
+    state: &'a ReplicationState,
+    settings: &'a MySqlSettings,
+) -> PlanInput<'a> {
+    static FAILOVER: std::sync::LazyLock<FailoverSpec> =
+        std::sync::LazyLock::new(FailoverSpec::default);
+    PlanInput {
+        views,
+        state,
+        desired_primary: None,
+        failover: &FAILOVER,
+        settings,
+        now: now(),
         timeouts: OpTimeouts::default(),
         credentials_changed: false,
         hint: None,
         reseeded: &[],
         reseeding: &[],
-    })
+    }
 }
 
 fn healthy_state() -> ReplicationState {
@@ -673,24 +689,10 @@ fn semi_sync_health_reports_no_replicas_and_off() {
     r1.semi_replica = Some(true);
     let mut settings = MySqlSettings::default();
     settings.replication.mode = ReplicationMode::SemiSync;
-    let failover = FailoverSpec::default();
     let state = healthy_state();
     let health = |po: &Observed| {
         let views = vec![view(0, Some(po.clone())), view(1, Some(r1.clone()))];
-        plan(&PlanInput {
-            views: &views,
-            state: &state,
-            desired_primary: None,
-            failover: &failover,
-            settings: &settings,
-            now: now(),
-            timeouts: OpTimeouts::default(),
-            credentials_changed: false,
-            hint: None,
-            reseeded: &[],
-            reseeding: &[],
-        })
-        .health
+        plan(&input(&views, &state, &settings)).health
     };
     po.semi_status = Some(true);
     po.semi_clients = Some(1);
@@ -934,21 +936,8 @@ fn semi_sync_settings_are_enforced_each_pass() {
     let mut settings = MySqlSettings::default();
     settings.replication.mode = ReplicationMode::SemiSync;
     settings.replication.wait_for_replicas = 2;
-    let failover = FailoverSpec::default();
     let state = healthy_state();
-    let p = plan(&PlanInput {
-        views: &views,
-        state: &state,
-        desired_primary: None,
-        failover: &failover,
-        settings: &settings,
-        now: now(),
-        timeouts: OpTimeouts::default(),
-        credentials_changed: false,
-        hint: None,
-        reseeded: &[],
-        reseeding: &[],
-    });
+    let p = plan(&input(&views, &state, &settings));
     let a = actions(&p);
     assert!(a.contains(&Action::SemiSyncPrimary { ordinal: 0 }));
     assert!(a.contains(&Action::SemiSyncReplica { ordinal: 1 }));
@@ -1165,21 +1154,8 @@ fn returned_primary_with_unacknowledged_transactions_is_reseeded_only_when_prova
         s.replication.allow_async_fallback = fallback;
         s
     };
-    let failover = FailoverSpec::default();
     let decide = |views: &[View], st: &ReplicationState, settings: &MySqlSettings| {
-        plan(&PlanInput {
-            views,
-            state: st,
-            desired_primary: None,
-            failover: &failover,
-            settings,
-            now: now(),
-            timeouts: OpTimeouts::default(),
-            credentials_changed: false,
-            hint: None,
-            reseeded: &[],
-            reseeding: &[],
-        })
+        plan(&input(views, st, settings))
     };
     let views = |r2: Option<Observed>| {
         vec![
