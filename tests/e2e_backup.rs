@@ -420,7 +420,11 @@ async fn backups_end_to_end() {
         .expect("status");
     assert_eq!(denied.phase, BackupPhase::Failed, "{denied:?}");
     let msg = denied.message.clone().unwrap_or_default();
-    assert!(msg.contains("refused the credentials"), "{msg}");
+    step(&format!("refused: {msg}"));
+    assert!(
+        msg.contains("refused the credentials") && msg.contains(&s3_endpoint),
+        "refused by the server the Service name reached: {msg}"
+    );
     assert!(denied.sha256.is_none() && denied.size_bytes.is_none());
     let store = s3_from_test(&cluster);
     let mut objects: Vec<(String, u64)> = store
