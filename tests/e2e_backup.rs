@@ -3,7 +3,11 @@
 //! failing target never marked Succeeded, restores of Redis and MariaDB into
 //! new clusters with the data compared, a tampered artifact refused at
 //! restore, and a every-minute BackupSchedule whose retention deletes old
-//! Backups and their artifacts.
+//! Backups and their artifacts. An S3-compatible server (s3s-fs, installed by
+//! scripts/setup.sh) runs as a pod behind a Service, so a MariaDB Backup and
+//! its restore take the Job's whole path (Secret → env → object_store →
+//! Service name → ClusterIP → pod), and a wrong secret key fails as refused
+//! credentials.
 
 #[path = "support/devcluster.rs"]
 mod devcluster;
@@ -12,12 +16,22 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use devcluster::{DevCluster, eventually, members, secret_value};
+use futures::TryStreamExt;
 use kube::api::{Api, ListParams, PostParams};
 use mysql_async::prelude::*;
-use ordinal::api::backup::{Backup, BackupPhase};
+use object_store::ObjectStoreExt;
+use ordinal::api::backup::{Backup, BackupPhase, BackupTarget};
 use ordinal::api::{ClusterPhase, MySQLCluster, RedisReplication};
+use ordinal::backup::artifact;
+use ordinal::backup::target::{self, TargetCredentials};
 
 const NS: &str = "e2e-backup";
+/// The in-cluster S3 server: Service name, port, bucket and the keys it takes.
+const S3_SERVICE: &str = "objects";
+const S3_PORT: u16 = 9000;
+const S3_BUCKET: &str = "backups";
+const S3_ACCESS: &str = "e2e-backup-access";
+const S3_SECRET: &str = "e2e-backup-secret-key";
 
 fn obj<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
     serde_json::from_value(v).expect("object")
@@ -82,6 +96,113 @@ async fn mysql_fingerprint(ip: &str, password: &str) -> (i64, i64) {
     (n.unwrap_or(-1), row.map(|r| r.1).unwrap_or(-1))
 }
 
+/// `spec.target` of a Backup to the in-cluster S3 server at `endpoint`,
+/// with credentials from Secret `secret`.
+fn s3_target(endpoint: &str, secret: &str) -> serde_json::Value {
+    serde_json::json!({"s3": {"bucket": S3_BUCKET, "prefix": "db-backups", "endpoint": endpoint,
+        "forcePathStyle": true,
+        "accessKeyId": {"name": secret, "key": "access-key"},
+        "secretAccessKey": {"name": secret, "key": "secret-key"}}})
+}
+
+/// s3s-fs as a pod (the host program, through scripts/s3s-fs.sh, which
+/// scripts/setup.sh has installed: its install runs here first, a no-op when
+/// present) listening on its pod IP, with the bucket as a directory in the
+/// pod's own /tmp, a Service in front, and two credential Secrets: the keys
+/// it takes and a wrong secret key.
+fn start_s3_pod(cluster: &DevCluster) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/s3s-fs.sh");
+    let cache = std::env::var("ORDINAL_CACHE").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/ordinal",
+            std::env::var("HOME").expect("HOME or ORDINAL_CACHE")
+        )
+    });
+    let installed = std::process::Command::new(script)
+        .arg("--version")
+        .env("ORDINAL_CACHE", &cache)
+        .output()
+        .expect("scripts/s3s-fs.sh");
+    assert!(installed.status.success(), "s3s-fs: {installed:?}");
+    let pod = serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "objects-0", "labels": {"app": S3_SERVICE}},
+        "spec": {"containers": [{"name": "s3s-fs", "image": "s3s-fs",
+            "command": ["sh", "-c", "mkdir -p /tmp/s3/$BUCKET && exec \"$0\" \"$@\"", script,
+                "--host", "$(POD_IP)", "--port", S3_PORT.to_string(),
+                "--access-key", S3_ACCESS, "--secret-key", S3_SECRET, "/tmp/s3"],
+            "env": [{"name": "ORDINAL_CACHE", "value": cache}, {"name": "BUCKET", "value": S3_BUCKET},
+                {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
+            "ports": [{"containerPort": S3_PORT}],
+            "readinessProbe": {"tcpSocket": {"port": S3_PORT}, "periodSeconds": 1}}]}});
+    let service = serde_json::json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": S3_SERVICE},
+        "spec": {"selector": {"app": S3_SERVICE}, "ports": [{"port": S3_PORT, "targetPort": S3_PORT}]}});
+    for (name, secret) in [
+        ("objects-creds", S3_SECRET),
+        ("objects-wrong", "not-the-secret-key"),
+    ] {
+        cluster
+            .kubectl(&[
+                "-n",
+                NS,
+                "create",
+                "secret",
+                "generic",
+                name,
+                &format!("--from-literal=access-key={S3_ACCESS}"),
+                &format!("--from-literal=secret-key={secret}"),
+            ])
+            .expect("s3 secret");
+    }
+    for o in [pod, service] {
+        cluster
+            .kubectl_stdin(&["-n", NS, "apply", "-f", "-"], &o.to_string())
+            .expect("s3 server");
+    }
+}
+
+/// The in-cluster S3 server as the test reaches it: through the Service's
+/// ClusterIP (netns network), or the pod IP the Service name resolves to
+/// (loopback network, which has no ClusterIP routing).
+fn s3_from_test(cluster: &DevCluster) -> target::Target {
+    let field = |args: &[&str]| cluster.kubectl(args).expect("kubectl").trim().to_string();
+    let addr = if cluster.netns() {
+        field(&[
+            "-n",
+            NS,
+            "get",
+            "service",
+            S3_SERVICE,
+            "-o",
+            "jsonpath={.spec.clusterIP}",
+        ])
+    } else {
+        field(&[
+            "-n",
+            NS,
+            "get",
+            "pod",
+            "objects-0",
+            "-o",
+            "jsonpath={.status.podIP}",
+        ])
+    };
+    let spec: BackupTarget = obj(s3_target(&format!("http://{addr}:{S3_PORT}"), "unused"));
+    let creds = TargetCredentials {
+        access_key_id: Some(S3_ACCESS.into()),
+        secret_access_key: Some(S3_SECRET.into()),
+        ..Default::default()
+    };
+    target::open(&spec, &creds, Path::new("/nonexistent")).expect("open the S3 target")
+}
+
+async fn mysql_rows(ip: &str, password: &str) -> Vec<(i32, String, String, String)> {
+    let mut c = mysql_conn(ip, password).await;
+    c.query("SELECT id, customer, CAST(total AS CHAR), note FROM shop.orders ORDER BY id")
+        .await
+        .expect("rows")
+}
+
 fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     if let Ok(entries) = std::fs::read_dir(dir) {
@@ -118,6 +239,7 @@ async fn backups_end_to_end() {
             "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: backups}\nspec:\n  accessModes: [ReadWriteOnce]\n  resources: {requests: {storage: 1Gi}}\n",
         )
         .expect("pvc");
+    start_s3_pod(&cluster);
     rr.create(
         &pp,
         &obj(
@@ -248,6 +370,103 @@ async fn backups_end_to_end() {
         .await
         .expect("later write");
 
+    step("a MariaDB backup to the S3 server in the cluster; a wrong secret key is refused");
+    let s3_endpoint = format!("http://{S3_SERVICE}.{NS}.svc:{S3_PORT}");
+    cluster
+        .kubectl(&[
+            "-n",
+            NS,
+            "wait",
+            "--for=condition=Ready",
+            "pod/objects-0",
+            "--timeout=120s",
+        ])
+        .expect("the S3 server's pod is Ready");
+    eventually(
+        "the replica has every row (the backup reads a replica)",
+        Duration::from_secs(60),
+        || async {
+            let fp = mysql_fingerprint(&ip_of(&client, "db", "replica").await, &mysql_pw).await;
+            (fp.0 == 10_001).then_some(())
+        },
+    )
+    .await;
+    for (name, secret) in [
+        ("db-s3", "objects-creds"),
+        ("db-s3-denied", "objects-wrong"),
+    ] {
+        backups
+            .create(
+                &pp,
+                &obj(
+                    serde_json::json!({"apiVersion": "ordinal.dev/v1alpha1", "kind": "Backup",
+            "metadata": {"name": name}, "spec": {"cluster": {"kind": "MySQLCluster", "name": "db"},
+            "target": s3_target(&s3_endpoint, secret)}}),
+                ),
+            )
+            .await
+            .expect("backup");
+    }
+    let s3_status = backup_done(&backups, "db-s3").await.status.expect("status");
+    assert_eq!(
+        s3_status.phase,
+        BackupPhase::Succeeded,
+        "{s3_status:?}\n{}",
+        cluster.diagnostics(NS)
+    );
+    let denied = backup_done(&backups, "db-s3-denied")
+        .await
+        .status
+        .expect("status");
+    assert_eq!(denied.phase, BackupPhase::Failed, "{denied:?}");
+    let msg = denied.message.clone().unwrap_or_default();
+    step(&format!("refused: {msg}"));
+    assert!(
+        msg.contains("refused the credentials") && msg.contains(&s3_endpoint),
+        "refused by the server the Service name reached: {msg}"
+    );
+    assert!(denied.sha256.is_none() && denied.size_bytes.is_none());
+    let store = s3_from_test(&cluster);
+    let mut objects: Vec<(String, u64)> = store
+        .store
+        .list(Some(&store.prefix))
+        .map_ok(|o| (o.location.to_string(), o.size))
+        .try_collect()
+        .await
+        .expect("list the bucket through the Service");
+    objects.sort();
+    let dir = format!("db-backups/{NS}/db/db-s3");
+    let names: Vec<&str> = objects.iter().map(|o| o.0.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            format!("{dir}/{}", ordinal::backup::contract::MYSQL_ARTIFACT),
+            format!("{dir}/{}", ordinal::backup::contract::MANIFEST),
+        ],
+        "the artifact and its manifest, nothing of the refused Backup"
+    );
+    assert_eq!(Some(objects[0].1 as i64), s3_status.size_bytes);
+    let manifest = artifact::read_manifest(
+        &store,
+        &target::backup_dir(&store.prefix, NS, "db", "db-s3"),
+    )
+    .await
+    .expect("manifest through the Service");
+    assert_eq!(Some(manifest.sha256.clone()), s3_status.sha256);
+    assert_eq!(manifest.rows, Some(10_001), "{manifest:?}");
+    let bytes = store
+        .store
+        .get(&object_store::path::Path::from(manifest.artifact.as_str()))
+        .await
+        .expect("artifact")
+        .bytes()
+        .await
+        .expect("artifact bytes");
+    assert_eq!(
+        ordinal::resources::config::sha256_hex(&bytes),
+        manifest.sha256
+    );
+
     step("a Backup whose target is unreachable fails with a clear message, never Succeeded");
     cluster
         .kubectl(&[
@@ -283,6 +502,8 @@ async fn backups_end_to_end() {
         "metadata": {"name": "cache-copy"}, "spec": {"replicas": 2, "restore": {"backup": "cache-1"}}}))).await.expect("redis copy");
     my.create(&pp, &obj(serde_json::json!({"apiVersion": "ordinal.dev/v1alpha1", "kind": "MySQLCluster",
         "metadata": {"name": "db-copy"}, "spec": {"replicas": 2, "restore": {"backup": "db-1"}, "config": {"innodb_buffer_pool_size": "64M"}}}))).await.expect("mysql copy");
+    my.create(&pp, &obj(serde_json::json!({"apiVersion": "ordinal.dev/v1alpha1", "kind": "MySQLCluster",
+        "metadata": {"name": "db-s3-copy"}, "spec": {"replicas": 1, "restore": {"backup": "db-s3"}, "config": {"innodb_buffer_pool_size": "64M"}}}))).await.expect("mysql copy from s3");
     devcluster::wait_ready(
         &rr,
         "cache-copy",
@@ -342,6 +563,27 @@ async fn backups_end_to_end() {
     assert_eq!(
         fp, source_fp,
         "same rows and CHECKSUM TABLE as at the backup's GTID position"
+    );
+    devcluster::wait_ready(
+        &my,
+        "db-s3-copy",
+        "db-s3-copy Ready",
+        Duration::from_secs(300),
+    )
+    .await;
+    let source_rows = mysql_rows(&ip_of(&client, "db", "primary").await, &mysql_pw).await;
+    assert_eq!(source_rows.len(), 10_001);
+    assert_eq!(source_rows.last().map(|r| r.0), Some(99_999));
+    let s3_copy_pw = secret_value(&client, NS, "db-s3-copy-auth", "root-password").await;
+    let copy_rows = mysql_rows(&ip_of(&client, "db-s3-copy", "primary").await, &s3_copy_pw).await;
+    assert_eq!(
+        copy_rows.len(),
+        source_rows.len(),
+        "every row restored from S3"
+    );
+    assert!(
+        copy_rows == source_rows,
+        "the copy restored through the in-cluster S3 server has the source's rows, row by row"
     );
 
     step("verified backups: each restored into a throwaway instance and checked");
