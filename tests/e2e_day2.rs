@@ -5,6 +5,8 @@
 //! acknowledged write is lost. A member that does not come back stops the
 //! roll; a downgrade is refused.
 
+#[path = "support/accounting.rs"]
+mod accounting;
 #[path = "support/devcluster.rs"]
 mod devcluster;
 
@@ -13,6 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use accounting::{Expect, mysql_conn, mysql_missing, redis_conn, redis_missing};
 use devcluster::{DevCluster, eventually, labelled_primary, members, secret_value};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
@@ -112,22 +115,6 @@ async fn patch_spec<K: ClusterResource>(api: &Api<K>, name: &str, spec: serde_js
 
 // ---------- Redis: connection, writer, reads ----------
 
-async fn redis_conn(ip: &str, password: &str) -> Option<redis::aio::MultiplexedConnection> {
-    use redis::IntoConnectionInfo;
-    let info = redis::ConnectionAddr::Tcp(ip.to_string(), 6379)
-        .into_connection_info()
-        .ok()?
-        .set_redis_settings(redis::RedisConnectionInfo::default().set_password(password));
-    let client = redis::Client::open(info).ok()?;
-    tokio::time::timeout(
-        Duration::from_secs(1),
-        client.get_multiplexed_async_connection(),
-    )
-    .await
-    .ok()?
-    .ok()
-}
-
 /// Writes sequential keys to whichever pod is labelled primary; returns the acknowledged ones.
 fn spawn_redis_writer(
     client: kube::Client,
@@ -170,48 +157,15 @@ fn spawn_redis_writer(
     })
 }
 
-async fn redis_missing(ip: &str, password: &str, acked: &[u64]) -> Vec<u64> {
-    let mut c = redis_conn(ip, password).await.expect("connect primary");
-    let mut missing = Vec::new();
-    for chunk in acked.chunks(500) {
-        let keys: Vec<String> = chunk.iter().map(|i| format!("w:{i}")).collect();
-        let got: Vec<Option<String>> = redis::cmd("MGET")
-            .arg(&keys)
-            .query_async(&mut c)
-            .await
-            .expect("MGET");
-        missing.extend(
-            chunk
-                .iter()
-                .zip(got)
-                .filter(|(i, v)| v.as_deref() != Some(i.to_string().as_str()))
-                .map(|(i, _)| *i),
-        );
-    }
-    missing
-}
-
 // ---------- MariaDB: connection, writer, reads ----------
-
-async fn mysql_conn(ip: &str, user: &str, password: &str) -> Option<mysql_async::Conn> {
-    let opts = mysql_async::OptsBuilder::default()
-        .ip_or_hostname(ip.to_string())
-        .tcp_port(3306)
-        .user(Some(user))
-        .pass(Some(password.to_string()));
-    tokio::time::timeout(Duration::from_secs(2), mysql_async::Conn::new(opts))
-        .await
-        .ok()?
-        .ok()
-}
 
 /// Inserts rows (as an application user, whom read_only binds) into
 /// whichever pod is labelled primary; returns the acknowledged ids.
 fn spawn_mysql_writer(
     client: kube::Client,
     stop: Arc<AtomicBool>,
-    first_id: i64,
-) -> tokio::task::JoinHandle<Vec<i64>> {
+    first_id: u64,
+) -> tokio::task::JoinHandle<Vec<u64>> {
     tokio::spawn(async move {
         let api: Api<MySQLCluster> = Api::namespaced(client.clone(), NS);
         let mut acked = Vec::new();
@@ -243,14 +197,6 @@ fn spawn_mysql_writer(
         }
         acked
     })
-}
-
-async fn mysql_ids(ip: &str, password: &str) -> std::collections::BTreeSet<i64> {
-    let mut c = mysql_conn(ip, "root", password)
-        .await
-        .expect("connect primary");
-    let ids: Vec<i64> = c.query("SELECT id FROM app.t").await.expect("select ids");
-    ids.into_iter().collect()
 }
 
 /// The image the devcluster agent last started a pod's database container
@@ -478,7 +424,7 @@ async fn day2_end_to_end() {
         labelled_primary(&client, &redis_api, NS, REDIS)
     })
     .await;
-    let missing = redis_missing(&rp, &redis_pw, &redis_acked).await;
+    let missing = redis_missing(&rp, &redis_pw, "w:", &redis_acked, Expect::Value).await;
     assert!(
         missing.is_empty(),
         "acknowledged Redis writes lost: {missing:?}"
@@ -487,12 +433,7 @@ async fn day2_end_to_end() {
         labelled_primary(&client, &mysql_api, NS, MARIADB)
     })
     .await;
-    let ids = mysql_ids(&mp, &mysql_pw).await;
-    let lost: Vec<i64> = mysql_acked
-        .iter()
-        .filter(|i| !ids.contains(i))
-        .copied()
-        .collect();
+    let lost = mysql_missing(&mp, &mysql_pw, "app.t", &mysql_acked).await;
     assert!(lost.is_empty(), "acknowledged MariaDB rows lost: {lost:?}");
     let events = cluster
         .kubectl(&[
@@ -728,7 +669,7 @@ async fn day2_end_to_end() {
         .find(|(n, _, _)| *n == format!("{REDIS}-{replica}"))
         .and_then(|(_, _, ip)| ip)
         .expect("replica ip");
-    let missing = redis_missing(&replica_ip, &redis_pw, &redis_acked).await;
+    let missing = redis_missing(&replica_ip, &redis_pw, "w:", &redis_acked, Expect::Value).await;
     assert!(
         missing.is_empty(),
         "re-seeded replica lacks {} acknowledged keys",
@@ -772,13 +713,8 @@ async fn day2_end_to_end() {
         labelled_primary(&client, &mysql_api, NS, MARIADB)
     })
     .await;
-    let ids = mysql_ids(&mp, &mysql_pw).await;
-    let lost: Vec<i64> = mysql_acked
-        .iter()
-        .chain(&config_acked)
-        .filter(|i| !ids.contains(i))
-        .copied()
-        .collect();
+    let acked: Vec<u64> = mysql_acked.iter().chain(&config_acked).copied().collect();
+    let lost = mysql_missing(&mp, &mysql_pw, "app.t", &acked).await;
     assert!(lost.is_empty(), "acknowledged MariaDB rows lost: {lost:?}");
     step(&format!(
         "done after {:?}: {} more rows acknowledged during the config roll",

@@ -126,43 +126,16 @@ impl Db {
     pub async fn missing_on(&self, ip: &str, acked: &[u64]) -> Vec<u64> {
         match self.engine {
             Engine::Redis => {
-                let mut c = redis_conn(ip, &self.admin_password)
-                    .await
-                    .expect("connect to the final primary");
-                let mut missing = Vec::new();
-                for chunk in acked.chunks(500) {
-                    let keys: Vec<String> =
-                        chunk.iter().map(|i| format!("{}{i}", self.table)).collect();
-                    let vals: Vec<Option<String>> = redis::cmd("MGET")
-                        .arg(&keys)
-                        .query_async(&mut c)
-                        .await
-                        .expect("MGET");
-                    missing.extend(
-                        chunk
-                            .iter()
-                            .zip(vals)
-                            .filter(|(_, v)| v.is_none())
-                            .map(|(i, _)| *i),
-                    );
-                }
-                missing
+                redis_missing(
+                    ip,
+                    &self.admin_password,
+                    &self.table,
+                    acked,
+                    Expect::Present,
+                )
+                .await
             }
-            Engine::MySql => {
-                let mut c = mysql_conn(ip, "root", &self.admin_password)
-                    .await
-                    .expect("connect to the final primary");
-                let ids: Vec<i64> = c
-                    .query(format!("SELECT id FROM {}", self.table))
-                    .await
-                    .expect("SELECT ids");
-                let have: BTreeSet<u64> = ids.into_iter().map(|i| i as u64).collect();
-                acked
-                    .iter()
-                    .copied()
-                    .filter(|i| !have.contains(i))
-                    .collect()
-            }
+            Engine::MySql => mysql_missing(ip, &self.admin_password, &self.table, acked).await,
         }
     }
 
@@ -492,6 +465,67 @@ async fn sample_loop(db: Db, stop: Arc<AtomicBool>) -> Samples {
         tokio::time::sleep(Duration::from_millis(200).saturating_sub(t.elapsed())).await;
     }
     s
+}
+
+/// What counts as holding an acknowledged Redis key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expect {
+    /// The key exists.
+    Present,
+    /// The key holds its id (the writer sets `<prefix><id>` to `<id>`).
+    Value,
+}
+
+/// Ids of `acked` whose key `<prefix><id>` the Redis member at `ip` does not
+/// hold as `expect` says (read with `password`, 500 keys an `MGET`).
+pub async fn redis_missing(
+    ip: &str,
+    password: &str,
+    prefix: &str,
+    acked: &[u64],
+    expect: Expect,
+) -> Vec<u64> {
+    let mut c = redis_conn(ip, password)
+        .await
+        .unwrap_or_else(|| panic!("connect to the member at {ip}"));
+    let mut missing = Vec::new();
+    for chunk in acked.chunks(500) {
+        let keys: Vec<String> = chunk.iter().map(|i| format!("{prefix}{i}")).collect();
+        let vals: Vec<Option<String>> = redis::cmd("MGET")
+            .arg(&keys)
+            .query_async(&mut c)
+            .await
+            .expect("MGET");
+        missing.extend(
+            chunk
+                .iter()
+                .zip(vals)
+                .filter(|(i, v)| match expect {
+                    Expect::Present => v.is_none(),
+                    Expect::Value => v.as_deref() != Some(i.to_string().as_str()),
+                })
+                .map(|(i, _)| *i),
+        );
+    }
+    missing
+}
+
+/// Ids of `acked` missing from `table` (`db.table`, BIGINT key `id`) on the
+/// MySQL/MariaDB member at `ip` (read as root with `password`).
+pub async fn mysql_missing(ip: &str, password: &str, table: &str, acked: &[u64]) -> Vec<u64> {
+    let mut c = mysql_conn(ip, "root", password)
+        .await
+        .unwrap_or_else(|| panic!("connect to the member at {ip}"));
+    let ids: Vec<i64> = c
+        .query(format!("SELECT id FROM {table}"))
+        .await
+        .expect("SELECT ids");
+    let have: BTreeSet<u64> = ids.into_iter().map(|i| i as u64).collect();
+    acked
+        .iter()
+        .copied()
+        .filter(|i| !have.contains(i))
+        .collect()
 }
 
 pub async fn redis_conn(ip: &str, password: &str) -> Option<redis::aio::MultiplexedConnection> {
