@@ -9,12 +9,15 @@
 //! equal to each server's `read_only`, a switchover, and the `credentials`
 //! command line (`mysql` as root) writing through the write Service.
 
+#[path = "support/accounting.rs"]
+mod accounting;
 #[path = "support/devcluster.rs"]
 mod devcluster;
 
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use accounting::{mysql_conn, redis_conn as conn};
 use devcluster::{DevCluster, eventually, members, secret_value};
 use kube::api::{Api, PostParams};
 use mysql_async::prelude::*;
@@ -68,17 +71,6 @@ impl Plugin<'_> {
     fn status_json(&self) -> serde_json::Value {
         serde_json::from_str(&self.ok(&["status", NAME, "-o", "json"])).expect("status json")
     }
-}
-
-async fn conn(ip: &str, password: &str) -> Option<redis::aio::MultiplexedConnection> {
-    let client = redis::Client::open(format!("redis://:{password}@{ip}:6379/")).ok()?;
-    tokio::time::timeout(
-        Duration::from_secs(2),
-        client.get_multiplexed_async_connection(),
-    )
-    .await
-    .ok()?
-    .ok()
 }
 
 /// `role:` of `INFO replication`, asked of the server itself.
@@ -144,15 +136,7 @@ async fn exec_until(cluster: &DevCluster, script: &str, want: &str) {
 }
 
 async fn mysql_read_only(ip: &str, password: &str) -> Option<i64> {
-    let opts = mysql_async::OptsBuilder::default()
-        .ip_or_hostname(ip.to_string())
-        .tcp_port(3306)
-        .user(Some("root"))
-        .pass(Some(password.to_string()));
-    let mut c = tokio::time::timeout(Duration::from_secs(3), mysql_async::Conn::new(opts))
-        .await
-        .ok()?
-        .ok()?;
+    let mut c = mysql_conn(ip, "root", password).await?;
     let ro = c.query_first("SELECT @@read_only").await.ok()?;
     let _ = c.disconnect().await;
     ro
