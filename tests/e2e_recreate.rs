@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use accounting::{Db, Engine, Load, Route};
+use accounting::{Db, Engine, Load, Route, redis_conn};
 use devcluster::{DevCluster, eventually, members, secret_value};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::core::NamespaceResourceScope;
@@ -155,29 +155,13 @@ async fn wipe_status(cluster: &DevCluster, ns: &str, resource: &str) {
 const RNS: &str = "recreate-redis";
 const RNAME: &str = "cache";
 
-async fn rconn(ip: &str, password: &str) -> Option<redis::aio::MultiplexedConnection> {
-    use redis::IntoConnectionInfo;
-    let info = redis::ConnectionAddr::Tcp(ip.to_string(), 6379)
-        .into_connection_info()
-        .ok()?
-        .set_redis_settings(redis::RedisConnectionInfo::default().set_password(password));
-    let client = redis::Client::open(info).ok()?;
-    tokio::time::timeout(
-        Duration::from_secs(1),
-        client.get_multiplexed_async_connection(),
-    )
-    .await
-    .ok()?
-    .ok()
-}
-
 async fn rprimary(client: &kube::Client, api: &Api<RedisReplication>) -> Option<(String, String)> {
     devcluster::labelled_primary(client, api, RNS, RNAME).await
 }
 
 /// Keys of `keys` missing on `ip`.
 async fn missing_keys(ip: &str, password: &str, keys: &[String]) -> Vec<String> {
-    let mut c = rconn(ip, password).await.expect("connect");
+    let mut c = redis_conn(ip, password).await.expect("connect");
     let mut missing = Vec::new();
     for chunk in keys.chunks(500) {
         let vals: Vec<Option<String>> = redis::cmd("MGET")
@@ -197,7 +181,7 @@ async fn missing_keys(ip: &str, password: &str, keys: &[String]) -> Vec<String> 
 }
 
 async fn dbsize(ip: &str, password: &str) -> Option<i64> {
-    let mut c = rconn(ip, password).await?;
+    let mut c = redis_conn(ip, password).await?;
     redis::cmd("DBSIZE").query_async(&mut c).await.ok()
 }
 
@@ -214,7 +198,7 @@ async fn write_keys(
         rprimary(client, api)
     })
     .await;
-    let mut c = rconn(&ip, password).await.expect("connect primary");
+    let mut c = redis_conn(&ip, password).await.expect("connect primary");
     let mut acked = Vec::new();
     for chunk in (0..n).collect::<Vec<_>>().chunks(200) {
         let mut pipe = redis::pipe();
