@@ -3,6 +3,7 @@
 pub mod api;
 pub mod backup;
 pub mod cli;
+pub mod conn_cache;
 pub mod controller;
 pub mod engine;
 pub mod metrics;

@@ -2009,3 +2009,70 @@ async fn diverged_members_are_refused_and_keep_their_rows() {
         Some("No")
     );
 }
+
+/// `Connections` (connection attempts since start) of each server, read
+/// through `probes` opened once (reading adds nothing).
+async fn connections_received(probes: &mut [mysql_async::Conn]) -> Vec<i64> {
+    let mut out = Vec::new();
+    for p in probes.iter_mut() {
+        let row: Option<(String, i64)> = p
+            .query_first("SHOW GLOBAL STATUS LIKE 'Connections'")
+            .await
+            .expect("SHOW GLOBAL STATUS");
+        out.push(row.expect("a Connections row").1);
+    }
+    out
+}
+
+/// Steady passes reuse the operator's connections (one per member), and a
+/// member killed and restarted is read through a new connection in the very
+/// next pass; the cluster is healthy again without a stale connection used.
+#[tokio::test]
+async fn steady_passes_reuse_connections_and_reconnect_after_a_restart() {
+    const PASSES: usize = 10;
+    let _g = SERIAL.lock().await;
+    let mut c = bootstrap(Flavor::MariaDB, 3).await;
+    let out = c.pass().await;
+    assert!(healthy_with(&out, 0), "{out:#?}");
+    let mut probes = Vec::new();
+    for i in 0..3 {
+        probes.push(c.server(i).root().await);
+    }
+    let before = connections_received(&mut probes).await;
+    for _ in 0..PASSES {
+        let out = c.pass().await;
+        assert!(healthy_with(&out, 0), "{out:#?}");
+    }
+    let after = connections_received(&mut probes).await;
+    let opened: i64 = after.iter().zip(&before).map(|(a, b)| a - b).sum();
+    eprintln!("[connections] {PASSES} steady passes over 3 members opened {opened} connections");
+    // One per member per pass without the kept connections (30 here).
+    assert!(
+        opened <= 1,
+        "{PASSES} steady passes opened {opened} connections: {before:?} -> {after:?}"
+    );
+    assert_eq!(c.engine.cached_connections(), 3);
+
+    c.server_mut(2).restart();
+    let out = c.pass().await;
+    assert!(
+        out.members[2].reachable,
+        "the restarted member is read through a new connection in the first pass: {out:#?}"
+    );
+    let out = c
+        .converge(CONVERGE, "healthy after the restart", |o| {
+            healthy_with(o, 0)
+        })
+        .await;
+    assert_eq!(out.state.term, 1);
+    assert_eq!(writable_members(&c).await, [0]);
+    probes[2] = c.server(2).root().await;
+    let before = connections_received(&mut probes).await;
+    for _ in 0..PASSES {
+        let out = c.pass().await;
+        assert!(healthy_with(&out, 0), "{out:#?}");
+    }
+    let after = connections_received(&mut probes).await;
+    let opened: i64 = after.iter().zip(&before).map(|(a, b)| a - b).sum();
+    assert!(opened <= 1, "after the restart: {before:?} -> {after:?}");
+}

@@ -1543,3 +1543,91 @@ async fn diverged_members_are_refused_and_both_keep_their_data() {
     assert_eq!(dbsize(&mut c.server(0).conn().await).await, 120);
     assert_eq!(dbsize(&mut c.server(1).conn().await).await, 110);
 }
+
+/// `total_connections_received` of every running server, read through
+/// `probes` (connections opened once, so reading adds nothing).
+async fn connections_received(probes: &mut [redis::aio::MultiplexedConnection]) -> Vec<i64> {
+    let mut out = Vec::new();
+    for p in probes.iter_mut() {
+        let v = info_field(p, "total_connections_received")
+            .await
+            .expect("INFO stats total_connections_received");
+        out.push(v.parse().unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steady_passes_reuse_connections_and_reconnect_after_a_restart_or_a_stall() {
+    const PASSES: usize = 20;
+    let mut c = Cluster::new(93, 3, failover(5));
+    c.start_all();
+    c.converge(Duration::from_secs(20)).await;
+
+    let mut probes = Vec::new();
+    for i in 0..3 {
+        probes.push(c.server(i).conn().await);
+    }
+    let before = connections_received(&mut probes).await;
+    for _ in 0..PASSES {
+        let out = c.pass().await;
+        assert_eq!(out.health, Health::Healthy);
+    }
+    let after = connections_received(&mut probes).await;
+    let opened: i64 = after.iter().zip(&before).map(|(a, b)| a - b).sum();
+    eprintln!("[connections] {PASSES} steady passes over 3 members opened {opened} connections");
+    // One per member per pass without the cache (60 here).
+    assert!(
+        opened <= 1,
+        "{PASSES} steady passes opened {opened} connections: {before:?} -> {after:?}"
+    );
+    assert_eq!(c.engine.cached_connections(), 3);
+
+    // A replica killed and restarted: its kept connection is dead. The engine
+    // notices in the first pass, reconnects at once and reads the new server
+    // (a new run_id), never the stale connection.
+    let old_run_id = info_field(&mut probes[2], "run_id").await.unwrap();
+    c.kill(2);
+    c.start(2);
+    let out = c.pass().await;
+    assert!(
+        out.members[2].reachable,
+        "the restarted member is read through a new connection in the first pass: {out:#?}"
+    );
+    let out = c.converge(Duration::from_secs(20)).await;
+    assert_eq!(out.state.primary, Some(0));
+    assert_eq!(out.state.term, 1);
+    assert_eq!(c.masters().await, [0]);
+    probes[2] = c.server(2).conn().await;
+    assert_ne!(
+        info_field(&mut probes[2], "run_id").await.unwrap(),
+        old_run_id
+    );
+    let before = connections_received(&mut probes).await;
+    for _ in 0..PASSES {
+        assert_eq!(c.pass().await.health, Health::Healthy);
+    }
+    let after = connections_received(&mut probes).await;
+    let opened: i64 = after.iter().zip(&before).map(|(a, b)| a - b).sum();
+    assert!(opened <= 1, "after the restart: {before:?} -> {after:?}");
+
+    // A stalled replica: its kept connection times out within the command
+    // timeout of one pass and is dropped; once the server runs again the
+    // next pass opens a new connection (the timed-out one, with its late
+    // reply, is never used again).
+    c.server(2).signal("STOP");
+    let out = c.pass().await;
+    c.server(2).signal("CONT");
+    assert!(!out.members[2].reachable, "{out:#?}");
+    assert_eq!(c.engine.cached_connections(), 2);
+    let before = connections_received(&mut probes).await;
+    let out = c.converge(Duration::from_secs(20)).await;
+    let after = connections_received(&mut probes).await;
+    assert_eq!(out.members[2].role, MemberRole::Replica);
+    assert_eq!(c.engine.cached_connections(), 3);
+    assert!(
+        after[2] > before[2],
+        "the stalled member got a new connection: {before:?} -> {after:?}"
+    );
+    assert_eq!(c.masters().await, [0]);
+}

@@ -108,6 +108,7 @@ use mysql_async::Conn;
 
 use crate::api::mysql::MySqlReplication;
 use crate::api::{MemberRole, MySQLClusterSpec, MySqlFlavor};
+use crate::conn_cache::{ConnCache, ConnKey};
 use crate::engine::{
     Engine, EngineError, EngineEvent, EngineInput, EngineOutcome, EventType, Health, Member,
 };
@@ -205,7 +206,15 @@ pub struct MySqlEngine {
     reseeds: Reseeds,
     /// Digest of the credentials last applied, per `namespace/name`.
     applied_creds: Arc<std::sync::Mutex<HashMap<String, String>>>,
+    /// The operator user's connections to the members, kept across passes:
+    /// used by one pass at a time, handed back only when every query on it
+    /// completed (see [`crate::conn_cache`]).
+    conns: Arc<ConnCache<Conn>>,
 }
+
+/// One member's observation: its connection, what was read, and where the
+/// connection is kept after the pass (None: not kept).
+type MemberObservation = (Option<Conn>, Result<Observed, String>, Option<ConnKey>);
 
 /// Message of a member whose re-seed is running (reported, never acted upon).
 pub const RESEEDING: &str = "re-seeding from a dump of the primary";
@@ -228,6 +237,21 @@ impl MySqlEngine {
             cfg,
             reseeds: Reseeds::default(),
             applied_creds: Default::default(),
+            conns: Arc::default(),
+        }
+    }
+
+    /// Connections kept for the next pass (for tests and metrics).
+    pub fn cached_connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Hand the connections used without error back to the cache.
+    fn keep(&self, conns: Vec<Option<Conn>>, keys: Vec<Option<ConnKey>>) {
+        for (conn, key) in conns.into_iter().zip(keys) {
+            if let (Some(conn), Some(key)) = (conn, key) {
+                self.conns.put(key, conn);
+            }
         }
     }
 
@@ -353,19 +377,36 @@ impl MySqlEngine {
         }
     }
 
-    async fn observe_member(
-        &self,
-        m: &Member,
-        creds: &Creds,
-        d: Dialect,
-    ) -> (Option<Conn>, Result<Observed, String>) {
+    /// Read the member through the operator user's connection kept from an
+    /// earlier pass, or a fresh one. A kept connection that fails for any
+    /// reason is dropped; unless it ran out of time (a fresh connection would
+    /// not do better in this pass) a fresh connection is opened and read at
+    /// once, so a restarted member (or one whose connections were killed by
+    /// fencing) is never reported unreachable because of a stale connection.
+    /// Only operator-user connections are kept, never root's.
+    async fn observe_member(&self, m: &Member, creds: &Creds, d: Dialect) -> MemberObservation {
+        let Some(addr) = m.address.as_deref() else {
+            return (None, Err("pod has no IP yet".to_string()), None);
+        };
+        let key = self
+            .conns
+            .key(addr, m.port, &self.cfg.operator_user, &creds.operator);
+        if let Some(mut conn) = self.conns.take(&key) {
+            match observe::observe(&mut conn, d, self.cfg.query_timeout, false).await {
+                Ok((o, clean)) => return (Some(conn), Ok(o), clean.then_some(key)),
+                Err(e @ MySqlError::Timeout(_)) => return (None, Err(e.to_string()), None),
+                Err(e) => {
+                    tracing::debug!(member = %m.pod, error = %e, "kept connection failed; reconnecting")
+                }
+            }
+        }
         let (mut conn, via_root) = match self.connect_member(m, creds).await {
             Ok(c) => c,
-            Err(e) => return (None, Err(e.to_string())),
+            Err(e) => return (None, Err(e.to_string()), None),
         };
         match observe::observe(&mut conn, d, self.cfg.query_timeout, via_root).await {
-            Ok(o) => (Some(conn), Ok(o)),
-            Err(e) => (None, Err(e.to_string())),
+            Ok((o, clean)) => (Some(conn), Ok(o), (clean && !via_root).then_some(key)),
+            Err(e) => (None, Err(e.to_string()), None),
         }
     }
 
@@ -385,18 +426,20 @@ impl MySqlEngine {
         input: &EngineInput<MySqlSettings>,
         members: &[crate::api::MemberStatus],
         conns: &mut [Option<Conn>],
+        keys: &mut [Option<ConnKey>],
     ) -> crate::engine::PrimaryWrites {
         use crate::engine::PrimaryWrites;
         let Some(primary) = members.iter().find(|m| m.role == MemberRole::Primary) else {
             return PrimaryWrites::Unknown;
         };
-        let Some(conn) = input
+        let Some(idx) = input
             .members
             .iter()
             .position(|m| m.ordinal == primary.ordinal)
-            .and_then(|i| conns.get_mut(i))
-            .and_then(Option::as_mut)
         else {
+            return PrimaryWrites::Unknown;
+        };
+        let Some(conn) = conns.get_mut(idx).and_then(Option::as_mut) else {
             return PrimaryWrites::Unknown;
         };
         let read_only =
@@ -407,6 +450,9 @@ impl MySqlEngine {
                     .and_then(observe::value_str),
                 Err(e) => {
                     tracing::debug!(error = %e, "probing the primary's read_only failed");
+                    if let Some(k) = keys.get_mut(idx) {
+                        *k = None;
+                    }
                     return PrimaryWrites::Unknown;
                 }
             };
@@ -436,14 +482,16 @@ impl Engine for MySqlEngine {
     ) -> Result<EngineOutcome, EngineError> {
         let creds = Self::creds(input)?;
         let d = Dialect(input.settings.flavor);
-        let observed = join_all(
+        let (mut observed, mut keys): (Vec<_>, Vec<_>) = join_all(
             input
                 .members
                 .iter()
                 .map(|m| self.observe_member(m, &creds, d)),
         )
-        .await;
-        let mut observed = observed;
+        .await
+        .into_iter()
+        .map(|(c, o, k)| ((c, o), k))
+        .unzip();
         // Re-read the primary's position after everyone was sampled (see
         // `Observed::executed_after`). With no recorded primary (adoption),
         // every writable member's: it may keep taking writes meanwhile.
@@ -459,23 +507,34 @@ impl Engine for MySqlEngine {
                 .collect(),
         };
         for idx in reread {
-            if let (Some(conn), Ok(o)) = &mut observed[idx]
-                && let Ok(r) =
-                    observe::rows(conn, d.executed_gtid_query(), self.cfg.query_timeout).await
-                && let Some(text) = r
-                    .first()
-                    .and_then(|row| row.as_ref(0))
-                    .and_then(observe::value_str)
+            let (Some(conn), Ok(o)) = &mut observed[idx] else {
+                continue;
+            };
+            let r = match observe::rows(conn, d.executed_gtid_query(), self.cfg.query_timeout).await
             {
-                o.executed_after = gtid::GtidSet::parse(d.flavor(), &text).ok();
-                o.purged = match observe::purged(conn, d, self.cfg.query_timeout).await {
-                    Ok(g) => Some(g),
-                    Err(e) => {
-                        tracing::warn!(member = %input.members[idx].pod, error = %e, "cannot read purged GTIDs");
-                        None
-                    }
-                };
-            }
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::debug!(member = %input.members[idx].pod, error = %e, "re-reading the executed GTIDs failed");
+                    keys[idx] = None;
+                    continue;
+                }
+            };
+            let Some(text) = r
+                .first()
+                .and_then(|row| row.as_ref(0))
+                .and_then(observe::value_str)
+            else {
+                continue;
+            };
+            o.executed_after = gtid::GtidSet::parse(d.flavor(), &text).ok();
+            o.purged = match observe::purged(conn, d, self.cfg.query_timeout).await {
+                Ok(g) => Some(g),
+                Err(e) => {
+                    tracing::warn!(member = %input.members[idx].pod, error = %e, "cannot read purged GTIDs");
+                    keys[idx] = None;
+                    None
+                }
+            };
         }
         // Credentials rotation: compare a digest of the passwords the users
         // were last set up with (kept in memory; after an operator restart a
@@ -628,6 +687,7 @@ impl Engine for MySqlEngine {
             }
             if let Err(e) = res {
                 tracing::warn!(member = %member.pod, action = ?st.action, error = %e, "action failed");
+                keys[idx] = None;
                 events.push(EngineEvent {
                     type_: EventType::Warning,
                     reason: "ActionFailed".into(),
@@ -690,7 +750,10 @@ impl Engine for MySqlEngine {
                 }
             }
         }
-        let primary_writes = self.probe_writes(input, &members, &mut conns).await;
+        let primary_writes = self
+            .probe_writes(input, &members, &mut conns, &mut keys)
+            .await;
+        self.keep(conns, keys);
         Ok(EngineOutcome {
             state,
             members,

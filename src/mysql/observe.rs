@@ -128,6 +128,19 @@ pub async fn connect(
     }
 }
 
+/// Whether the server answered with an error reply (e.g. an unknown
+/// variable): the reply was read whole and the connection can go on. Any
+/// other failure (a timeout, I/O, a driver error) may leave it half read.
+pub fn is_server_error(e: &MySqlError) -> bool {
+    matches!(
+        e,
+        MySqlError::Sql {
+            source: mysql_async::Error::Server(_),
+            ..
+        }
+    )
+}
+
 /// Whether a connection error is an authentication refusal. MySQL 8 answers
 /// a login to an account that does not exist (yet) with a switch to a
 /// pseudo-random authentication plugin, often `sha256_password`, which the
@@ -212,13 +225,16 @@ fn truthy(s: Option<String>) -> Option<bool> {
     s.map(|v| matches!(v.to_ascii_uppercase().as_str(), "1" | "ON" | "YES" | "TRUE"))
 }
 
-/// Observe a member over an open connection.
+/// Observe a member over an open connection. The flag says whether every
+/// query completed; after an optional query failed (a timeout may leave a
+/// reply half read) the connection is not to be kept for another pass.
 pub async fn observe(
     conn: &mut Conn,
     d: Dialect,
     timeout: Duration,
     via_root: bool,
-) -> Result<Observed, MySqlError> {
+) -> Result<(Observed, bool), MySqlError> {
+    let mut clean = true;
     let base = rows(conn, d.observe_query(), timeout).await?;
     let row = base
         .first()
@@ -258,12 +274,15 @@ pub async fn observe(
     });
     if let Some(r) = replica.as_mut().filter(|r| r.io_yes()) {
         // Optional: a server that cannot report it simply vouches for nothing.
-        if let Ok(rows) = rows(conn, d.last_heard_query(), timeout).await
-            && let Some(row) = rows.first()
-        {
-            let age = col(row, 0).and_then(|s| s.parse::<i64>().ok());
-            let net = col(row, 1).and_then(|s| s.parse::<i64>().ok());
-            r.heard_secs = heard_bound(age, net);
+        match rows(conn, d.last_heard_query(), timeout).await {
+            Ok(rows) => {
+                if let Some(row) = rows.first() {
+                    let age = col(row, 0).and_then(|s| s.parse::<i64>().ok());
+                    let net = col(row, 1).and_then(|s| s.parse::<i64>().ok());
+                    r.heard_secs = heard_bound(age, net);
+                }
+            }
+            Err(e) => clean &= is_server_error(&e),
         }
     }
 
@@ -273,7 +292,10 @@ pub async fn observe(
             .first()
             .map(|row| (truthy(col(row, 0)), truthy(col(row, 1))))
             .unwrap_or((None, None)),
-        Err(_) => (None, None),
+        Err(e) => {
+            clean &= is_server_error(&e);
+            (None, None)
+        }
     };
 
     let (semi_status, semi_clients) = if semi_primary == Some(true) {
@@ -287,13 +309,16 @@ pub async fn observe(
                     )
                 })
                 .unwrap_or((None, None)),
-            Err(_) => (None, None),
+            Err(e) => {
+                clean &= is_server_error(&e);
+                (None, None)
+            }
         }
     } else {
         (None, None)
     };
 
-    Ok(Observed {
+    let observed = Observed {
         server_id,
         version,
         read_only,
@@ -308,7 +333,8 @@ pub async fn observe(
         executed_after: None,
         purged: None,
         via_root,
-    })
+    };
+    Ok((observed, clean))
 }
 
 /// Upper bound of a connected replica's silence from the last heartbeat or

@@ -52,13 +52,17 @@ pub mod observe;
 pub mod plan;
 pub mod writes;
 
+use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
+use redis::aio::MultiplexedConnection;
 use tracing::Instrument;
 
 use crate::api::RedisReplicationSpec;
 use crate::api::redis::RedisDurability;
+use crate::conn_cache::{ConnCache, ConnKey};
 use crate::engine::{
     Engine, EngineError, EngineEvent, EngineInput, EngineOutcome, EventType, Health,
 };
@@ -109,6 +113,17 @@ impl RedisError {
             host: host.to_string(),
             port,
             source,
+        }
+    }
+
+    /// Whether the call ran out of time (the server may be alive but slow:
+    /// a fresh connection would not do better within the same pass).
+    pub fn is_timeout(&self) -> bool {
+        match self {
+            Self::Timeout(_) => true,
+            Self::Connect { source, .. } | Self::Command { source, .. } => source.is_timeout(),
+            Self::Durability { source, .. } => source.is_timeout(),
+            _ => false,
         }
     }
 
@@ -179,16 +194,43 @@ impl Default for RedisEngineConfig {
     }
 }
 
-/// The Redis engine. Stateless between passes: everything it needs to resume
-/// is in the persisted [`crate::api::ReplicationState`].
+/// The Redis engine. Everything it needs to resume is in the persisted
+/// [`crate::api::ReplicationState`]; between passes it keeps only its own
+/// connections to the members ([`ConnCache`]), each used by one pass at a
+/// time and dropped on any error.
 #[derive(Clone, Debug, Default)]
 pub struct RedisEngine {
     config: RedisEngineConfig,
+    conns: Arc<ConnCache<MultiplexedConnection>>,
 }
 
+/// The user the engine authenticates as (`requirepass`).
+const USER: &str = "default";
+
 impl RedisEngine {
+    /// Hand the connections used without error back to the cache.
+    fn keep(&self, conns: act::Conns, keys: Vec<(i32, ConnKey)>, failed: &HashSet<i32>) {
+        for (ordinal, conn) in conns {
+            let Some(conn) = conn else { continue };
+            if failed.contains(&ordinal) {
+                continue;
+            }
+            if let Some((_, key)) = keys.iter().find(|(o, _)| *o == ordinal) {
+                self.conns.put(key.clone(), conn);
+            }
+        }
+    }
+
     pub fn new(config: RedisEngineConfig) -> Self {
-        Self { config }
+        Self {
+            config,
+            conns: Arc::default(),
+        }
+    }
+
+    /// Connections kept for the next pass (for tests and metrics).
+    pub fn cached_connections(&self) -> usize {
+        self.conns.len()
     }
 
     fn timeouts(&self) -> Timeouts {
@@ -207,12 +249,15 @@ impl RedisEngine {
         let timeouts = self.timeouts();
         let observed = join_all(input.members.iter().map(|m| {
             let span = tracing::debug_span!("observe", member = %m.pod, ordinal = m.ordinal);
-            observe_member(m, password, previous, timeouts).instrument(span)
+            observe_member(m, password, previous, timeouts, &self.conns).instrument(span)
         }))
         .await;
         let mut conns = Vec::with_capacity(observed.len());
         let mut views = Vec::with_capacity(observed.len());
         let mut auth_states = Vec::with_capacity(observed.len());
+        let mut keys = Vec::with_capacity(observed.len());
+        // Members whose connection saw an error this pass: not kept.
+        let mut failed = HashSet::new();
         let mut events = Vec::new();
         for (m, o) in input.members.iter().zip(observed) {
             if o.password_added {
@@ -224,6 +269,9 @@ impl RedisEngine {
                         m.pod
                     ),
                 });
+            }
+            if let Some(k) = o.key {
+                keys.push((m.ordinal, k));
             }
             conns.push((m.ordinal, o.conn));
             auth_states.push((m.ordinal, o.auth));
@@ -264,12 +312,14 @@ impl RedisEngine {
                     if let plan::Action::Promote { ordinal, .. } = step
                         && state.primary == Some(*ordinal)
                     {
-                        confirm_promoted(*ordinal, &mut conns, &mut members).await;
+                        confirm_promoted(*ordinal, &mut conns, &mut members, &mut failed).await;
                     }
                 }
                 Err(e) => {
                     let what = step.describe(&views);
                     tracing::warn!(error = %e, step = %what, "step failed");
+                    // Which connection failed is not told apart: keep none.
+                    failed.extend(views.iter().map(|v| v.ordinal));
                     state = plan.fallback;
                     // A failed fence stops the failover here; the persisted
                     // fence step retries it until the operation's deadline.
@@ -302,6 +352,7 @@ impl RedisEngine {
             if let Err(e) = act::perform(s, &views, &mut conns).await {
                 let what = s.describe(&views);
                 tracing::warn!(error = %e, action = %what, "applying settings failed");
+                failed.extend(views.iter().map(|v| v.ordinal));
                 // The primary without its min-replicas-to-write is not in
                 // durable mode: say so in health, not only in the log.
                 if let plan::Action::SetMinReplicas {
@@ -320,8 +371,10 @@ impl RedisEngine {
                 }
             }
         }
-        events.extend(rotate_passwords(&auth_states, password, &mut conns, input).await);
-        let primary_writes = probe_writes(&members, &mut conns).await;
+        events
+            .extend(rotate_passwords(&auth_states, password, &mut conns, input, &mut failed).await);
+        let primary_writes = probe_writes(&members, &mut conns, &mut failed).await;
+        self.keep(conns, keys, &failed);
         Ok(EngineOutcome {
             state,
             members,
@@ -340,6 +393,7 @@ async fn confirm_promoted(
     ordinal: i32,
     conns: &mut act::Conns,
     members: &mut [crate::api::MemberStatus],
+    failed: &mut HashSet<i32>,
 ) {
     let Some(c) = conns
         .iter_mut()
@@ -354,7 +408,10 @@ async fn confirm_promoted(
                 plan::confirm_primary(st, &n);
             }
         }
-        Err(e) => tracing::warn!(ordinal, error = %e, "re-reading the promoted member failed"),
+        Err(e) => {
+            failed.insert(ordinal);
+            tracing::warn!(ordinal, error = %e, "re-reading the promoted member failed")
+        }
     }
 }
 
@@ -363,6 +420,7 @@ async fn confirm_promoted(
 async fn probe_writes(
     members: &[crate::api::MemberStatus],
     conns: &mut act::Conns,
+    failed: &mut HashSet<i32>,
 ) -> crate::engine::PrimaryWrites {
     let Some(primary) = members
         .iter()
@@ -378,6 +436,7 @@ async fn probe_writes(
         return crate::engine::PrimaryWrites::Unknown;
     };
     writes::probe(c).await.unwrap_or_else(|e| {
+        failed.insert(primary.ordinal);
         tracing::debug!(error = %e, "probing the primary's writes failed");
         crate::engine::PrimaryWrites::Unknown
     })
@@ -385,10 +444,39 @@ async fn probe_writes(
 
 /// One member's observation.
 struct Observed {
-    conn: Option<redis::aio::MultiplexedConnection>,
+    conn: Option<MultiplexedConnection>,
+    /// Where `conn` is kept after the pass (None: not kept, e.g. opened with
+    /// the previous password).
+    key: Option<ConnKey>,
     node: Result<observe::NodeInfo, String>,
     auth: Option<auth::AuthState>,
     password_added: bool,
+}
+
+/// The member's connection kept from an earlier pass, read once; or a fresh
+/// one. A kept connection that fails for any reason is dropped; unless it ran
+/// out of time (the server is slow or gone: a fresh connection would not do
+/// better in this pass) a fresh connection is opened and read at once, so a
+/// restarted member is never reported unreachable because of a stale
+/// connection.
+async fn connect_and_observe(
+    addr: &str,
+    port: u16,
+    password: &str,
+    timeouts: Timeouts,
+    cache: &ConnCache<MultiplexedConnection>,
+    key: &ConnKey,
+) -> Result<(MultiplexedConnection, observe::NodeInfo), RedisError> {
+    if let Some(mut c) = cache.take(key) {
+        match observe::observe(&mut c).await {
+            Ok(n) => return Ok((c, n)),
+            Err(e) if e.is_timeout() => return Err(e),
+            Err(e) => tracing::debug!(error = %e, "kept connection failed; reconnecting"),
+        }
+    }
+    let mut c = observe::connect(addr, port, password, timeouts).await?;
+    let n = observe::observe(&mut c).await?;
+    Ok((c, n))
 }
 
 /// Connect (with the previous password during a rotation, adding the new one),
@@ -398,9 +486,11 @@ async fn observe_member(
     password: &str,
     previous: Option<&str>,
     timeouts: Timeouts,
+    cache: &ConnCache<MultiplexedConnection>,
 ) -> Observed {
     let fail = |e: String| Observed {
         conn: None,
+        key: None,
         node: Err(e),
         auth: None,
         password_added: false,
@@ -408,37 +498,41 @@ async fn observe_member(
     let Some(addr) = m.address.as_deref() else {
         return fail("the pod has no IP address".to_string());
     };
+    let key = cache.key(addr, m.port, USER, password);
     let mut password_added = false;
-    let mut c = match observe::connect(addr, m.port, password, timeouts).await {
-        Ok(c) => c,
-        Err(e) if e.is_auth_failure() && previous.is_some() => {
-            let old = previous.unwrap_or_default();
-            let mut c = match observe::connect(addr, m.port, old, timeouts).await {
-                Ok(c) => c,
-                Err(e2) => return fail(format!("{e}; with the previous password: {e2}")),
-            };
-            if let Err(e) = auth::add_password(&mut c, password).await {
-                return fail(e.to_string());
+    let (mut c, node, mut key) =
+        match connect_and_observe(addr, m.port, password, timeouts, cache, &key).await {
+            Ok((c, n)) => (c, n, Some(key)),
+            Err(e) if e.is_auth_failure() && previous.is_some() => {
+                let old = previous.unwrap_or_default();
+                let mut c = match observe::connect(addr, m.port, old, timeouts).await {
+                    Ok(c) => c,
+                    Err(e2) => return fail(format!("{e}; with the previous password: {e2}")),
+                };
+                if let Err(e) = auth::add_password(&mut c, password).await {
+                    return fail(e.to_string());
+                }
+                tracing::info!("added the new password next to the previous one");
+                password_added = true;
+                let node = match observe::observe(&mut c).await {
+                    Ok(n) => n,
+                    Err(e) => return fail(e.to_string()),
+                };
+                (c, node, None)
             }
-            tracing::info!("added the new password next to the previous one");
-            password_added = true;
-            c
-        }
-        Err(e) => return fail(e.to_string()),
-    };
-    let node = match observe::observe(&mut c).await {
-        Ok(n) => n,
-        Err(e) => return fail(e.to_string()),
-    };
+            Err(e) => return fail(e.to_string()),
+        };
     let auth = match auth::observe_auth(&mut c, password).await {
         Ok(a) => Some(a),
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the authentication settings");
+            key = None;
             None
         }
     };
     Observed {
         conn: Some(c),
+        key,
         node: Ok(node),
         auth,
         password_added,
@@ -452,6 +546,7 @@ async fn rotate_passwords(
     password: &str,
     conns: &mut act::Conns,
     input: &EngineInput<RedisSettings>,
+    failed: &mut HashSet<i32>,
 ) -> Vec<EngineEvent> {
     let plan = auth::plan_auth(states, password);
     let pod = |o: i32| {
@@ -472,6 +567,7 @@ async fn rotate_passwords(
             continue;
         };
         if let Err(e) = auth::set_masterauth(c, password).await {
+            failed.insert(o);
             tracing::warn!(ordinal = o, error = %e, "setting masterauth failed");
         }
     }
@@ -489,7 +585,10 @@ async fn rotate_passwords(
                 reason: "PasswordRotated".into(),
                 note: format!("{} accepts only the new password now", pod(o)),
             }),
-            Err(e) => tracing::warn!(ordinal = o, error = %e, "dropping the old password failed"),
+            Err(e) => {
+                failed.insert(o);
+                tracing::warn!(ordinal = o, error = %e, "dropping the old password failed")
+            }
         }
     }
     events
