@@ -276,7 +276,8 @@ async fn wait_rolled<K: ClusterResource>(
 ) -> ClusterStatus {
     let last = std::sync::Mutex::new(String::new());
     let last = &last;
-    eventually(&format!("{name} rolled"), timeout, || async move {
+    let start = Instant::now();
+    loop {
         if let Some(r) = status(api, name).await.and_then(|s| s.rollout) {
             let now = format!("{:?} {}", r.phase, r.message);
             let mut seen = last.lock().expect("lock");
@@ -285,9 +286,29 @@ async fn wait_rolled<K: ClusterResource>(
                 *seen = now;
             }
         }
-        rolled(client, api, name, 3).await
-    })
-    .await
+        if let Some(s) = rolled(client, api, name, 3).await {
+            return s;
+        }
+        if start.elapsed() > timeout {
+            // What the roll waits for, to tell a slow machine from a stuck roll.
+            let s = status(api, name).await;
+            let conditions: Vec<String> = s
+                .iter()
+                .flat_map(|s| &s.conditions)
+                .map(|c| format!("{}={} {}: {}", c.type_, c.status, c.reason, c.message))
+                .collect();
+            let members: Vec<String> = s
+                .iter()
+                .flat_map(|s| &s.members)
+                .map(|m| format!("{:?}", m))
+                .collect();
+            panic!(
+                "timed out after {timeout:?} waiting for {name} rolled; pods {:?}; conditions {conditions:#?}; members {members:#?}",
+                pod_revisions(client, name).await
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -685,7 +706,7 @@ async fn day2_end_to_end() {
     step(
         "the MariaDB config roll: every member restarted with the new setting, one switchover, no row lost",
     );
-    let m2 = wait_rolled(&client, &mysql_api, MARIADB, Duration::from_secs(240)).await;
+    let m2 = wait_rolled(&client, &mysql_api, MARIADB, Duration::from_secs(420)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop_config.store(true, Ordering::Relaxed);
     let config_acked = config_writer.await.expect("config writer");
