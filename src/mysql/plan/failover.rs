@@ -115,19 +115,7 @@ pub(super) fn plan_primary_lost(
     // Pre-check with what replicas received so far: start only if a candidate
     // can qualify once relay logs are applied.
     let el = eligible(inp, primary);
-    let best: Vec<(i32, GtidSet)> = el.iter().map(|(v, o)| (v.ordinal, held(o))).collect();
-    let refs: Vec<(i32, &GtidSet)> = best.iter().map(|(o, g)| (*o, g)).collect();
-    let pos = inp
-        .state
-        .primary_position
-        .as_deref()
-        .and_then(|s| GtidSet::parse(inp.settings.flavor, s).ok());
-    match choose_candidate(
-        &refs,
-        pos.as_ref(),
-        inp.failover.max_lag,
-        inp.desired_primary,
-    ) {
+    match candidate_by_held(inp, &el).1 {
         Err(why) => {
             p.health = unhealthy(
                 "FailoverRefused",
@@ -187,6 +175,29 @@ fn replicas_seeing(inp: &PlanInput<'_>, primary: i32) -> Vec<String> {
 
 /// Replicas that may be promoted: reachable, not `exclude`, no errant
 /// transactions relative to the last primary position.
+/// What each eligible member holds once its relay log is applied, and the
+/// candidate [`choose_candidate`] picks from those sets against the last
+/// primary position and `failover.maxLag`.
+fn candidate_by_held(
+    inp: &PlanInput<'_>,
+    el: &[(&View, &Observed)],
+) -> (Vec<(i32, GtidSet)>, Result<i32, String>) {
+    let sets: Vec<(i32, GtidSet)> = el.iter().map(|(v, o)| (v.ordinal, held(o))).collect();
+    let refs: Vec<(i32, &GtidSet)> = sets.iter().map(|(o, g)| (*o, g)).collect();
+    let pos = inp
+        .state
+        .primary_position
+        .as_deref()
+        .and_then(|s| GtidSet::parse(inp.settings.flavor, s).ok());
+    let chosen = choose_candidate(
+        &refs,
+        pos.as_ref(),
+        inp.failover.max_lag,
+        inp.desired_primary,
+    );
+    (sets, chosen)
+}
+
 fn eligible<'a>(inp: &'a PlanInput<'a>, exclude: i32) -> Vec<(&'a View, &'a Observed)> {
     let d = crate::mysql::flavor::Dialect(inp.settings.flavor);
     let pos = inp
@@ -337,19 +348,8 @@ fn choose_by_received(inp: &PlanInput<'_>, op: &Operation, p: &mut Plan) {
         p.requeue = std::time::Duration::from_millis(200);
         return;
     }
-    let sets: Vec<(i32, GtidSet)> = el.iter().map(|(v, o)| (v.ordinal, held(o))).collect();
-    let refs: Vec<(i32, &GtidSet)> = sets.iter().map(|(o, g)| (*o, g)).collect();
-    let pos = inp
-        .state
-        .primary_position
-        .as_deref()
-        .and_then(|s| GtidSet::parse(inp.settings.flavor, s).ok());
-    match choose_candidate(
-        &refs,
-        pos.as_ref(),
-        inp.failover.max_lag,
-        inp.desired_primary,
-    ) {
+    let (sets, chosen) = candidate_by_held(inp, &el);
+    match chosen {
         Err(why) => fail_failover(inp, op, p, format!("refused: {why}"), "FailoverRefused"),
         Ok(c) => {
             let received = sets
