@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use accounting::{Expect, mysql_conn, mysql_missing, redis_conn, redis_missing};
-use devcluster::{DevCluster, eventually, labelled_primary, members, secret_value};
+use devcluster::{DevCluster, eventually, labelled_primary, members, patient, secret_value};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
@@ -31,7 +31,9 @@ const APP_USER: &str = "app";
 const APP_PASSWORD: &str = "app-Passw0rd";
 
 fn step(s: &str) {
-    eprintln!("[e2e-day2] {s}");
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let t = START.get_or_init(Instant::now).elapsed().as_secs();
+    eprintln!("[e2e-day2 {t:>4}s] {s}");
 }
 
 async fn status<K: ClusterResource>(api: &Api<K>, name: &str) -> Option<ClusterStatus> {
@@ -269,28 +271,50 @@ async fn replace_annotation<K: ClusterResource>(api: &Api<K>, name: &str) -> Opt
 
 /// Wait for a roll to finish, printing its progress as it changes.
 async fn wait_rolled<K: ClusterResource>(
-    client: &kube::Client,
+    cluster: &DevCluster,
     api: &Api<K>,
     name: &str,
     timeout: Duration,
 ) -> ClusterStatus {
-    let last = std::sync::Mutex::new(String::new());
-    let last = &last;
+    let client = cluster.client().await;
+    wait_roll(cluster, api, name, "rolled", timeout, || {
+        rolled(&client, api, name, 3)
+    })
+    .await
+}
+
+/// Poll `done` until it returns a status, printing the roll's progress as it
+/// changes; past the (patient) timeout, fail with what the roll waits for
+/// (status, pods, events, the operator's log), to tell a slow machine from a
+/// stuck roll.
+async fn wait_roll<K, F, Fut>(
+    cluster: &DevCluster,
+    api: &Api<K>,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    mut done: F,
+) -> ClusterStatus
+where
+    K: ClusterResource,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<ClusterStatus>>,
+{
+    let timeout = patient(timeout);
+    let mut last = String::new();
     let start = Instant::now();
     loop {
         if let Some(r) = status(api, name).await.and_then(|s| s.rollout) {
             let now = format!("{:?} {}", r.phase, r.message);
-            let mut seen = last.lock().expect("lock");
-            if *seen != now {
+            if last != now {
                 step(&format!("{name}: {now}"));
-                *seen = now;
+                last = now;
             }
         }
-        if let Some(s) = rolled(client, api, name, 3).await {
+        if let Some(s) = done().await {
             return s;
         }
         if start.elapsed() > timeout {
-            // What the roll waits for, to tell a slow machine from a stuck roll.
             let s = status(api, name).await;
             let conditions: Vec<String> = s
                 .iter()
@@ -302,9 +326,12 @@ async fn wait_rolled<K: ClusterResource>(
                 .flat_map(|s| &s.members)
                 .map(|m| format!("{:?}", m))
                 .collect();
+            let client = cluster.client().await;
             panic!(
-                "timed out after {timeout:?} waiting for {name} rolled; pods {:?}; conditions {conditions:#?}; members {members:#?}",
-                pod_revisions(client, name).await
+                "timed out after {timeout:?} waiting for {name} {what}; rollout {:?}; pods {:?}; conditions {conditions:#?}; members {members:#?}\n{}",
+                s.as_ref().and_then(|s| s.rollout.as_ref()),
+                pod_revisions(&client, name).await,
+                cluster.diagnostics(NS)
             );
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -398,8 +425,8 @@ async fn day2_end_to_end() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     cluster.start_operator();
 
-    let r1 = wait_rolled(&client, &redis_api, REDIS, Duration::from_secs(240)).await;
-    let m1 = wait_rolled(&client, &mysql_api, MARIADB, Duration::from_secs(300)).await;
+    let r1 = wait_rolled(&cluster, &redis_api, REDIS, Duration::from_secs(240)).await;
+    let m1 = wait_rolled(&cluster, &mysql_api, MARIADB, Duration::from_secs(300)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop.store(true, Ordering::Relaxed);
     let redis_acked = redis_writer.await.expect("redis writer");
@@ -523,7 +550,7 @@ async fn day2_end_to_end() {
     let uids_same = pod_revisions(&client, REDIS).await == pods_before;
     assert!(uids_same, "no member restarted for a refused downgrade");
     patch_spec(&redis_api, REDIS, serde_json::json!({"image": "redis:7.4"})).await;
-    wait_rolled(&client, &redis_api, REDIS, Duration::from_secs(60)).await;
+    wait_rolled(&cluster, &redis_api, REDIS, Duration::from_secs(60)).await;
 
     step("a member that does not come back (a config redis-server refuses) stops the roll");
     let redis_primary = status(&redis_api, REDIS)
@@ -540,13 +567,20 @@ async fn day2_end_to_end() {
         serde_json::json!({"config": {"maxmemory-policy": "not-a-policy"}}),
     )
     .await;
-    let stalled = eventually("roll stalled", Duration::from_secs(90), || async {
-        status(&redis_api, REDIS).await.filter(|s| {
-            s.rollout
-                .as_ref()
-                .is_some_and(|r| r.phase == RolloutPhase::Stalled)
-        })
-    })
+    let stalled = wait_roll(
+        &cluster,
+        &redis_api,
+        REDIS,
+        "roll stalled",
+        Duration::from_secs(90),
+        || async {
+            status(&redis_api, REDIS).await.filter(|s| {
+                s.rollout
+                    .as_ref()
+                    .is_some_and(|r| r.phase == RolloutPhase::Stalled)
+            })
+        },
+    )
     .await;
     let r = stalled.rollout.as_ref().expect("rollout");
     assert_eq!(
@@ -586,7 +620,7 @@ async fn day2_end_to_end() {
         )
         .await
         .expect("remove the bad key");
-    wait_rolled(&client, &redis_api, REDIS, Duration::from_secs(90)).await;
+    wait_rolled(&cluster, &redis_api, REDIS, Duration::from_secs(90)).await;
 
     step(
         "volume growth 1Gi → 2Gi: reported while the StorageClass cannot expand, applied once it can",
@@ -706,7 +740,7 @@ async fn day2_end_to_end() {
     step(
         "the MariaDB config roll: every member restarted with the new setting, one switchover, no row lost",
     );
-    let m2 = wait_rolled(&client, &mysql_api, MARIADB, Duration::from_secs(420)).await;
+    let m2 = wait_rolled(&cluster, &mysql_api, MARIADB, Duration::from_secs(420)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop_config.store(true, Ordering::Relaxed);
     let config_acked = config_writer.await.expect("config writer");

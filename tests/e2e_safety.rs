@@ -33,7 +33,7 @@ mod watch_delay;
 use std::time::{Duration, Instant};
 
 use accounting::{Db, Engine, Load, Route};
-use devcluster::{DevCluster, cluster_status, eventually, members, secret_value};
+use devcluster::{DevCluster, cluster_status, eventually, members, patient, secret_value};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::core::NamespaceResourceScope;
 use ordinal::api::{ClusterStatus, MemberRole, MySQLCluster, RedisReplication};
@@ -105,6 +105,7 @@ async fn wait_settled<K: Kind>(
     what: &str,
     timeout: Duration,
 ) -> (i32, i64) {
+    let timeout = patient(timeout);
     let start = Instant::now();
     loop {
         if let Some(v) = settled(subject).await {
@@ -394,10 +395,10 @@ async fn await_failover<K: Kind>(
         {
             break;
         }
-        if start.elapsed() > Duration::from_secs(180) {
+        if start.elapsed() > patient(Duration::from_secs(180)) {
             keep_log(cluster);
             panic!(
-                "{}: no failover away from {pod} within 180 s; status {s:?}\n{}",
+                "{}: no failover away from {pod} in time; status {s:?}\n{}",
                 subject.label,
                 cluster.diagnostics(ns)
             );
@@ -479,7 +480,7 @@ async fn wait_switched<K: Kind>(cluster: &DevCluster, subject: &Subject<K>, targ
         if q == target {
             return;
         }
-        if start.elapsed() > Duration::from_secs(180) {
+        if start.elapsed() > patient(Duration::from_secs(180)) {
             keep_log(cluster);
             panic!(
                 "{}: the switchover to {target} did not complete (primary {q})\n{}",

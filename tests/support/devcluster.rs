@@ -15,6 +15,11 @@ use kube::{Client, Config};
 use ordinal::api::{ClusterPhase, ClusterStatus};
 use ordinal::controller::kinds::ClusterResource;
 
+#[path = "patience.rs"]
+#[allow(clippy::duplicate_mod)] // included by several support modules of one test
+mod patience;
+pub use patience::patient;
+
 /// Directory of the built binaries (the test executable lives in `<dir>/deps`).
 fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
@@ -372,12 +377,14 @@ impl Drop for DevCluster {
     }
 }
 
-/// Poll `f` every 250 ms until it returns Some, or panic after `timeout`.
+/// Poll `f` every 250 ms until it returns Some, or panic after `timeout`
+/// (scaled by [`patient`]).
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
+    let timeout = patient(timeout);
     let start = Instant::now();
     loop {
         if let Some(v) = f().await {

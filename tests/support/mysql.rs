@@ -21,6 +21,11 @@ use ordinal::engine::{Credentials, Engine, EngineInput, EngineOutcome, Member, P
 use ordinal::mysql::flavor::Dialect;
 use ordinal::mysql::{MySqlEngine, MySqlEngineConfig, MySqlSettings};
 
+#[path = "patience.rs"]
+#[allow(clippy::duplicate_mod)] // included by several support modules of one test
+mod patience;
+pub use patience::patient;
+
 pub use ordinal::api::MySqlFlavor as Flavor;
 
 pub const ROOT_PW: &str = "root-Pw'1";
@@ -149,7 +154,7 @@ fn mysql_template() -> PathBuf {
          ALTER USER 'root'@'localhost' IDENTIFIED BY '{pw}'; SHUTDOWN;",
         pw = ROOT_PW.replace('\'', "''")
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + patient(Duration::from_secs(60));
     loop {
         let out = Command::new("mariadb")
             .args(["--no-defaults", "--skip-ssl", "-uroot"])
@@ -216,7 +221,7 @@ fn mariadb_template() -> PathBuf {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn mariadbd");
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + patient(Duration::from_secs(60));
         let sql = format!(
             "CREATE USER 'root'@'%' IDENTIFIED BY '{pw}'; GRANT ALL ON *.* TO 'root'@'%' WITH GRANT OPTION; \
              ALTER USER 'root'@'localhost' IDENTIFIED BY '{pw}'; SHUTDOWN;",
@@ -405,7 +410,7 @@ impl Server {
             .spawn()
             .expect("spawn the server");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + patient(Duration::from_secs(60));
         while std::net::TcpStream::connect((self.ip.as_str(), self.port)).is_err() {
             if let Some(c) = self.child.as_mut()
                 && let Ok(Some(st)) = c.try_wait()
@@ -768,6 +773,7 @@ impl Cluster {
         what: &str,
         pred: impl Fn(&EngineOutcome) -> bool,
     ) -> EngineOutcome {
+        let timeout = patient(timeout);
         let deadline = Instant::now() + timeout;
         loop {
             let out = self.pass().await;
@@ -818,7 +824,7 @@ pub async fn setup_app(primary: &Server) {
 
 /// Wait until `table` on `s` has `n` rows.
 pub async fn wait_rows(s: &Server, table: &str, n: i64, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
+    let deadline = Instant::now() + patient(timeout);
     loop {
         let c = s.count(table).await;
         if c == n {

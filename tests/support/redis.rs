@@ -12,6 +12,11 @@ use chrono::Utc;
 use ordinal::api::{FailoverSpec, MemberRole, ReplicationState};
 use ordinal::engine::{Credentials, Engine, EngineInput, EngineOutcome, Health, Member};
 use ordinal::redis::{RedisEngine, RedisEngineConfig, RedisSettings};
+
+#[path = "patience.rs"]
+#[allow(clippy::duplicate_mod)] // included by several support modules of one test
+mod patience;
+pub use patience::patient;
 use redis::aio::MultiplexedConnection;
 
 pub const PASSWORD: &str = "t0p-s3cret-test-pw";
@@ -111,7 +116,7 @@ impl Server {
     }
 
     fn wait_listening(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + patient(Duration::from_secs(10));
         while Instant::now() < deadline {
             if std::net::TcpStream::connect((self.ip.as_str(), self.port)).is_ok() {
                 return;
@@ -360,6 +365,7 @@ impl Cluster {
         timeout: Duration,
         mut done: impl FnMut(&EngineOutcome) -> bool,
     ) -> EngineOutcome {
+        let timeout = patient(timeout);
         let deadline = Instant::now() + timeout;
         loop {
             let out = self.pass().await;
@@ -414,7 +420,7 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = Instant::now() + timeout;
+    let deadline = Instant::now() + patient(timeout);
     while !f().await {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
