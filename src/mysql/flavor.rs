@@ -398,9 +398,18 @@ impl Dialect {
 
     /// Lines the lead renders under `[mysqld]` for a member (besides port,
     /// bind-address, datadir, socket).
+    ///
+    /// `skip_name_resolve`: accounts are matched by address only, as the
+    /// official images do. Without it every new client's address is looked
+    /// up in DNS before the server greets it, so a slow or absent resolver
+    /// holds each first connection after a restart (the operator's probes,
+    /// replicas' IO threads) for the resolver's whole timeout. The
+    /// operator's own accounts are `'user'@'%'`; grants naming host names
+    /// stop matching (README).
     pub fn boot_config(self, server_id: i64, report_host: &str) -> Vec<String> {
         let mut v = vec![
             format!("server_id = {server_id}"),
+            "skip_name_resolve = ON".into(),
             "log_bin = mysql-bin".into(),
             "binlog_format = ROW".into(),
             "relay_log_recovery = ON".into(),
@@ -734,5 +743,11 @@ mod tests {
             M.boot_config(101, "h")
                 .contains(&"gtid_strict_mode = ON".to_string())
         );
+        for d in [Y, M] {
+            assert!(
+                d.boot_config(101, "h")
+                    .contains(&"skip_name_resolve = ON".to_string())
+            );
+        }
     }
 }

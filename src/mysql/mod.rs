@@ -324,7 +324,8 @@ impl MySqlEngine {
 
     /// `[mysqld]` lines the reconciler renders for the member with `ordinal`
     /// (besides port, bind-address, datadir and socket, which are its own):
-    /// server id, binlog and GTID settings, `report_host`, replication
+    /// server id, binlog and GTID settings, `report_host`, no DNS lookups of
+    /// clients (`skip_name_resolve`), replication
     /// threads not started at boot and read-only at boot on every member.
     /// In `SemiSync` mode also `sync_binlog = 1` and
     /// `innodb_flush_log_at_trx_commit = 1` (see [`Dialect::durable_config`]).

@@ -107,7 +107,9 @@ pub fn render_redis(
 
 /// Render `my.cnf` for every ordinal: `server_id = serverIdBase + ordinal`,
 /// binary log and GTID on, `report_host` = the member's DNS name, relay log
-/// recovery on, replication not started automatically, every member
+/// recovery on, no DNS lookups of clients (`skip_name_resolve`; a
+/// `spec.config` line can turn it off), replication not started
+/// automatically, every member
 /// read-only at boot (the operator turns writes on only on the confirmed
 /// primary and sets up replication itself), and in `SemiSync` mode
 /// `sync_binlog = 1` and `innodb_flush_log_at_trx_commit = 1`; `spec.config`
