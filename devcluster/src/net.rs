@@ -456,6 +456,19 @@ pub fn pod_up(net: &Net, pod_ip: &str) -> Result<()> {
             "dev",
             "eth0",
         ])?;
+        // The address a pod IP has always had: a re-created pod gets a new
+        // veth, and with a random MAC every neighbour cache that still holds
+        // the old one (the node's, the other pods') would send its traffic
+        // nowhere until the entry ages out (~30 s).
+        ip(&[
+            "-n",
+            &pns,
+            "link",
+            "set",
+            "eth0",
+            "address",
+            &pod_mac(pod_ip)?,
+        ])?;
         ip(&["-n", &pns, "link", "set", "eth0", "up"])?;
         ip(&["-n", &pns, "route", "add", "default", "via", &net.gateway()])
     })();
@@ -463,6 +476,15 @@ pub fn pod_up(net: &Net, pod_ip: &str) -> Result<()> {
         let _ = ip(&["netns", "del", &pns]);
     }
     res.with_context(|| format!("network namespace of pod {pod_ip}"))
+}
+
+/// A locally administered unicast MAC made of the pod's IPv4 address.
+fn pod_mac(pod_ip: &str) -> Result<String> {
+    let ip: std::net::Ipv4Addr = pod_ip
+        .parse()
+        .with_context(|| format!("pod address {pod_ip}"))?;
+    let [a, b, c, d] = ip.octets();
+    Ok(format!("02:42:{a:02x}:{b:02x}:{c:02x}:{d:02x}"))
 }
 
 pub fn pod_down(net: &Net, pod_ip: &str) {
@@ -607,6 +629,16 @@ pub fn heal(state: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pod_macs_are_fixed_per_address_and_locally_administered() {
+        assert_eq!(pod_mac("10.244.141.15").unwrap(), "02:42:0a:f4:8d:0f");
+        assert_ne!(
+            pod_mac("10.244.141.15").unwrap(),
+            pod_mac("10.244.141.16").unwrap()
+        );
+        assert!(pod_mac("not an address").is_err());
+    }
 
     #[test]
     fn names_fit_interface_limits_and_addresses_follow_the_index() {
