@@ -140,6 +140,23 @@ pub enum MySqlError {
     Corrupt(String),
 }
 
+impl MySqlError {
+    /// Whether the connection the error happened on can serve another query:
+    /// only when the server answered with an error. After a timeout (the
+    /// statement may still run and its answer is unread) or an I/O or driver
+    /// error it cannot, so the step fails and the connection is not handed
+    /// back to the connection cache.
+    pub fn connection_usable(&self) -> bool {
+        matches!(
+            self,
+            MySqlError::Sql {
+                source: mysql_async::Error::Server(_),
+                ..
+            }
+        )
+    }
+}
+
 /// Engine-specific settings taken from the `MySQLCluster` spec.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MySqlSettings {
