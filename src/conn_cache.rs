@@ -13,12 +13,16 @@
 //! - Entries not handed back for [`ConnCache::idle`] (members that went away,
 //!   clusters no longer reconciled) are evicted, and the cache never holds
 //!   more than its capacity.
+//! - The number of kept connections is mirrored in a gauge
+//!   ([`ConnCache::with_gauge`], `ordinal_db_connections_kept`).
 
 use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hash};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+use prometheus_client::metrics::gauge::Gauge;
 
 /// Which connection: address, user, and a keyed hash of the password (the
 /// password itself is never stored here nor printed).
@@ -58,6 +62,8 @@ pub struct ConnCache<T> {
     hasher: RandomState,
     idle: Duration,
     capacity: usize,
+    /// Connections kept, set after every change of the map.
+    kept: Gauge,
 }
 
 /// How long an unused connection is kept (default).
@@ -88,7 +94,20 @@ impl<T> ConnCache<T> {
             hasher: RandomState::new(),
             idle,
             capacity: capacity.max(1),
+            kept: Gauge::default(),
         }
+    }
+
+    /// Mirror the number of kept connections in `gauge` (a series of the
+    /// operator's metrics).
+    pub fn with_gauge(mut self, gauge: Gauge) -> Self {
+        gauge.set(i64::try_from(self.len()).unwrap_or(i64::MAX));
+        self.kept = gauge;
+        self
+    }
+
+    fn count(&self, map: &HashMap<ConnKey, Entry<T>>) {
+        self.kept.set(i64::try_from(map.len()).unwrap_or(i64::MAX));
     }
 
     /// The key of a connection to `host:port` as `user` with `password`.
@@ -114,7 +133,9 @@ impl<T> ConnCache<T> {
         let now = Instant::now();
         let mut map = self.lock();
         Self::evict_idle(&mut map, now, self.idle);
-        map.remove(key).map(|e| e.conn)
+        let conn = map.remove(key).map(|e| e.conn);
+        self.count(&map);
+        conn
     }
 
     /// Keep `conn` for the next pass. Call only after it was used without error.
@@ -139,12 +160,14 @@ impl<T> ConnCache<T> {
             };
             map.remove(&oldest);
         }
+        self.count(&map);
     }
 
     /// Forget every connection to `host:port` (any credentials).
     pub fn forget_address(&self, host: &str, port: u16) {
-        self.lock()
-            .retain(|k, _| !(k.host == host && k.port == port));
+        let mut map = self.lock();
+        map.retain(|k, _| !(k.host == host && k.port == port));
+        self.count(&map);
     }
 
     /// Connections currently kept.
@@ -219,6 +242,44 @@ mod tests {
         assert_eq!(c.len(), 2);
         assert_eq!(c.take(&c.key("a", 1, "u", "p")), None);
         assert_eq!(c.take(&c.key("c", 1, "u", "p")), Some(3));
+    }
+
+    #[test]
+    fn the_gauge_follows_puts_takes_and_evictions() {
+        let gauge = Gauge::default();
+        let c: ConnCache<u32> = ConnCache::new(DEFAULT_IDLE, 2).with_gauge(gauge.clone());
+        assert_eq!(gauge.get(), 0);
+        c.put(c.key("a", 1, "u", "p"), 1);
+        c.put(c.key("b", 1, "u", "p"), 2);
+        assert_eq!(gauge.get(), 2);
+        assert_eq!(c.take(&c.key("a", 1, "u", "p")), Some(1));
+        assert_eq!(gauge.get(), 1, "a taken connection is not kept");
+        assert_eq!(c.take(&c.key("x", 1, "u", "p")), None);
+        assert_eq!(gauge.get(), 1);
+        c.put(c.key("a", 1, "u", "p"), 1);
+        c.put(c.key("c", 1, "u", "p"), 3);
+        assert_eq!(gauge.get(), 2, "over capacity: one is evicted");
+        c.forget_address("c", 1);
+        assert_eq!(gauge.get(), 1);
+
+        let idle = Gauge::default();
+        let c: ConnCache<u32> =
+            ConnCache::new(Duration::from_millis(20), 16).with_gauge(idle.clone());
+        c.put(c.key("a", 1, "u", "p"), 1);
+        assert_eq!(idle.get(), 1);
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(c.take(&c.key("b", 1, "u", "p")), None);
+        assert_eq!(idle.get(), 0, "idle entries are evicted");
+    }
+
+    #[test]
+    fn a_gauge_attached_later_starts_from_the_kept_count() {
+        let c: ConnCache<u32> = ConnCache::default();
+        c.put(c.key("a", 1, "u", "p"), 1);
+        let gauge = Gauge::default();
+        let c = c.with_gauge(gauge.clone());
+        assert_eq!(gauge.get(), 1);
+        assert_eq!(c.len(), 1);
     }
 
     #[test]

@@ -47,6 +47,12 @@ pub struct ControlledClusterLabels {
     pub cluster: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EngineLabels {
+    /// `redis` or `mysql`.
+    pub engine: String,
+}
+
 /// One member as a reconcile pass observed it.
 #[derive(Clone, Debug)]
 pub struct MemberSample {
@@ -78,6 +84,7 @@ pub struct Metrics {
     pub backup_failures: Family<ClusterLabels, Counter>,
     pub backup_verify_failures: Family<ClusterLabels, Counter>,
     pub leader: Gauge,
+    pub connections_kept: Family<EngineLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -106,6 +113,7 @@ impl Metrics {
         let backup_failures = Family::<ClusterLabels, Counter>::default();
         let backup_verify_failures = Family::<ClusterLabels, Counter>::default();
         let leader = Gauge::default();
+        let connections_kept = Family::<EngineLabels, Gauge>::default();
         registry.register(
             "reconciles",
             "Reconcile passes by controller",
@@ -176,6 +184,11 @@ impl Metrics {
             "1 while this process holds the leader lease",
             leader.clone(),
         );
+        registry.register(
+            "db_connections_kept",
+            "Database connections to members kept between reconcile passes, by engine",
+            connections_kept.clone(),
+        );
         Self {
             registry,
             members: Mutex::default(),
@@ -193,7 +206,17 @@ impl Metrics {
             backup_failures,
             backup_verify_failures,
             leader,
+            connections_kept,
         }
+    }
+
+    /// The gauge of connections an engine's cache keeps (`redis`, `mysql`).
+    pub fn connections_kept(&self, engine: &str) -> Gauge {
+        self.connections_kept
+            .get_or_create(&EngineLabels {
+                engine: engine.to_string(),
+            })
+            .clone()
     }
 
     /// The Prometheus text format (version 0.0.4, what `/metrics` declares).
@@ -351,6 +374,7 @@ mod tests {
         m.backup_failures.get_or_create(&cluster).inc();
         m.backup_verify_failures.get_or_create(&cluster).inc();
         m.leader.set(1);
+        m.connections_kept("redis").set(3);
         let text = m.encode().expect("encode");
         assert!(
             text.contains("# TYPE ordinal_reconciles_total counter\n")
@@ -371,6 +395,7 @@ mod tests {
             "ordinal_backup_failures_total{namespace=\"ns\",cluster=\"c\"} 1",
             "ordinal_backup_verify_failures_total{namespace=\"ns\",cluster=\"c\"} 1",
             "ordinal_leader 1",
+            "ordinal_db_connections_kept{engine=\"redis\"} 3",
             "ordinal_backup_last_success_timestamp_seconds{namespace=\"ns\",cluster=\"c\"} 1800000000",
         ] {
             assert!(text.contains(series), "missing {series} in\n{text}");

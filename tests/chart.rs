@@ -315,6 +315,7 @@ fn exported_metrics() -> String {
     m.backup_failures.get_or_create(&cluster).inc();
     m.backup_verify_failures.get_or_create(&cluster).inc();
     m.leader.set(1);
+    m.connections_kept("redis").set(1);
     m.encode().expect("encode")
 }
 

@@ -154,8 +154,10 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             settings,
-            redis: crate::redis::RedisEngine::new(crate::redis::RedisEngineConfig::default()),
-            mysql: crate::mysql::MySqlEngine::new(crate::mysql::MySqlEngineConfig::default()),
+            redis: crate::redis::RedisEngine::new(crate::redis::RedisEngineConfig::default())
+                .with_connection_gauge(metrics.connections_kept("redis")),
+            mysql: crate::mysql::MySqlEngine::new(crate::mysql::MySqlEngineConfig::default())
+                .with_connection_gauge(metrics.connections_kept("mysql")),
             metrics,
             caches: super::caches::Caches::default(),
             failures: Mutex::new(HashMap::new()),

@@ -35,6 +35,19 @@ async fn run_all(conn: &mut Conn, stmts: &[String], t: Duration) -> Result<(), M
     Ok(())
 }
 
+/// The result of a step whose failure the action goes on after: `Ok(true)`
+/// when it succeeded, `Ok(false)` when the server refused it (the connection
+/// is still in a known state), and the error when the connection is not
+/// (a timeout, an I/O error): the action then fails, so the engine does not
+/// hand that connection back to the cache nor run more statements on it.
+pub fn tolerated<T>(res: Result<T, MySqlError>) -> Result<bool, MySqlError> {
+    match res {
+        Ok(_) => Ok(true),
+        Err(e) if e.connection_usable() => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Kill client connections (not replication, not the operator's).
 pub async fn kill_writers(conn: &mut Conn, cx: &ActCtx<'_>) -> Result<usize, MySqlError> {
     let q = cx
@@ -48,11 +61,9 @@ pub async fn kill_writers(conn: &mut Conn, cx: &ActCtx<'_>) -> Result<usize, MyS
             .and_then(value_str)
             .and_then(|s| s.parse::<u64>().ok())
         {
-            // A connection may end by itself meanwhile: ignore "unknown thread".
-            if exec(conn, &cx.dialect.kill_connection(id), cx.query_timeout)
-                .await
-                .is_ok()
-            {
+            // A connection may end by itself meanwhile: ignore "unknown
+            // thread", but not a KILL that timed out (see `tolerated`).
+            if tolerated(exec(conn, &cx.dialect.kill_connection(id), cx.query_timeout).await)? {
                 n += 1;
             }
         }
@@ -63,7 +74,7 @@ pub async fn kill_writers(conn: &mut Conn, cx: &ActCtx<'_>) -> Result<usize, MyS
 /// Read-only on, writers killed (before, so commits stuck waiting for
 /// semi-sync acknowledgements cannot hold the read-only switch, and after).
 pub async fn fence(conn: &mut Conn, cx: &ActCtx<'_>) -> Result<(), MySqlError> {
-    let _ = kill_writers(conn, cx).await;
+    tolerated(kill_writers(conn, cx).await)?;
     run_all(conn, &cx.dialect.set_read_only(), cx.query_timeout).await?;
     kill_writers(conn, cx).await?;
     Ok(())
@@ -167,8 +178,8 @@ pub async fn perform(
         Action::SemiSyncReplica { .. } => {
             exec(conn, d.semi_sync_replica(), t).await?;
             // Takes effect when the IO thread reconnects.
-            let _ = exec(conn, d.stop_io_thread(), t).await;
-            let _ = exec(conn, d.start_io_thread(), t).await;
+            tolerated(exec(conn, d.stop_io_thread(), t).await)?;
+            tolerated(exec(conn, d.start_io_thread(), t).await)?;
             Ok(())
         }
         Action::WaitGtid { gtids, secs, .. } => rows(
@@ -248,4 +259,48 @@ pub async fn ensure_users(conn: &mut Conn, cx: &ActCtx<'_>) -> Result<(), MySqlE
         cx.query_timeout,
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server_error(code: u16) -> MySqlError {
+        MySqlError::Sql {
+            context: "KILL 42".into(),
+            source: mysql_async::Error::Server(mysql_async::ServerError {
+                code,
+                message: "Unknown thread id: 42".into(),
+                state: "HY000".into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn a_refusal_by_the_server_is_tolerated() {
+        assert!(tolerated(Ok::<_, MySqlError>(3)).unwrap());
+        assert!(!tolerated::<()>(Err(server_error(1094))).unwrap());
+    }
+
+    #[test]
+    fn a_timed_out_or_broken_connection_fails_the_step() {
+        // The engine drops the connection of a failed step (it is not handed
+        // back to the cache), so these must surface as errors.
+        let timeout = tolerated::<()>(Err(MySqlError::Timeout("KILL 42".into())));
+        assert!(matches!(timeout, Err(MySqlError::Timeout(_))));
+        let io = MySqlError::Sql {
+            context: "KILL 42".into(),
+            source: mysql_async::Error::Io(mysql_async::IoError::Io(std::io::Error::other(
+                "connection reset",
+            ))),
+        };
+        assert!(!io.connection_usable());
+        assert!(tolerated::<()>(Err(io)).is_err());
+        let closed = MySqlError::Sql {
+            context: "KILL 42".into(),
+            source: mysql_async::Error::Driver(mysql_async::DriverError::ConnectionClosed),
+        };
+        assert!(tolerated::<()>(Err(closed)).is_err());
+        assert!(server_error(1094).connection_usable());
+    }
 }

@@ -140,6 +140,23 @@ pub enum MySqlError {
     Corrupt(String),
 }
 
+impl MySqlError {
+    /// Whether the connection the error happened on can serve another query:
+    /// only when the server answered with an error. After a timeout (the
+    /// statement may still run and its answer is unread) or an I/O or driver
+    /// error it cannot, so the step fails and the connection is not handed
+    /// back to the connection cache.
+    pub fn connection_usable(&self) -> bool {
+        matches!(
+            self,
+            MySqlError::Sql {
+                source: mysql_async::Error::Server(_),
+                ..
+            }
+        )
+    }
+}
+
 /// Engine-specific settings taken from the `MySQLCluster` spec.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MySqlSettings {
@@ -239,6 +256,15 @@ impl MySqlEngine {
             applied_creds: Default::default(),
             conns: Arc::default(),
         }
+    }
+
+    /// Mirror the number of kept connections in `gauge`.
+    pub fn with_connection_gauge(
+        mut self,
+        gauge: prometheus_client::metrics::gauge::Gauge,
+    ) -> Self {
+        self.conns = Arc::new(ConnCache::default().with_gauge(gauge));
+        self
     }
 
     /// Connections kept for the next pass (for tests and metrics).

@@ -228,6 +228,15 @@ impl RedisEngine {
         }
     }
 
+    /// Mirror the number of kept connections in `gauge`.
+    pub fn with_connection_gauge(
+        mut self,
+        gauge: prometheus_client::metrics::gauge::Gauge,
+    ) -> Self {
+        self.conns = Arc::new(ConnCache::default().with_gauge(gauge));
+        self
+    }
+
     /// Connections kept for the next pass (for tests and metrics).
     pub fn cached_connections(&self) -> usize {
         self.conns.len()
