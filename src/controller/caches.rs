@@ -4,18 +4,22 @@
 //! resource and namespace scope feeds both the store and the controllers'
 //! triggers (shared streams).
 //!
-//! Only objects labelled `app.kubernetes.io/managed-by=ordinal` are watched;
-//! a Secret a user names in `spec.auth.secretName` is read from the API
-//! server (see `cluster::ensure_secret`).
+//! Only objects labelled `app.kubernetes.io/managed-by=ordinal` are watched
+//! in full. A Secret a user names in `spec.auth.secretName` is not labelled:
+//! a metadata-only watch of all Secrets tells its resourceVersion, and its
+//! data is read once per version (see `named_secrets`).
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
+use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::Api;
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, ReflectHandle, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -24,6 +28,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use super::named_secrets::NamedSecrets;
 use crate::resources::labels;
 
 /// Events a slow subscriber may lag behind before the watch waits for it.
@@ -38,6 +43,10 @@ pub struct Stores {
     pub config_maps: Store<ConfigMap>,
     pub pdbs: Store<PodDisruptionBudget>,
     pub secrets: Store<Secret>,
+    /// Name and resourceVersion of every Secret, managed or not.
+    pub secret_versions: Store<PartialObjectMeta<Secret>>,
+    /// Data of the Secrets clusters name, by the version it was read at.
+    pub named_secrets: Arc<NamedSecrets>,
 }
 
 impl Stores {
@@ -49,6 +58,13 @@ impl Stores {
             && self.config_maps.wait_until_ready().await.is_ok()
             && self.pdbs.wait_until_ready().await.is_ok()
             && self.secrets.wait_until_ready().await.is_ok()
+            && self.secret_versions.wait_until_ready().await.is_ok()
+    }
+
+    /// The resourceVersion of a Secret the metadata watch holds.
+    pub fn secret_version(&self, namespace: &str, name: &str) -> Option<String> {
+        get(&self.secret_versions, namespace, name)
+            .and_then(|m| m.metadata.resource_version.clone())
     }
 }
 
@@ -127,6 +143,56 @@ where
     (reader, handles, task)
 }
 
+/// Only what finds a Secret and tells its version: annotations (such as
+/// `kubectl.kubernetes.io/last-applied-configuration`, which holds the data
+/// of an applied Secret), labels and managedFields are not kept.
+fn names_only(obj: &mut PartialObjectMeta<Secret>) {
+    let meta = &mut obj.metadata;
+    *meta = ObjectMeta {
+        name: meta.name.take(),
+        namespace: meta.namespace.take(),
+        resource_version: meta.resource_version.take(),
+        uid: meta.uid.take(),
+        ..Default::default()
+    };
+}
+
+/// Start the metadata-only watch of every Secret in scope; a deleted
+/// Secret's data leaves `named`.
+fn watch_secret_versions(
+    api: Api<PartialObjectMeta<Secret>>,
+    named: Arc<NamedSecrets>,
+    stop: &CancellationToken,
+) -> (Store<PartialObjectMeta<Secret>>, JoinHandle<()>) {
+    let (reader, writer) = reflector::store();
+    let stop = stop.clone();
+    let task = tokio::spawn(async move {
+        let events = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .modify(names_only)
+            .reflect(writer)
+            .for_each(|event| {
+                match event {
+                    Ok(watcher::Event::Delete(meta)) => {
+                        if let (Some(ns), Some(name)) =
+                            (&meta.metadata.namespace, &meta.metadata.name)
+                        {
+                            named.forget(ns, name);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(error) => warn!(%error, "metadata watch of Secrets failed; retrying"),
+                }
+                futures::future::ready(())
+            });
+        tokio::select! {
+            _ = events => {},
+            _ = stop.cancelled() => {},
+        }
+    });
+    (reader, task)
+}
+
 fn api_for<K>(client: &Client, ns: &Option<String>) -> Api<K>
 where
     K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>,
@@ -152,6 +218,9 @@ pub fn start(
     let (config_maps, mut cm_subs, t4) = share::<ConfigMap>(api_for(client, ns), controllers, stop);
     let (pdbs, _, t5) = share::<PodDisruptionBudget>(api_for(client, ns), 0, stop);
     let (secrets, _, t6) = share::<Secret>(api_for(client, ns), 0, stop);
+    let named_secrets = Arc::new(NamedSecrets::default());
+    let (secret_versions, t7) =
+        watch_secret_versions(api_for(client, ns), named_secrets.clone(), stop);
     let mut subscriptions = Vec::new();
     while let (Some(pods), Some(statefulsets), Some(services), Some(config_maps)) = (
         pod_subs.pop(),
@@ -173,8 +242,10 @@ pub fn start(
         config_maps,
         pdbs,
         secrets,
+        secret_versions,
+        named_secrets,
     };
-    (stores, subscriptions, vec![t1, t2, t3, t4, t5, t6])
+    (stores, subscriptions, vec![t1, t2, t3, t4, t5, t6, t7])
 }
 
 /// The member pods of a cluster (`selector`: its labels) from a store,

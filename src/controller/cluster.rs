@@ -759,6 +759,41 @@ async fn apply_child_objects(
     Ok(storage_note)
 }
 
+/// The cluster's credentials Secret: a generated one from the shared store
+/// of managed Secrets; one the user names (`named`) from the data kept at
+/// the version the metadata watch shows, read again only when that version
+/// changed; without stores, from the API server.
+async fn read_secret(
+    view: &ClusterView,
+    named: bool,
+    ctx: &Context,
+    api: &Api<Secret>,
+) -> Result<Option<Secret>, Error> {
+    let (ns, name) = (view.namespace.as_str(), view.secret_name.as_str());
+    let Some(stores) = ctx.caches.of(ns) else {
+        return get_secret(api, name).await;
+    };
+    if let Some(s) = super::caches::get(&stores.secrets, ns, name) {
+        return Ok(Some((*s).clone()));
+    }
+    if !named {
+        return get_secret(api, name).await;
+    }
+    let version = stores.secret_version(ns, name);
+    if let Some(s) = stores.named_secrets.fresh(ns, name, version.as_deref()) {
+        return Ok(Some((*s).clone()));
+    }
+    let found = get_secret(api, name).await?;
+    stores.named_secrets.remember(ns, name, found.as_ref());
+    Ok(found)
+}
+
+async fn get_secret(api: &Api<Secret>, name: &str) -> Result<Option<Secret>, Error> {
+    api.get_opt(name)
+        .await
+        .context(format!("get Secret {name}"))
+}
+
 /// The generated Secret is created once and never overwritten; a named Secret
 /// must exist and hold usable passwords. Inner Err is a user-facing reason.
 async fn ensure_secret<K: ClusterResource>(
@@ -767,20 +802,9 @@ async fn ensure_secret<K: ClusterResource>(
     ctx: &Context,
 ) -> Result<Result<Credentials, String>, Error> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &view.namespace);
-    // Generated Secrets are in the shared store; a Secret the user names
-    // (not labelled as managed) is read from the API server.
-    let cached = ctx
-        .caches
-        .of(&view.namespace)
-        .and_then(|s| super::caches::get(&s.secrets, &view.namespace, &view.secret_name));
-    let found = match cached {
-        Some(s) => Some((*s).clone()),
-        None => api
-            .get_opt(&view.secret_name)
-            .await
-            .context(format!("get Secret {}", view.secret_name))?,
-    };
-    let found = match (found, obj.auth().secret_name.is_some()) {
+    let named = obj.auth().secret_name.is_some();
+    let found = read_secret(view, named, ctx, &api).await?;
+    let found = match (found, named) {
         (Some(s), _) => s,
         (None, true) => {
             return Ok(Err(format!(

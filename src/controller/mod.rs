@@ -10,6 +10,7 @@ pub mod day2;
 pub mod freshness;
 pub mod hint;
 pub mod kinds;
+pub mod named_secrets;
 pub mod replace;
 pub mod restore;
 pub mod roles;
