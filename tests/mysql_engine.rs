@@ -2024,6 +2024,24 @@ async fn connections_received(probes: &mut [mysql_async::Conn]) -> Vec<i64> {
     out
 }
 
+/// Run `passes` steady passes (each healthy with member 0 primary) and
+/// return the Connections counters before and after, and how many the
+/// servers accepted in between.
+async fn connections_over_steady_passes(
+    c: &mut Cluster,
+    probes: &mut [mysql_async::Conn],
+    passes: usize,
+) -> (Vec<i64>, Vec<i64>, i64) {
+    let before = connections_received(probes).await;
+    for _ in 0..passes {
+        let out = c.pass().await;
+        assert!(healthy_with(&out, 0), "{out:#?}");
+    }
+    let after = connections_received(probes).await;
+    let opened = after.iter().zip(&before).map(|(a, b)| a - b).sum();
+    (before, after, opened)
+}
+
 /// Steady passes reuse the operator's connections (one per member), and a
 /// member killed and restarted is read through a new connection in the very
 /// next pass; the cluster is healthy again without a stale connection used.
@@ -2038,13 +2056,7 @@ async fn steady_passes_reuse_connections_and_reconnect_after_a_restart() {
     for i in 0..3 {
         probes.push(c.server(i).root().await);
     }
-    let before = connections_received(&mut probes).await;
-    for _ in 0..PASSES {
-        let out = c.pass().await;
-        assert!(healthy_with(&out, 0), "{out:#?}");
-    }
-    let after = connections_received(&mut probes).await;
-    let opened: i64 = after.iter().zip(&before).map(|(a, b)| a - b).sum();
+    let (before, after, opened) = connections_over_steady_passes(&mut c, &mut probes, PASSES).await;
     eprintln!("[connections] {PASSES} steady passes over 3 members opened {opened} connections");
     // One per member per pass without the kept connections (30 here).
     assert!(
@@ -2067,12 +2079,6 @@ async fn steady_passes_reuse_connections_and_reconnect_after_a_restart() {
     assert_eq!(out.state.term, 1);
     assert_eq!(writable_members(&c).await, [0]);
     probes[2] = c.server(2).root().await;
-    let before = connections_received(&mut probes).await;
-    for _ in 0..PASSES {
-        let out = c.pass().await;
-        assert!(healthy_with(&out, 0), "{out:#?}");
-    }
-    let after = connections_received(&mut probes).await;
-    let opened: i64 = after.iter().zip(&before).map(|(a, b)| a - b).sum();
+    let (before, after, opened) = connections_over_steady_passes(&mut c, &mut probes, PASSES).await;
     assert!(opened <= 1, "after the restart: {before:?} -> {after:?}");
 }
