@@ -50,6 +50,10 @@ pub struct ArchiveOptions {
     /// Segment size (decompressed) at which it is cut.
     pub max_segment_bytes: usize,
     pub connect_timeout: Duration,
+    /// The source sends a heartbeat after this long without events; a
+    /// stream silent for three periods is given up (a dead peer), and the
+    /// next run resumes from the archive.
+    pub heartbeat: Duration,
     /// Stop (after storing) once the archive holds this GTID position.
     pub until: Option<String>,
 }
@@ -61,6 +65,7 @@ impl Default for ArchiveOptions {
             max_delay: Duration::from_secs(60),
             max_segment_bytes: 16 << 20,
             connect_timeout: Duration::from_secs(5),
+            heartbeat: Duration::from_secs(5),
             until: None,
         }
     }
@@ -182,6 +187,10 @@ pub async fn archive(
         ),
         "SET @slave_gtid_strict_mode = 1".into(),
         "SET @slave_gtid_ignore_duplicates = 0".into(),
+        format!(
+            "SET @master_heartbeat_period = {}",
+            opts.heartbeat.as_nanos()
+        ),
     ];
     for sql in prepare {
         conn.query_drop(sql.as_str())
@@ -206,17 +215,25 @@ pub async fn archive(
 
     let mut txn: Option<(MariaGtid, Vec<RawEvent>)> = None;
     let result: Result<(), BinlogError> = async {
+        let silence = opts.heartbeat * 3;
+        let mut heard = Instant::now();
         loop {
-            let wait = match run.pending.since {
-                Some(t) => (t + opts.max_delay).saturating_duration_since(Instant::now()),
-                None => Duration::from_secs(3600),
-            };
+            let cut_at = run.pending.since.map(|t| t + opts.max_delay);
+            let give_up_at = heard + silence;
+            let wait_until = cut_at.map_or(give_up_at, |c| c.min(give_up_at));
+            let wait = wait_until.saturating_duration_since(Instant::now());
             let next = tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
                 r = tokio::time::timeout(wait, stream.next()) => r,
             };
             let ev = match next {
                 Err(_) => {
+                    if heard.elapsed() >= silence {
+                        return Err(BinlogError::Stream(format!(
+                            "no event or heartbeat from {} for {silence:?}",
+                            run.source
+                        )));
+                    }
                     run.cut().await?;
                     continue;
                 }
@@ -232,7 +249,10 @@ pub async fn archive(
                         source,
                     });
                 }
-                Ok(Some(Ok(ev))) => ev,
+                Ok(Some(Ok(ev))) => {
+                    heard = Instant::now();
+                    ev
+                }
             };
             let raw = to_raw(&ev)?;
             let code = raw.type_code();
