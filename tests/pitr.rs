@@ -225,6 +225,66 @@ async fn mariadb_archive_and_replay_to_a_time_and_a_gtid() {
         first.transactions, second.transactions
     );
 
+    // A running archiver stores what it streamed once its oldest
+    // transaction waited max_delay (segments far from full), and stops on
+    // cancellation.
+    let stop = CancellationToken::new();
+    let live = {
+        let (ep, target, dir, stop) = (
+            endpoint(&replica),
+            target.clone(),
+            dir.clone(),
+            stop.clone(),
+        );
+        tokio::spawn(async move {
+            let opts = ArchiveOptions {
+                max_delay: Duration::from_millis(300),
+                heartbeat: Duration::from_secs(1),
+                ..Default::default()
+            };
+            archive(&ep, &target, &dir, None, &opts, stop).await
+        })
+    };
+    insert(&src, 81..=85).await;
+    let pos_d = binlog_pos(&src).await;
+    let deadline = std::time::Instant::now() + patient(Duration::from_secs(30));
+    loop {
+        let m = list_manifests(&target, &dir).await.expect("manifests");
+        if m.values().next_back().map(|m| m.end_position.as_str()) == Some(pos_d.as_str()) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the live archiver did not store D"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.cancel();
+    let third = live.await.expect("join").expect("live archiver");
+    assert_eq!(third.position, pos_d);
+    assert_eq!(third.transactions, 5);
+
+    // A segment is a binlog file the server's own tools read.
+    let seg1 = mnt
+        .path()
+        .join("pitr/shop/db/binlog")
+        .join(ordinal::backup::binlog::segment_name(1));
+    let raw = zstd::decode_all(&std::fs::read(&seg1).expect("segment 1")[..]).expect("zstd");
+    let plain = mnt.path().join("segment1.bin");
+    std::fs::write(&plain, &raw).expect("write");
+    let out = std::process::Command::new("mariadb-binlog")
+        .arg(&plain)
+        .output()
+        .expect("run mariadb-binlog (mariadb-client)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first_gtid = manifests[&1].first_gtid.clone();
+    assert!(text.contains(&format!("GTID {first_gtid}")), "{text}");
+
     // Restore the base into a fresh server; refuse a tampered and a
     // missing segment with nothing applied.
     let t1 = Server::of(Flavor::MariaDB, 5);
@@ -325,20 +385,48 @@ async fn mariadb_archive_and_replay_to_a_time_and_a_gtid() {
         Some("3.25")
     );
 
-    // To A's last GTID on another fresh server: A only.
+    // On another fresh server, in three steps: to the 5th transaction of A
+    // by GTID, from there to A's last GTID (a base inside a segment: the
+    // segment's transactions the base holds are skipped), from there to
+    // the time of B.
+    let seq = |p: &str| -> u64 {
+        p.rsplit('-')
+            .next()
+            .and_then(|s| s.parse().ok())
+            .expect("seq")
+    };
+    let mid = format!("0-100-{}", seq(&base.gtid) + 5);
     let t2 = Server::of(Flavor::MariaDB, 6);
     restore_base(&artifact, &t2).await;
-    let done = replay(
+    let to_mid = replay(
         &endpoint(&t2),
         &target,
         &dir,
         &base.gtid,
-        &StopAt::Gtid(pos_a.clone()),
+        &StopAt::Gtid(mid.clone()),
         &ReplayOptions::default(),
     )
     .await
     .expect("replay to a GTID");
-    assert_eq!(done.last_gtid.as_deref(), Some(pos_a.as_str()));
+    assert_eq!(to_mid.transactions, 5);
+    assert_eq!(ids(&t2).await, expected(&[1..=25], &[]));
+    assert_eq!(binlog_pos(&t2).await, mid);
+    let to_a = replay(
+        &endpoint(&t2),
+        &target,
+        &dir,
+        &mid,
+        &StopAt::Gtid(pos_a.clone()),
+        &ReplayOptions::default(),
+    )
+    .await
+    .expect("continue to a GTID");
+    let holding = manifests
+        .values()
+        .find(|m| seq(&m.start_position) <= seq(&mid) && seq(&mid) < seq(&m.end_position))
+        .expect("a segment after mid");
+    assert_eq!(to_a.skipped, seq(&mid) - seq(&holding.start_position));
+    assert_eq!(to_a.last_gtid.as_deref(), Some(pos_a.as_str()));
     assert_eq!(ids(&t2).await, expected(&[1..=20, 21..=32], &[]));
     assert_eq!(binlog_pos(&t2).await, pos_a);
     assert_eq!(
@@ -347,6 +435,20 @@ async fn mariadb_archive_and_replay_to_a_time_and_a_gtid() {
             .as_deref(),
         Some("0")
     );
+    let to_b = replay(
+        &endpoint(&t2),
+        &target,
+        &dir,
+        &pos_a,
+        &at_b,
+        &ReplayOptions::default(),
+    )
+    .await
+    .expect("continue to a time");
+    assert_eq!(to_b.transactions, 14, "{to_b:?}");
+    assert_eq!(ids(&t2).await, ids(&t1).await);
+    assert_eq!(binlog_pos(&t2).await, pos_b);
+
     // A point past the archive is refused, not restored partially.
     let late = StopAt::Time(Utc::now() + chrono::Duration::hours(1));
     let err = replay(
