@@ -449,6 +449,27 @@ async fn mariadb_archive_and_replay_to_a_time_and_a_gtid() {
     assert_eq!(ids(&t2).await, ids(&t1).await);
     assert_eq!(binlog_pos(&t2).await, pos_b);
 
+    // Retention from a newer base: the segments before it go (the last
+    // always stays); the older base can no longer be rolled forward.
+    let pruned = ordinal::backup::binlog::prune(&target, &dir, Flavor::MariaDB, &pos_a)
+        .await
+        .expect("prune");
+    assert_eq!(
+        pruned, first.segments,
+        "the first run's segments end at or before A"
+    );
+    let err = replay(
+        &endpoint(&t2),
+        &target,
+        &dir,
+        &base.gtid,
+        &at_b,
+        &ReplayOptions::default(),
+    )
+    .await
+    .expect_err("the archive no longer reaches back to the old base");
+    assert!(matches!(err, BinlogError::Gap(_)), "{err}");
+
     // A point past the archive is refused, not restored partially.
     let late = StopAt::Time(Utc::now() + chrono::Duration::hours(1));
     let err = replay(

@@ -555,6 +555,41 @@ pub async fn list_manifests(
     Ok(out)
 }
 
+/// Retention: delete the segments no restore from a base at or after
+/// `oldest_base` (the GTID position of the oldest base backup kept) needs —
+/// the leading segments whose end that position holds — keeping the last
+/// segment always (the archiver resumes from its end). Each manifest is
+/// deleted before its segment, so an interrupted prune leaves at most an
+/// unlisted object, never a listed segment without its object. Returns the
+/// segments deleted.
+pub async fn prune(
+    target: &Target,
+    dir: &Path,
+    flavor: MySqlFlavor,
+    oldest_base: &str,
+) -> Result<u64, BinlogError> {
+    let base = normalize(flavor, oldest_base)?;
+    let manifests = list_manifests(target, dir).await?;
+    let last = manifests.keys().next_back().copied();
+    let mut deleted = 0;
+    for (n, m) in &manifests {
+        if Some(*n) == last || !base.contains(&normalize(flavor, &m.end_position)?) {
+            break;
+        }
+        for path in [
+            dir.clone().join(manifest_name(*n)),
+            dir.clone().join(m.object.as_str()),
+        ] {
+            match target.store.delete(&path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(store_err("delete", &path)(e)),
+            }
+        }
+        deleted += 1;
+    }
+    Ok(deleted)
+}
+
 /// Fetch a segment, check its sha256 against the manifest, decompress and
 /// parse it, and check it holds what the manifest says (transaction count,
 /// first/last GTID, start and end positions).
