@@ -14,7 +14,8 @@
 //! self-contained binlog file: the magic `\xfebin`, the source's format
 //! description event, then the events of complete transactions exactly as the
 //! server sent them (each with its CRC32), no rotate or heartbeat events.
-//! `mysqlbinlog` reads it as it reads any binlog file.
+//! `mariadb-binlog` reads a MariaDB segment as it reads any binlog file
+//! (`tests/pitr.rs`).
 //!
 //! # Manifest
 //! `<archive>/<number>.json` ([`SegmentManifest`]), written only after the
@@ -25,8 +26,9 @@
 //! ended: a missing or foreign segment breaks that chain and a restore
 //! through it fails instead of replaying part of the history.
 //!
-//! Only MariaDB is archived so far; MySQL (GTID sets and
-//! `COM_BINLOG_DUMP_GTID`) is refused with [`BinlogError::Unsupported`].
+//! Both flavors: MariaDB transactions start with its GTID event
+//! (`domain-server-seq`), MySQL's with a GTID event (`uuid:gno`; anonymous
+//! transactions, i.e. `gtid_mode` off, are refused).
 
 use std::collections::BTreeMap;
 
@@ -71,7 +73,11 @@ pub const ROWS_QUERY_EVENT: u8 = 29;
 pub const WRITE_ROWS_EVENT: u8 = 30;
 pub const UPDATE_ROWS_EVENT: u8 = 31;
 pub const DELETE_ROWS_EVENT: u8 = 32;
+pub const GTID_EVENT: u8 = 33;
+pub const ANONYMOUS_GTID_EVENT: u8 = 34;
 pub const PREVIOUS_GTIDS_EVENT: u8 = 35;
+pub const XA_PREPARE_LOG_EVENT: u8 = 38;
+pub const TRANSACTION_PAYLOAD_EVENT: u8 = 40;
 pub const ANNOTATE_ROWS_EVENT: u8 = 160;
 pub const BINLOG_CHECKPOINT_EVENT: u8 = 161;
 pub const MARIADB_GTID_EVENT: u8 = 162;
@@ -240,6 +246,84 @@ impl std::fmt::Display for MariaGtid {
     }
 }
 
+/// The GTID of one transaction, of either flavor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Gtid {
+    Maria(MariaGtid),
+    /// MySQL `uuid:gno` (uuid lower case).
+    MySql {
+        sid: String,
+        gno: u64,
+    },
+}
+
+impl Gtid {
+    /// Parse a transaction's first event (MariaDB or MySQL GTID event).
+    pub fn parse(ev: &RawEvent, checksummed: bool) -> Result<Self, String> {
+        match ev.type_code() {
+            MARIADB_GTID_EVENT => MariaGtid::parse(ev, checksummed).map(Gtid::Maria),
+            GTID_EVENT => {
+                let b = ev.body(checksummed);
+                if b.len() < 25 {
+                    return Err(format!("GTID event body of {} bytes", b.len()));
+                }
+                let u = hex::encode(&b[1..17]);
+                let sid = format!(
+                    "{}-{}-{}-{}-{}",
+                    &u[0..8],
+                    &u[8..12],
+                    &u[12..16],
+                    &u[16..20],
+                    &u[20..32]
+                );
+                let gno = u64::from_le_bytes(b[17..25].try_into().map_err(|_| "short GTID event")?);
+                Ok(Gtid::MySql { sid, gno })
+            }
+            ANONYMOUS_GTID_EVENT => {
+                Err("an anonymous transaction (gtid_mode is not ON): archiving needs GTIDs".into())
+            }
+            other => Err(format!(
+                "event of type {other} where a transaction's GTID event belongs"
+            )),
+        }
+    }
+
+    pub fn flavor(&self) -> MySqlFlavor {
+        match self {
+            Gtid::Maria(_) => MySqlFlavor::MariaDB,
+            Gtid::MySql { .. } => MySqlFlavor::MySQL,
+        }
+    }
+
+    /// This GTID as a one-transaction set.
+    pub fn as_set(&self) -> Result<GtidSet, GtidParseError> {
+        GtidSet::parse(self.flavor(), &self.to_string())
+    }
+
+    /// MariaDB: the GTID event marks a statement outside a transaction (DDL).
+    pub fn standalone(&self) -> bool {
+        matches!(self, Gtid::Maria(g) if g.standalone())
+    }
+
+    pub fn xa(&self) -> bool {
+        matches!(self, Gtid::Maria(g) if g.xa())
+    }
+}
+
+impl std::fmt::Display for Gtid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Gtid::Maria(g) => g.fmt(f),
+            Gtid::MySql { sid, gno } => write!(f, "{sid}:{gno}"),
+        }
+    }
+}
+
+/// Whether an event starts a transaction (a GTID event of either flavor).
+pub fn starts_transaction(code: u8) -> bool {
+    matches!(code, MARIADB_GTID_EVENT | GTID_EVENT | ANONYMOUS_GTID_EVENT)
+}
+
 /// A Query event's parts (the post-header layout of both flavors).
 #[derive(Clone, Debug, PartialEq)]
 pub struct QueryParts<'a> {
@@ -339,13 +423,13 @@ pub fn check_crc(ev: &Event) -> Result<(), String> {
 /// One transaction of a segment: its GTID and events (GTID event first).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Transaction {
-    pub gtid: MariaGtid,
+    pub gtid: Gtid,
     pub events: Vec<RawEvent>,
     /// Unix seconds of its commit (last) event.
     pub commit_timestamp: u32,
 }
 
-/// What a transaction's event `ev` means for its grouping.
+/// What a transaction's event means for its grouping.
 pub enum Step {
     /// Part of the transaction.
     Continue,
@@ -353,23 +437,81 @@ pub enum Step {
     End,
 }
 
-/// Classify an event inside a MariaDB transaction (after its GTID event).
-/// `first` is true for the first event after the GTID event.
-pub fn maria_step(gtid: &MariaGtid, ev: &RawEvent, checksummed: bool) -> Result<Step, String> {
-    match ev.type_code() {
-        XID_EVENT => Ok(Step::End),
-        QUERY_EVENT => {
-            if gtid.standalone() {
-                return Ok(Step::End);
-            }
-            let q = parse_query(ev, checksummed)?;
-            if query_is(q.query, "COMMIT") || query_is(q.query, "ROLLBACK") {
-                Ok(Step::End)
-            } else {
-                Ok(Step::Continue)
-            }
+/// A transaction being read, event by event after its GTID event.
+#[derive(Clone, Debug)]
+pub struct Grouping {
+    pub gtid: Gtid,
+    pub events: Vec<RawEvent>,
+    /// MySQL: a `BEGIN` Query event opened it (else its one statement is DDL).
+    begun: bool,
+}
+
+impl Grouping {
+    pub fn new(gtid: Gtid, gtid_event: RawEvent) -> Self {
+        Self {
+            gtid,
+            events: vec![gtid_event],
+            begun: false,
         }
-        _ => Ok(Step::Continue),
+    }
+
+    /// Add the next event; says whether it ended the transaction.
+    pub fn push(&mut self, ev: RawEvent, checksummed: bool) -> Result<Step, String> {
+        let xa = || {
+            format!(
+                "XA transaction {}: archiving XA transactions is not implemented",
+                self.gtid
+            )
+        };
+        if self.gtid.xa() {
+            return Err(xa());
+        }
+        let step = match ev.type_code() {
+            XID_EVENT => Step::End,
+            XA_PREPARE_LOG_EVENT => return Err(xa()),
+            TRANSACTION_PAYLOAD_EVENT => {
+                return Err(
+                    "a compressed transaction payload (binlog_transaction_compression is ON): not supported"
+                        .into(),
+                );
+            }
+            QUERY_EVENT => {
+                let q = parse_query(&ev, checksummed)?;
+                if q.query.len() >= 3 && q.query[..3].eq_ignore_ascii_case(b"XA ") {
+                    return Err(xa());
+                }
+                if self.gtid.standalone()
+                    || query_is(q.query, "COMMIT")
+                    || query_is(q.query, "ROLLBACK")
+                {
+                    Step::End
+                } else if query_is(q.query, "BEGIN") {
+                    self.begun = true;
+                    Step::Continue
+                } else if matches!(self.gtid, Gtid::MySql { .. }) && !self.begun {
+                    // MySQL DDL: the GTID event, then the statement alone.
+                    Step::End
+                } else {
+                    Step::Continue
+                }
+            }
+            _ => Step::Continue,
+        };
+        self.events.push(ev);
+        Ok(step)
+    }
+
+    pub fn finish(self) -> Transaction {
+        let commit_timestamp = self
+            .events
+            .last()
+            .map(RawEvent::timestamp)
+            .unwrap_or_default();
+        Transaction {
+            gtid: self.gtid,
+            events: self.events,
+            commit_timestamp,
+        }
     }
 }
 
@@ -397,40 +539,31 @@ pub fn parse_segment(raw: &[u8]) -> Result<Segment, String> {
     }
     let checksummed = fde_checksummed(&fde);
     let mut transactions = Vec::new();
-    let mut cur: Option<Transaction> = None;
+    let mut cur: Option<Grouping> = None;
     for ev in events {
+        let code = ev.type_code();
         match cur.as_mut() {
             None => {
-                if ev.type_code() != MARIADB_GTID_EVENT {
-                    return Err(format!(
-                        "event of type {} outside a transaction",
-                        ev.type_code()
-                    ));
+                if !starts_transaction(code) {
+                    return Err(format!("event of type {code} outside a transaction"));
                 }
-                let gtid = MariaGtid::parse(&ev, checksummed)?;
-                cur = Some(Transaction {
-                    gtid,
-                    events: vec![ev],
-                    commit_timestamp: 0,
-                });
+                let gtid = Gtid::parse(&ev, checksummed)?;
+                cur = Some(Grouping::new(gtid, ev));
             }
-            Some(t) => {
-                if ev.type_code() == MARIADB_GTID_EVENT {
-                    return Err(format!("transaction {} has no end", t.gtid));
+            Some(g) => {
+                if starts_transaction(code) {
+                    return Err(format!("transaction {} has no end", g.gtid));
                 }
-                let step = maria_step(&t.gtid, &ev, checksummed)?;
-                t.commit_timestamp = ev.timestamp();
-                t.events.push(ev);
-                if let Step::End = step
+                if let Step::End = g.push(ev, checksummed)?
                     && let Some(done) = cur.take()
                 {
-                    transactions.push(done);
+                    transactions.push(done.finish());
                 }
             }
         }
     }
-    if let Some(t) = cur {
-        return Err(format!("transaction {} is cut off", t.gtid));
+    if let Some(g) = cur {
+        return Err(format!("transaction {} is cut off", g.gtid));
     }
     Ok(Segment {
         fde,
@@ -439,12 +572,40 @@ pub fn parse_segment(raw: &[u8]) -> Result<Segment, String> {
     })
 }
 
-/// The GTID position after applying `gtid` to `pos` (MariaDB).
-pub fn advance(pos: &mut GtidSet, gtid: &MariaGtid) {
-    if let GtidSet::MariaDb(m) = pos {
-        // One entry per domain: the position is the domain's last GTID.
-        m.retain(|(d, _), _| *d != gtid.domain);
-        m.insert((gtid.domain, gtid.server), gtid.seq);
+/// The GTID position after applying `gtid` to `pos`.
+pub fn advance(pos: &mut GtidSet, gtid: &Gtid) -> Result<(), GtidParseError> {
+    match (pos, gtid) {
+        (GtidSet::MariaDb(m), Gtid::Maria(g)) => {
+            // One entry per domain: the position is the domain's last GTID.
+            m.retain(|(d, _), _| *d != g.domain);
+            m.insert((g.domain, g.server), g.seq);
+            Ok(())
+        }
+        (set @ GtidSet::MySql(_), g @ Gtid::MySql { .. }) => {
+            let text = if set.is_empty() {
+                g.to_string()
+            } else {
+                format!("{set},{g}")
+            };
+            *set = GtidSet::parse(MySqlFlavor::MySQL, &text)?;
+            Ok(())
+        }
+        (_, g) => Err(GtidParseError {
+            text: g.to_string(),
+            why: "a GTID of the other flavor",
+        }),
+    }
+}
+
+/// The flavor a manifest names.
+pub fn manifest_flavor(m: &SegmentManifest) -> Result<MySqlFlavor, BinlogError> {
+    match m.flavor.as_str() {
+        "MariaDB" => Ok(MySqlFlavor::MariaDB),
+        "MySQL" => Ok(MySqlFlavor::MySQL),
+        other => Err(BinlogError::BadManifest {
+            path: manifest_name(m.number),
+            why: format!("unknown flavor {other:?}"),
+        }),
     }
 }
 
@@ -641,10 +802,10 @@ pub async fn fetch_segment(
             m.transactions, m.first_gtid, m.last_gtid
         )));
     }
-    let flavor = MySqlFlavor::MariaDB;
+    let flavor = manifest_flavor(m)?;
     let mut pos = normalize(flavor, &m.start_position)?;
     for t in &seg.transactions {
-        advance(&mut pos, &t.gtid);
+        advance(&mut pos, &t.gtid)?;
     }
     if pos != normalize(flavor, &m.end_position)? {
         return Err(corrupt(format!(
@@ -671,16 +832,25 @@ mod tests {
     #[test]
     fn positions_advance_per_domain() {
         let mut p = normalize(MySqlFlavor::MariaDB, "0-100-5,1-101-2").unwrap();
-        advance(
-            &mut p,
-            &MariaGtid {
+        let maria = |seq| {
+            Gtid::Maria(MariaGtid {
                 domain: 0,
                 server: 102,
-                seq: 6,
+                seq,
                 flags: 0,
-            },
-        );
+            })
+        };
+        advance(&mut p, &maria(6)).unwrap();
         assert_eq!(p.position(), "0-102-6,1-101-2");
+        let u = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
+        let mut p = normalize(MySqlFlavor::MySQL, &format!("{u}:1-5")).unwrap();
+        let g = Gtid::MySql {
+            sid: u.into(),
+            gno: 6,
+        };
+        advance(&mut p, &g).unwrap();
+        assert_eq!(p.position(), format!("{u}:1-6"));
+        assert!(advance(&mut p, &maria(7)).is_err());
     }
 
     #[test]

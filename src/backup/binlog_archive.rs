@@ -5,8 +5,10 @@
 //! The archiver registers with [`ARCHIVER_SERVER_ID`], a server id the
 //! operator never gives a member (members get `serverIdBase + ordinal`).
 //! MariaDB: a GTID dump (`@slave_connect_state`, `@mariadb_slave_capability`
-//! and strict mode), so any member with `log_slave_updates` (rendered by the
-//! operator) serves it and the archive continues across a primary change.
+//! and strict mode); MySQL: `COM_BINLOG_DUMP_GTID` with the archived GTID
+//! set. Any member with `log_slave_updates` / `log_replica_updates`
+//! (rendered by the operator) serves it, so the archive continues across a
+//! primary change.
 //! On start it resumes from the last archived segment's end position; only
 //! an empty archive takes the caller's start position (the base backup's).
 //!
@@ -18,18 +20,18 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use mysql_async::BinlogStreamRequest;
 use mysql_async::binlog::BinlogVersion;
 use mysql_async::binlog::events::Event;
 use mysql_async::prelude::Queryable;
+use mysql_async::{BinlogStreamRequest, Sid};
 use object_store::path::Path;
 use tokio_util::sync::CancellationToken;
 
 use super::binlog::{
     BINLOG_CHECKPOINT_EVENT, BINLOG_MAGIC, BinlogError, FORMAT_DESCRIPTION_EVENT, GTID_LIST_EVENT,
-    HEARTBEAT_EVENT, IGNORABLE_EVENT, MARIADB_GTID_EVENT, MariaGtid, PREVIOUS_GTIDS_EVENT,
-    ROTATE_EVENT, RawEvent, SEGMENT_FORMAT, STOP_EVENT, SegmentManifest, Step, advance, check_crc,
-    fde_checksummed, list_manifests, maria_step, normalize, put_segment, segment_name,
+    Grouping, Gtid, HEARTBEAT_EVENT, IGNORABLE_EVENT, PREVIOUS_GTIDS_EVENT, ROTATE_EVENT, RawEvent,
+    SEGMENT_FORMAT, STOP_EVENT, SegmentManifest, Step, advance, check_crc, fde_checksummed,
+    list_manifests, normalize, put_segment, segment_name, starts_transaction,
 };
 use super::target::Target;
 use crate::api::MySqlFlavor;
@@ -86,8 +88,8 @@ struct Pending {
     fde: Option<RawEvent>,
     raw: Vec<u8>,
     start: GtidSet,
-    first_gtid: Option<MariaGtid>,
-    last_gtid: Option<MariaGtid>,
+    first_gtid: Option<Gtid>,
+    last_gtid: Option<Gtid>,
     first_ts: u32,
     last_ts: u32,
     transactions: u64,
@@ -130,11 +132,6 @@ pub async fn archive(
     opts: &ArchiveOptions,
     stop: CancellationToken,
 ) -> Result<ArchiveSummary, BinlogError> {
-    if source.flavor != MySqlFlavor::MariaDB {
-        return Err(BinlogError::Unsupported(
-            "binlog archiving of MySQL (GTID sets, COM_BINLOG_DUMP_GTID) is not implemented yet; MariaDB only".into(),
-        ));
-    }
     let flavor = source.flavor;
     let existing = list_manifests(target, dir).await?;
     let (number, position) = match existing.iter().next_back() {
@@ -179,19 +176,22 @@ pub async fn archive(
     .await?;
     // MariaDB's GTID dump: start after this position, GTID events
     // included (capability 4), refuse a position the source does not hold.
-    let prepare = [
-        "SET @mariadb_slave_capability = 4".to_string(),
-        format!(
-            "SET @slave_connect_state = {}",
-            quote_str(&run.pos.position())
-        ),
-        "SET @slave_gtid_strict_mode = 1".into(),
-        "SET @slave_gtid_ignore_duplicates = 0".into(),
-        format!(
-            "SET @master_heartbeat_period = {}",
-            opts.heartbeat.as_nanos()
-        ),
-    ];
+    // MySQL: COM_BINLOG_DUMP_GTID with the executed set.
+    let mut prepare = vec![format!(
+        "SET @master_heartbeat_period = {}",
+        opts.heartbeat.as_nanos()
+    )];
+    if flavor == MySqlFlavor::MariaDB {
+        prepare.extend([
+            "SET @mariadb_slave_capability = 4".to_string(),
+            format!(
+                "SET @slave_connect_state = {}",
+                quote_str(&run.pos.position())
+            ),
+            "SET @slave_gtid_strict_mode = 1".into(),
+            "SET @slave_gtid_ignore_duplicates = 0".into(),
+        ]);
+    }
     for sql in prepare {
         conn.query_drop(sql.as_str())
             .await
@@ -200,8 +200,20 @@ pub async fn archive(
                 source,
             })?;
     }
+    let mut request = BinlogStreamRequest::new(opts.server_id);
+    if flavor == MySqlFlavor::MySQL {
+        let text = run.pos.to_string();
+        let mut sids = Vec::new();
+        for part in text.split(',').filter(|p| !p.trim().is_empty()) {
+            let sid: Sid<'static> = part.trim().parse().map_err(|e| {
+                BinlogError::Stream(format!("GTID set {part:?} for the dump request: {e}"))
+            })?;
+            sids.push(sid);
+        }
+        request = request.with_gtid().with_gtid_set(sids);
+    }
     let mut stream = conn
-        .get_binlog_stream(BinlogStreamRequest::new(opts.server_id))
+        .get_binlog_stream(request)
         .await
         .map_err(|source| BinlogError::Sql {
             context: format!(
@@ -213,7 +225,7 @@ pub async fn archive(
         })?;
     tracing::info!(source = %run.source, position = %run.pos.position(), segment = run.pending.number, "binlog archiving started");
 
-    let mut txn: Option<(MariaGtid, Vec<RawEvent>)> = None;
+    let mut txn: Option<Grouping> = None;
     let result: Result<(), BinlogError> = async {
         let silence = opts.heartbeat * 3;
         let mut heard = Instant::now();
@@ -289,37 +301,38 @@ pub async fn archive(
                         )));
                     }
                 }
-                MARIADB_GTID_EVENT => {
+                code if starts_transaction(code) => {
                     let fde = run.pending.fde.as_ref().ok_or_else(|| {
                         BinlogError::Stream("transaction before any format description".into())
                     })?;
-                    if let Some((g, _)) = &txn {
+                    if let Some(g) = &txn {
                         return Err(BinlogError::Stream(format!(
-                            "transaction {g} has no end before the next GTID"
+                            "transaction {} has no end before the next GTID",
+                            g.gtid
                         )));
                     }
-                    let g = MariaGtid::parse(&raw, fde_checksummed(fde))
-                        .map_err(BinlogError::Stream)?;
+                    let g = Gtid::parse(&raw, fde_checksummed(fde))
+                        .map_err(BinlogError::Unsupported)?;
                     if g.xa() {
                         return Err(BinlogError::Unsupported(format!(
                             "XA transaction {g}: archiving XA transactions is not implemented"
                         )));
                     }
-                    txn = Some((g, vec![raw]));
+                    txn = Some(Grouping::new(g, raw));
                 }
                 _ => {
                     let checksummed = run.pending.fde.as_ref().is_some_and(fde_checksummed);
-                    let Some((g, events)) = txn.as_mut() else {
+                    let Some(g) = txn.as_mut() else {
                         return Err(BinlogError::Stream(format!(
                             "event of type {code} outside a transaction"
                         )));
                     };
-                    let step = maria_step(g, &raw, checksummed).map_err(BinlogError::Stream)?;
-                    events.push(raw);
+                    let step = g.push(raw, checksummed).map_err(BinlogError::Unsupported)?;
                     if let Step::End = step
-                        && let Some((g, events)) = txn.take()
+                        && let Some(g) = txn.take()
                     {
-                        run.add(g, events);
+                        let t = g.finish();
+                        run.add(t.gtid, t.events, t.commit_timestamp)?;
                         if run.pending.raw.len() >= opts.max_segment_bytes {
                             run.cut().await?;
                         }
@@ -373,23 +386,23 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    fn add(&mut self, g: MariaGtid, events: Vec<RawEvent>) {
+    fn add(&mut self, g: Gtid, events: Vec<RawEvent>, ts: u32) -> Result<(), BinlogError> {
+        advance(&mut self.pos, &g)?;
         let p = &mut self.pending;
-        let ts = events.last().map(RawEvent::timestamp).unwrap_or_default();
         for e in &events {
             p.raw.extend_from_slice(&e.bytes);
         }
         p.events += events.len() as u64;
         if p.first_gtid.is_none() {
-            p.first_gtid = Some(g);
+            p.first_gtid = Some(g.clone());
             p.first_ts = ts;
             p.since = Some(Instant::now());
         }
         p.last_gtid = Some(g);
         p.last_ts = ts;
         p.transactions += 1;
-        advance(&mut self.pos, &g);
         self.transactions += 1;
+        Ok(())
     }
 
     /// Store the pending segment (if it holds a transaction) and start the next.
@@ -407,8 +420,16 @@ impl Run<'_> {
             object: segment_name(number),
             start_position: p.start.position(),
             end_position: end.clone(),
-            first_gtid: p.first_gtid.map(|g| g.to_string()).unwrap_or_default(),
-            last_gtid: p.last_gtid.map(|g| g.to_string()).unwrap_or_default(),
+            first_gtid: p
+                .first_gtid
+                .as_ref()
+                .map(|g| g.to_string())
+                .unwrap_or_default(),
+            last_gtid: p
+                .last_gtid
+                .as_ref()
+                .map(|g| g.to_string())
+                .unwrap_or_default(),
             first_timestamp: i64::from(p.first_ts),
             last_timestamp: i64::from(p.last_ts),
             transactions: p.transactions,

@@ -5,15 +5,17 @@
 //! * once per segment, a `BINLOG '<base64>'` statement carrying the
 //!   segment's format description event;
 //! * per transaction, the session's GTID (MariaDB `gtid_domain_id`,
-//!   `server_id`, `gtid_seq_no`) and timestamp, `BEGIN` (unless the GTID
-//!   event marks a standalone statement such as DDL), then every table-map
+//!   `server_id`, `gtid_seq_no`, then `BEGIN` unless the GTID event marks a
+//!   standalone statement such as DDL; MySQL `gtid_next`, its `BEGIN` being
+//!   a Query event) and timestamp, then every table-map
 //!   and rows event as a `BINLOG` statement, Query events (DDL, DCL) as SQL
 //!   with their database and session context (sql_mode, character sets,
 //!   time zone, check flags ...), and `COMMIT` for the Xid event.
 //!
 //! Row-based binlogs only (the operator renders `binlog_format = ROW`):
 //! statement-based events (INTVAR, RAND, USER_VAR, LOAD DATA), XA
-//! transactions, groups ended by ROLLBACK and incident events are refused
+//! transactions, groups ended by ROLLBACK, incident events and (MySQL)
+//! compressed transaction payloads are refused
 //! with [`BinlogError::Unsupported`], before anything is applied when they
 //! are found by the verification pass.
 //!
@@ -38,16 +40,16 @@ use object_store::path::Path;
 
 use super::binlog::{
     ANNOTATE_ROWS_EVENT, BEGIN_LOAD_QUERY_EVENT, BinlogError, DELETE_ROWS_EVENT,
-    DELETE_ROWS_EVENT_V1, EXECUTE_LOAD_QUERY_EVENT, IGNORABLE_EVENT, INCIDENT_EVENT, INTVAR_EVENT,
-    QUERY_EVENT, RAND_EVENT, ROWS_QUERY_EVENT, RawEvent, SegmentManifest, TABLE_MAP_EVENT,
-    Transaction, UPDATE_ROWS_EVENT, UPDATE_ROWS_EVENT_V1, USER_VAR_EVENT, WRITE_ROWS_EVENT,
-    WRITE_ROWS_EVENT_V1, XID_EVENT, fetch_segment, list_manifests, normalize, parse_query,
-    query_is,
+    DELETE_ROWS_EVENT_V1, EXECUTE_LOAD_QUERY_EVENT, Gtid, IGNORABLE_EVENT, INCIDENT_EVENT,
+    INTVAR_EVENT, QUERY_EVENT, RAND_EVENT, ROWS_QUERY_EVENT, RawEvent, SegmentManifest,
+    TABLE_MAP_EVENT, Transaction, UPDATE_ROWS_EVENT, UPDATE_ROWS_EVENT_V1, USER_VAR_EVENT,
+    WRITE_ROWS_EVENT, WRITE_ROWS_EVENT_V1, XID_EVENT, fetch_segment, list_manifests,
+    manifest_flavor, normalize, parse_query, query_is,
 };
 use super::target::Target;
 use crate::api::MySqlFlavor;
 use crate::mysql::backup::Endpoint;
-use crate::mysql::flavor::{quote_ident, quote_str};
+use crate::mysql::flavor::{Dialect, quote_ident, quote_str};
 use crate::mysql::gtid::GtidSet;
 use crate::mysql::observe::connect;
 
@@ -214,22 +216,66 @@ pub async fn replay(
     stop: &StopAt,
     opts: &ReplayOptions,
 ) -> Result<ReplaySummary, BinlogError> {
-    if db.flavor != MySqlFlavor::MariaDB {
-        return Err(BinlogError::Unsupported(
-            "binlog replay into MySQL is not implemented yet; MariaDB only".into(),
-        ));
-    }
     let flavor = db.flavor;
     let base = normalize(flavor, base_position)?;
     let manifests = list_manifests(target, dir).await?;
     let needed = plan(flavor, &manifests, &base, stop)?;
     // Verification pass: nothing is applied unless every segment is sound.
     for n in &needed {
-        let seg = fetch_segment(target, dir, &manifests[n]).await?;
+        let m = &manifests[n];
+        if manifest_flavor(m)? != flavor {
+            return Err(BinlogError::Unsupported(format!(
+                "segment {} holds {} binlogs; the server is {:?}",
+                m.number, m.flavor, flavor
+            )));
+        }
+        let seg = fetch_segment(target, dir, m).await?;
         for t in &seg.transactions {
             check_supported(t, seg.checksummed)?;
         }
     }
+    let mut c = connect(&db.host, db.port, &db.login, opts.connect_timeout).await?;
+    let t = opts.statement_timeout;
+    // MySQL: a fenced server (super_read_only) refuses even root; read_only
+    // stays on, so applications still cannot write.
+    let d = Dialect(flavor);
+    let mut undo = Vec::new();
+    if flavor == MySqlFlavor::MySQL {
+        let sro: Option<i64> = c
+            .query_first("SELECT @@GLOBAL.super_read_only")
+            .await
+            .map_err(sql("read super_read_only"))?;
+        if sro == Some(1) {
+            for s in d.lift_super_read_only() {
+                exec(&mut c, &s, t).await?;
+            }
+            undo = d.restore_super_read_only();
+        }
+    }
+    let res = apply_all(
+        &mut c, target, dir, &manifests, &needed, &base, stop, flavor, t,
+    )
+    .await;
+    for s in undo {
+        exec(&mut c, &s, t).await?;
+    }
+    let summary = res?;
+    tracing::info!(transactions = summary.transactions, last = ?summary.last_gtid, position = %summary.position, "binlog replay finished");
+    Ok(summary)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn apply_all(
+    c: &mut Conn,
+    target: &Target,
+    dir: &Path,
+    manifests: &BTreeMap<u64, SegmentManifest>,
+    needed: &[u64],
+    base: &GtidSet,
+    stop: &StopAt,
+    flavor: MySqlFlavor,
+    t: Duration,
+) -> Result<ReplaySummary, BinlogError> {
     let stop_gtid = match stop {
         StopAt::Gtid(g) => Some(normalize(flavor, g)?),
         StopAt::Time(_) => None,
@@ -238,9 +284,7 @@ pub async fn replay(
         StopAt::Time(t) => Some(t.timestamp()),
         StopAt::Gtid(_) => None,
     };
-    let mut c = connect(&db.host, db.port, &db.login, opts.connect_timeout).await?;
-    let t = opts.statement_timeout;
-    exec(&mut c, "SET SESSION sql_log_bin = 1", t).await?;
+    exec(c, "SET SESSION sql_log_bin = 1", t).await?;
     let mut summary = ReplaySummary {
         segments: 0,
         transactions: 0,
@@ -249,14 +293,14 @@ pub async fn replay(
         last_timestamp: None,
         position: String::new(),
     };
-    'segments: for n in &needed {
+    'segments: for n in needed {
         // Fetched (and verified) again: the store is not trusted to return
         // the same bytes twice.
         let seg = fetch_segment(target, dir, &manifests[n]).await?;
         summary.segments += 1;
-        exec(&mut c, &binlog_statement(&[&seg.fde]), t).await?;
+        exec(c, &binlog_statement(&[&seg.fde]), t).await?;
         for tx in &seg.transactions {
-            let gtid_set = GtidSet::parse(flavor, &tx.gtid.to_string())?;
+            let gtid_set = tx.gtid.as_set()?;
             if base.contains(&gtid_set) {
                 summary.skipped += 1;
                 continue;
@@ -266,8 +310,11 @@ pub async fn replay(
             {
                 break 'segments;
             }
-            if let Err(e) = apply(&mut c, tx, seg.checksummed, t).await {
-                let _ = exec(&mut c, "ROLLBACK", t).await;
+            if let Err(e) = apply(c, tx, seg.checksummed, t).await {
+                let _ = exec(c, "ROLLBACK", t).await;
+                if flavor == MySqlFlavor::MySQL {
+                    let _ = exec(c, "SET @@session.gtid_next = 'AUTOMATIC'", t).await;
+                }
                 return Err(e);
             }
             summary.transactions += 1;
@@ -280,25 +327,28 @@ pub async fn replay(
             }
         }
     }
-    exec(&mut c, "SET SESSION timestamp = DEFAULT", t).await?;
-    // The replayed transactions are in this server's binlog; make its
-    // replication position agree (gtid_current_pos follows the slave
-    // position for GTIDs another server originated).
+    exec(c, "SET SESSION timestamp = DEFAULT", t).await?;
+    let query = match flavor {
+        MySqlFlavor::MariaDB => "SELECT @@GLOBAL.gtid_binlog_pos",
+        MySqlFlavor::MySQL => "SELECT @@GLOBAL.gtid_executed",
+    };
     let pos: Option<String> = c
-        .query_first("SELECT @@GLOBAL.gtid_binlog_pos")
+        .query_first(query)
         .await
         .map_err(sql("read the GTID position"))?;
-    let pos = pos.unwrap_or_default();
-    if summary.transactions > 0 {
+    let pos: String = pos.unwrap_or_default().split_whitespace().collect();
+    // MariaDB: the replayed transactions are in this server's binlog; make
+    // its replication position agree (gtid_current_pos follows the slave
+    // position for GTIDs another server originated).
+    if summary.transactions > 0 && flavor == MySqlFlavor::MariaDB {
         exec(
-            &mut c,
+            c,
             &format!("SET GLOBAL gtid_slave_pos = {}", quote_str(&pos)),
             t,
         )
         .await?;
     }
     summary.position = pos;
-    tracing::info!(transactions = summary.transactions, last = ?summary.last_gtid, position = %summary.position, "binlog replay finished");
     Ok(summary)
 }
 
@@ -382,19 +432,35 @@ async fn apply(
     checksummed: bool,
     t: Duration,
 ) -> Result<(), BinlogError> {
-    let g = tx.gtid;
+    let g = &tx.gtid;
     let started = tx.events[0].timestamp();
-    exec(
-        c,
-        &format!(
-            "SET @@session.gtid_domain_id = {}, @@session.server_id = {}, @@session.gtid_seq_no = {}, @@session.timestamp = {started}",
-            g.domain, g.server, g.seq
-        ),
-        t,
-    )
-    .await?;
-    if !g.standalone() {
-        exec(c, "BEGIN", t).await?;
+    match g {
+        Gtid::Maria(m) => {
+            exec(
+                c,
+                &format!(
+                    "SET @@session.gtid_domain_id = {}, @@session.server_id = {}, @@session.gtid_seq_no = {}, @@session.timestamp = {started}",
+                    m.domain, m.server, m.seq
+                ),
+                t,
+            )
+            .await?;
+            // MariaDB's GTID event stands for BEGIN.
+            if !m.standalone() {
+                exec(c, "BEGIN", t).await?;
+            }
+        }
+        Gtid::MySql { .. } => {
+            exec(
+                c,
+                &format!(
+                    "SET @@session.gtid_next = {}, @@session.timestamp = {started}",
+                    quote_str(&g.to_string())
+                ),
+                t,
+            )
+            .await?;
+        }
     }
     let mut rows: Vec<&RawEvent> = Vec::new();
     for ev in &tx.events[1..] {
@@ -420,8 +486,8 @@ async fn apply(
                     t,
                 )
                 .await?;
-                if query_is(q.query, "COMMIT") {
-                    exec(c, "COMMIT", t).await?;
+                if query_is(q.query, "COMMIT") || query_is(q.query, "BEGIN") {
+                    exec(c, &String::from_utf8_lossy(q.query), t).await?;
                     continue;
                 }
                 let schema = String::from_utf8_lossy(q.schema);
@@ -453,6 +519,9 @@ async fn apply(
         return Err(BinlogError::Stream(format!(
             "transaction {g} ends with rows events and no commit"
         )));
+    }
+    if let Gtid::MySql { .. } = g {
+        exec(c, "SET @@session.gtid_next = 'AUTOMATIC'", t).await?;
     }
     Ok(())
 }
