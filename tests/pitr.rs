@@ -1,4 +1,5 @@
-//! Point-in-time recovery of MariaDB against real servers: a base backup,
+//! Point-in-time recovery of MariaDB 10.11 and MySQL 8.0.31 against real
+//! servers, one scenario per flavor: a base backup,
 //! binlog archiving (resumed on another member after a stop), and replay into
 //! freshly restored servers to a point in time and to a GTID, counting rows;
 //! tampered and missing segments refused with nothing applied.
@@ -51,10 +52,37 @@ async fn next_second(s: &Server) -> i64 {
     }
 }
 
+/// MariaDB `gtid_binlog_pos`, MySQL `gtid_executed` (whitespace removed).
 async fn binlog_pos(s: &Server) -> String {
-    s.scalar("SELECT @@gtid_binlog_pos")
-        .await
-        .unwrap_or_default()
+    match s.flavor {
+        Flavor::MariaDB => s
+            .scalar("SELECT @@gtid_binlog_pos")
+            .await
+            .unwrap_or_default(),
+        Flavor::MySQL => s.executed().await,
+    }
+}
+
+/// The last number of a position (`0-100-42`, `uuid:1-42`).
+fn seq(p: &str) -> u64 {
+    p.rsplit(['-', ':'])
+        .next()
+        .and_then(|s| s.parse().ok())
+        .expect("sequence number")
+}
+
+/// The GTID with sequence number `n` of a single-origin position.
+fn gtid_at(f: Flavor, pos: &str, n: u64) -> String {
+    match f {
+        Flavor::MariaDB => {
+            let (prefix, _) = pos.rsplit_once('-').expect("domain-server-seq");
+            format!("{prefix}-{n}")
+        }
+        Flavor::MySQL => {
+            let (uuid, _) = pos.split_once(':').expect("uuid:interval");
+            format!("{uuid}:{n}")
+        }
+    }
 }
 
 async fn ids(s: &Server) -> Vec<i64> {
@@ -98,7 +126,16 @@ async fn restore_base(artifact: &[u8], into: &Server) {
 
 #[tokio::test]
 async fn mariadb_archive_and_replay_to_a_time_and_a_gtid() {
-    let src = Server::of(Flavor::MariaDB, 0);
+    scenario(Flavor::MariaDB).await
+}
+
+#[tokio::test]
+async fn mysql_archive_and_replay_to_a_time_and_a_gtid() {
+    scenario(Flavor::MySQL).await
+}
+
+async fn scenario(f: Flavor) {
+    let src = Server::of(f, 0);
     src.exec("SET GLOBAL read_only = OFF").await;
     src.exec("CREATE DATABASE shop").await;
     src.exec(
@@ -156,7 +193,7 @@ async fn mariadb_archive_and_replay_to_a_time_and_a_gtid() {
     let pos_c = binlog_pos(&src).await;
 
     // A replica, to show the archive continues from another member.
-    let replica = Server::of(Flavor::MariaDB, 1);
+    let replica = Server::of(f, 1);
     replica
         .exec(
             &replica
@@ -164,7 +201,7 @@ async fn mariadb_archive_and_replay_to_a_time_and_a_gtid() {
                 .change_source(&src.ip, src.port, "root", ROOT_PW),
         )
         .await;
-    replica.exec("START SLAVE").await;
+    replica.exec(replica.dialect().start_replica()).await;
 
     // Archive in small segments: the first run from the base position on
     // the primary stops after A; the second resumes from the archive on the
@@ -215,7 +252,11 @@ async fn mariadb_archive_and_replay_to_a_time_and_a_gtid() {
     assert_eq!(n, first.segments + second.segments);
     assert_eq!(
         manifests.values().next().map(|m| m.start_position.clone()),
-        Some(base.gtid.clone())
+        Some(
+            ordinal::backup::binlog::normalize(f, &base.gtid)
+                .expect("gtid")
+                .position()
+        )
     );
     let sources: std::collections::BTreeSet<_> =
         manifests.values().map(|m| m.source.clone()).collect();
@@ -265,31 +306,34 @@ async fn mariadb_archive_and_replay_to_a_time_and_a_gtid() {
     assert_eq!(third.transactions, 5);
 
     // A segment is a binlog file the server's own tools read.
-    let seg1 = mnt
-        .path()
-        .join("pitr/shop/db/binlog")
-        .join(ordinal::backup::binlog::segment_name(1));
-    let raw = zstd::decode_all(&std::fs::read(&seg1).expect("segment 1")[..]).expect("zstd");
-    let plain = mnt.path().join("segment1.bin");
-    std::fs::write(&plain, &raw).expect("write");
-    let out = std::process::Command::new("mariadb-binlog")
-        .arg(&plain)
-        .output()
-        .expect("run mariadb-binlog (mariadb-client)");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let first_gtid = manifests[&1].first_gtid.clone();
-    assert!(text.contains(&format!("GTID {first_gtid}")), "{text}");
+    if f == Flavor::MariaDB {
+        let seg1 = mnt
+            .path()
+            .join("pitr/shop/db/binlog")
+            .join(ordinal::backup::binlog::segment_name(1));
+        let raw = zstd::decode_all(&std::fs::read(&seg1).expect("segment 1")[..]).expect("zstd");
+        let plain = mnt.path().join("segment1.bin");
+        std::fs::write(&plain, &raw).expect("write");
+        let out = std::process::Command::new("mariadb-binlog")
+            .arg(&plain)
+            .output()
+            .expect("run mariadb-binlog (mariadb-client)");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let first_gtid = manifests[&1].first_gtid.clone();
+        assert!(text.contains(&format!("GTID {first_gtid}")), "{text}");
+    }
 
     // Restore the base into a fresh server; refuse a tampered and a
     // missing segment with nothing applied.
-    let t1 = Server::of(Flavor::MariaDB, 5);
+    let t1 = Server::of(f, 5);
     restore_base(&artifact, &t1).await;
     let base_ids = ids(&t1).await;
+    let base_pos = binlog_pos(&t1).await;
     assert_eq!(base_ids, expected(&[1..=20], &[]));
     let at_b = StopAt::Time(DateTime::<Utc>::from_timestamp(second_b, 500_000_000).expect("time"));
     let seg2 = mnt
@@ -336,7 +380,7 @@ async fn mariadb_archive_and_replay_to_a_time_and_a_gtid() {
         base_ids,
         "nothing applied by a refused replay"
     );
-    assert_eq!(binlog_pos(&t1).await, base.gtid);
+    assert_eq!(binlog_pos(&t1).await, base_pos);
     std::fs::rename(&aside, &manifest2).expect("restore segment 2");
 
     // To the time of B: A and B present, nothing of C.
@@ -352,7 +396,7 @@ async fn mariadb_archive_and_replay_to_a_time_and_a_gtid() {
     .expect("replay to a time");
     eprintln!("replayed to {at_b:?}: {done:?}");
     assert_eq!(ids(&t1).await, expected(&[1..=20, 21..=32, 41..=50], &[5]));
-    assert_eq!(done.last_gtid.as_deref(), Some(pos_b.as_str()));
+    assert_eq!(done.last_gtid, Some(gtid_at(f, &pos_b, seq(&pos_b))));
     assert_eq!(binlog_pos(&t1).await, pos_b, "GTIDs are preserved");
     assert_eq!(
         t1.scalar("SELECT note FROM shop.orders WHERE id = 21")
@@ -389,14 +433,9 @@ async fn mariadb_archive_and_replay_to_a_time_and_a_gtid() {
     // by GTID, from there to A's last GTID (a base inside a segment: the
     // segment's transactions the base holds are skipped), from there to
     // the time of B.
-    let seq = |p: &str| -> u64 {
-        p.rsplit('-')
-            .next()
-            .and_then(|s| s.parse().ok())
-            .expect("seq")
-    };
-    let mid = format!("0-100-{}", seq(&base.gtid) + 5);
-    let t2 = Server::of(Flavor::MariaDB, 6);
+    let mid_seq = seq(&base.gtid) + 5;
+    let mid = gtid_at(f, &base.gtid, mid_seq);
+    let t2 = Server::of(f, 6);
     restore_base(&artifact, &t2).await;
     let to_mid = replay(
         &endpoint(&t2),
@@ -410,23 +449,23 @@ async fn mariadb_archive_and_replay_to_a_time_and_a_gtid() {
     .expect("replay to a GTID");
     assert_eq!(to_mid.transactions, 5);
     assert_eq!(ids(&t2).await, expected(&[1..=25], &[]));
-    assert_eq!(binlog_pos(&t2).await, mid);
+    assert_eq!(seq(&binlog_pos(&t2).await), mid_seq);
     let to_a = replay(
         &endpoint(&t2),
         &target,
         &dir,
-        &mid,
-        &StopAt::Gtid(pos_a.clone()),
+        &binlog_pos(&t2).await,
+        &StopAt::Gtid(gtid_at(f, &pos_a, seq(&pos_a))),
         &ReplayOptions::default(),
     )
     .await
     .expect("continue to a GTID");
     let holding = manifests
         .values()
-        .find(|m| seq(&m.start_position) <= seq(&mid) && seq(&mid) < seq(&m.end_position))
+        .find(|m| seq(&m.start_position) <= mid_seq && mid_seq < seq(&m.end_position))
         .expect("a segment after mid");
-    assert_eq!(to_a.skipped, seq(&mid) - seq(&holding.start_position));
-    assert_eq!(to_a.last_gtid.as_deref(), Some(pos_a.as_str()));
+    assert_eq!(to_a.skipped, mid_seq - seq(&holding.start_position));
+    assert_eq!(to_a.last_gtid, Some(gtid_at(f, &pos_a, seq(&pos_a))));
     assert_eq!(ids(&t2).await, expected(&[1..=20, 21..=32], &[]));
     assert_eq!(binlog_pos(&t2).await, pos_a);
     assert_eq!(
@@ -451,7 +490,7 @@ async fn mariadb_archive_and_replay_to_a_time_and_a_gtid() {
 
     // Retention from a newer base: the segments before it go (the last
     // always stays); the older base can no longer be rolled forward.
-    let pruned = ordinal::backup::binlog::prune(&target, &dir, Flavor::MariaDB, &pos_a)
+    let pruned = ordinal::backup::binlog::prune(&target, &dir, f, &pos_a)
         .await
         .expect("prune");
     assert_eq!(
