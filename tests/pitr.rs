@@ -1,4 +1,5 @@
-//! Point-in-time recovery of MariaDB 10.11 and MySQL 8.0.31 against real
+//! Point-in-time recovery of MariaDB 10.11 (archive on a real S3 server,
+//! s3s-fs) and MySQL 8.0.31 (archive on a PVC directory) against real
 //! servers, one scenario per flavor: a base backup,
 //! binlog archiving (resumed on another member after a stop), and replay into
 //! freshly restored servers to a point in time and to a GTID, counting rows;
@@ -8,6 +9,8 @@
 mod support;
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -16,7 +19,7 @@ use ordinal::backup::binlog::BinlogError;
 use ordinal::backup::binlog::{SegmentManifest, archive_dir, list_manifests};
 use ordinal::backup::binlog_archive::{ArchiveOptions, archive};
 use ordinal::backup::binlog_replay::{ReplayOptions, StopAt, replay};
-use ordinal::backup::target::Target;
+use ordinal::backup::target::{Target, TargetCredentials};
 use ordinal::mysql::backup::Endpoint;
 use support::*;
 use tokio_util::sync::CancellationToken;
@@ -110,12 +113,96 @@ fn expected(parts: &[std::ops::RangeInclusive<i64>], minus: &[i64]) -> Vec<i64> 
     v
 }
 
-fn open_pvc(root: &std::path::Path) -> Target {
-    let spec: ordinal::api::backup::BackupTarget = serde_json::from_value(
+/// Where the archive goes: a target and the directory its objects are
+/// files in (a PVC's mount, s3s-fs's root), for tampering.
+struct Store {
+    target: Target,
+    /// Files of the archive's objects.
+    files: PathBuf,
+    /// Scratch space.
+    scratch: PathBuf,
+    _server: Option<Proc>,
+    _dir: tempfile::TempDir,
+}
+
+/// A server process; killed on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn open(spec: serde_json::Value, creds: &TargetCredentials, root: &std::path::Path) -> Target {
+    let spec: ordinal::api::backup::BackupTarget =
+        serde_json::from_value(spec).expect("target spec");
+    ordinal::backup::target::open(&spec, creds, root).expect("open the target")
+}
+
+/// A PVC target (a directory).
+fn pvc_store() -> Store {
+    let dir = tempfile::tempdir().expect("pvc mount");
+    let target = open(
         serde_json::json!({"pvc": {"claimName": "backups", "path": "pitr"}}),
-    )
-    .expect("target spec");
-    ordinal::backup::target::open(&spec, &Default::default(), root).expect("open the target")
+        &TargetCredentials::default(),
+        dir.path(),
+    );
+    Store {
+        target,
+        files: dir.path().join("pitr/shop/db/binlog"),
+        scratch: dir.path().to_path_buf(),
+        _server: None,
+        _dir: dir,
+    }
+}
+
+/// An S3 target on a real S3 server (s3s-fs over a directory).
+fn s3_store() -> Store {
+    let dir = tempfile::tempdir().expect("s3 root");
+    std::fs::create_dir_all(dir.path().join("backups")).expect("bucket");
+    let (ip, port) = free_address();
+    let child = Command::new(format!("{}/scripts/s3s-fs.sh", env!("CARGO_MANIFEST_DIR")))
+        .args(["--host", &ip, "--port", &port.to_string()])
+        .args([
+            "--access-key",
+            "pitr-access",
+            "--secret-key",
+            "pitr-secret-key",
+        ])
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start scripts/s3s-fs.sh (scripts/setup.sh installs it)");
+    let server = Proc(child);
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    while std::net::TcpStream::connect((ip.as_str(), port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "s3s-fs did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let creds = TargetCredentials {
+        access_key_id: Some("pitr-access".into()),
+        secret_access_key: Some("pitr-secret-key".into()),
+        ..Default::default()
+    };
+    let ref_json = serde_json::json!({"name": "unused", "key": "unused"});
+    let target = open(
+        serde_json::json!({"s3": {
+            "bucket": "backups", "prefix": "pitr", "endpoint": format!("http://{ip}:{port}"),
+            "forcePathStyle": true, "accessKeyId": ref_json, "secretAccessKey": ref_json
+        }}),
+        &creds,
+        dir.path(),
+    );
+    Store {
+        target,
+        files: dir.path().join("backups/pitr/shop/db/binlog"),
+        scratch: dir.path().to_path_buf(),
+        _server: Some(server),
+        _dir: dir,
+    }
 }
 
 async fn restore_base(artifact: &[u8], into: &Server) {
@@ -206,8 +293,12 @@ async fn scenario(f: Flavor) {
     // Archive in small segments: the first run from the base position on
     // the primary stops after A; the second resumes from the archive on the
     // replica.
-    let mnt = tempfile::tempdir().expect("pvc mount");
-    let target = open_pvc(mnt.path());
+    // MariaDB archives to S3 (a real S3 server), MySQL to a PVC directory.
+    let store = match f {
+        Flavor::MariaDB => s3_store(),
+        Flavor::MySQL => pvc_store(),
+    };
+    let target = store.target.clone();
     let dir = archive_dir(&target.prefix, "shop", "db");
     let opts = |until: &str| ArchiveOptions {
         max_segment_bytes: 1500,
@@ -307,12 +398,9 @@ async fn scenario(f: Flavor) {
 
     // A segment is a binlog file the server's own tools read.
     if f == Flavor::MariaDB {
-        let seg1 = mnt
-            .path()
-            .join("pitr/shop/db/binlog")
-            .join(ordinal::backup::binlog::segment_name(1));
+        let seg1 = store.files.join(ordinal::backup::binlog::segment_name(1));
         let raw = zstd::decode_all(&std::fs::read(&seg1).expect("segment 1")[..]).expect("zstd");
-        let plain = mnt.path().join("segment1.bin");
+        let plain = store.scratch.join("segment1.bin");
         std::fs::write(&plain, &raw).expect("write");
         let out = std::process::Command::new("mariadb-binlog")
             .arg(&plain)
@@ -336,10 +424,7 @@ async fn scenario(f: Flavor) {
     let base_pos = binlog_pos(&t1).await;
     assert_eq!(base_ids, expected(&[1..=20], &[]));
     let at_b = StopAt::Time(DateTime::<Utc>::from_timestamp(second_b, 500_000_000).expect("time"));
-    let seg2 = mnt
-        .path()
-        .join("pitr/shop/db/binlog")
-        .join(ordinal::backup::binlog::segment_name(2));
+    let seg2 = store.files.join(ordinal::backup::binlog::segment_name(2));
     let good = std::fs::read(&seg2).expect("segment 2");
     let mut bad = good.clone();
     let mid = bad.len() / 2;
@@ -361,7 +446,7 @@ async fn scenario(f: Flavor) {
     );
     std::fs::write(&seg2, &good).expect("untamper");
     let manifest2 = seg2.with_file_name(ordinal::backup::binlog::manifest_name(2));
-    let aside = mnt.path().join("manifest2.json");
+    let aside = store.scratch.join("manifest2.json");
     std::fs::rename(&manifest2, &aside).expect("hide segment 2");
     let err = replay(
         &endpoint(&t1),
