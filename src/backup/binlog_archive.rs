@@ -40,9 +40,10 @@ use crate::mysql::flavor::quote_str;
 use crate::mysql::gtid::GtidSet;
 use crate::mysql::observe::connect;
 
-/// The replication server id of binlog archivers. Members use
-/// `serverIdBase + ordinal`; keep that range below this id.
-pub const ARCHIVER_SERVER_ID: u32 = 4_294_900_000;
+/// The replication server id of binlog archivers: the largest server id,
+/// above every member's `serverIdBase + ordinal` (the CRD allows at most
+/// 4294967000 + 99), so an archiver never takes a member's id.
+pub const ARCHIVER_SERVER_ID: u32 = u32::MAX;
 
 #[derive(Clone, Debug)]
 pub struct ArchiveOptions {
