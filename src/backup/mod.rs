@@ -5,9 +5,14 @@
 //! builds on it; `restore` (resolving a Backup's artifact, restore steps)
 //! on `job`; the builders per Job kind (`backup_job`, `verify_job`,
 //! `delete_job`) on those; `run` executes the commands inside the Jobs.
+//! `binlog` (the archive's segment format and manifests) is a leaf;
+//! `binlog_archive` and `binlog_replay` build on it and nothing imports them.
 
 pub mod artifact;
 pub mod backup_job;
+pub mod binlog;
+pub mod binlog_archive;
+pub mod binlog_replay;
 pub mod contract;
 pub mod delete_job;
 pub mod hashing;
