@@ -50,6 +50,7 @@ pub mod auth;
 pub mod backup;
 pub mod observe;
 pub mod plan;
+pub mod watch;
 pub mod writes;
 
 use std::collections::HashSet;
@@ -612,5 +613,21 @@ impl Engine for RedisEngine {
     ) -> Result<EngineOutcome, EngineError> {
         let span = tracing::info_span!("redis_reconcile", namespace = %input.namespace, name = %input.name, term = input.state.term);
         self.pass(input).instrument(span).await
+    }
+
+    fn watch_primary(
+        &self,
+        primary: &crate::engine::Member,
+        credentials: &crate::engine::Credentials,
+    ) -> crate::engine::WatchOpening {
+        use futures::FutureExt;
+        let (Some(host), Some(password)) = (primary.address.clone(), credentials.get("password"))
+        else {
+            return futures::future::ready(Err(EngineError::Other(
+                "primary watch: no address or password".into(),
+            )))
+            .boxed();
+        };
+        watch::opening(host, primary.port, password.to_string(), self.timeouts())
     }
 }

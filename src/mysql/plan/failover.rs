@@ -109,7 +109,12 @@ pub(super) fn plan_primary_lost(
                 window.num_seconds()
             ),
         );
-        p.requeue = std::time::Duration::from_millis(500);
+        // The next pass right when the window ends (the failover starts
+        // then), at most 200 ms from now.
+        p.requeue = crate::engine::window_requeue(
+            std::time::Duration::from_millis(200),
+            (window - elapsed).num_milliseconds(),
+        );
         return;
     }
     // Pre-check with what replicas received so far: start only if a candidate
@@ -151,7 +156,8 @@ pub(super) fn plan_primary_lost(
                 format!("primary {pod} lost for {}s ({reason}); replication IO threads stopped, choosing the replica that received the most", elapsed.num_seconds()),
             ));
             p.health = unhealthy("FailoverInProgress", message);
-            p.requeue = std::time::Duration::from_millis(300);
+            // IO threads were stopped in this pass: choose at once.
+            p.requeue = std::time::Duration::from_millis(20);
         }
     }
 }
@@ -345,7 +351,7 @@ fn choose_by_received(inp: &PlanInput<'_>, op: &Operation, p: &mut Plan) {
                 receiving.join(", ")
             ),
         );
-        p.requeue = std::time::Duration::from_millis(200);
+        p.requeue = std::time::Duration::from_millis(50);
         return;
     }
     let (sets, chosen) = candidate_by_held(inp, &el);
