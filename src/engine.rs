@@ -208,3 +208,17 @@ pub trait Engine: Send + Sync {
     /// never changes anything on the server.
     fn watch_primary(&self, primary: &Member, credentials: &Credentials) -> WatchOpening;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detection_window_requeue_ends_with_the_window() {
+        let active = Duration::from_millis(200);
+        assert_eq!(window_requeue(active, 5000), active);
+        assert_eq!(window_requeue(active, 120), Duration::from_millis(120));
+        assert_eq!(window_requeue(active, 0), Duration::from_millis(1));
+        assert_eq!(window_requeue(active, -40), Duration::from_millis(1));
+    }
+}

@@ -305,3 +305,105 @@ pub fn wait_fired(
     );
     async move { tokio::time::timeout(timeout, s.next()).await.is_ok() }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::EngineError;
+    use futures::FutureExt;
+
+    fn key() -> WatchKey {
+        WatchKey {
+            engine: "redis",
+            namespace: "ns".into(),
+            name: "c".into(),
+        }
+    }
+
+    /// A watch that connects and breaks when `rx` fires.
+    fn breaking(rx: tokio::sync::oneshot::Receiver<()>) -> Opening {
+        let broken: Broken = async move {
+            let _ = rx.await;
+            "closed".to_string()
+        }
+        .boxed();
+        futures::future::ready(Ok(broken)).boxed()
+    }
+
+    #[tokio::test]
+    async fn a_broken_watch_fires_once_and_is_counted_while_open() {
+        let gauge = Gauge::default();
+        let w = PrimaryWatches::new(vec![("redis", gauge.clone())]);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let fired = wait_fired(&w, key(), Duration::from_secs(5));
+        w.ensure(&key(), "10.0.0.1:6379", || breaking(rx));
+        // The same target again: the running watch stays, nothing is opened.
+        w.ensure(&key(), "10.0.0.1:6379", || {
+            panic!("a second watch of the same primary")
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(w.watching(&key()).as_deref(), Some("10.0.0.1:6379"));
+        assert_eq!(gauge.get(), 1);
+        let _ = tx.send(());
+        assert!(fired.await);
+        assert_eq!(gauge.get(), 0);
+        assert_eq!(w.watching(&key()), None);
+        // Broken a moment ago: not reopened before RESTART_AFTER.
+        w.ensure(&key(), "10.0.0.1:6379", || panic!("reopened at once"));
+    }
+
+    #[tokio::test]
+    async fn a_watch_that_cannot_connect_never_fires() {
+        let w = PrimaryWatches::default();
+        let fired = wait_fired(&w, key(), Duration::from_millis(300));
+        w.ensure(&key(), "10.0.0.1:6379", || {
+            futures::future::ready(Err(EngineError::Other("refused".into()))).boxed()
+        });
+        assert!(!fired.await);
+        assert_eq!(w.watching(&key()), None);
+    }
+
+    #[tokio::test]
+    async fn forgetting_or_dropping_closes_the_watch_without_firing() {
+        let gauge = Gauge::default();
+        let w = PrimaryWatches::new(vec![("redis", gauge.clone())]);
+        let (_tx, rx) = tokio::sync::oneshot::channel();
+        let fired = wait_fired(&w, key(), Duration::from_millis(300));
+        w.ensure(&key(), "10.0.0.1:6379", || breaking(rx));
+        tokio::task::yield_now().await;
+        w.forget(&key());
+        assert!(!fired.await);
+        tokio::task::yield_now().await;
+        assert_eq!(gauge.get(), 0);
+        let (_tx2, rx2) = tokio::sync::oneshot::channel();
+        w.ensure(&key(), "10.0.0.2:6379", || breaking(rx2));
+        tokio::task::yield_now().await;
+        assert_eq!(gauge.get(), 1);
+        drop(w);
+        tokio::task::yield_now().await;
+        assert_eq!(gauge.get(), 0, "dropping the watches closes them");
+    }
+
+    #[test]
+    fn triggers_keep_to_their_engine_and_namespace() {
+        let w = PrimaryWatches::default();
+        let mine = w.triggers("redis", Some("ns".into()));
+        let others = [
+            WatchKey {
+                engine: "mysql",
+                ..key()
+            },
+            WatchKey {
+                namespace: "other".into(),
+                ..key()
+            },
+            key(),
+        ];
+        for k in others {
+            let _ = w.inner.fired.send(k);
+        }
+        use futures::StreamExt;
+        let got = futures::executor::block_on(Box::pin(mine).next());
+        assert_eq!(got, Some(key()));
+    }
+}

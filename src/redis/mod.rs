@@ -6,7 +6,11 @@
 //! - `RedisEngine::new(RedisEngineConfig::default())`, settings from
 //!   [`settings_from_spec`], then `reconcile` per pass; persist
 //!   `outcome.state` before the next call and requeue after
-//!   `outcome.requeue_after` (1 s steady, 200 ms during detection and operations).
+//!   `outcome.requeue_after` (1 s steady, 200 ms during operations, during a
+//!   detection window 200 ms or the time left in it when shorter). Between
+//!   passes the reconciler keeps a primary watch ([`watch`], `crate::watch`):
+//!   a pub/sub connection to the confirmed primary whose break (a killed
+//!   process closes its sockets) runs a pass at once.
 //! - Boot configuration: `replicaof` follows `state.primary` for every member
 //!   (the recorded primary included) once it is set; while it is unset every
 //!   member replicates from itself (read-only, never syncing) and the engine

@@ -351,7 +351,7 @@ fn choose_by_received(inp: &PlanInput<'_>, op: &Operation, p: &mut Plan) {
                 receiving.join(", ")
             ),
         );
-        p.requeue = std::time::Duration::from_millis(50);
+        p.requeue = std::time::Duration::from_millis(20);
         return;
     }
     let (sets, chosen) = candidate_by_held(inp, &el);
@@ -380,7 +380,7 @@ fn choose_by_received(inp: &PlanInput<'_>, op: &Operation, p: &mut Plan) {
                 "FailoverInProgress",
                 format!("{cpod} applies its relay log"),
             );
-            p.requeue = std::time::Duration::from_millis(50);
+            p.requeue = std::time::Duration::from_millis(20);
         }
     }
 }
@@ -438,7 +438,7 @@ fn apply_relay(inp: &PlanInput<'_>, op: &Operation, to: i32, p: &mut Plan) {
                 "FailoverInProgress",
                 format!("{to_pod} applied everything it received; promoting it"),
             );
-            p.requeue = std::time::Duration::from_millis(50);
+            p.requeue = std::time::Duration::from_millis(20);
             return;
         }
         fence_then_finish(inp, op, to, expired, p);
