@@ -174,6 +174,22 @@ pub enum EngineError {
     Other(String),
 }
 
+/// Requeue during a detection window: the engine's usual interval, or the
+/// time left in the window (`left_ms`) when that is shorter (at least
+/// 1 ms), so the pass that fails over runs right when the window ends.
+pub fn window_requeue(active: Duration, left_ms: i64) -> Duration {
+    let left = Duration::from_millis(u64::try_from(left_ms.max(1)).unwrap_or(1));
+    active.min(left)
+}
+
+/// An established primary watch ([`crate::watch`]): completes, with a
+/// sentence saying why, when its connection breaks.
+pub type WatchBroken = futures::future::BoxFuture<'static, String>;
+
+/// Opening a primary watch: connect and authenticate, then hand back
+/// [`WatchBroken`].
+pub type WatchOpening = futures::future::BoxFuture<'static, Result<WatchBroken, EngineError>>;
+
 /// A database engine. Implementations: `redis::RedisEngine`, `mysql::MySqlEngine`.
 pub trait Engine: Send + Sync {
     /// Engine-specific settings derived from the cluster spec.
@@ -185,4 +201,24 @@ pub trait Engine: Send + Sync {
         &self,
         input: &EngineInput<Self::Settings>,
     ) -> impl std::future::Future<Output = Result<EngineOutcome, EngineError>> + Send;
+
+    /// Open a dedicated connection to `primary` (with the operator's
+    /// credentials, bounded connect timeouts) that sits blocked on a read
+    /// and completes when the connection breaks (see [`crate::watch`]). It
+    /// never changes anything on the server.
+    fn watch_primary(&self, primary: &Member, credentials: &Credentials) -> WatchOpening;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detection_window_requeue_ends_with_the_window() {
+        let active = Duration::from_millis(200);
+        assert_eq!(window_requeue(active, 5000), active);
+        assert_eq!(window_requeue(active, 120), Duration::from_millis(120));
+        assert_eq!(window_requeue(active, 0), Duration::from_millis(1));
+        assert_eq!(window_requeue(active, -40), Duration::from_millis(1));
+    }
 }

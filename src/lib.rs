@@ -13,3 +13,4 @@ pub mod plugin;
 pub mod redis;
 pub mod resources;
 pub mod tls;
+pub mod watch;

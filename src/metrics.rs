@@ -85,6 +85,7 @@ pub struct Metrics {
     pub backup_verify_failures: Family<ClusterLabels, Counter>,
     pub leader: Gauge,
     pub connections_kept: Family<EngineLabels, Gauge>,
+    pub primary_watches: Family<EngineLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -114,6 +115,7 @@ impl Metrics {
         let backup_verify_failures = Family::<ClusterLabels, Counter>::default();
         let leader = Gauge::default();
         let connections_kept = Family::<EngineLabels, Gauge>::default();
+        let primary_watches = Family::<EngineLabels, Gauge>::default();
         registry.register(
             "reconciles",
             "Reconcile passes by controller",
@@ -189,6 +191,11 @@ impl Metrics {
             "Database connections to members kept between reconcile passes, by engine",
             connections_kept.clone(),
         );
+        registry.register(
+            "db_primary_watch_connections",
+            "Open primary watch connections (one per cluster with a confirmed primary), by engine",
+            primary_watches.clone(),
+        );
         Self {
             registry,
             members: Mutex::default(),
@@ -207,7 +214,17 @@ impl Metrics {
             backup_verify_failures,
             leader,
             connections_kept,
+            primary_watches,
         }
+    }
+
+    /// The gauge of open primary watch connections of an engine.
+    pub fn primary_watches(&self, engine: &str) -> Gauge {
+        self.primary_watches
+            .get_or_create(&EngineLabels {
+                engine: engine.to_string(),
+            })
+            .clone()
     }
 
     /// The gauge of connections an engine's cache keeps (`redis`, `mysql`).

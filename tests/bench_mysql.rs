@@ -299,3 +299,206 @@ async fn bench_backup_restore() {
         eprintln!("| {name} | {rate:.1} | {:.2}x | {detail} |", rate / base);
     }
 }
+
+/// One MariaDB failover driven like the reconciler drives the engine (a
+/// pass, then the requested requeue capped at 1 s; with `watch`, the
+/// controller's primary watch after every pass and a pass at once when it
+/// fires), a client inserting every 10 ms into the member reported
+/// `Primary`, the primary SIGKILLed at a random point. Returns
+/// (write-unavailability, detection latency, post-detection time) in seconds.
+async fn mysql_failover_once(detection: i32, watch: bool) -> (f64, f64, f64) {
+    use mysql_async::prelude::Queryable;
+    use ordinal::api::MemberRole;
+    use ordinal::watch::{PrimaryWatches, WatchKey, follow};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut c = Cluster::of(Flavor::MariaDB, 3);
+    c.failover.detection_seconds = detection;
+    c.converge(Duration::from_secs(60), "bootstrap", |o| healthy_with(o, 0))
+        .await;
+    setup_app(c.server(0)).await;
+    let watches = PrimaryWatches::default();
+    let key = WatchKey {
+        engine: "mysql",
+        namespace: "bench".into(),
+        name: "failover".into(),
+    };
+    let poke = Arc::new(AtomicBool::new(false));
+    let poker = {
+        use futures::StreamExt;
+        let (mut fired, poke) = (Box::pin(watches.fired()), poke.clone());
+        tokio::spawn(async move {
+            while fired.next().await.is_some() {
+                poke.store(true, Ordering::SeqCst);
+            }
+        })
+    };
+    let addr = |c: &Cluster, o: i32| (c.server(o).ip.clone(), c.server(o).port);
+    let target = Arc::new(std::sync::Mutex::new(addr(&c, 0)));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (target, stop) = (target.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut acks = Vec::new();
+            let mut n = 0i64;
+            let mut conn: Option<((String, u16), mysql_async::Conn)> = None;
+            while !stop.load(Ordering::Relaxed) {
+                let want = target.lock().unwrap().clone();
+                if conn.as_ref().is_none_or(|(a, _)| *a != want) {
+                    let o = mysql_async::OptsBuilder::default()
+                        .ip_or_hostname(want.0.clone())
+                        .tcp_port(want.1)
+                        .user(Some("app"))
+                        .pass(Some(APP_PW))
+                        .prefer_socket(false);
+                    conn = match tokio::time::timeout(
+                        Duration::from_millis(300),
+                        mysql_async::Conn::new(o),
+                    )
+                    .await
+                    {
+                        Ok(Ok(c)) => Some((want, c)),
+                        _ => None,
+                    };
+                }
+                let ok = match conn.as_mut() {
+                    Some((_, cn)) => matches!(
+                        tokio::time::timeout(
+                            Duration::from_millis(500),
+                            cn.query_drop(format!("INSERT INTO app.t (id, v) VALUES ({n}, 'w')")),
+                        )
+                        .await,
+                        Ok(Ok(()))
+                    ),
+                    None => false,
+                };
+                if ok {
+                    acks.push(Instant::now());
+                    n += 1;
+                } else {
+                    conn = None;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            acks
+        })
+    };
+    let kill_at = Instant::now() + Duration::from_millis(3000 + rand::random::<u64>() % 1000);
+    let (mut killed, mut noticed) = (None, None);
+    let mut next_pass = Instant::now();
+    loop {
+        let now = Instant::now();
+        if killed.is_none() && now >= kill_at {
+            c.server_mut(0).kill();
+            killed = Some(Instant::now());
+        }
+        if poke.swap(false, Ordering::SeqCst) {
+            next_pass = now;
+        }
+        if now >= next_pass {
+            let started = Instant::now();
+            let out = c.pass().await;
+            if watch {
+                follow(&watches, &key, &c.engine, &c.input(), &out);
+            }
+            if let Some(k) = killed
+                && std::env::var_os("BENCH_TRACE").is_some()
+            {
+                let h = match &out.health {
+                    ordinal::engine::Health::Unhealthy { reason, .. } => reason.as_str(),
+                    _ => "-",
+                };
+                eprintln!(
+                    "pass at +{:.3}s took {:.3}s: {h}, step {:?}, requeue {:?}",
+                    (started - k).as_secs_f64(),
+                    started.elapsed().as_secs_f64(),
+                    out.state.operation.as_ref().map(|o| o.step.clone()),
+                    out.requeue_after
+                );
+            }
+            if killed.is_some() && noticed.is_none() && out.state.primary_unhealthy_since.is_some()
+            {
+                noticed = Some(started);
+            }
+            if let Some(p) = out
+                .members
+                .iter()
+                .find(|m| m.role == MemberRole::Primary && m.ordinal != 0)
+            {
+                *target.lock().unwrap() = addr(&c, p.ordinal);
+            }
+            if killed.is_some() && out.state.primary != Some(0) && out.state.operation.is_none() {
+                break;
+            }
+            assert!(
+                killed.is_none_or(|k| k.elapsed() < Duration::from_secs(60)),
+                "no failover"
+            );
+            next_pass = Instant::now() + out.requeue_after.min(Duration::from_secs(1));
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let killed = killed.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    poker.abort();
+    let acks = writer.await.unwrap();
+    let first = *acks.iter().find(|t| **t > killed).expect("writes resumed");
+    let noticed = noticed.expect("the loss was noticed");
+    let window_end = noticed + Duration::from_secs(detection as u64);
+    (
+        (first - killed).as_secs_f64(),
+        (noticed - killed).as_secs_f64(),
+        first.saturating_duration_since(window_end).as_secs_f64(),
+    )
+}
+
+/// MariaDB failover: write-unavailability, detection latency and
+/// post-detection time, without and with the primary watch (there is no
+/// Sentinel equivalent for MySQL to compare with). Run:
+///
+/// ```text
+/// cargo test --release --test bench_mysql bench_mysql_failover -- --ignored --nocapture
+/// ```
+/// `BENCH_FAILOVER_RUNS` (default 5), `BENCH_FAILOVER_DETECTION` (default 3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark; run explicitly"]
+async fn bench_mysql_failover() {
+    let runs: u8 = std::env::var("BENCH_FAILOVER_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let detection: i32 = std::env::var("BENCH_FAILOVER_DETECTION")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let spread = |v: &[f64]| {
+        let mut s = v.to_vec();
+        s.sort_by(|a, b| a.total_cmp(b));
+        format!(
+            "{:.2} s ({:.2}–{:.2})",
+            s[s.len() / 2],
+            s[0],
+            s[s.len() - 1]
+        )
+    };
+    for watch in [false, true] {
+        let mut r = (Vec::new(), Vec::new(), Vec::new());
+        for run in 0..runs {
+            let (u, d, p) = mysql_failover_once(detection, watch).await;
+            eprintln!(
+                "mariadb watch={watch} detection {detection}s run {run}: unavailable {u:.2}s, detected {d:.3}s, post-detection {p:.3}s"
+            );
+            r.0.push(u);
+            r.1.push(d);
+            r.2.push(p);
+        }
+        eprintln!(
+            "RESULT mariadb failover {detection}s ({}): write-unavailability {}, detection {}, post-detection {} ({runs} runs)",
+            if watch { "watch" } else { "no watch" },
+            spread(&r.0),
+            spread(&r.1),
+            spread(&r.2)
+        );
+    }
+}

@@ -280,7 +280,25 @@ impl Drop for Sentinel {
 /// The same kill with Redis Sentinel (3 sentinels, quorum 2) in charge instead.
 async fn sentinel_once(down_after_ms: u64, block: u8) -> f64 {
     let mut c = Cluster::new(block, 3, FailoverSpec::default());
-    c.start_all(); // ordinal 0 primary, 1 and 2 replicas of it
+    c.start_all(); // every member boots replicating from itself (no recorded primary)
+    // Sentinel's topology: ordinal 0 primary, 1 and 2 replicas of it.
+    for r in [0, 1, 2] {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut cn = loop {
+            match connect(&c.ip(r), PORT).await {
+                Ok(cn) => break cn,
+                Err(e) => assert!(Instant::now() < deadline, "member {r}: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let mut cmd = redis::cmd("REPLICAOF");
+        if r == 0 {
+            cmd.arg("NO").arg("ONE");
+        } else {
+            cmd.arg(c.ip(0)).arg(PORT);
+        }
+        let () = cmd.query_async(&mut cn).await.unwrap();
+    }
     for r in [1, 2] {
         let ip = c.ip(r);
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -382,7 +400,21 @@ async fn sentinel_once(down_after_ms: u64, block: u8) -> f64 {
     (*first - killed).as_secs_f64()
 }
 
-async fn failover_once(detection: i32, block: u8) -> f64 {
+/// One Ordinal failover: write-unavailability (kill → first acknowledged
+/// write on the new primary), detection latency (kill → the start of the
+/// first pass that found the primary unreachable) and post-detection time
+/// (end of the detection window → first acknowledged write).
+struct FailoverRun {
+    unavailable: f64,
+    detected: f64,
+    post_detection: f64,
+}
+
+/// `watch`: keep the controller's primary watch (`ordinal::watch::follow`
+/// after every pass, a pass at once when it fires), as the operator does.
+async fn failover_once(detection: i32, block: u8, watch: bool) -> FailoverRun {
+    use ordinal::watch::{PrimaryWatches, WatchKey, follow};
+    use std::sync::atomic::{AtomicBool, Ordering};
     let mut c = Cluster::new(
         block,
         3,
@@ -393,14 +425,32 @@ async fn failover_once(detection: i32, block: u8) -> f64 {
     );
     c.start_all();
     c.converge(Duration::from_secs(30)).await;
+    let watches = PrimaryWatches::default();
+    let key = WatchKey {
+        engine: "redis",
+        namespace: "bench".into(),
+        name: "failover".into(),
+    };
+    // What the controller's `reconcile_on` does: a fired watch runs a pass now.
+    let poke = std::sync::Arc::new(AtomicBool::new(false));
+    let poker = {
+        use futures::StreamExt;
+        let (mut fired, poke) = (Box::pin(watches.fired()), poke.clone());
+        tokio::spawn(async move {
+            while fired.next().await.is_some() {
+                poke.store(true, Ordering::SeqCst);
+            }
+        })
+    };
     // A client writing every 10 ms to whichever member holds the primary label.
     let target = std::sync::Arc::new(std::sync::Mutex::new(Some((c.ip(0), PORT))));
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
     let writer = spawn_writer(target.clone(), Vec::new(), stop.clone());
     // The reconciler's schedule runs on its own clock (a pass, then the
     // requested requeue, at most 1 s); the kill lands at a random point of it.
     let kill_at = Instant::now() + Duration::from_millis(3000 + rand::random::<u64>() % 1000);
     let mut killed = None;
+    let mut noticed = None;
     let mut next_pass = Instant::now();
     loop {
         let now = Instant::now();
@@ -408,8 +458,19 @@ async fn failover_once(detection: i32, block: u8) -> f64 {
             c.kill(0);
             killed = Some(Instant::now());
         }
+        if poke.swap(false, Ordering::SeqCst) {
+            next_pass = now;
+        }
         if now >= next_pass {
+            let started = Instant::now();
             let out = c.pass().await;
+            if watch {
+                follow(&watches, &key, &c.engine, &c.input, &out);
+            }
+            if killed.is_some() && noticed.is_none() && out.state.primary_unhealthy_since.is_some()
+            {
+                noticed = Some(started);
+            }
             let p = out
                 .members
                 .iter()
@@ -431,10 +492,24 @@ async fn failover_once(detection: i32, block: u8) -> f64 {
     }
     let killed = killed.unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
+    poker.abort();
     let acks = writer.await.unwrap();
     let first = acks.iter().find(|t| **t > killed).expect("writes resumed");
-    (*first - killed).as_secs_f64()
+    let noticed = noticed.expect("the loss was noticed");
+    let window_end = noticed + Duration::from_secs(detection as u64);
+    FailoverRun {
+        unavailable: (*first - killed).as_secs_f64(),
+        detected: (noticed - killed).as_secs_f64(),
+        post_detection: first.saturating_duration_since(window_end).as_secs_f64(),
+    }
+}
+
+/// `median (min–max)` of `v`.
+fn spread(v: &[f64]) -> String {
+    let min = v.iter().cloned().fold(f64::MAX, f64::min);
+    let max = v.iter().cloned().fold(0.0, f64::max);
+    format!("{:.2} s ({min:.2}–{max:.2})", median(v.to_vec()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -444,32 +519,49 @@ async fn bench_failover_unavailability() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5);
-    let summary = |name: &str, v: &[f64]| {
-        let min = v.iter().cloned().fold(f64::MAX, f64::min);
-        let max = v.iter().cloned().fold(0.0, f64::max);
-        let m = median(v.to_vec());
-        eprintln!(
-            "RESULT failover {name}: write-unavailability median {m:.2}s (min {min:.2}, max {max:.2}, {} runs)",
-            v.len()
-        );
-        m
-    };
-    for detection in [5, 1] {
-        let mut ours = Vec::new();
+    // Detection windows to measure, e.g. `3,1,5` (default 3).
+    let detections: Vec<i32> = std::env::var("BENCH_FAILOVER_DETECTION")
+        .unwrap_or_else(|_| "3".into())
+        .split(',')
+        .filter_map(|d| d.trim().parse().ok())
+        .collect();
+    for detection in detections {
+        let mut before = Vec::new();
+        let mut after = Vec::new();
         let mut sentinel = Vec::new();
         for run in 0..runs {
-            let s = failover_once(detection, 91 + run % 4).await;
-            eprintln!("ordinal detection {detection}s run {run}: write-unavailability {s:.2}s");
-            ours.push(s);
+            let r = failover_once(detection, 91 + run % 4, false).await;
+            eprintln!(
+                "ordinal (no watch) detection {detection}s run {run}: unavailable {:.2}s, detected {:.3}s, post-detection {:.3}s",
+                r.unavailable, r.detected, r.post_detection
+            );
+            before.push(r);
+            let r = failover_once(detection, 91 + run % 4, true).await;
+            eprintln!(
+                "ordinal (watch) detection {detection}s run {run}: unavailable {:.2}s, detected {:.3}s, post-detection {:.3}s",
+                r.unavailable, r.detected, r.post_detection
+            );
+            after.push(r);
             let s = sentinel_once(detection as u64 * 1000, 95 + run % 4).await;
             eprintln!("sentinel down-after {detection}s run {run}: write-unavailability {s:.2}s");
             sentinel.push(s);
         }
-        let o = summary(&format!("ordinal detection {detection}s"), &ours);
-        let s = summary(&format!("sentinel down-after {detection}s"), &sentinel);
+        for (name, v) in [("no watch", &before), ("watch", &after)] {
+            let u: Vec<f64> = v.iter().map(|r| r.unavailable).collect();
+            let d: Vec<f64> = v.iter().map(|r| r.detected).collect();
+            let p: Vec<f64> = v.iter().map(|r| r.post_detection).collect();
+            eprintln!(
+                "RESULT failover {detection}s ordinal ({name}): write-unavailability {}, detection {}, post-detection {}; /sentinel {:.2} ({} runs)",
+                spread(&u),
+                spread(&d),
+                spread(&p),
+                median(u.clone()) / median(sentinel.clone()),
+                v.len()
+            );
+        }
         eprintln!(
-            "RESULT failover {detection}s: ordinal/sentinel ratio {:.2}",
-            o / s
+            "RESULT failover {detection}s sentinel: write-unavailability {}",
+            spread(&sentinel)
         );
     }
 }

@@ -2082,3 +2082,84 @@ async fn steady_passes_reuse_connections_and_reconnect_after_a_restart() {
     let (before, after, opened) = connections_over_steady_passes(&mut c, &mut probes, PASSES).await;
     assert!(opened <= 1, "after the restart: {before:?} -> {after:?}");
 }
+
+/// Primary watch connections (the operator user's `DO SLEEP`) on `s`.
+async fn watch_sessions(s: &Server) -> i64 {
+    s.scalar("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE 'DO SLEEP(%'")
+        .await
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(-1)
+}
+
+/// The primary watch (what the controller keeps per cluster), MariaDB: one
+/// operator-user connection to the confirmed primary, kept across steady
+/// passes, silent while the primary is healthy and idle, firing when the
+/// primary process is killed; the pass it triggers sees the primary gone.
+#[tokio::test]
+async fn primary_watch_fires_when_the_primary_dies_and_stays_silent_while_it_idles() {
+    use ordinal::watch::{PrimaryWatches, WatchKey, follow, wait_fired};
+    let _g = SERIAL.lock().await;
+    let mut c = bootstrap(Flavor::MariaDB, 2).await;
+    c.failover.detection_seconds = 30;
+    let out = c.pass().await;
+    assert!(healthy_with(&out, 0), "{:?}", out.health);
+    let gauge = prometheus_client::metrics::gauge::Gauge::default();
+    let watches = PrimaryWatches::new(vec![("mysql", gauge.clone())]);
+    let key = WatchKey {
+        engine: "mysql",
+        namespace: "test".into(),
+        name: "watched".into(),
+    };
+    follow(&watches, &key, &c.engine, &c.input(), &out);
+    assert!(
+        watches.watching(&key).is_some(),
+        "the confirmed primary is watched"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while watch_sessions(c.server(0)).await != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the watch never connected"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(gauge.get(), 1);
+    let user = c
+        .server(0)
+        .scalar("SELECT USER FROM information_schema.PROCESSLIST WHERE INFO LIKE 'DO SLEEP(%'")
+        .await;
+    assert_eq!(
+        user.as_deref(),
+        Some("ordinal"),
+        "the operator user, never root"
+    );
+
+    // Healthy and idle, with steady passes following it: no trigger, one
+    // watch connection.
+    let quiet = wait_fired(&watches, key.clone(), Duration::from_secs(3));
+    for _ in 0..5 {
+        let out = c.pass().await;
+        assert!(healthy_with(&out, 0), "{:?}", out.health);
+        follow(&watches, &key, &c.engine, &c.input(), &out);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    assert!(
+        !quiet.await,
+        "the watch fired while the primary was healthy"
+    );
+    assert_eq!(watch_sessions(c.server(0)).await, 1, "one watch connection");
+
+    let fired = wait_fired(&watches, key.clone(), Duration::from_secs(10));
+    c.server_mut(0).kill();
+    assert!(
+        fired.await,
+        "the watch did not fire when the primary was killed"
+    );
+    assert_eq!(gauge.get(), 0);
+    let out = c.pass().await;
+    assert!(
+        out.state.primary_unhealthy_since.is_some(),
+        "the triggered pass sees the primary gone: {:?}",
+        out.health
+    );
+}

@@ -1631,3 +1631,94 @@ async fn steady_passes_reuse_connections_and_reconnect_after_a_restart_or_a_stal
     );
     assert_eq!(c.masters().await, [0]);
 }
+
+/// Subscribers of the primary watch's channel on `ip`.
+async fn watch_subscribers(ip: &str) -> i64 {
+    let mut c = connect(ip, PORT).await.unwrap();
+    let (_, n): (String, i64) = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(ordinal::redis::watch::CHANNEL)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    n
+}
+
+/// The primary watch (what the controller keeps per cluster): one
+/// connection to the confirmed primary, kept across steady passes, silent
+/// while the primary is healthy and idle, firing when the primary process
+/// is killed; the pass it triggers sees the primary gone, and the watch is
+/// dropped while no primary is confirmed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn primary_watch_fires_when_the_primary_dies_and_stays_silent_while_it_idles() {
+    use ordinal::watch::{PrimaryWatches, WatchKey, follow, wait_fired};
+    let mut c = Cluster::new(100, 2, failover(30));
+    c.start_all();
+    let out = c.converge(Duration::from_secs(20)).await;
+    // Adoption of empty members may pick any of them.
+    let p = c.primary().expect("a primary");
+    let gauge = prometheus_client::metrics::gauge::Gauge::default();
+    let watches = PrimaryWatches::new(vec![("redis", gauge.clone())]);
+    let key = WatchKey {
+        engine: "redis",
+        namespace: "test".into(),
+        name: "watched".into(),
+    };
+    follow(&watches, &key, &c.engine, &c.input, &out);
+    assert_eq!(
+        watches.watching(&key),
+        Some(format!("{}:{PORT}", c.ip(p))),
+        "the confirmed primary is watched"
+    );
+    eventually(Duration::from_secs(10), "the watch subscribed", || async {
+        watch_subscribers(&c.ip(p)).await == 1
+    })
+    .await;
+    assert_eq!(gauge.get(), 1);
+
+    // Healthy and idle, with steady passes following it: no trigger, still
+    // one watch connection.
+    let quiet = wait_fired(&watches, key.clone(), Duration::from_secs(3));
+    for _ in 0..5 {
+        let out = c.pass().await;
+        assert_eq!(out.health, Health::Healthy);
+        follow(&watches, &key, &c.engine, &c.input, &out);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    assert!(
+        !quiet.await,
+        "the watch fired while the primary was healthy"
+    );
+    assert_eq!(watch_subscribers(&c.ip(p)).await, 1, "one watch connection");
+    assert_eq!(gauge.get(), 1);
+
+    let fired = wait_fired(&watches, key.clone(), Duration::from_secs(10));
+    c.kill(p);
+    assert!(
+        fired.await,
+        "the watch did not fire when the primary was killed"
+    );
+    assert_eq!(gauge.get(), 0);
+    // The pass it triggers sees the primary unreachable (its replica may
+    // take a moment longer to see the link down).
+    let out = c.pass().await;
+    assert!(
+        out.state.primary_unhealthy_since.is_some()
+            && matches!(&out.health, Health::Unhealthy { reason, .. }
+                if reason == "PrimaryUnavailable" || reason == "PrimaryUnreachableFromOperator"),
+        "the triggered pass sees the primary gone: {:?}",
+        out.health
+    );
+    let out = c
+        .run_until(Duration::from_secs(10), |o| {
+            matches!(&o.health, Health::Unhealthy { reason, .. } if reason == "PrimaryUnavailable")
+        })
+        .await;
+    assert_ne!(out.members[p].role, MemberRole::Primary);
+    follow(&watches, &key, &c.engine, &c.input, &out);
+    assert_eq!(
+        watches.watching(&key),
+        None,
+        "no watch without a confirmed primary"
+    );
+}

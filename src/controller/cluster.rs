@@ -98,8 +98,22 @@ pub fn error_policy<K: ClusterResource>(obj: Arc<K>, error: &Error, ctx: Arc<Con
     Action::requeue(delay)
 }
 
+/// The primary watch of a cluster (`app`: `redis` or `mysql`).
+fn watch_key(app: &'static str, namespace: &str, name: &str) -> crate::watch::WatchKey {
+    crate::watch::WatchKey {
+        engine: app,
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+    }
+}
+
 async fn cleanup<K: ClusterResource>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.forget(&key_of(&*obj));
+    ctx.watches.forget(&watch_key(
+        obj.db_kind().app(),
+        &obj.namespace().unwrap_or_default(),
+        &obj.name_any(),
+    ));
     let retention = obj.storage().retention.when_deleted;
     ctx.metrics
         .forget_cluster(&crate::metrics::ControlledClusterLabels {
@@ -579,6 +593,15 @@ async fn engine_step<K: ClusterResource>(
         hint,
     };
     let outcome = K::engine(&pass.ctx).reconcile(&input).await?;
+    // Watch the primary this pass confirmed (a broken watch runs a pass at
+    // once), or stop watching.
+    crate::watch::follow(
+        &pass.ctx.watches,
+        &watch_key(view.kind.app(), &view.namespace, &view.name),
+        K::engine(&pass.ctx),
+        &input,
+        &outcome,
+    );
     for event in &outcome.events {
         // An engine may report the same standing problem every pass.
         if pass.ctx.event_is_new(&pass.key, &event.reason, &event.note) {

@@ -92,6 +92,9 @@ pub struct Context {
     pub settings: Settings,
     pub redis: crate::redis::RedisEngine,
     pub mysql: crate::mysql::MySqlEngine,
+    /// One watch connection per cluster to its confirmed primary; a broken
+    /// one triggers a pass at once (see [`crate::watch`]).
+    pub watches: crate::watch::PrimaryWatches,
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
     /// Shared stores of managed children; empty: read from the API server.
     pub caches: super::caches::Caches,
@@ -158,6 +161,10 @@ impl Context {
                 .with_connection_gauge(metrics.connections_kept("redis")),
             mysql: crate::mysql::MySqlEngine::new(crate::mysql::MySqlEngineConfig::default())
                 .with_connection_gauge(metrics.connections_kept("mysql")),
+            watches: crate::watch::PrimaryWatches::new(vec![
+                ("redis", metrics.primary_watches("redis")),
+                ("mysql", metrics.primary_watches("mysql")),
+            ]),
             metrics,
             caches: super::caches::Caches::default(),
             failures: Mutex::new(HashMap::new()),

@@ -117,6 +117,12 @@ async fn run_kind<K: ClusterResource>(
         .owns_shared_stream(triggers.services)
         .owns_shared_stream(triggers.config_maps)
         .watches_shared_stream(triggers.pods, pod_owner::<K>(app))
+        // A primary watch that broke runs that cluster's pass at once.
+        .reconcile_on(
+            ctx.watches
+                .triggers(app, ns)
+                .map(|k| ObjectRef::new(&k.name).within(&k.namespace)),
+        )
         .graceful_shutdown_on(async move { shutdown.cancelled().await })
         .run(cluster::reconcile::<K>, cluster::error_policy::<K>, ctx)
         .for_each(log_result)

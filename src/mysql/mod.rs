@@ -98,6 +98,7 @@ pub mod flavor;
 pub mod gtid;
 pub mod observe;
 pub mod plan;
+pub mod watch;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -502,6 +503,27 @@ pub fn writes_from_read_only(value: Option<&str>) -> crate::engine::PrimaryWrite
 
 impl Engine for MySqlEngine {
     type Settings = MySqlSettings;
+
+    fn watch_primary(
+        &self,
+        primary: &Member,
+        credentials: &crate::engine::Credentials,
+    ) -> crate::engine::WatchOpening {
+        use futures::FutureExt;
+        let (Some(host), Some(password)) =
+            (primary.address.clone(), credentials.get(OPERATOR_PASSWORD))
+        else {
+            return futures::future::ready(Err(EngineError::Other(
+                "primary watch: no address or operator password".into(),
+            )))
+            .boxed();
+        };
+        let login = Login {
+            user: self.cfg.operator_user.clone(),
+            password: password.to_string(),
+        };
+        watch::opening(host, primary.port, login, self.cfg.connect_timeout)
+    }
 
     async fn reconcile(
         &self,

@@ -6,7 +6,11 @@
 //! - `RedisEngine::new(RedisEngineConfig::default())`, settings from
 //!   [`settings_from_spec`], then `reconcile` per pass; persist
 //!   `outcome.state` before the next call and requeue after
-//!   `outcome.requeue_after` (1 s steady, 200 ms during detection and operations).
+//!   `outcome.requeue_after` (1 s steady, 200 ms during operations, during a
+//!   detection window 200 ms or the time left in it when shorter). Between
+//!   passes the reconciler keeps a primary watch ([`watch`], `crate::watch`):
+//!   a pub/sub connection to the confirmed primary whose break (a killed
+//!   process closes its sockets) runs a pass at once.
 //! - Boot configuration: `replicaof` follows `state.primary` for every member
 //!   (the recorded primary included) once it is set; while it is unset every
 //!   member replicates from itself (read-only, never syncing) and the engine
@@ -50,6 +54,7 @@ pub mod auth;
 pub mod backup;
 pub mod observe;
 pub mod plan;
+pub mod watch;
 pub mod writes;
 
 use std::collections::HashSet;
@@ -612,5 +617,21 @@ impl Engine for RedisEngine {
     ) -> Result<EngineOutcome, EngineError> {
         let span = tracing::info_span!("redis_reconcile", namespace = %input.namespace, name = %input.name, term = input.state.term);
         self.pass(input).instrument(span).await
+    }
+
+    fn watch_primary(
+        &self,
+        primary: &crate::engine::Member,
+        credentials: &crate::engine::Credentials,
+    ) -> crate::engine::WatchOpening {
+        use futures::FutureExt;
+        let (Some(host), Some(password)) = (primary.address.clone(), credentials.get("password"))
+        else {
+            return futures::future::ready(Err(EngineError::Other(
+                "primary watch: no address or password".into(),
+            )))
+            .boxed();
+        };
+        watch::opening(host, primary.port, password.to_string(), self.timeouts())
     }
 }

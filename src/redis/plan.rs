@@ -645,6 +645,10 @@ impl<'a> Planner<'a> {
         let window = i64::from(self.input.failover.detection_seconds.max(1)) * 1000;
         self.plan.requeue = self.input.timing.active;
         if elapsed < window {
+            // The next pass right when the window ends, so the failover
+            // starts then and not up to a requeue later.
+            self.plan.requeue =
+                crate::engine::window_requeue(self.input.timing.active, window - elapsed);
             self.plan.health = unhealthy(
                 "PrimaryUnavailable",
                 format!(

@@ -109,7 +109,12 @@ pub(super) fn plan_primary_lost(
                 window.num_seconds()
             ),
         );
-        p.requeue = std::time::Duration::from_millis(500);
+        // The next pass right when the window ends (the failover starts
+        // then), at most 200 ms from now.
+        p.requeue = crate::engine::window_requeue(
+            std::time::Duration::from_millis(200),
+            (window - elapsed).num_milliseconds(),
+        );
         return;
     }
     // Pre-check with what replicas received so far: start only if a candidate
@@ -151,7 +156,8 @@ pub(super) fn plan_primary_lost(
                 format!("primary {pod} lost for {}s ({reason}); replication IO threads stopped, choosing the replica that received the most", elapsed.num_seconds()),
             ));
             p.health = unhealthy("FailoverInProgress", message);
-            p.requeue = std::time::Duration::from_millis(300);
+            // IO threads were stopped in this pass: choose at once.
+            p.requeue = std::time::Duration::from_millis(20);
         }
     }
 }
@@ -345,7 +351,7 @@ fn choose_by_received(inp: &PlanInput<'_>, op: &Operation, p: &mut Plan) {
                 receiving.join(", ")
             ),
         );
-        p.requeue = std::time::Duration::from_millis(200);
+        p.requeue = std::time::Duration::from_millis(20);
         return;
     }
     let (sets, chosen) = candidate_by_held(inp, &el);
@@ -374,7 +380,7 @@ fn choose_by_received(inp: &PlanInput<'_>, op: &Operation, p: &mut Plan) {
                 "FailoverInProgress",
                 format!("{cpod} applies its relay log"),
             );
-            p.requeue = std::time::Duration::from_millis(50);
+            p.requeue = std::time::Duration::from_millis(20);
         }
     }
 }
@@ -432,7 +438,7 @@ fn apply_relay(inp: &PlanInput<'_>, op: &Operation, to: i32, p: &mut Plan) {
                 "FailoverInProgress",
                 format!("{to_pod} applied everything it received; promoting it"),
             );
-            p.requeue = std::time::Duration::from_millis(50);
+            p.requeue = std::time::Duration::from_millis(20);
             return;
         }
         fence_then_finish(inp, op, to, expired, p);

@@ -73,7 +73,8 @@ pub(super) fn fence_then_finish(
                 "{from_pod} does not answer ({e}); waiting for it to be isolated (role label removed, pod deleted) before promoting {to_pod}"
             ),
         );
-        p.requeue = std::time::Duration::from_millis(300);
+        // The reconciler isolates it right after this pass: promote then.
+        p.requeue = std::time::Duration::from_millis(20);
         return;
     }
     match view(inp, to).and_then(View::up) {

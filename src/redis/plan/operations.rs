@@ -6,6 +6,10 @@ use std::time::Duration;
 
 use super::*;
 
+/// Requeue after a failover step that the next one can follow at once
+/// (freeze, fence, isolation asked for): the pass after it promotes.
+pub const NEXT_STEP: Duration = Duration::from_millis(20);
+
 /// Where the old primary of a failover stands (see `fence_then_promote`).
 enum Fence {
     /// It cannot take writes: promote.
@@ -240,6 +244,9 @@ impl Planner<'_> {
                 "FailoverInProgress",
                 format!("freezing the replicas of {from_pod} before choosing its replacement"),
             );
+            // The step is done in this pass (and the isolation asked for
+            // right after it): the next step can follow at once.
+            self.plan.requeue = NEXT_STEP;
             return;
         }
         if let Fence::Confirmed(how) = &status {
@@ -337,6 +344,11 @@ impl Planner<'_> {
             ),
             Fence::Confirmed(_) | Fence::Back => return,
         };
+        if self.plan.step.is_some() || !self.plan.isolate.is_empty() {
+            // Fenced in this pass, or isolated by the reconciler right
+            // after it: the promotion can follow at once.
+            self.plan.requeue = NEXT_STEP;
+        }
         let next = Operation {
             step: step.to_string(),
             ..op
