@@ -145,10 +145,11 @@ report() {
 
 # Every change of a cluster object while windows run: which status fields
 # changed between consecutive versions of the same cluster.
-kubectl get redisreplications,mysqlclusters -n $NS -w -o json --output-watch-events \
-  >"$STATE/clusters.watch" 2>/dev/null &
-TRACE_PID=$!
-WRITERS+=($TRACE_PID)
+# (kubectl watches one resource type at a time.)
+for kind in redisreplications mysqlclusters; do
+  kubectl get $kind -n $NS -w -o json --output-watch-events >"$STATE/$kind.watch" 2>"$STATE/$kind.watch.err" &
+  WRITERS+=($!)
+done
 
 window idle
 
@@ -181,7 +182,7 @@ changed_fields() {
                    != ($b | getpath($p | split(".") | map(tonumber? // .)))))) as $d
           | .seen[$k] = $b
           | reduce $d[] as $f (.; .out[$f] += 1)
-        end) | .out' "$STATE/clusters.watch"
+        end) | .out' "$STATE/redisreplications.watch" "$STATE/mysqlclusters.watch"
 }
 
 kill "$OP_PID"
