@@ -11,9 +11,10 @@
 #
 # Settings (environment): N (100), MYSQL (2), WINDOW (60 s),
 # ORDINAL (operator binary, default $CARGO_TARGET_DIR/debug/ordinal),
-# DEVCLUSTER (default $CARGO_TARGET_DIR/debug/devcluster), BLOCK (ip block, 150),
+# DEVCLUSTER (default $CARGO_TARGET_DIR/debug/devcluster), BLOCK (ip block, 144),
+# BLOCKS (/24 blocks the devcluster spans; default: enough for N + MYSQL
+# clusters, each one pod and two ClusterIPs: 241 pods and 254 Services a block),
 # READY_TIMEOUT (900 s: then measure with those Ready).
-# A devcluster block holds at most ~240 pods: N + MYSQL <= 240.
 set -euo pipefail
 export LC_ALL=C
 
@@ -23,13 +24,19 @@ WINDOW=${WINDOW:-60}
 TARGET=${CARGO_TARGET_DIR:-target}
 ORDINAL=${ORDINAL:-$TARGET/debug/ordinal}
 DEVCLUSTER=${DEVCLUSTER:-$TARGET/debug/devcluster}
-BLOCK=${BLOCK:-150}
+BLOCK=${BLOCK:-144}
+if [ -z "${BLOCKS:-}" ]; then
+  BLOCKS=1
+  while [ $((241 * BLOCKS)) -lt $((N + MYSQL)) ] || [ $((254 * BLOCKS)) -lt $((2 * (N + MYSQL) + 2)) ]; do
+    BLOCKS=$((BLOCKS * 2))
+  done
+fi
 READY_TIMEOUT=${READY_TIMEOUT:-900}
 NS=bench
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 
 STATE=$(mktemp -d /var/tmp/ordinal-bench-scale-XXXXXX)
-export ORDINAL_DEVCLUSTER_DIR=$STATE ORDINAL_DEVCLUSTER_IP_BLOCK=$BLOCK
+export ORDINAL_DEVCLUSTER_DIR=$STATE ORDINAL_DEVCLUSTER_IP_BLOCK=$BLOCK ORDINAL_DEVCLUSTER_IP_BLOCKS=$BLOCKS
 export KUBECONFIG=$STATE/kubeconfig
 OP_PID=
 WRITERS=()
@@ -42,7 +49,7 @@ trap cleanup EXIT
 
 log() { echo "[$(date +%T)] $*" >&2; }
 
-log "devcluster up (state $STATE)"
+log "devcluster up (state $STATE, $BLOCKS blocks from $BLOCK)"
 "$DEVCLUSTER" up --no-build >/dev/null
 kubectl apply --server-side -f "$ROOT/crds/ordinal.dev.yaml" >/dev/null
 kubectl wait --for=condition=Established crd --all --timeout=60s >/dev/null
@@ -136,6 +143,14 @@ report() {
               r, r / n, w, 60 * w / n }'
 }
 
+# Every change of a cluster object while windows run: which status fields
+# changed between consecutive versions of the same cluster.
+# (kubectl watches one resource type at a time.)
+for kind in redisreplications mysqlclusters; do
+  kubectl get $kind -n $NS -w -o json --output-watch-events >"$STATE/$kind.watch" 2>"$STATE/$kind.watch.err" &
+  WRITERS+=($!)
+done
+
 window idle
 
 for i in $(seq 1 $((N / 10 > 0 ? N / 10 : 1))); do
@@ -150,6 +165,26 @@ window writes
 for p in "${WRITERS[@]}"; do kill "$p" 2>/dev/null || true; done
 WRITERS=()
 
+# Fields that changed between consecutive versions of one cluster (the first
+# version of each, from the watch's initial list, is the baseline).
+changed_fields() {
+  jq -c -s --argjson skip '["metadata.resourceVersion","metadata.managedFields"]' '
+    def paths_of: [paths(scalars)] | map(map(tostring) | join("."));
+    reduce .[] as $e ({seen: {}, out: {}};
+      ($e.object.kind + "/" + $e.object.metadata.name) as $k
+      | if .seen[$k] == null then .seen[$k] = $e.object
+        else
+          (.seen[$k]) as $a | ($e.object) as $b
+          | ([($a | paths_of[]), ($b | paths_of[])] | unique
+             | map(select(. as $p | ($skip | index($p)) == null
+                   and ($p | startswith("metadata.managedFields") | not)))
+             | map(select(. as $p | ($a | getpath($p | split(".") | map(tonumber? // .)))
+                   != ($b | getpath($p | split(".") | map(tonumber? // .)))))) as $d
+          | .seen[$k] = $b
+          | reduce $d[] as $f (.; .out[$f] += 1)
+        end) | .out' "$STATE/redisreplications.watch" "$STATE/mysqlclusters.watch"
+}
+
 kill "$OP_PID"
 wait "$OP_PID" 2>/dev/null || true
 OP_PID=
@@ -159,5 +194,7 @@ window background
 echo "clusters: $N RedisReplications + $MYSQL MySQLClusters; $ready Ready after ${READY_SECS}s"
 report idle
 report writes
+echo "== cluster objects changed during the idle and writes windows (field: versions)"
+changed_fields | jq -r 'to_entries[] | "  \(.key): \(.value)"' || true
 echo "== background (devcluster components, no operator): requests/s"
 sed 's/^/  /' "$STATE/background.rates"

@@ -57,6 +57,11 @@ pub struct UpArgs {
     /// clusters beside each other do not collide.
     #[arg(long, env = "ORDINAL_DEVCLUSTER_IP_BLOCK", default_value_t = 0)]
     pub ip_block: u8,
+    /// Consecutive /24 blocks from `--ip-block` one cluster spans (netns: 1,
+    /// 2, 4, 8 or 16, the block a multiple of it): 241 pods and 254 Services
+    /// per block, for runs of hundreds of clusters.
+    #[arg(long, env = "ORDINAL_DEVCLUSTER_IP_BLOCKS", default_value_t = 1)]
+    pub ip_blocks: u8,
 }
 
 /// Ports chosen on the first `up`, kept so that a restart reuses them.
@@ -352,8 +357,9 @@ fn up_inner(state: &Path, args: &UpArgs) -> Result<()> {
         bail!("devcluster must run as root (the agent uses mount namespaces for pods)");
     }
     fs::create_dir_all(state)?;
-    let net = Net::load_or_new(state, args.network, args.ip_block)?;
-    if net.mode != args.network || net.index != args.ip_block {
+    crate::net::check_blocks(args.ip_block, args.ip_blocks)?;
+    let net = Net::load_or_new(state, args.network, args.ip_block, args.ip_blocks)?;
+    if net.mode != args.network || net.index != args.ip_block || net.blocks != args.ip_blocks {
         println!(
             "note: {} keeps the network it was created with ({:?}, block {}); \
              `down --wipe` to change it",

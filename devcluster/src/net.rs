@@ -9,6 +9,11 @@
 //! | --- | --- |
 //! | pods | `10.244.n.10` … `10.244.n.250` (in their own namespaces) |
 //! | Services (ClusterIPs) | `10.96.n.0/24`, `kubernetes` = `10.96.n.1` |
+//!
+//! A cluster of `k` blocks (`--ip-blocks`, a power of two up to 16, `n` a
+//! multiple of `k`) spans `10.244.n.0/p` and `10.96.n.0/p` with
+//! `p = 24 - log2 k`: pods on `.10` … `.250` of each of its /24s, so one
+//! cluster holds `241 k` pods and `256 k - 2` Services.
 //! | bridge `cbr0` in the node namespace, pods' gateway | `10.244.n.1` — also the source of every `devcluster run` process ("operator") |
 //! | API server as seen from pods (a proxy in the node namespace) | `10.244.n.2:<port>` |
 //! | link host ↔ node namespace (veth `odh<id>` / `uplink`) | `169.254.n.1` / `169.254.n.2` |
@@ -50,6 +55,24 @@ pub struct Net {
     pub index: u8,
     /// Short hash of the state directory: names of namespaces and host links.
     pub id: String,
+    /// How many consecutive /24 blocks from `index` the cluster spans.
+    #[serde(default = "one_block")]
+    pub blocks: u8,
+}
+
+fn one_block() -> u8 {
+    1
+}
+
+/// Whether `blocks` consecutive /24s from `index` make one aligned prefix.
+pub fn check_blocks(index: u8, blocks: u8) -> Result<()> {
+    if !matches!(blocks, 1 | 2 | 4 | 8 | 16) {
+        bail!("--ip-blocks must be 1, 2, 4, 8 or 16, not {blocks}");
+    }
+    if !index.is_multiple_of(blocks) {
+        bail!("--ip-block {index} must be a multiple of --ip-blocks {blocks}");
+    }
+    Ok(())
 }
 
 fn path(state: &Path) -> PathBuf {
@@ -68,7 +91,7 @@ fn hash8(s: &str) -> String {
 
 impl Net {
     /// The stored network of a state dir, or a new one (not saved).
-    pub fn load_or_new(state: &Path, mode: Mode, index: u8) -> Result<Net> {
+    pub fn load_or_new(state: &Path, mode: Mode, index: u8, blocks: u8) -> Result<Net> {
         if let Ok(text) = fs::read_to_string(path(state)) {
             return serde_json::from_str(&text).context("parsing network.json");
         }
@@ -80,6 +103,7 @@ impl Net {
             mode: if legacy { Mode::Loopback } else { mode },
             index,
             id: hash8(&abs.display().to_string()),
+            blocks,
         })
     }
 
@@ -92,6 +116,7 @@ impl Net {
                 mode: Mode::Loopback,
                 index: 0,
                 id: String::new(),
+                blocks: 1,
             })
     }
 
@@ -114,7 +139,25 @@ impl Net {
     }
 
     pub fn pod_ns(&self, ip: &str) -> String {
-        format!("odp-{}-{}", self.id, last_octet(ip))
+        format!("odp-{}-{}", self.id, self.host_number(ip))
+    }
+
+    /// A pod's number inside the cluster's range: its last octet in the
+    /// first block, `256 * (third octet - index) + last octet` beyond it
+    /// (names of its namespace and veth).
+    pub fn host_number(&self, ip: &str) -> u32 {
+        match ip.parse::<std::net::Ipv4Addr>() {
+            Ok(a) => {
+                let [_, _, c, d] = a.octets();
+                256 * u32::from(c.saturating_sub(self.index)) + u32::from(d)
+            }
+            Err(_) => last_octet(ip).parse().unwrap_or(0),
+        }
+    }
+
+    /// Prefix length of the pod and Service ranges.
+    pub fn prefix_len(&self) -> u32 {
+        24 - u32::from(self.blocks.max(1)).trailing_zeros()
     }
 
     pub fn pod_ns_path(&self, ip: &str) -> PathBuf {
@@ -126,13 +169,13 @@ impl Net {
     }
 
     pub fn pod_cidr(&self) -> String {
-        format!("10.244.{}.0/24", self.index)
+        format!("10.244.{}.0/{}", self.index, self.prefix_len())
     }
 
     pub fn service_cidr(&self) -> String {
         match self.mode {
             Mode::Loopback => crate::cluster::SERVICE_CIDR.to_owned(),
-            Mode::Netns => format!("10.96.{}.0/24", self.index),
+            Mode::Netns => format!("10.96.{}.0/{}", self.index, self.prefix_len()),
         }
     }
 
@@ -167,8 +210,9 @@ impl Net {
 
     /// Candidate pod IPs in allocation order.
     pub fn pod_ips(&self) -> Vec<String> {
-        (10..=250u8)
-            .map(|c| format!("10.244.{}.{c}", self.index))
+        let last = self.index.saturating_add(self.blocks.max(1) - 1);
+        (self.index..=last)
+            .flat_map(|b| (10..=250u8).map(move |c| format!("10.244.{b}.{c}")))
             .collect()
     }
 }
@@ -281,7 +325,7 @@ pub fn setup(net: &Net) -> Result<()> {
         ns,
         "addr",
         "add",
-        &format!("{}/24", net.gateway()),
+        &format!("{}/{}", net.gateway(), net.prefix_len()),
         "dev",
         BRIDGE,
     ])?;
@@ -290,7 +334,7 @@ pub fn setup(net: &Net) -> Result<()> {
         ns,
         "addr",
         "add",
-        &format!("{}/24", net.api_addr()),
+        &format!("{}/{}", net.api_addr(), net.prefix_len()),
         "dev",
         BRIDGE,
     ])?;
@@ -424,7 +468,7 @@ pub fn pod_up(net: &Net, pod_ip: &str) -> Result<()> {
         let _ = ip(&["netns", "del", &pns]);
     }
     let ns = net.node_ns();
-    let veth = format!("vp{}", last_octet(pod_ip));
+    let veth = format!("vp{}", net.host_number(pod_ip));
     let _ = ip(&["-n", &ns, "link", "del", &veth]);
     ip(&["netns", "add", &pns])?;
     let res = (|| {
@@ -452,7 +496,7 @@ pub fn pod_up(net: &Net, pod_ip: &str) -> Result<()> {
             &pns,
             "addr",
             "add",
-            &format!("{pod_ip}/24"),
+            &format!("{pod_ip}/{}", net.prefix_len()),
             "dev",
             "eth0",
         ])?;
@@ -646,6 +690,7 @@ mod tests {
             mode: Mode::Netns,
             index: 101,
             id: hash8("/var/tmp/x"),
+            blocks: 1,
         };
         assert_eq!(net.id.len(), 8);
         assert!(net.host_link().len() <= 15);
@@ -655,5 +700,29 @@ mod tests {
         assert_eq!(net.pod_ips()[0], "10.244.101.10");
         assert_eq!(net.pod_ns("10.244.101.17"), format!("odp-{}-17", net.id));
         assert_ne!(hash8("/var/tmp/x"), hash8("/var/tmp/y"));
+    }
+
+    #[test]
+    fn a_cluster_of_several_blocks_spans_one_wider_prefix() {
+        let net = Net {
+            mode: Mode::Netns,
+            index: 144,
+            id: hash8("/var/tmp/x"),
+            blocks: 8,
+        };
+        assert_eq!(net.pod_cidr(), "10.244.144.0/21");
+        assert_eq!(net.service_cidr(), "10.96.144.0/21");
+        assert_eq!(net.kubernetes_ip(), "10.96.144.1");
+        let ips = net.pod_ips();
+        assert_eq!(ips.len(), 8 * 241);
+        assert_eq!(ips[0], "10.244.144.10");
+        assert_eq!(ips[241], "10.244.145.10");
+        assert_eq!(ips.last().map(String::as_str), Some("10.244.151.250"));
+        assert_eq!(net.pod_ns("10.244.144.17"), format!("odp-{}-17", net.id));
+        assert_eq!(net.pod_ns("10.244.151.250"), format!("odp-{}-2042", net.id));
+        assert!(format!("vp{}", net.host_number("10.244.151.250")).len() <= 15);
+        assert!(check_blocks(144, 8).is_ok());
+        assert!(check_blocks(148, 8).is_err(), "not aligned");
+        assert!(check_blocks(0, 3).is_err(), "not a power of two");
     }
 }

@@ -31,6 +31,9 @@ use tracing::warn;
 use super::named_secrets::NamedSecrets;
 use crate::resources::labels;
 
+/// A Secret as the metadata-only watch holds it.
+type SecretMeta = PartialObjectMeta<Secret>;
+
 /// Events a slow subscriber may lag behind before the watch waits for it.
 const SUBSCRIBE_BUFFER: usize = 1024;
 
@@ -74,6 +77,9 @@ pub struct Subscription {
     pub statefulsets: ReflectHandle<StatefulSet>,
     pub services: ReflectHandle<Service>,
     pub config_maps: ReflectHandle<ConfigMap>,
+    /// Every Secret's name and version: a change of a Secret clusters name
+    /// in `spec.auth.secretName` triggers their passes.
+    pub secret_versions: ReflectHandle<PartialObjectMeta<Secret>>,
 }
 
 /// Every scope's stores; a lookup by namespace.
@@ -157,20 +163,28 @@ fn names_only(obj: &mut PartialObjectMeta<Secret>) {
     };
 }
 
-/// Start the metadata-only watch of every Secret in scope; a deleted
-/// Secret's data leaves `named`.
+/// Start the metadata-only watch of every Secret in scope, with
+/// `subscribers` trigger streams; a deleted Secret's data leaves `named`.
 fn watch_secret_versions(
     api: Api<PartialObjectMeta<Secret>>,
     named: Arc<NamedSecrets>,
+    subscribers: usize,
     stop: &CancellationToken,
-) -> (Store<PartialObjectMeta<Secret>>, JoinHandle<()>) {
-    let (reader, writer) = reflector::store();
+) -> (
+    Store<SecretMeta>,
+    Vec<ReflectHandle<SecretMeta>>,
+    JoinHandle<()>,
+) {
+    let (reader, writer) = reflector::store_shared(SUBSCRIBE_BUFFER);
+    let handles = (0..subscribers)
+        .filter_map(|_| writer.subscribe())
+        .collect();
     let stop = stop.clone();
     let task = tokio::spawn(async move {
         let events = watcher(api, watcher::Config::default())
             .default_backoff()
             .modify(names_only)
-            .reflect(writer)
+            .reflect_shared(writer)
             .for_each(|event| {
                 match event {
                     Ok(watcher::Event::Delete(meta)) => {
@@ -190,7 +204,7 @@ fn watch_secret_versions(
             _ = stop.cancelled() => {},
         }
     });
-    (reader, task)
+    (reader, handles, task)
 }
 
 fn api_for<K>(client: &Client, ns: &Option<String>) -> Api<K>
@@ -219,20 +233,32 @@ pub fn start(
     let (pdbs, _, t5) = share::<PodDisruptionBudget>(api_for(client, ns), 0, stop);
     let (secrets, _, t6) = share::<Secret>(api_for(client, ns), 0, stop);
     let named_secrets = Arc::new(NamedSecrets::default());
-    let (secret_versions, t7) =
-        watch_secret_versions(api_for(client, ns), named_secrets.clone(), stop);
+    let (secret_versions, mut version_subs, t7) = watch_secret_versions(
+        api_for(client, ns),
+        named_secrets.clone(),
+        controllers,
+        stop,
+    );
     let mut subscriptions = Vec::new();
-    while let (Some(pods), Some(statefulsets), Some(services), Some(config_maps)) = (
+    while let (
+        Some(pods),
+        Some(statefulsets),
+        Some(services),
+        Some(config_maps),
+        Some(secret_versions),
+    ) = (
         pod_subs.pop(),
         sts_subs.pop(),
         svc_subs.pop(),
         cm_subs.pop(),
+        version_subs.pop(),
     ) {
         subscriptions.push(Subscription {
             pods,
             statefulsets,
             services,
             config_maps,
+            secret_versions,
         });
     }
     let stores = Stores {

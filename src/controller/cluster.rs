@@ -1083,12 +1083,10 @@ async fn write_status<K: ClusterResource>(
         return Ok(Persisted::Unchanged);
     }
     let key = key_of(obj);
-    // Positions, offsets and lag alone (they have metrics) are written at
-    // most once per STATUS_DETAIL_INTERVAL; the next pass still plans from
-    // the newest position (Context::observed).
-    if previous.is_some_and(|p| status::differs_only_in_details(p, next))
-        && !ctx.status_detail_due(&key)
-    {
+    // Positions, offsets and lag alone are not written (they have metrics):
+    // they go out with the next change a person acts on; the next pass
+    // still plans from the newest position (Context::observed).
+    if previous.is_some_and(|p| status::differs_only_in_details(p, next)) {
         return Ok(Persisted::Unchanged);
     }
     let ns = obj
@@ -1114,7 +1112,6 @@ async fn write_status<K: ClusterResource>(
             .await
         {
             Ok(written) => {
-                ctx.status_written_now(&key);
                 if let (Some(uid), Some(rv)) = (
                     written.meta().uid.clone(),
                     written.meta().resource_version.clone(),

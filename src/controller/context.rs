@@ -105,9 +105,6 @@ pub struct Context {
     /// Per cluster: what the last status write persisted (read-your-writes).
     written: Mutex<HashMap<String, super::freshness::Written>>,
     published: Mutex<RecentEvents>,
-    /// Per cluster: when status was last written (or first seen), to hold
-    /// back writes that change only positions, offsets and lag.
-    detail_written: Mutex<HashMap<String, std::time::Instant>>,
     /// Per cluster: the replication state the last engine step returned, so
     /// the next pass plans from the newest primary position even when that
     /// position alone was not worth a status write.
@@ -135,10 +132,6 @@ impl RecentEvents {
 
 /// How soon children the API server refused are applied again.
 pub const CHILDREN_RETRY: Duration = Duration::from_secs(10);
-
-/// At most one status write per cluster in this period when only positions,
-/// offsets, lag or numbers in messages changed (they have metrics).
-pub const STATUS_DETAIL_INTERVAL: Duration = Duration::from_secs(60);
 
 /// How long an identical engine event is not published again.
 pub const EVENT_REPEAT: Duration = Duration::from_secs(600);
@@ -171,7 +164,6 @@ impl Context {
             applied: Mutex::new(HashMap::new()),
             written: Mutex::new(HashMap::new()),
             published: Mutex::new(RecentEvents::default()),
-            detail_written: Mutex::new(HashMap::new()),
             observed: Mutex::new(HashMap::new()),
         }
     }
@@ -180,27 +172,6 @@ impl Context {
     pub fn with_caches(mut self, caches: super::caches::Caches) -> Self {
         self.caches = caches;
         self
-    }
-
-    /// Whether a status write that changes only details (positions, offsets,
-    /// lag) is due: [`STATUS_DETAIL_INTERVAL`] after the last write. A
-    /// cluster first seen by this process starts its period now.
-    pub fn status_detail_due(&self, key: &str) -> bool {
-        let mut at = self
-            .detail_written
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let last = *at
-            .entry(key.to_string())
-            .or_insert_with(std::time::Instant::now);
-        last.elapsed() >= STATUS_DETAIL_INTERVAL
-    }
-
-    pub fn status_written_now(&self, key: &str) {
-        self.detail_written
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key.to_string(), std::time::Instant::now());
     }
 
     /// The replication state the last engine step of `key` returned.
@@ -275,10 +246,6 @@ impl Context {
     pub fn forget(&self, key: &str) {
         self.forget_children(key);
         self.written
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(key);
-        self.detail_written
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(key);

@@ -430,8 +430,8 @@ fn for_people(status: &ClusterStatus) -> ClusterStatus {
 }
 
 /// Whether two statuses differ only in details a person does not act on:
-/// positions, offsets, lag and numbers in messages. Such a change is written
-/// at most once per `STATUS_DETAIL_INTERVAL`.
+/// positions, offsets, lag and numbers in messages. Such a change alone is
+/// not written; it goes out with the next change a person acts on.
 pub fn differs_only_in_details(a: &ClusterStatus, b: &ClusterStatus) -> bool {
     for_people(a) == for_people(b)
 }

@@ -440,7 +440,12 @@ fn node_status(agent: &Agent) -> Value {
                 .and_then(|v| v.parse::<u64>().ok())
         })
         .unwrap_or(8 * 1024 * 1024);
-    let capacity = json!({"cpu": cpus.to_string(), "memory": format!("{mem_kib}Ki"), "pods": "250",
+    let pods = if agent.net.netns() {
+        agent.net.pod_ips().len()
+    } else {
+        250
+    };
+    let capacity = json!({"cpu": cpus.to_string(), "memory": format!("{mem_kib}Ki"), "pods": pods.to_string(),
         "ephemeral-storage": "100Gi"});
     let t = now();
     let cond = |ty: &str, status: &str, reason: &str| {
