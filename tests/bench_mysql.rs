@@ -306,13 +306,13 @@ async fn bench_backup_restore() {
 /// fires), a client inserting every 10 ms into the member reported
 /// `Primary`, the primary SIGKILLed at a random point. Returns
 /// (write-unavailability, detection latency, post-detection time) in seconds.
-async fn mysql_failover_once(detection: i32, watch: bool) -> (f64, f64, f64) {
+async fn mysql_failover_once(flavor: Flavor, detection: i32, watch: bool) -> (f64, f64, f64) {
     use mysql_async::prelude::Queryable;
     use ordinal::api::MemberRole;
     use ordinal::watch::{PrimaryWatches, WatchKey, follow};
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
-    let mut c = Cluster::of(Flavor::MariaDB, 3);
+    let mut c = Cluster::of(flavor, 3);
     c.failover.detection_seconds = detection;
     c.converge(Duration::from_secs(60), "bootstrap", |o| healthy_with(o, 0))
         .await;
@@ -453,17 +453,23 @@ async fn mysql_failover_once(detection: i32, watch: bool) -> (f64, f64, f64) {
     )
 }
 
-/// MariaDB failover: write-unavailability, detection latency and
-/// post-detection time, without and with the primary watch (there is no
+/// MariaDB (or MySQL 8) failover: write-unavailability, detection latency
+/// and post-detection time, without and with the primary watch (there is no
 /// Sentinel equivalent for MySQL to compare with). Run:
 ///
 /// ```text
 /// cargo test --release --test bench_mysql bench_mysql_failover -- --ignored --nocapture
 /// ```
-/// `BENCH_FAILOVER_RUNS` (default 5), `BENCH_FAILOVER_DETECTION` (default 3).
+/// `BENCH_FAILOVER_RUNS` (default 5), `BENCH_FAILOVER_DETECTION` (default 3),
+/// `BENCH_FAILOVER_FLAVOR` (`mariadb`, the default, or `mysql`: MySQL 8).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark; run explicitly"]
 async fn bench_mysql_failover() {
+    let (flavor, label) = match std::env::var("BENCH_FAILOVER_FLAVOR").as_deref() {
+        Ok("mysql") => (Flavor::MySQL, "mysql8"),
+        Ok("mariadb") | Err(_) => (Flavor::MariaDB, "mariadb"),
+        Ok(other) => panic!("BENCH_FAILOVER_FLAVOR={other}: mariadb or mysql"),
+    };
     let runs: u8 = std::env::var("BENCH_FAILOVER_RUNS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -485,16 +491,16 @@ async fn bench_mysql_failover() {
     for watch in [false, true] {
         let mut r = (Vec::new(), Vec::new(), Vec::new());
         for run in 0..runs {
-            let (u, d, p) = mysql_failover_once(detection, watch).await;
+            let (u, d, p) = mysql_failover_once(flavor, detection, watch).await;
             eprintln!(
-                "mariadb watch={watch} detection {detection}s run {run}: unavailable {u:.2}s, detected {d:.3}s, post-detection {p:.3}s"
+                "{label} watch={watch} detection {detection}s run {run}: unavailable {u:.2}s, detected {d:.3}s, post-detection {p:.3}s"
             );
             r.0.push(u);
             r.1.push(d);
             r.2.push(p);
         }
         eprintln!(
-            "RESULT mariadb failover {detection}s ({}): write-unavailability {}, detection {}, post-detection {} ({runs} runs)",
+            "RESULT {label} failover {detection}s ({}): write-unavailability {}, detection {}, post-detection {} ({runs} runs)",
             if watch { "watch" } else { "no watch" },
             spread(&r.0),
             spread(&r.1),
