@@ -270,6 +270,17 @@ async fn redis_end_to_end() {
         get(&ip, &password, "after-failover").await.as_deref(),
         Some("1")
     );
+    // The operator noticed the kill through its primary watch (the
+    // persistent connection to the confirmed primary broke), not only at a
+    // later steady pass.
+    let watched = format!("{new_ip}:6379");
+    assert!(
+        cluster
+            .operator_log()
+            .lines()
+            .any(|l| l.contains("primary watch connection broke") && l.contains(&watched)),
+        "no primary watch of {watched} fired in the operator log"
+    );
     wait_ready(&api, "Ready after SIGKILL", Duration::from_secs(90)).await;
     assert!(single_master(&client, &password).await.is_some());
 
