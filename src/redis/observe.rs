@@ -169,6 +169,16 @@ pub struct Timeouts {
     pub command: Duration,
 }
 
+/// A client for `host:port` that authenticates with `password` (the
+/// operator's connections and the primary watch share it).
+pub fn client(host: &str, port: u16, password: &str) -> Result<Client, RedisError> {
+    let info = ConnectionAddr::Tcp(host.to_string(), port)
+        .into_connection_info()
+        .map_err(|e| RedisError::connect(host, port, e))?
+        .set_redis_settings(RedisConnectionInfo::default().set_password(password));
+    Client::open(info).map_err(|e| RedisError::connect(host, port, e))
+}
+
 /// Open an authenticated connection to `host:port`.
 pub async fn connect(
     host: &str,
@@ -176,11 +186,7 @@ pub async fn connect(
     password: &str,
     timeouts: Timeouts,
 ) -> Result<MultiplexedConnection, RedisError> {
-    let info = ConnectionAddr::Tcp(host.to_string(), port)
-        .into_connection_info()
-        .map_err(|e| RedisError::connect(host, port, e))?
-        .set_redis_settings(RedisConnectionInfo::default().set_password(password));
-    let client = Client::open(info).map_err(|e| RedisError::connect(host, port, e))?;
+    let client = client(host, port, password)?;
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(timeouts.connect))
         .set_response_timeout(Some(timeouts.command));

@@ -5,7 +5,6 @@
 //! idle `timeout`; the connection changes nothing on the server.
 
 use futures::{FutureExt, StreamExt};
-use redis::{Client, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
 
 use super::RedisError;
 use super::observe::Timeouts;
@@ -22,11 +21,7 @@ pub async fn open(
     password: &str,
     timeouts: Timeouts,
 ) -> Result<WatchBroken, RedisError> {
-    let info = ConnectionAddr::Tcp(host.to_string(), port)
-        .into_connection_info()
-        .map_err(|e| RedisError::connect(host, port, e))?
-        .set_redis_settings(RedisConnectionInfo::default().set_password(password));
-    let client = Client::open(info).map_err(|e| RedisError::connect(host, port, e))?;
+    let client = super::observe::client(host, port, password)?;
     let mut pubsub = match tokio::time::timeout(
         timeouts.connect + timeouts.command,
         client.get_async_pubsub(),
