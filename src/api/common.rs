@@ -183,11 +183,44 @@ pub struct ExporterSpec {
 /// Bootstrap the first member from a backup.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!(has(self.pointInTime) && has(self.gtid))").message("restore.pointInTime and restore.gtid are mutually exclusive"),
+    validation = Rule::new("!has(self.archiveTarget) || has(self.pointInTime) || has(self.gtid)").message("restore.archiveTarget needs restore.pointInTime or restore.gtid"),
+)]
 pub struct RestoreSpec {
     /// Name of a Succeeded `Backup` in the same namespace.
     #[x_kube(validation = Rule::new("self != ''").message("restore.backup must name a Backup"))]
     #[schemars(length(max = 253))]
     pub backup: String,
+    /// MySQLCluster only: after the backup, replay the archived binlogs of
+    /// the backed-up cluster up to this time (RFC 3339, e.g.
+    /// `2026-12-01T03:04:05Z`; every transaction committed at or before it,
+    /// second resolution).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(
+        "self.matches('^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}([.][0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$')"
+    ).message("restore.pointInTime must be an RFC 3339 time such as 2026-12-01T03:04:05Z"))]
+    #[schemars(length(max = 64))]
+    pub point_in_time: Option<String>,
+    /// MySQLCluster only: replay the archived binlogs up to and including
+    /// this GTID (MariaDB `domain-server-seq`, MySQL `uuid:n`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(
+        "self.matches('^([0-9]+-[0-9]+-[0-9]+|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}:[0-9]+)$')"
+    ).message("restore.gtid must be one GTID: domain-server-seq (MariaDB) or uuid:n (MySQL)"))]
+    #[schemars(length(max = 64))]
+    pub gtid: Option<String>,
+    /// Where the binlog archive is; default: the `spec.backup.binlogArchive.target`
+    /// of the cluster the Backup was taken from (which must then exist).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_target: Option<crate::api::backup::BackupTarget>,
+}
+
+impl RestoreSpec {
+    /// Whether binlogs are replayed after the backup.
+    pub fn to_a_point(&self) -> bool {
+        self.point_in_time.is_some() || self.gtid.is_some()
+    }
 }
 
 /// Fields every cluster spec shares; the engine specs embed it flattened.

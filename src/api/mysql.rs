@@ -6,6 +6,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::backup::BackupTarget;
 use super::common::{
     AuthSpec, ClusterStatus, ExporterSpec, FailoverSpec, MemberTemplate, RestoreSpec, StorageSpec,
 };
@@ -113,6 +114,63 @@ impl Default for MySqlReplication {
     }
 }
 
+/// Backup settings of a MySQL/MariaDB cluster.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MySqlBackupSpec {
+    /// Stream every committed transaction's binlog events to a target, so a
+    /// new cluster can be restored to any point after a base `Backup`
+    /// (`spec.restore.pointInTime` / `spec.restore.gtid`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binlog_archive: Option<Box<BinlogArchiveSpec>>,
+}
+
+/// Which member the archiver reads binlogs from.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ArchiveSource {
+    /// A replica when one answers, else the primary (default): the archive
+    /// costs the primary nothing while replicas run.
+    #[default]
+    PreferReplica,
+    /// Always the primary: nothing is archived later than it committed.
+    Primary,
+}
+
+/// Continuous binlog archiving (a one-replica Deployment running
+/// `ordinal binlog archive`): segments of whole transactions, zstd, with a
+/// sha256 manifest each, under `<prefix>/<namespace>/<cluster>/binlog/` of
+/// the target. It resumes from the last stored segment; segments every
+/// base backup on the same target no longer needs are pruned.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BinlogArchiveSpec {
+    /// Where segments go (same shape as a Backup's target; keep base backups
+    /// on the same target and prefix so retention follows them).
+    pub target: BackupTarget,
+    /// Longest a committed transaction waits before it is stored, 1..3600
+    /// seconds (default 60): the most a restore to "now" can miss.
+    #[serde(default = "default_max_delay")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 3600").message("binlogArchive.maxDelaySeconds must be between 1 and 3600"))]
+    pub max_delay_seconds: i32,
+    /// Segment size (uncompressed) at which a segment is cut, 1..1024 MiB
+    /// (default 16).
+    #[serde(default = "default_segment_mib")]
+    #[serde(rename = "segmentSizeMiB")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 1024").message("binlogArchive.segmentSizeMiB must be between 1 and 1024"))]
+    pub segment_size_mib: i32,
+    /// `PreferReplica` (default) or `Primary`.
+    #[serde(default)]
+    pub source: ArchiveSource,
+}
+
+fn default_max_delay() -> i32 {
+    60
+}
+
+fn default_segment_mib() -> i32 {
+    16
+}
+
 fn default_wait_for() -> i32 {
     1
 }
@@ -191,6 +249,9 @@ pub struct MySQLClusterSpec {
     /// Bootstrap the first member from a backup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<RestoreSpec>,
+    /// Continuous backup settings (binlog archiving for point-in-time recovery).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<MySqlBackupSpec>,
     /// Metrics exporter sidecar.
     #[serde(default)]
     pub exporter: ExporterSpec,

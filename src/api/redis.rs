@@ -60,6 +60,7 @@ pub const REDIS_OWNED_KEYS: &[&str] = &[
     validation = Rule::new("self.replicas <= 100").message("spec.replicas must be at most 100"),
     validation = Rule::new("!has(self.primary) || (self.primary >= 0 && self.primary < self.replicas)").message("spec.primary must be an ordinal below spec.replicas"),
     validation = Rule::new("!has(self.durability) || self.durability.minReplicasToWrite < self.replicas").message("durability.minReplicasToWrite must be below spec.replicas: the primary counts connected replicas, and with fewer it refuses every write"),
+    validation = Rule::new("!has(self.restore) || (!has(self.restore.pointInTime) && !has(self.restore.gtid) && !has(self.restore.archiveTarget))").message("restore.pointInTime, restore.gtid and restore.archiveTarget are for MySQLCluster only: a Redis cluster's recovery point is its backup"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct RedisReplicationSpec {
