@@ -32,6 +32,9 @@ pub enum Command {
     /// Restore steps run before or next to a database.
     #[command(subcommand)]
     Restore(crate::backup::contract::RestoreCommand),
+    /// Binlog archiving for point-in-time recovery (the archiver Deployment).
+    #[command(subcommand)]
+    Binlog(crate::backup::contract::BinlogCommand),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -117,6 +120,10 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
         Command::Restore(cmd) => {
             init_tracing(LogFormat::Text);
             crate::backup::run::restore(cmd).await
+        }
+        Command::Binlog(crate::backup::contract::BinlogCommand::Archive(args)) => {
+            init_tracing(LogFormat::Text);
+            crate::backup::archiver::run(args).await
         }
     }
 }

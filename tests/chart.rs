@@ -128,7 +128,8 @@ fn chart_lints_and_renders_a_least_privileged_operator() {
 
     // Least privilege: no wildcard, secrets never deleted or replaced (read,
     // watched for the cache of generated ones, created, their owner
-    // references patched), nothing deleted but Jobs, Backups, pods and claims.
+    // references patched), nothing deleted but Jobs, Backups, pods, claims
+    // and binlog archiver Deployments.
     let role = docs
         .iter()
         .find(|d| d["kind"] == "ClusterRole")
@@ -156,11 +157,14 @@ fn chart_lints_and_renders_a_least_privileged_operator() {
             assert!(
                 // Pods: an unreachable primary is isolated before a failover
                 // promotes, and a rolling update restarts members; claims: a
-                // member replaced on request (ordinal.dev/replace).
+                // member replaced on request (ordinal.dev/replace);
+                // deployments: the binlog archiver when
+                // spec.backup.binlogArchive is removed.
                 resources.iter().all(|r| r == "jobs"
                     || r == "backups"
                     || r == "pods"
-                    || r == "persistentvolumeclaims"),
+                    || r == "persistentvolumeclaims"
+                    || r == "deployments"),
                 "{rule:?}"
             );
         }

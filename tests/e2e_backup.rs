@@ -249,8 +249,10 @@ async fn backups_end_to_end() {
     )
     .await
     .expect("redis");
+    // With a binlog archive on the PVC next to its manual backups (PITR below).
     my.create(&pp, &obj(serde_json::json!({"apiVersion": "ordinal.dev/v1alpha1", "kind": "MySQLCluster",
-        "metadata": {"name": "db"}, "spec": {"replicas": 2, "config": {"innodb_buffer_pool_size": "64M"}}}))).await.expect("mysql");
+        "metadata": {"name": "db"}, "spec": {"replicas": 2, "config": {"innodb_buffer_pool_size": "64M"},
+        "backup": {"binlogArchive": {"target": pvc_target("manual"), "maxDelaySeconds": 1}}}}))).await.expect("mysql");
     devcluster::wait_ready(&rr, "cache", "cache Ready", Duration::from_secs(180)).await;
     devcluster::wait_ready(&my, "db", "db Ready", Duration::from_secs(300)).await;
     let redis_pw = secret_value(&client, NS, "cache-auth", "password").await;
@@ -669,6 +671,8 @@ async fn backups_end_to_end() {
     );
     assert!(bad.replication.primary.is_none());
 
+    point_in_time_recovery(&cluster, &client, &pv_root, &mysql_pw).await;
+
     step(
         "the schedule created Backups every minute and retention removed the oldest with their artifacts",
     );
@@ -737,4 +741,165 @@ async fn backups_end_to_end() {
         p.file_name()
             .is_some_and(|n| n == "dump.rdb.zst" || n == "manifest.json")
     }));
+}
+
+async fn server_second(c: &mut mysql_async::Conn) -> i64 {
+    c.query_first("SELECT UNIX_TIMESTAMP()")
+        .await
+        .expect("server time")
+        .expect("a row")
+}
+
+/// Insert `ids` into shop.events one transaction each, all within one
+/// second of the server's clock (starting at a fresh second); returns it.
+async fn insert_in_one_second(
+    c: &mut mysql_async::Conn,
+    ids: std::ops::RangeInclusive<i64>,
+) -> i64 {
+    loop {
+        let start = server_second(c).await;
+        while server_second(c).await == start {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let second = server_second(c).await;
+        for id in ids.clone() {
+            c.query_drop(format!("INSERT INTO shop.events VALUES ({id}, 'e{id}')"))
+                .await
+                .expect("insert");
+        }
+        if server_second(c).await == second {
+            return second;
+        }
+        // Crossed a second boundary: delete and try again in the next one.
+        c.query_drop(format!(
+            "DELETE FROM shop.events WHERE id BETWEEN {} AND {}",
+            ids.start(),
+            ids.end()
+        ))
+        .await
+        .expect("undo");
+    }
+}
+
+/// Point-in-time recovery: "db" archives its binlogs (a Deployment) to the
+/// PVC; rows with known ids in known server seconds around a base Backup;
+/// once the archive holds them, a new cluster restored to a time between
+/// two writes holds exactly the rows committed up to it, and one restored
+/// to a time past the archive is refused and never serves.
+async fn point_in_time_recovery(
+    cluster: &DevCluster,
+    client: &kube::Client,
+    pv_root: &Path,
+    mysql_pw: &str,
+) {
+    let step = |s: &str| eprintln!("[e2e-backup] pitr: {s}");
+    let my: Api<MySQLCluster> = Api::namespaced(client.clone(), NS);
+    let backups: Api<Backup> = Api::namespaced(client.clone(), NS);
+    let pp = PostParams::default();
+    step("the archiver runs as a Deployment");
+    let ready = cluster
+        .kubectl(&[
+            "-n",
+            NS,
+            "get",
+            "deployment",
+            "db-binlog",
+            "-o",
+            "jsonpath={.spec.replicas}",
+        ])
+        .expect("archiver Deployment");
+    assert_eq!(ready.trim(), "1");
+
+    step("ids 1..5, a base Backup, ids 6..10 in second T, ids 11..15 after T");
+    let mut m = mysql_conn(&ip_of(client, "db", "primary").await, mysql_pw).await;
+    m.query_drop("CREATE TABLE shop.events (id INT PRIMARY KEY, note VARCHAR(16))")
+        .await
+        .expect("table");
+    for id in 1..=5 {
+        m.query_drop(format!("INSERT INTO shop.events VALUES ({id}, 'e{id}')"))
+            .await
+            .expect("insert");
+    }
+    backups.create(&pp, &obj(serde_json::json!({"apiVersion": "ordinal.dev/v1alpha1", "kind": "Backup",
+        "metadata": {"name": "db-pitr"}, "spec": {"cluster": {"kind": "MySQLCluster", "name": "db"}, "target": pvc_target("manual")}}))).await.expect("backup");
+    let base = backup_done(&backups, "db-pitr")
+        .await
+        .status
+        .expect("status");
+    assert_eq!(base.phase, BackupPhase::Succeeded, "{base:?}");
+    let t = insert_in_one_second(&mut m, 6..=10).await;
+    let after = insert_in_one_second(&mut m, 11..=15).await;
+    assert!(after > t);
+    let end: String = m
+        .query_first("SELECT @@gtid_binlog_pos")
+        .await
+        .expect("position")
+        .expect("a row");
+
+    step("the archive catches up");
+    let spec: BackupTarget = obj(pvc_target("manual"));
+    let store = target::open(&spec, &TargetCredentials::default(), pv_root).expect("pvc");
+    let dir = ordinal::backup::binlog::archive_dir(&store.prefix, NS, "db");
+    eventually(
+        "the archive holds id 15",
+        Duration::from_secs(60),
+        || async {
+            let m = ordinal::backup::binlog::list_manifests(&store, &dir)
+                .await
+                .ok()?;
+            (m.values().next_back()?.end_position == end).then_some(())
+        },
+    )
+    .await;
+
+    step("restore to T (a time between ids 10 and 11) and to a time past the archive");
+    let at = chrono::DateTime::from_timestamp(t, 500_000_000)
+        .expect("time")
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let late = (chrono::Utc::now() + chrono::Duration::hours(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    for (name, point) in [("db-at-t", at.as_str()), ("db-too-late", late.as_str())] {
+        my.create(&pp, &obj(serde_json::json!({"apiVersion": "ordinal.dev/v1alpha1", "kind": "MySQLCluster",
+            "metadata": {"name": name}, "spec": {"replicas": 1, "config": {"innodb_buffer_pool_size": "64M"},
+            "restore": {"backup": "db-pitr", "pointInTime": point}}}))).await.expect("pitr copy");
+    }
+    devcluster::wait_ready(&my, "db-at-t", "db-at-t Ready", Duration::from_secs(300)).await;
+    let pw = secret_value(client, NS, "db-at-t-auth", "root-password").await;
+    let mut c = mysql_conn(&ip_of(client, "db-at-t", "primary").await, &pw).await;
+    let ids: Vec<i64> = c
+        .query("SELECT id FROM shop.events ORDER BY id")
+        .await
+        .expect("ids");
+    assert_eq!(
+        ids,
+        (1..=10).collect::<Vec<_>>(),
+        "exactly the rows up to {at}"
+    );
+    let orders: Option<i64> = c
+        .query_first("SELECT COUNT(*) FROM shop.orders")
+        .await
+        .expect("count");
+    assert_eq!(orders, Some(10_001), "the base backup's other rows");
+
+    let failed = eventually("db-too-late refused", Duration::from_secs(240), || async {
+        let st = my.get("db-too-late").await.ok()?.status?;
+        st.conditions
+            .into_iter()
+            .find(|c| c.type_ == "Restored" && c.reason == "RestoreFailed")
+    })
+    .await;
+    step(&format!("refused: {}", failed.message));
+    assert!(failed.message.contains("archive"), "{}", failed.message);
+    let st = my
+        .get("db-too-late")
+        .await
+        .expect("get")
+        .status
+        .unwrap_or_default();
+    assert_ne!(
+        st.phase,
+        ClusterPhase::Running,
+        "a refused restore never serves"
+    );
+    assert!(st.replication.primary.is_none());
 }

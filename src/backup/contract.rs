@@ -38,6 +38,22 @@ pub const ENV_TERMINATION_LOG: &str = "ORDINAL_TERMINATION_LOG";
 pub const ENV_POD_IP: &str = "POD_IP";
 /// Where a PVC target is mounted in Jobs and restore init containers.
 pub const PVC_MOUNT: &str = "/backup";
+/// Where a restore Job mounts a PVC binlog archive (the base backup's
+/// target is at [`PVC_MOUNT`]).
+pub const ARCHIVE_MOUNT: &str = "/archive";
+/// Prefix replacing `ORDINAL_` in the names of the binlog archive target's
+/// credential variables in a restore Job, which reads two targets
+/// (`ORDINAL_ARCHIVE_TARGET_ACCESS_KEY_ID`, …).
+pub const ARCHIVE_ENV_PREFIX: &str = "ORDINAL_ARCHIVE_";
+
+/// A credential variable's name for the archive target of a restore Job.
+pub fn archive_env(name: &str) -> String {
+    format!(
+        "{ARCHIVE_ENV_PREFIX}{}",
+        name.strip_prefix("ORDINAL_").unwrap_or(name)
+    )
+}
+
 /// Kubernetes' termination message file.
 pub const TERMINATION_LOG: &str = "/dev/termination-log";
 
@@ -174,6 +190,111 @@ pub struct RunArgs {
     pub termination_log: PathBuf,
 }
 
+/// Continuous binlog archiving (a one-replica Deployment per cluster).
+#[derive(Subcommand, Debug, Clone, PartialEq)]
+pub enum BinlogCommand {
+    /// Stream binlogs from a member into the archive until stopped (SIGTERM
+    /// stores what is complete), resuming from the last stored segment.
+    Archive(ArchiveArgs),
+}
+
+/// Which member an archiver reads from.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum ArchiveSourceArg {
+    /// A read-only member (a replica) that answers, else the writable one.
+    #[value(name = "PreferReplica")]
+    PreferReplica,
+    /// Only the writable member (the primary).
+    #[value(name = "Primary")]
+    Primary,
+}
+
+impl From<crate::api::mysql::ArchiveSource> for ArchiveSourceArg {
+    fn from(s: crate::api::mysql::ArchiveSource) -> Self {
+        match s {
+            crate::api::mysql::ArchiveSource::PreferReplica => ArchiveSourceArg::PreferReplica,
+            crate::api::mysql::ArchiveSource::Primary => ArchiveSourceArg::Primary,
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone, PartialEq)]
+pub struct ArchiveArgs {
+    #[arg(long)]
+    pub namespace: String,
+    /// The cluster whose binlogs are archived (names the archive directory).
+    #[arg(long)]
+    pub cluster: String,
+    #[arg(long, value_parser = parse_target)]
+    pub target: BackupTarget,
+    #[arg(long, default_value = PVC_MOUNT)]
+    pub pvc_root: PathBuf,
+    /// Members (stable DNS names), each a candidate source; repeated.
+    #[arg(long = "member", required = true)]
+    pub members: Vec<String>,
+    #[arg(long, default_value_t = 3306)]
+    pub port: u16,
+    /// MySQL user (the password is in ORDINAL_DB_PASSWORD).
+    #[arg(long, default_value = "root")]
+    pub user: String,
+    #[arg(long, value_enum, default_value = "MariaDB")]
+    pub flavor: FlavorArg,
+    #[arg(long, value_enum, default_value = "PreferReplica")]
+    pub source: ArchiveSourceArg,
+    /// Longest a committed transaction waits before its segment is stored.
+    #[arg(long, default_value_t = 60)]
+    pub max_delay_seconds: u64,
+    /// Uncompressed size at which a segment is cut.
+    #[arg(long, default_value_t = 16)]
+    pub segment_size_mib: u64,
+    /// How often segments no base backup needs are pruned.
+    #[arg(long, default_value_t = 600)]
+    pub prune_interval_seconds: u64,
+}
+
+/// Where a restore replays archived binlogs to, after loading the base.
+#[derive(Args, Debug, Clone, PartialEq)]
+pub struct PointArgs {
+    /// Replay every archived transaction committed at or before this RFC
+    /// 3339 time.
+    #[arg(long, conflicts_with = "gtid")]
+    pub point_in_time: Option<String>,
+    /// Replay up to and including this GTID.
+    #[arg(long)]
+    pub gtid: Option<String>,
+    /// The binlog archive's target (credentials in ORDINAL_ARCHIVE_* variables).
+    #[arg(long, value_parser = parse_target)]
+    pub archive_target: Option<BackupTarget>,
+    /// The cluster whose archive is read (the backed-up cluster).
+    #[arg(long)]
+    pub archive_cluster: Option<String>,
+    #[arg(long)]
+    pub archive_namespace: Option<String>,
+    /// Where a PVC archive target is mounted.
+    #[arg(long, default_value = ARCHIVE_MOUNT)]
+    pub archive_pvc_root: PathBuf,
+}
+
+impl Default for PointArgs {
+    fn default() -> Self {
+        Self {
+            point_in_time: None,
+            gtid: None,
+            archive_target: None,
+            archive_cluster: None,
+            archive_namespace: None,
+            archive_pvc_root: ARCHIVE_MOUNT.into(),
+        }
+    }
+}
+
+impl PointArgs {
+    /// Whether binlogs are replayed after the base.
+    pub fn requested(&self) -> bool {
+        self.point_in_time.is_some() || self.gtid.is_some()
+    }
+}
+
 #[derive(Subcommand, Debug, Clone, PartialEq)]
 pub enum RestoreCommand {
     /// Restore a Redis artifact into an empty data directory (an init step).
@@ -225,6 +346,9 @@ pub struct RestoreMysqlArgs {
     pub user: String,
     #[arg(long, value_enum, default_value = "MariaDB")]
     pub flavor: FlavorArg,
+    /// Point-in-time recovery: replay archived binlogs after the base.
+    #[command(flatten)]
+    pub point: Box<PointArgs>,
 }
 
 fn value<T: ValueEnum>(v: T) -> String {
@@ -341,6 +465,50 @@ impl RestoreCommand {
                     .opt("port", m.port)
                     .opt("user", &m.user)
                     .opt("flavor", value(m.flavor));
+                let p = &m.point;
+                if let Some(t) = &p.point_in_time {
+                    a.opt("point-in-time", t);
+                }
+                if let Some(g) = &p.gtid {
+                    a.opt("gtid", g);
+                }
+                if let Some(t) = &p.archive_target {
+                    a.opt("archive-target", target_json(t));
+                }
+                if let Some(c) = &p.archive_cluster {
+                    a.opt("archive-cluster", c);
+                }
+                if let Some(n) = &p.archive_namespace {
+                    a.opt("archive-namespace", n);
+                }
+                a.opt("archive-pvc-root", path(&p.archive_pvc_root));
+            }
+        }
+        a.0
+    }
+}
+
+impl BinlogCommand {
+    /// The container arguments that parse back into this command.
+    pub fn to_args(&self) -> Vec<String> {
+        let mut a;
+        match self {
+            BinlogCommand::Archive(r) => {
+                a = Argv::new(&["binlog", "archive"]);
+                a.opt("namespace", &r.namespace)
+                    .opt("cluster", &r.cluster)
+                    .opt("target", target_json(&r.target))
+                    .opt("pvc-root", path(&r.pvc_root));
+                for m in &r.members {
+                    a.opt("member", m);
+                }
+                a.opt("port", r.port)
+                    .opt("user", &r.user)
+                    .opt("flavor", value(r.flavor))
+                    .opt("source", value(r.source))
+                    .opt("max-delay-seconds", r.max_delay_seconds)
+                    .opt("segment-size-mib", r.segment_size_mib)
+                    .opt("prune-interval-seconds", r.prune_interval_seconds);
             }
         }
         a.0
@@ -360,6 +528,8 @@ mod tests {
         Backup(BackupCommand),
         #[command(subcommand)]
         Restore(RestoreCommand),
+        #[command(subcommand)]
+        Binlog(BinlogCommand),
     }
 
     fn parse(args: Vec<String>) -> Top {
@@ -491,11 +661,27 @@ mod tests {
                     any_member: false,
                 }),
                 RestoreCommand::Mysql(RestoreMysqlArgs {
-                    artifact,
+                    artifact: artifact.clone(),
                     host: "db-0.db-headless".into(),
                     port: 3307,
                     user: "root".into(),
                     flavor: FlavorArg::MySql,
+                    point: Default::default(),
+                }),
+                RestoreCommand::Mysql(RestoreMysqlArgs {
+                    artifact,
+                    host: "db-0.db-headless".into(),
+                    port: 3306,
+                    user: "root".into(),
+                    flavor: FlavorArg::MariaDb,
+                    point: Box::new(PointArgs {
+                        point_in_time: Some("2026-12-01T03:04:05.5+01:00".into()),
+                        gtid: None,
+                        archive_target: Some(target.clone()),
+                        archive_cluster: Some("db".into()),
+                        archive_namespace: Some("shop".into()),
+                        archive_pvc_root: ARCHIVE_MOUNT.into(),
+                    }),
                 }),
             ];
             for cmd in restores {
@@ -504,7 +690,64 @@ mod tests {
                     other => panic!("{other:?}"),
                 }
             }
+            for source in [ArchiveSourceArg::PreferReplica, ArchiveSourceArg::Primary] {
+                let cmd = BinlogCommand::Archive(ArchiveArgs {
+                    namespace: "shop".into(),
+                    cluster: "db".into(),
+                    target: target.clone(),
+                    pvc_root: PVC_MOUNT.into(),
+                    members: vec!["db-0.db-headless".into(), "db-1.db-headless".into()],
+                    port: 3306,
+                    user: "root".into(),
+                    flavor: FlavorArg::MySql,
+                    source,
+                    max_delay_seconds: 5,
+                    segment_size_mib: 1,
+                    prune_interval_seconds: 60,
+                });
+                match parse(cmd.to_args()) {
+                    Top::Binlog(back) => assert_eq!(back, cmd),
+                    other => panic!("{other:?}"),
+                }
+            }
         }
+    }
+
+    #[test]
+    fn a_restore_to_a_time_and_a_gtid_at_once_is_refused() {
+        let args = RestoreCommand::Mysql(RestoreMysqlArgs {
+            artifact: ArtifactArgs {
+                target: targets()[2].clone(),
+                artifact: "a".into(),
+                sha256: "ab".repeat(32),
+                pvc_root: PVC_MOUNT.into(),
+            },
+            host: "h".into(),
+            port: 3306,
+            user: "root".into(),
+            flavor: FlavorArg::MariaDb,
+            point: Box::new(PointArgs {
+                point_in_time: Some("2026-12-01T03:04:05Z".into()),
+                gtid: Some("0-1-2".into()),
+                ..Default::default()
+            }),
+        })
+        .to_args();
+        let err = Top::try_parse_from(std::iter::once("ordinal".to_string()).chain(args))
+            .expect_err("exclusive");
+        assert!(err.to_string().contains("--gtid"), "{err}");
+    }
+
+    #[test]
+    fn archive_credentials_have_their_own_names() {
+        assert_eq!(
+            archive_env(ENV_ACCESS_KEY_ID),
+            "ORDINAL_ARCHIVE_TARGET_ACCESS_KEY_ID"
+        );
+        assert_eq!(
+            archive_env(ENV_AZURE_KEY),
+            "ORDINAL_ARCHIVE_TARGET_AZURE_ACCESS_KEY"
+        );
     }
 
     #[test]

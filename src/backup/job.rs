@@ -16,7 +16,8 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
 use super::contract::{
-    ENV_ACCESS_KEY_ID, ENV_AZURE_KEY, ENV_GCS_KEY, ENV_POD_IP, ENV_SECRET_ACCESS_KEY, PVC_MOUNT,
+    ARCHIVE_MOUNT, ENV_ACCESS_KEY_ID, ENV_AZURE_KEY, ENV_GCS_KEY, ENV_POD_IP,
+    ENV_SECRET_ACCESS_KEY, PVC_MOUNT, archive_env,
 };
 use crate::api::backup::{BackupTarget, SecretKeyRef};
 
@@ -51,26 +52,49 @@ pub fn secret_env(name: &str, r: &SecretKeyRef) -> EnvVar {
 
 /// Env vars carrying the target's credentials (from its Secret references).
 pub fn target_env(target: &BackupTarget) -> Vec<EnvVar> {
+    target_env_named(target, |k| k.to_string())
+}
+
+/// Env vars carrying a binlog archive target's credentials next to a base
+/// backup's in a restore Job ([`archive_env`] names).
+pub fn archive_target_env(target: &BackupTarget) -> Vec<EnvVar> {
+    target_env_named(target, archive_env)
+}
+
+fn target_env_named(target: &BackupTarget, name: impl Fn(&str) -> String) -> Vec<EnvVar> {
     let mut env = Vec::new();
     if let Some(s3) = &target.s3 {
-        env.push(secret_env(ENV_ACCESS_KEY_ID, &s3.access_key_id));
-        env.push(secret_env(ENV_SECRET_ACCESS_KEY, &s3.secret_access_key));
+        env.push(secret_env(&name(ENV_ACCESS_KEY_ID), &s3.access_key_id));
+        env.push(secret_env(
+            &name(ENV_SECRET_ACCESS_KEY),
+            &s3.secret_access_key,
+        ));
     }
     if let Some(gcs) = &target.gcs {
-        env.push(secret_env(ENV_GCS_KEY, &gcs.service_account_key));
+        env.push(secret_env(&name(ENV_GCS_KEY), &gcs.service_account_key));
     }
     if let Some(az) = &target.azure {
-        env.push(secret_env(ENV_AZURE_KEY, &az.access_key));
+        env.push(secret_env(&name(ENV_AZURE_KEY), &az.access_key));
     }
     env
 }
 
 /// Volumes and mounts a target needs (a PVC target is mounted at /backup).
 pub fn target_volumes(target: &BackupTarget) -> (Vec<Volume>, Vec<VolumeMount>) {
+    pvc_volume(target, "backup-target", PVC_MOUNT)
+}
+
+/// Volumes and mounts a binlog archive target needs next to a base
+/// backup's (a PVC target is mounted at /archive).
+pub fn archive_volumes(target: &BackupTarget) -> (Vec<Volume>, Vec<VolumeMount>) {
+    pvc_volume(target, "archive-target", ARCHIVE_MOUNT)
+}
+
+fn pvc_volume(target: &BackupTarget, name: &str, at: &str) -> (Vec<Volume>, Vec<VolumeMount>) {
     match &target.pvc {
         Some(pvc) => (
             vec![Volume {
-                name: "backup-target".into(),
+                name: name.into(),
                 persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
                     claim_name: pvc.claim_name.clone(),
                     read_only: None,
@@ -78,12 +102,23 @@ pub fn target_volumes(target: &BackupTarget) -> (Vec<Volume>, Vec<VolumeMount>) 
                 ..Default::default()
             }],
             vec![VolumeMount {
-                name: "backup-target".into(),
-                mount_path: PVC_MOUNT.into(),
+                name: name.into(),
+                mount_path: at.into(),
                 ..Default::default()
             }],
         ),
         None => (Vec::new(), Vec::new()),
+    }
+}
+
+/// Add volumes and their mounts (in the first container) to a Job's pod.
+pub(crate) fn add_volumes(job: &mut Job, (volumes, mounts): (Vec<Volume>, Vec<VolumeMount>)) {
+    let Some(pod) = job.spec.as_mut().and_then(|s| s.template.spec.as_mut()) else {
+        return;
+    };
+    pod.volumes.get_or_insert_with(Vec::new).extend(volumes);
+    if let Some(c) = pod.containers.first_mut() {
+        c.volume_mounts.get_or_insert_with(Vec::new).extend(mounts);
     }
 }
 
@@ -112,17 +147,8 @@ pub(crate) fn job(shape: JobShape<'_>) -> Job {
         target,
         timeout_seconds,
     } = shape;
-    let (mut volumes, mut mounts) = target_volumes(target);
-    volumes.push(Volume {
-        name: "tmp".into(),
-        empty_dir: Some(EmptyDirVolumeSource::default()),
-        ..Default::default()
-    });
-    mounts.push(VolumeMount {
-        name: "tmp".into(),
-        mount_path: "/tmp".into(),
-        ..Default::default()
-    });
+    let mut pod = pod_spec(image, args, env, target);
+    pod.restart_policy = Some("Never".into());
     Job {
         metadata: ObjectMeta {
             name: Some(name),
@@ -140,40 +166,62 @@ pub(crate) fn job(shape: JobShape<'_>) -> Job {
                     labels: Some(labels),
                     ..Default::default()
                 }),
-                spec: Some(PodSpec {
-                    restart_policy: Some("Never".into()),
-                    automount_service_account_token: Some(false),
-                    enable_service_links: Some(false),
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(JOB_UID),
-                        fs_group: Some(JOB_UID),
-                        ..Default::default()
-                    }),
-                    containers: vec![Container {
-                        name: "ordinal".into(),
-                        image: Some(image.into()),
-                        args: Some(args),
-                        env: Some(env),
-                        volume_mounts: Some(mounts),
-                        termination_message_policy: Some("FallbackToLogsOnError".into()),
-                        security_context: Some(SecurityContext {
-                            allow_privilege_escalation: Some(false),
-                            read_only_root_filesystem: Some(true),
-                            capabilities: Some(Capabilities {
-                                drop: Some(vec!["ALL".into()]),
-                                add: None,
-                            }),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }],
-                    volumes: Some(volumes),
-                    ..Default::default()
-                }),
+                spec: Some(pod),
             },
             ..Default::default()
         }),
+        ..Default::default()
+    }
+}
+
+/// The pod every Job and the binlog archiver run: the operator image as a
+/// non-root user, read-only root filesystem, no API access, the target's
+/// volume and a scratch /tmp.
+pub(crate) fn pod_spec(
+    image: &str,
+    args: Vec<String>,
+    env: Vec<EnvVar>,
+    target: &BackupTarget,
+) -> PodSpec {
+    let (mut volumes, mut mounts) = target_volumes(target);
+    volumes.push(Volume {
+        name: "tmp".into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Default::default()
+    });
+    mounts.push(VolumeMount {
+        name: "tmp".into(),
+        mount_path: "/tmp".into(),
+        ..Default::default()
+    });
+    PodSpec {
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(JOB_UID),
+            fs_group: Some(JOB_UID),
+            ..Default::default()
+        }),
+        containers: vec![Container {
+            name: "ordinal".into(),
+            image: Some(image.into()),
+            args: Some(args),
+            env: Some(env),
+            volume_mounts: Some(mounts),
+            termination_message_policy: Some("FallbackToLogsOnError".into()),
+            security_context: Some(SecurityContext {
+                allow_privilege_escalation: Some(false),
+                read_only_root_filesystem: Some(true),
+                capabilities: Some(Capabilities {
+                    drop: Some(vec!["ALL".into()]),
+                    add: None,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+        volumes: Some(volumes),
         ..Default::default()
     }
 }

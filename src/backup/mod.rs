@@ -6,8 +6,13 @@
 //! on `job`; the builders per Job kind (`backup_job`, `verify_job`,
 //! `delete_job`) on those; `run` executes the commands inside the Jobs.
 //! `binlog` (the archive's segment format and manifests) is a leaf;
-//! `binlog_archive` and `binlog_replay` build on it and nothing imports them.
+//! `binlog_archive` and `binlog_replay` build on it; `archiver` (the
+//! `ordinal binlog archive` process) runs `binlog_archive`, `run` runs
+//! `binlog_replay` after a restore's load; `archive_deployment` builds the
+//! archiver's Deployment from `contract` and `job`.
 
+pub mod archive_deployment;
+pub mod archiver;
 pub mod artifact;
 pub mod backup_job;
 pub mod binlog;

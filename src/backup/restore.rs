@@ -7,8 +7,8 @@ use k8s_openapi::api::core::v1::{Container, VolumeMount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
 use super::contract::{
-    ArtifactArgs, ENV_DB_PASSWORD, MYSQL_ARTIFACT, PVC_MOUNT, REDIS_ARTIFACT, RestoreCommand,
-    RestoreMysqlArgs, RestoreRedisArgs,
+    ARCHIVE_MOUNT, ArtifactArgs, ENV_DB_PASSWORD, MYSQL_ARTIFACT, PVC_MOUNT, PointArgs,
+    REDIS_ARTIFACT, RestoreCommand, RestoreMysqlArgs, RestoreRedisArgs,
 };
 use super::job::{self, JobShape};
 use super::target;
@@ -115,6 +115,30 @@ pub fn redis_init_step(
     }
 }
 
+/// Where a point-in-time restore replays archived binlogs to, and from
+/// which archive.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RestorePoint {
+    /// RFC 3339 time, or
+    pub point_in_time: Option<String>,
+    /// one GTID.
+    pub gtid: Option<String>,
+    pub archive_target: BackupTarget,
+    /// The cluster whose archive is read (the one the Backup was taken of).
+    pub archive_cluster: String,
+}
+
+impl RestorePoint {
+    /// The point as a user names it.
+    pub fn describe(&self) -> String {
+        match (&self.point_in_time, &self.gtid) {
+            (Some(t), _) => t.clone(),
+            (None, Some(g)) => format!("GTID {g}"),
+            (None, None) => "the end of the archive".into(),
+        }
+    }
+}
+
 /// Everything the MySQL restore Job needs.
 pub struct MySqlRestore<'a> {
     pub cluster: &'a str,
@@ -126,6 +150,8 @@ pub struct MySqlRestore<'a> {
     pub flavor: MySqlFlavor,
     pub root_secret: SecretKeyRef,
     pub source: &'a StoredArtifact,
+    /// Replay archived binlogs after the base, up to this point.
+    pub point: Option<&'a RestorePoint>,
 }
 
 /// Job name of a cluster's restore.
@@ -135,18 +161,44 @@ pub fn mysql_job_name(cluster: &str) -> String {
 
 /// The Job loading a dump into the first member before replication starts.
 pub fn mysql_restore_job(p: &MySqlRestore<'_>) -> Job {
+    // An archive on the claim the base backup is read from is read through
+    // the same mount.
+    let shared_claim = p.point.is_some_and(|pt| {
+        matches!((&pt.archive_target.pvc, &p.source.target.pvc),
+            (Some(a), Some(b)) if a.claim_name == b.claim_name)
+    });
+    let archive_root = if shared_claim {
+        PVC_MOUNT
+    } else {
+        ARCHIVE_MOUNT
+    };
     let args = RestoreCommand::Mysql(RestoreMysqlArgs {
         artifact: p.source.args(),
         host: p.host.clone(),
         port: 3306,
         user: "root".into(),
         flavor: p.flavor.into(),
+        point: Box::new(
+            p.point
+                .map(|pt| PointArgs {
+                    point_in_time: pt.point_in_time.clone(),
+                    gtid: pt.gtid.clone(),
+                    archive_target: Some(pt.archive_target.clone()),
+                    archive_cluster: Some(pt.archive_cluster.clone()),
+                    archive_namespace: Some(p.namespace.to_string()),
+                    archive_pvc_root: archive_root.into(),
+                })
+                .unwrap_or_default(),
+        ),
     })
     .to_args();
     let mut env = vec![job::secret_env(ENV_DB_PASSWORD, &p.root_secret)];
     env.extend(job::target_env(&p.source.target));
+    if let Some(pt) = p.point {
+        env.extend(job::archive_target_env(&pt.archive_target));
+    }
     let labels = job::labels("restore", "app.kubernetes.io/instance", p.cluster);
-    job::job(JobShape {
+    let mut restore = job::job(JobShape {
         name: mysql_job_name(p.cluster),
         namespace: p.namespace,
         owner: p.owner.clone(),
@@ -156,7 +208,13 @@ pub fn mysql_restore_job(p: &MySqlRestore<'_>) -> Job {
         env,
         target: &p.source.target,
         timeout_seconds: job::DEFAULT_TIMEOUT_SECONDS * 6,
-    })
+    });
+    if let Some(pt) = p.point
+        && !shared_claim
+    {
+        job::add_volumes(&mut restore, job::archive_volumes(&pt.archive_target));
+    }
+    restore
 }
 
 #[cfg(test)]
@@ -192,6 +250,90 @@ mod tests {
             ..Default::default()
         });
         b
+    }
+
+    #[test]
+    fn a_point_in_time_restore_job_reads_the_archive_with_its_own_credentials() {
+        use crate::api::backup::{S3Target, SecretKeyRef};
+        let mut b = backup(BackupPhase::Succeeded);
+        b.spec.cluster.kind = ClusterKind::MySQLCluster;
+        let src = source_of(&b, "shop", ClusterKind::MySQLCluster).expect("usable");
+        let s3 = BackupTarget {
+            s3: Some(S3Target {
+                bucket: "archive".into(),
+                prefix: None,
+                endpoint: None,
+                region: None,
+                force_path_style: false,
+                access_key_id: SecretKeyRef {
+                    name: "a".into(),
+                    key: "id".into(),
+                },
+                secret_access_key: SecretKeyRef {
+                    name: "a".into(),
+                    key: "secret".into(),
+                },
+            }),
+            gcs: None,
+            azure: None,
+            pvc: None,
+        };
+        let job_with = |archive_target: BackupTarget| {
+            let point = RestorePoint {
+                point_in_time: Some("2026-12-01T03:04:05Z".into()),
+                gtid: None,
+                archive_target,
+                archive_cluster: "cache".into(),
+            };
+            let job = mysql_restore_job(&MySqlRestore {
+                cluster: "copy",
+                namespace: "shop",
+                owner: Default::default(),
+                image: "ordinal:dev",
+                host: "copy-0".into(),
+                flavor: MySqlFlavor::MariaDB,
+                root_secret: SecretKeyRef {
+                    name: "copy-auth".into(),
+                    key: "root-password".into(),
+                },
+                source: &src,
+                point: Some(&point),
+            });
+            job.spec.and_then(|s| s.template.spec).expect("pod")
+        };
+        let pod = job_with(s3);
+        let c = &pod.containers[0];
+        let args = c.args.clone().expect("args").join(" ");
+        assert!(
+            args.contains("--point-in-time=2026-12-01T03:04:05Z")
+                && args.contains("--archive-cluster=cache")
+                && args.contains("--archive-namespace=shop"),
+            "{args}"
+        );
+        let env: Vec<String> = c
+            .env
+            .clone()
+            .expect("env")
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert!(
+            env.contains(&"ORDINAL_ARCHIVE_TARGET_ACCESS_KEY_ID".to_string()),
+            "{env:?}"
+        );
+        // The same claim as the base backup: one volume, read at /backup.
+        let pvc = b.spec.target.clone();
+        let pod = job_with(pvc);
+        let args = pod.containers[0].args.clone().expect("args").join(" ");
+        assert!(args.contains("--archive-pvc-root=/backup"), "{args}");
+        assert_eq!(
+            pod.volumes
+                .unwrap_or_default()
+                .iter()
+                .filter(|v| v.persistent_volume_claim.is_some())
+                .count(),
+            1
+        );
     }
 
     #[test]

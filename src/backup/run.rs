@@ -9,9 +9,10 @@ use anyhow::{Context as _, bail};
 use chrono::Utc;
 
 use super::artifact::{self, DumpReport, FORMAT_VERSION, Manifest};
+use super::binlog_replay::StopAt;
 use super::contract::{
-    BackupCommand, ENV_DB_PASSWORD, EngineArg, MYSQL_ARTIFACT, REDIS_ARTIFACT, RestoreCommand,
-    RunArgs, VerifyArgs,
+    BackupCommand, ENV_DB_PASSWORD, EngineArg, MYSQL_ARTIFACT, PointArgs, REDIS_ARTIFACT,
+    RestoreCommand, RunArgs, VerifyArgs,
 };
 use super::target::{self, Target, TargetCredentials};
 use crate::api::backup::BackupTarget;
@@ -218,6 +219,8 @@ pub async fn restore(cmd: RestoreCommand) -> anyhow::Result<()> {
                 }
             };
             let opts = crate::mysql::backup::RestoreOptions::default();
+            // Bad point arguments are refused before anything is loaded.
+            let point = replay_plan(&args.point, endpoint.flavor)?;
             let r = crate::mysql::backup::restore_verified(
                 open,
                 &args.artifact.sha256,
@@ -226,9 +229,64 @@ pub async fn restore(cmd: RestoreCommand) -> anyhow::Result<()> {
             )
             .await?;
             println!("restored {} rows; GTID position {}", r.rows, r.gtid);
+            if let Some((target, dir, stop)) = point {
+                let done = super::binlog_replay::replay(
+                    &endpoint,
+                    &target,
+                    &dir,
+                    &r.gtid,
+                    &stop,
+                    &Default::default(),
+                )
+                .await
+                .with_context(|| format!("replay the binlog archive {dir} to {stop:?}"))?;
+                println!(
+                    "replayed {} transactions from {} segments ({} already in the base); last GTID {}, GTID position {}",
+                    done.transactions,
+                    done.segments,
+                    done.skipped,
+                    done.last_gtid.as_deref().unwrap_or("-"),
+                    done.position
+                );
+            }
             Ok(())
         }
     }
+}
+
+/// The archive and the stop point of a point-in-time restore (None: the
+/// base backup only).
+fn replay_plan(
+    p: &PointArgs,
+    flavor: crate::api::MySqlFlavor,
+) -> anyhow::Result<Option<(Target, object_store::path::Path, StopAt)>> {
+    let stop = match (&p.point_in_time, &p.gtid) {
+        (Some(t), _) => StopAt::Time(
+            chrono::DateTime::parse_from_rfc3339(t)
+                .with_context(|| format!("--point-in-time {t:?} is not an RFC 3339 time"))?
+                .with_timezone(&Utc),
+        ),
+        (None, Some(g)) => {
+            super::binlog::normalize(flavor, g)
+                .with_context(|| format!("--gtid {g:?} is not a {flavor:?} GTID"))?;
+            StopAt::Gtid(g.clone())
+        }
+        (None, None) => return Ok(None),
+    };
+    let (Some(t), Some(cluster), Some(ns)) =
+        (&p.archive_target, &p.archive_cluster, &p.archive_namespace)
+    else {
+        bail!(
+            "a restore to a point needs --archive-target, --archive-cluster and --archive-namespace"
+        );
+    };
+    let target = target::open(
+        t,
+        &TargetCredentials::from_archive_env(),
+        &p.archive_pvc_root,
+    )?;
+    let dir = super::binlog::archive_dir(&target.prefix, ns, cluster);
+    Ok(Some((target, dir, stop)))
 }
 
 async fn verify_redis(args: &VerifyArgs) -> anyhow::Result<String> {

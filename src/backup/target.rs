@@ -35,7 +35,17 @@ impl std::fmt::Debug for TargetCredentials {
 
 impl TargetCredentials {
     pub fn from_env() -> Self {
-        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        Self::from_env_named(|k| k.to_string())
+    }
+
+    /// The binlog archive target's credentials in a restore Job
+    /// ([`super::contract::archive_env`] names).
+    pub fn from_archive_env() -> Self {
+        Self::from_env_named(super::contract::archive_env)
+    }
+
+    fn from_env_named(name: impl Fn(&str) -> String) -> Self {
+        let var = |k: &str| std::env::var(name(k)).ok().filter(|v| !v.is_empty());
         Self {
             access_key_id: var(ENV_ACCESS_KEY_ID),
             secret_access_key: var(ENV_SECRET_ACCESS_KEY),

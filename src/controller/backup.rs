@@ -8,9 +8,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType as KubeEventType;
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
@@ -19,6 +18,7 @@ use serde::Serialize;
 use tracing::{info, instrument};
 
 use super::cluster::{FIELD_MANAGER, publish};
+use super::common::job_report;
 use super::context::{Context, Error, KubeContext};
 use super::kinds::ClusterResource;
 use super::status::{set_condition, to_time};
@@ -311,23 +311,6 @@ async fn start(
     )
     .await;
     Ok(Action::requeue(Duration::from_secs(5)))
-}
-
-/// The termination message of the Job's pod: a manifest on success, an error otherwise.
-async fn job_report(job: &str, ns: &str, ctx: &Context) -> Result<Option<String>, Error> {
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-    let list = pods
-        .list(&ListParams::default().labels(&format!("job-name={job}")))
-        .await
-        .context("list backup Job pods")?;
-    Ok(list.items.iter().find_map(|p| {
-        p.status
-            .as_ref()?
-            .container_statuses
-            .as_ref()?
-            .iter()
-            .find_map(|c| c.state.as_ref()?.terminated.as_ref()?.message.clone())
-    }))
 }
 
 async fn follow(

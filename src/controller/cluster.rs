@@ -36,6 +36,7 @@ use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use tracing::{info, instrument, warn};
 
+use super::archive::{self, ArchiverPlan};
 pub use super::common::{FIELD_MANAGER, FINALIZER, publish};
 use super::common::{apply_params, key_of, pod_ready};
 use super::conditions::{ConditionStatus, ConditionType, Reason};
@@ -367,6 +368,7 @@ async fn report_invalid<K: ClusterResource>(pass: &mut Pass<K>) -> Result<Action
 /// What the children are built from.
 struct Built {
     restore: RestorePlan,
+    archiver: ArchiverPlan,
     init: InitStep,
     start_members: bool,
     rendered: RenderedConfig,
@@ -383,20 +385,28 @@ async fn build<K: ClusterResource>(pass: &mut Pass<K>) -> Result<Built, Error> {
         _ => (InitStep::default(), true),
     };
     pass.obs.restore = restore.condition();
+    let archiver = archive::plan(
+        &pass.view,
+        pass.obj.binlog_archive(),
+        &pass.state,
+        &pass.ctx.settings.image,
+    );
     let rendered = pass.obj.render(&pass.view, &pass.state);
     let fingerprint = crate::resources::config::sha256_hex(
         format!(
-            "{:?}|{:?}|{:?}|{:?}|{:?}",
+            "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
             pass.obj.meta().generation,
             rendered.files,
             pass.view,
             pass.state.primary,
-            restore
+            restore,
+            archiver
         )
         .as_bytes(),
     );
     Ok(Built {
         restore,
+        archiver,
         init,
         start_members,
         rendered,
@@ -436,6 +446,12 @@ async fn apply_children<K: ClusterResource>(pass: &mut Pass<K>, built: &Built) {
         &pass.ctx,
     )
     .await;
+    let result = match result {
+        Ok(note) => archive::apply(&pass.view, &built.archiver, &pass.ctx)
+            .await
+            .map(|()| note),
+        Err(e) => Err(e),
+    };
     match result {
         Ok(note) => {
             pass.obs.storage_note = note;
@@ -522,9 +538,17 @@ async fn restore_step<K: ClusterResource>(
     built: &Built,
     pods: &BTreeMap<String, Pod>,
 ) -> Result<Option<Action>, Error> {
-    if let RestorePlan::Load(source) = &built.restore {
+    if let RestorePlan::Load(source, point) = &built.restore {
         let first_ready = pods.get(&pass.view.pod_name(0)).is_some_and(pod_ready);
-        let load = restore::load(&*pass.obj, &pass.view, source, first_ready, &pass.ctx).await?;
+        let load = restore::load(
+            &*pass.obj,
+            &pass.view,
+            source,
+            point.as_deref(),
+            first_ready,
+            &pass.ctx,
+        )
+        .await?;
         if let Some(condition) = load.hold(&source.backup) {
             pass.obs.restore = Some(condition);
             pass.persist().await?;

@@ -4,12 +4,12 @@
 //! `schedule` all depend on it and never on each other for these.
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::PatchParams;
+use kube::api::{Api, ListParams, PatchParams};
 use kube::runtime::events::{Event as KubeEvent, EventType as KubeEventType};
 use kube::{Resource, ResourceExt};
 use tracing::warn;
 
-use super::context::Context;
+use super::context::{Context, Error, KubeContext};
 
 /// Finalizer of cluster resources.
 pub const FINALIZER: &str = "ordinal.dev/cleanup";
@@ -58,4 +58,21 @@ pub fn pod_ready(pod: &Pod) -> bool {
         .and_then(|s| s.conditions.as_ref())
         .map(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
         .unwrap_or(false)
+}
+
+/// The termination message of the Job's pod: a manifest on success, an error otherwise.
+pub async fn job_report(job: &str, ns: &str, ctx: &Context) -> Result<Option<String>, Error> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let list = pods
+        .list(&ListParams::default().labels(&format!("job-name={job}")))
+        .await
+        .context(format!("list the pods of Job {job}"))?;
+    Ok(list.items.iter().find_map(|p| {
+        p.status
+            .as_ref()?
+            .container_statuses
+            .as_ref()?
+            .iter()
+            .find_map(|c| c.state.as_ref()?.terminated.as_ref()?.message.clone())
+    }))
 }

@@ -43,6 +43,10 @@ pub trait ClusterResource:
     fn render(&self, view: &ClusterView, state: &ReplicationState) -> RenderedConfig;
     fn engine_settings(&self) -> <Self::Engine as Engine>::Settings;
     fn engine(ctx: &Context) -> &Self::Engine;
+    /// Continuous binlog archiving (MySQL/MariaDB only).
+    fn binlog_archive(&self) -> Option<&crate::api::mysql::BinlogArchiveSpec> {
+        None
+    }
 }
 
 /// Accessors both cluster specs share field for field.
@@ -119,5 +123,11 @@ impl ClusterResource for MySQLCluster {
     }
     fn engine(ctx: &Context) -> &Self::Engine {
         &ctx.mysql
+    }
+    fn binlog_archive(&self) -> Option<&crate::api::mysql::BinlogArchiveSpec> {
+        self.spec
+            .backup
+            .as_ref()
+            .and_then(|b| b.binlog_archive.as_deref())
     }
 }

@@ -1,5 +1,6 @@
 //! Reconcilers and the loop that runs them.
 
+pub mod archive;
 pub mod backup;
 pub mod caches;
 pub mod cluster;

@@ -13,10 +13,10 @@ use super::common::FIELD_MANAGER;
 use super::conditions::{Cond, ConditionStatus, ConditionType, Reason};
 use super::context::{Context, Error, KubeContext};
 use super::kinds::ClusterResource;
-use crate::api::ReplicationState;
 use crate::api::backup::{Backup, ClusterKind, SecretKeyRef};
+use crate::api::{MySQLCluster, ReplicationState, RestoreSpec};
 use crate::backup::job::JobOutcome;
-use crate::backup::restore::{self, MySqlRestore, StoredArtifact};
+use crate::backup::restore::{self, MySqlRestore, RestorePoint, StoredArtifact};
 use crate::resources::statefulset::InitStep;
 use crate::resources::{ClusterView, DbKind, secret};
 
@@ -31,8 +31,9 @@ pub enum RestorePlan {
     Waiting(String),
     /// Redis: start the members with this init step.
     Init(InitStep),
-    /// MySQL: load this artifact into ordinal 0 before replication.
-    Load(Box<StoredArtifact>),
+    /// MySQL: load this artifact into ordinal 0 before replication, then
+    /// replay archived binlogs to the point, if one is asked for.
+    Load(Box<StoredArtifact>, Option<Box<RestorePoint>>),
 }
 
 impl RestorePlan {
@@ -45,7 +46,7 @@ impl RestorePlan {
                 Reason::BackupNotReady,
                 why.clone(),
             )),
-            RestorePlan::Init(_) | RestorePlan::Load(_) => Some(restore_condition(
+            RestorePlan::Init(_) | RestorePlan::Load(..) => Some(restore_condition(
                 ConditionStatus::False,
                 Reason::Restoring,
                 "restoring the backup into ordinal 0 before replication starts",
@@ -101,8 +102,57 @@ pub async fn plan<K: ClusterResource>(
             view.kind.data_dir(),
             false,
         )),
-        DbKind::MySql(_) => RestorePlan::Load(Box::new(source)),
+        DbKind::MySql(_) => {
+            let point = match restore_point(spec, &backup, &view.namespace, ctx).await? {
+                Ok(p) => p.map(Box::new),
+                Err(why) => return Ok(RestorePlan::Waiting(why)),
+            };
+            RestorePlan::Load(Box::new(source), point)
+        }
     })
+}
+
+/// The point and archive of a point-in-time restore: None without one; the
+/// reason when the archive cannot be found.
+async fn restore_point(
+    spec: &RestoreSpec,
+    backup: &Backup,
+    namespace: &str,
+    ctx: &Context,
+) -> Result<Result<Option<RestorePoint>, String>, Error> {
+    if !spec.to_a_point() {
+        return Ok(Ok(None));
+    }
+    let archive_cluster = backup.spec.cluster.name.clone();
+    let archive_target = match &spec.archive_target {
+        Some(t) => t.clone(),
+        None => {
+            let api: Api<MySQLCluster> = Api::namespaced(ctx.client.clone(), namespace);
+            let source = api
+                .get_opt(&archive_cluster)
+                .await
+                .context(format!("get MySQLCluster {archive_cluster}"))?;
+            match source
+                .as_ref()
+                .and_then(|c| c.spec.backup.as_ref())
+                .and_then(|b| b.binlog_archive.as_deref())
+            {
+                Some(a) => a.target.clone(),
+                None => {
+                    return Ok(Err(format!(
+                        "MySQLCluster {archive_cluster} (the cluster Backup {} was taken of) does not exist or archives no binlogs; set restore.archiveTarget to where its archive is",
+                        spec.backup
+                    )));
+                }
+            }
+        }
+    };
+    Ok(Ok(Some(RestorePoint {
+        point_in_time: spec.point_in_time.clone(),
+        gtid: spec.gtid.clone(),
+        archive_target,
+        archive_cluster,
+    })))
 }
 
 /// State of the MySQL restore Job, creating it once ordinal 0 is ready.
@@ -137,6 +187,7 @@ pub async fn load<K: ClusterResource>(
     obj: &K,
     view: &ClusterView,
     source: &StoredArtifact,
+    point: Option<&RestorePoint>,
     first_ready: bool,
     ctx: &Context,
 ) -> Result<LoadState, Error> {
@@ -166,6 +217,7 @@ pub async fn load<K: ClusterResource>(
                 key: secret::MYSQL_ROOT.into(),
             },
             source,
+            point,
         });
         jobs.create(
             &PostParams {
@@ -176,14 +228,28 @@ pub async fn load<K: ClusterResource>(
         )
         .await
         .context(format!("create Job {name}"))?;
-        tracing::info!(cluster = %obj.name_any(), kind = %K::kind(&()), backup = %source.backup, "restore Job created");
+        tracing::info!(cluster = %obj.name_any(), kind = %K::kind(&()), backup = %source.backup, point = ?point.map(|p| p.describe()), "restore Job created");
         return Ok(LoadState::Running);
     };
     Ok(match crate::backup::job::outcome(&job) {
         JobOutcome::Complete => LoadState::Done,
-        JobOutcome::Failed(why) => LoadState::Failed(format!(
-            "restore Job {name} failed ({why}); see its logs, delete the Job to retry"
-        )),
+        JobOutcome::Failed(why) => {
+            // The last line the Job reported (its error), e.g. a gap in the
+            // binlog archive or a point past its end.
+            let report = super::common::job_report(&name, &view.namespace, ctx)
+                .await?
+                .and_then(|m| {
+                    m.lines()
+                        .rev()
+                        .find(|l| !l.trim().is_empty())
+                        .map(str::to_string)
+                })
+                .map(|l| format!(": {}", l.trim()))
+                .unwrap_or_default();
+            LoadState::Failed(format!(
+                "restore Job {name} failed ({why}){report}; the cluster does not serve; see the Job's logs"
+            ))
+        }
         JobOutcome::Running => LoadState::Running,
     })
 }

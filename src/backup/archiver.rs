@@ -1,0 +1,230 @@
+//! `ordinal binlog archive`: the long-running process of a cluster's binlog
+//! archiver Deployment. It picks a member (a read-only one first for
+//! `PreferReplica`), streams its binlogs into the archive
+//! ([`super::binlog_archive::archive`]) until the stream ends or SIGTERM
+//! arrives, and starts again — on the next candidate after a failure —
+//! resuming from the last stored segment. An empty archive starts at the
+//! source's current GTID position. Every `--prune-interval-seconds` it
+//! deletes the leading segments the oldest base backup stored on the same
+//! target (its `manifest.json` under `<prefix>/<namespace>/<cluster>/`) no
+//! longer needs.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use mysql_async::prelude::Queryable;
+use object_store::path::Path;
+use tokio_util::sync::CancellationToken;
+
+use super::artifact;
+use super::binlog::{self, ARCHIVE_DIR};
+use super::binlog_archive::{ArchiveOptions, archive};
+use super::contract::{ArchiveArgs, ArchiveSourceArg, ENV_DB_PASSWORD};
+use super::target::{self, Target, TargetCredentials};
+use crate::api::MySqlFlavor;
+use crate::mysql::backup::Endpoint;
+use crate::mysql::observe::{Login, connect};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pause after a failed or ended run before the next candidate is tried.
+const RETRY: Duration = Duration::from_secs(2);
+
+/// Run until SIGTERM / SIGINT; returns after storing what is complete.
+pub async fn run(args: ArchiveArgs) -> anyhow::Result<()> {
+    let password =
+        std::env::var(ENV_DB_PASSWORD).with_context(|| format!("{ENV_DB_PASSWORD} is not set"))?;
+    let login = Login {
+        user: args.user.clone(),
+        password,
+    };
+    let flavor: MySqlFlavor = args.flavor.into();
+    let target = target::open(&args.target, &TargetCredentials::from_env(), &args.pvc_root)?;
+    let dir = binlog::archive_dir(&target.prefix, &args.namespace, &args.cluster);
+    let stop = CancellationToken::new();
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("stopping: storing what is complete");
+            stop.cancel();
+        });
+    }
+    {
+        let (target, stop, args) = (target.clone(), stop.clone(), args.clone());
+        tokio::spawn(async move { prune_loop(&target, &args, flavor, stop).await });
+    }
+    let opts = ArchiveOptions {
+        max_delay: Duration::from_secs(args.max_delay_seconds.max(1)),
+        max_segment_bytes: (args.segment_size_mib.max(1) as usize) << 20,
+        ..Default::default()
+    };
+    let mut failures = 0usize;
+    while !stop.is_cancelled() {
+        let candidates = candidates(&args, &login).await;
+        let Some(host) = candidates.get(failures % candidates.len().max(1)).cloned() else {
+            tracing::warn!(members = ?args.members, "no member answers; retrying");
+            sleep_or_stop(RETRY, &stop).await;
+            continue;
+        };
+        let source = Endpoint {
+            host: host.clone(),
+            port: args.port,
+            login: login.clone(),
+            flavor,
+        };
+        let start = match current_position(&source).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(%host, error = format!("{e:#}"), "cannot read the GTID position");
+                failures += 1;
+                sleep_or_stop(RETRY, &stop).await;
+                continue;
+            }
+        };
+        tracing::info!(%host, "archiving binlogs");
+        match archive(&source, &target, &dir, Some(&start), &opts, stop.clone()).await {
+            Ok(s) => {
+                failures = 0;
+                tracing::info!(%host, segments = s.segments, transactions = s.transactions, position = %s.position, "archive run ended");
+            }
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(%host, error = %e, "archive run failed; resuming from the archive");
+            }
+        }
+        sleep_or_stop(RETRY, &stop).await;
+    }
+    Ok(())
+}
+
+/// Members in the order they are tried: for `PreferReplica` the read-only
+/// members that answer, then the writable one; for `Primary` only the
+/// writable one.
+async fn candidates(args: &ArchiveArgs, login: &Login) -> Vec<String> {
+    let mut read_only = Vec::new();
+    let mut writable = Vec::new();
+    for host in &args.members {
+        let Ok(mut c) = connect(host, args.port, login, CONNECT_TIMEOUT).await else {
+            continue;
+        };
+        let ro: Result<Option<i64>, _> = c.query_first("SELECT @@GLOBAL.read_only").await;
+        let _ = c.disconnect().await;
+        match ro {
+            Ok(Some(0)) => writable.push(host.clone()),
+            Ok(Some(_)) => read_only.push(host.clone()),
+            _ => {}
+        }
+    }
+    match args.source {
+        ArchiveSourceArg::PreferReplica => read_only.into_iter().chain(writable).collect(),
+        ArchiveSourceArg::Primary => writable,
+    }
+}
+
+/// The source's GTID position: where an empty archive starts.
+async fn current_position(source: &Endpoint) -> anyhow::Result<String> {
+    let mut c = connect(&source.host, source.port, &source.login, CONNECT_TIMEOUT).await?;
+    let sql = match source.flavor {
+        MySqlFlavor::MariaDB => "SELECT @@GLOBAL.gtid_binlog_pos",
+        MySqlFlavor::MySQL => "SELECT @@GLOBAL.gtid_executed",
+    };
+    let pos: Option<String> = c
+        .query_first(sql)
+        .await
+        .with_context(|| format!("{sql} on {}", source.host))?;
+    let _ = c.disconnect().await;
+    Ok(pos.unwrap_or_default().replace(['\n', ' '], ""))
+}
+
+async fn prune_loop(
+    target: &Target,
+    args: &ArchiveArgs,
+    flavor: MySqlFlavor,
+    stop: CancellationToken,
+) {
+    let every = Duration::from_secs(args.prune_interval_seconds.max(10));
+    loop {
+        match prune_once(target, args, flavor).await {
+            Ok(Some((base, n))) if n > 0 => {
+                tracing::info!(pruned = n, oldest_base = %base, "pruned binlog segments no base backup needs")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(
+                error = format!("{e:#}"),
+                "pruning the binlog archive failed"
+            ),
+        }
+        if sleep_or_stop(every, &stop).await {
+            return;
+        }
+    }
+}
+
+/// Prune before the oldest MySQL base backup of the cluster on the target;
+/// nothing without one. Returns that backup's position and the count.
+async fn prune_once(
+    target: &Target,
+    args: &ArchiveArgs,
+    flavor: MySqlFlavor,
+) -> anyhow::Result<Option<(String, u64)>> {
+    let cluster_dir = cluster_dir(&target.prefix, &args.namespace, &args.cluster);
+    let listing = target
+        .store
+        .list_with_delimiter(Some(&cluster_dir))
+        .await
+        .with_context(|| format!("list {cluster_dir}"))?;
+    let mut oldest: Option<artifact::Manifest> = None;
+    for dir in listing.common_prefixes {
+        if dir.filename() == Some(ARCHIVE_DIR) {
+            continue;
+        }
+        let Ok(m) = artifact::read_manifest(target, &dir).await else {
+            continue;
+        };
+        if m.engine != "mysql" || m.position.is_empty() {
+            continue;
+        }
+        if oldest
+            .as_ref()
+            .is_none_or(|o| m.completed_at < o.completed_at)
+        {
+            oldest = Some(m);
+        }
+    }
+    let Some(base) = oldest else {
+        return Ok(None);
+    };
+    let dir = binlog::archive_dir(&target.prefix, &args.namespace, &args.cluster);
+    let n = binlog::prune(target, &dir, flavor, &base.position).await?;
+    Ok(Some((base.position, n)))
+}
+
+/// `<prefix>/<namespace>/<cluster>`: where the cluster's backups and archive live.
+fn cluster_dir(prefix: &Path, namespace: &str, cluster: &str) -> Path {
+    let mut parts: Vec<String> = prefix.parts().map(|p| p.as_ref().to_string()).collect();
+    parts.extend([namespace.to_string(), cluster.to_string()]);
+    Path::from_iter(parts)
+}
+
+/// Sleep; true when stopped meanwhile.
+async fn sleep_or_stop(d: Duration, stop: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => stop.is_cancelled(),
+        _ = stop.cancelled() => true,
+    }
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {},
+                _ = term.recv() => {},
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+}
