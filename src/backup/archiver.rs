@@ -228,3 +228,153 @@ async fn wait_for_signal() {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::backup::{BackupTarget, PvcTarget};
+    use crate::backup::binlog::{SegmentManifest, list_manifests, put_segment, segment_name};
+    use crate::backup::contract::FlavorArg;
+    use object_store::{ObjectStoreExt, PutPayload};
+
+    fn args(target: BackupTarget) -> ArchiveArgs {
+        ArchiveArgs {
+            namespace: "shop".into(),
+            cluster: "db".into(),
+            target,
+            pvc_root: PVC_ROOT_UNUSED.into(),
+            members: vec!["db-0".into()],
+            port: 3306,
+            user: "root".into(),
+            flavor: FlavorArg::MariaDb,
+            source: ArchiveSourceArg::PreferReplica,
+            max_delay_seconds: 1,
+            segment_size_mib: 1,
+            prune_interval_seconds: 60,
+        }
+    }
+    const PVC_ROOT_UNUSED: &str = "/nonexistent";
+
+    /// Segment n holds the transactions seq 10n-9 ..= 10n of domain 0.
+    async fn segment(target: &Target, dir: &Path, n: u64) {
+        let pos = |s: u64| format!("0-100-{s}");
+        put_segment(target, dir, n, b"\xfebin", |sha256, size| SegmentManifest {
+            format_version: crate::backup::binlog::SEGMENT_FORMAT,
+            flavor: "MariaDB".into(),
+            number: n,
+            object: segment_name(n),
+            start_position: pos(10 * (n - 1)),
+            end_position: pos(10 * n),
+            first_gtid: pos(10 * n - 9),
+            last_gtid: pos(10 * n),
+            first_timestamp: 0,
+            last_timestamp: 0,
+            transactions: 10,
+            events: 1,
+            raw_bytes: 4,
+            size_bytes: size,
+            sha256,
+            source: "db-1:3306".into(),
+            archived_at: "2026-12-01T00:00:00Z".into(),
+        })
+        .await
+        .expect("segment");
+    }
+
+    async fn base(target: &Target, name: &str, engine: &str, position: &str, completed: &str) {
+        let dir = target::backup_dir(&target.prefix, "shop", "db", name);
+        let m = artifact::Manifest {
+            format_version: 1,
+            engine: engine.into(),
+            namespace: "shop".into(),
+            cluster: "db".into(),
+            backup: name.into(),
+            artifact: "x".into(),
+            location: "pvc".into(),
+            size_bytes: 1,
+            raw_bytes: 1,
+            sha256: "ab".repeat(32),
+            position: position.into(),
+            source: "db-1".into(),
+            rows: Some(1),
+            completed_at: completed.into(),
+        };
+        target
+            .store
+            .put(
+                &dir.join(artifact::MANIFEST),
+                PutPayload::from(serde_json::to_vec(&m).expect("json")),
+            )
+            .await
+            .expect("manifest");
+    }
+
+    #[tokio::test]
+    async fn segments_before_the_oldest_base_backup_on_the_target_are_pruned() {
+        let root = tempfile::tempdir().expect("dir");
+        let spec = BackupTarget {
+            s3: None,
+            gcs: None,
+            azure: None,
+            pvc: Some(PvcTarget {
+                claim_name: "backups".into(),
+                path: Some("manual".into()),
+            }),
+        };
+        let target =
+            target::open(&spec, &TargetCredentials::default(), root.path()).expect("target");
+        let a = args(spec);
+        let dir = binlog::archive_dir(&target.prefix, "shop", "db");
+        for n in 1..=5 {
+            segment(&target, &dir, n).await;
+        }
+        // No base backup: nothing goes.
+        assert_eq!(
+            prune_once(&target, &a, MySqlFlavor::MariaDB)
+                .await
+                .expect("prune"),
+            None
+        );
+        assert_eq!(list_manifests(&target, &dir).await.expect("list").len(), 5);
+        // The oldest MySQL base (by completion) is at seq 25: segments 1 and
+        // 2 end at or before it; 3 holds transactions after it and stays.
+        // A Redis backup of the same name is no base.
+        base(
+            &target,
+            "newer",
+            "mysql",
+            "0-100-41",
+            "2026-12-01T02:00:00Z",
+        )
+        .await;
+        base(
+            &target,
+            "older",
+            "mysql",
+            "0-100-25",
+            "2026-12-01T01:00:00Z",
+        )
+        .await;
+        base(&target, "cache", "redis", "abc:1", "2026-11-01T00:00:00Z").await;
+        assert_eq!(
+            prune_once(&target, &a, MySqlFlavor::MariaDB)
+                .await
+                .expect("prune"),
+            Some(("0-100-25".into(), 2))
+        );
+        let left: Vec<u64> = list_manifests(&target, &dir)
+            .await
+            .expect("list")
+            .into_keys()
+            .collect();
+        assert_eq!(left, [3, 4, 5]);
+        let segments = std::fs::read_dir(root.path().join("manual/shop/db/binlog"))
+            .expect("archive dir")
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".zst"))
+            })
+            .count();
+        assert_eq!(segments, 3, "each pruned manifest's segment went too");
+    }
+}

@@ -76,3 +76,82 @@ pub async fn apply(view: &ClusterView, plan: &ArchiverPlan, ctx: &Context) -> Re
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::MySqlFlavor;
+    use crate::api::backup::{BackupTarget, PvcTarget};
+
+    fn view(kind: DbKind, replicas: i32) -> ClusterView {
+        ClusterView {
+            kind,
+            name: "db".into(),
+            namespace: "shop".into(),
+            owner: Default::default(),
+            replicas,
+            template: serde_json::from_value(serde_json::json!({})).expect("template"),
+            storage: serde_json::from_value(serde_json::json!({})).expect("storage"),
+            secret_name: "db-auth".into(),
+            cluster_domain: "cluster.local".into(),
+        }
+    }
+
+    fn spec() -> BinlogArchiveSpec {
+        BinlogArchiveSpec {
+            target: BackupTarget {
+                s3: None,
+                gcs: None,
+                azure: None,
+                pvc: Some(PvcTarget {
+                    claim_name: "backups".into(),
+                    path: None,
+                }),
+            },
+            max_delay_seconds: 60,
+            segment_size_mib: 16,
+            source: Default::default(),
+        }
+    }
+
+    #[test]
+    fn an_archiver_runs_only_for_a_bootstrapped_mysql_cluster_that_asks_for_one() {
+        let bootstrapped = ReplicationState {
+            primary: Some(1),
+            ..Default::default()
+        };
+        let mysql = view(DbKind::MySql(MySqlFlavor::MariaDB), 3);
+        assert_eq!(
+            plan(&view(DbKind::Redis, 3), Some(&spec()), &bootstrapped, "i"),
+            ArchiverPlan::NotApplicable
+        );
+        assert_eq!(
+            plan(&mysql, None, &bootstrapped, "i"),
+            ArchiverPlan::Absent,
+            "not asked for: removed"
+        );
+        assert_eq!(
+            plan(&mysql, Some(&spec()), &ReplicationState::default(), "i"),
+            ArchiverPlan::Absent,
+            "not before bootstrap (a restore would move the GTID position under it)"
+        );
+        let ArchiverPlan::Run(d) = plan(&mysql, Some(&spec()), &bootstrapped, "i") else {
+            panic!("runs");
+        };
+        let args = d
+            .spec
+            .and_then(|s| s.template.spec)
+            .map(|p| p.containers[0].args.clone().unwrap_or_default())
+            .unwrap_or_default();
+        let members: Vec<&String> = args.iter().filter(|a| a.starts_with("--member=")).collect();
+        assert_eq!(
+            members,
+            [
+                "--member=db-0.db-headless.shop.svc.cluster.local",
+                "--member=db-1.db-headless.shop.svc.cluster.local",
+                "--member=db-2.db-headless.shop.svc.cluster.local"
+            ],
+            "every member a candidate, whatever the roles (no rollout on a failover)"
+        );
+    }
+}
