@@ -852,6 +852,25 @@ async fn point_in_time_recovery(
     )
     .await;
 
+    step("the cluster's status shows the archive");
+    let archive = eventually(
+        "status.binlogArchive with a last GTID",
+        Duration::from_secs(90),
+        || async {
+            let a = my.get("db").await.ok()?.status?.binlog_archive?;
+            (a.last_gtid.is_some() && a.last_commit_time.is_some()).then_some(a)
+        },
+    )
+    .await;
+    assert!(archive.error.is_none(), "{archive:?}");
+    assert!(
+        archive
+            .last_commit_time
+            .as_deref()
+            .is_some_and(|t| chrono::DateTime::parse_from_rfc3339(t).is_ok()),
+        "{archive:?}"
+    );
+
     step("restore to T (a time between ids 10 and 11) and to a time past the archive");
     let at = chrono::DateTime::from_timestamp(t, 500_000_000)
         .expect("time")

@@ -571,6 +571,31 @@ pub struct ReplicationState {
     pub replaced_primaries: Vec<i32>,
 }
 
+/// The binlog archive as its archiver last reported (MySQLCluster with
+/// `spec.backup.binlogArchive`). Polled about twice a minute; written with
+/// other status changes, when the archive starts or stops failing, and when
+/// its last commit moved into a later ten minutes — not with every segment.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BinlogArchiveStatus {
+    /// GTID of the last archived transaction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_gtid: Option<String>,
+    /// GTID position the archive ends at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<String>,
+    /// Commit time of the last archived transaction (RFC 3339): the latest
+    /// `restore.pointInTime` the archive reaches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_commit_time: Option<String>,
+    /// When the last segment was stored (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archived_at: Option<String>,
+    /// Why the archiver's last run failed, until it stores a segment again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// Status shared by `RedisReplication` and `MySQLCluster`.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -607,6 +632,9 @@ pub struct ClusterStatus {
     /// A member being wiped and re-seeded (annotation `ordinal.dev/replace`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replacement: Option<ReplacementStatus>,
+    /// MySQLCluster: the binlog archive (`spec.backup.binlogArchive`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binlog_archive: Option<BinlogArchiveStatus>,
 }
 
 /// A member replacement in progress.

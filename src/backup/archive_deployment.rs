@@ -10,7 +10,9 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy}
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 
-use super::contract::{ArchiveArgs, BinlogCommand, ENV_DB_PASSWORD, PVC_MOUNT};
+use super::contract::{
+    ARCHIVE_STATUS_PORT, ArchiveArgs, BinlogCommand, ENV_DB_PASSWORD, PVC_MOUNT,
+};
 use super::job;
 use crate::api::MySqlFlavor;
 use crate::api::backup::SecretKeyRef;
@@ -54,6 +56,7 @@ pub fn command(a: &Archiver<'_>) -> BinlogCommand {
         max_delay_seconds: a.spec.max_delay_seconds.max(1) as u64,
         segment_size_mib: a.spec.segment_size_mib.max(1) as u64,
         prune_interval_seconds: 600,
+        status_port: ARCHIVE_STATUS_PORT,
     })
 }
 

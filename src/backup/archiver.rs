@@ -9,6 +9,7 @@
 //! target (its `manifest.json` under `<prefix>/<namespace>/<cluster>/`) no
 //! longer needs.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -19,7 +20,9 @@ use tokio_util::sync::CancellationToken;
 use super::artifact;
 use super::binlog::{self, ARCHIVE_DIR};
 use super::binlog_archive::{ArchiveOptions, archive};
-use super::contract::{ArchiveArgs, ArchiveSourceArg, ENV_DB_PASSWORD};
+use super::contract::{
+    ARCHIVE_STATUS_PATH, ArchiveArgs, ArchiveReport, ArchiveSourceArg, ENV_DB_PASSWORD,
+};
 use super::target::{self, Target, TargetCredentials};
 use crate::api::MySqlFlavor;
 use crate::mysql::backup::Endpoint;
@@ -53,16 +56,51 @@ pub async fn run(args: ArchiveArgs) -> anyhow::Result<()> {
         let (target, stop, args) = (target.clone(), stop.clone(), args.clone());
         tokio::spawn(async move { prune_loop(&target, &args, flavor, stop).await });
     }
+    let report = Arc::new(Mutex::new(ArchiveReport::default()));
+    let last = binlog::list_manifests(&target, &dir)
+        .await
+        .ok()
+        .and_then(|m| m.into_values().next_back());
+    let (progress, mut stored) = tokio::sync::watch::channel(last);
+    {
+        let report = report.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Some(m) = stored.borrow_and_update().clone() {
+                    let mut r = report.lock().unwrap_or_else(|e| e.into_inner());
+                    *r = ArchiveReport {
+                        last_segment: Some(m.number),
+                        last_gtid: Some(m.last_gtid),
+                        position: Some(m.end_position),
+                        last_commit: Some(m.last_timestamp),
+                        archived_at: Some(m.archived_at),
+                        error: None,
+                    };
+                }
+                if stored.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    if args.status_port != 0 {
+        serve_status(args.status_port, report.clone(), stop.clone()).await?;
+    }
     let opts = ArchiveOptions {
         max_delay: Duration::from_secs(args.max_delay_seconds.max(1)),
         max_segment_bytes: (args.segment_size_mib.max(1) as usize) << 20,
+        progress: Some(Arc::new(progress)),
         ..Default::default()
+    };
+    let failed = |why: String| {
+        report.lock().unwrap_or_else(|e| e.into_inner()).error = Some(why);
     };
     let mut failures = 0usize;
     while !stop.is_cancelled() {
         let candidates = candidates(&args, &login).await;
         let Some(host) = candidates.get(failures % candidates.len().max(1)).cloned() else {
             tracing::warn!(members = ?args.members, "no member answers; retrying");
+            failed(format!("no member answers as a source ({:?})", args.source));
             sleep_or_stop(RETRY, &stop).await;
             continue;
         };
@@ -76,6 +114,7 @@ pub async fn run(args: ArchiveArgs) -> anyhow::Result<()> {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(%host, error = format!("{e:#}"), "cannot read the GTID position");
+                failed(format!("{host}: {e:#}"));
                 failures += 1;
                 sleep_or_stop(RETRY, &stop).await;
                 continue;
@@ -89,11 +128,45 @@ pub async fn run(args: ArchiveArgs) -> anyhow::Result<()> {
             }
             Err(e) => {
                 failures += 1;
+                failed(format!("{host}: {e}"));
                 tracing::warn!(%host, error = %e, "archive run failed; resuming from the archive");
             }
         }
         sleep_or_stop(RETRY, &stop).await;
     }
+    Ok(())
+}
+
+/// `GET /status` on all addresses: the [`ArchiveReport`] as JSON.
+async fn serve_status(
+    port: u16,
+    report: Arc<Mutex<ArchiveReport>>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(("0.0.0.0", port))
+        .await
+        .with_context(|| format!("bind the status port {port}"))?;
+    let app = axum::Router::new().route(
+        ARCHIVE_STATUS_PATH,
+        axum::routing::get(move || {
+            let report = report.clone();
+            async move {
+                let r = report.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    serde_json::to_string(&r).unwrap_or_default(),
+                )
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::warn!(error = %e, "the status endpoint stopped");
+        }
+    });
     Ok(())
 }
 
@@ -251,6 +324,7 @@ mod tests {
             max_delay_seconds: 1,
             segment_size_mib: 1,
             prune_interval_seconds: 60,
+            status_port: 0,
         }
     }
     const PVC_ROOT_UNUSED: &str = "/nonexistent";

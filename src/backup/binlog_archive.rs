@@ -59,6 +59,8 @@ pub struct ArchiveOptions {
     pub heartbeat: Duration,
     /// Stop (after storing) once the archive holds this GTID position.
     pub until: Option<String>,
+    /// Receives the manifest of every segment stored.
+    pub progress: Option<std::sync::Arc<tokio::sync::watch::Sender<Option<SegmentManifest>>>>,
 }
 
 impl Default for ArchiveOptions {
@@ -70,6 +72,7 @@ impl Default for ArchiveOptions {
             connect_timeout: Duration::from_secs(5),
             heartbeat: Duration::from_secs(5),
             until: None,
+            progress: None,
         }
     }
 }
@@ -161,6 +164,7 @@ pub async fn archive(
         pending: Pending::new(number, position, None),
         stored: 0,
         transactions: 0,
+        progress: opts.progress.clone(),
     };
     if let Some(u) = &until
         && run.pos.contains(u)
@@ -384,6 +388,7 @@ struct Run<'a> {
     pending: Pending,
     stored: u64,
     transactions: u64,
+    progress: Option<std::sync::Arc<tokio::sync::watch::Sender<Option<SegmentManifest>>>>,
 }
 
 impl Run<'_> {
@@ -444,6 +449,9 @@ impl Run<'_> {
         let m = put_segment(self.target, self.dir, number, &p.raw, describe).await?;
         tracing::info!(segment = number, transactions = m.transactions, first = %m.first_gtid, last = %m.last_gtid, bytes = m.size_bytes, "binlog segment stored");
         self.stored += 1;
+        if let Some(p) = &self.progress {
+            p.send_replace(Some(m));
+        }
         self.pending = Pending::new(number + 1, self.pos.clone(), self.pending.fde.clone());
         Ok(())
     }

@@ -190,6 +190,29 @@ pub struct RunArgs {
     pub termination_log: PathBuf,
 }
 
+/// Port of the archiver's `GET /status` ([`ArchiveReport`] as JSON).
+pub const ARCHIVE_STATUS_PORT: u16 = 8090;
+/// Path of the archiver's report.
+pub const ARCHIVE_STATUS_PATH: &str = "/status";
+
+/// What the archiver reports at `GET /status`: the last segment stored and
+/// the last run's error, if the archive is not advancing.
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ArchiveReport {
+    pub last_segment: Option<u64>,
+    /// GTID of the last archived transaction.
+    pub last_gtid: Option<String>,
+    /// GTID position the archive ends at.
+    pub position: Option<String>,
+    /// Unix seconds of the last archived transaction's commit.
+    pub last_commit: Option<i64>,
+    /// RFC 3339 time the last segment was stored.
+    pub archived_at: Option<String>,
+    /// Why the last run failed, until a segment is stored again.
+    pub error: Option<String>,
+}
+
 /// Continuous binlog archiving (a one-replica Deployment per cluster).
 #[derive(Subcommand, Debug, Clone, PartialEq)]
 pub enum BinlogCommand {
@@ -250,6 +273,9 @@ pub struct ArchiveArgs {
     /// How often segments no base backup needs are pruned.
     #[arg(long, default_value_t = 600)]
     pub prune_interval_seconds: u64,
+    /// Port of `GET /status` (0: none).
+    #[arg(long, default_value_t = ARCHIVE_STATUS_PORT)]
+    pub status_port: u16,
 }
 
 /// Where a restore replays archived binlogs to, after loading the base.
@@ -508,7 +534,8 @@ impl BinlogCommand {
                     .opt("source", value(r.source))
                     .opt("max-delay-seconds", r.max_delay_seconds)
                     .opt("segment-size-mib", r.segment_size_mib)
-                    .opt("prune-interval-seconds", r.prune_interval_seconds);
+                    .opt("prune-interval-seconds", r.prune_interval_seconds)
+                    .opt("status-port", r.status_port);
             }
         }
         a.0
@@ -704,6 +731,7 @@ mod tests {
                     max_delay_seconds: 5,
                     segment_size_mib: 1,
                     prune_interval_seconds: 60,
+                    status_port: 8091,
                 });
                 match parse(cmd.to_args()) {
                     Top::Binlog(back) => assert_eq!(back, cmd),

@@ -5,15 +5,19 @@
 //! recorded: an archive begins at a position the cluster keeps), and
 //! deleted when the setting is removed.
 
+use std::time::Duration;
+
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{Api, DeleteParams, Patch};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams, Patch};
 
 use super::common::apply_params;
 use super::context::{Context, Error, KubeContext};
-use crate::api::ReplicationState;
 use crate::api::backup::SecretKeyRef;
 use crate::api::mysql::BinlogArchiveSpec;
+use crate::api::{BinlogArchiveStatus, ReplicationState};
 use crate::backup::archive_deployment::{self, Archiver};
+use crate::backup::contract::{ARCHIVE_STATUS_PATH, ARCHIVE_STATUS_PORT, ArchiveReport};
 use crate::resources::{ClusterView, DbKind, secret};
 
 /// What the archiver of a cluster should be.
@@ -52,6 +56,85 @@ pub fn plan(
         },
         spec,
     })))
+}
+
+/// How often the operator asks a cluster's archiver how far it got.
+pub const POLL_EVERY: Duration = Duration::from_secs(30);
+
+/// The archive as the archiver reports it: None when not polled in this
+/// pass (not due, or the archiver did not answer: status keeps what it had),
+/// Some(None) when no archiver runs.
+pub async fn observe(
+    view: &ClusterView,
+    plan: &ArchiverPlan,
+    key: &str,
+    ctx: &Context,
+) -> Option<Option<BinlogArchiveStatus>> {
+    match plan {
+        ArchiverPlan::NotApplicable => None,
+        ArchiverPlan::Absent => Some(None),
+        ArchiverPlan::Run(_) => {
+            if !ctx.archive_poll_due(key, POLL_EVERY) {
+                return None;
+            }
+            match ask(view, ctx).await {
+                Ok(r) => Some(Some(to_status(r))),
+                Err(why) => {
+                    tracing::debug!(cluster = %view.name, %why, "the binlog archiver did not report");
+                    None
+                }
+            }
+        }
+    }
+}
+
+fn to_status(r: ArchiveReport) -> BinlogArchiveStatus {
+    BinlogArchiveStatus {
+        last_gtid: r.last_gtid,
+        position: r.position,
+        last_commit_time: r
+            .last_commit
+            .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        archived_at: r.archived_at,
+        error: r.error,
+    }
+}
+
+/// `GET /status` of the running archiver pod.
+async fn ask(view: &ClusterView, ctx: &Context) -> Result<ArchiveReport, String> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &view.namespace);
+    let list = pods
+        .list(&ListParams::default().labels(&format!(
+            "{}={}",
+            archive_deployment::LABEL_CLUSTER,
+            view.name
+        )))
+        .await
+        .map_err(|e| format!("list the archiver's pods: {e}"))?;
+    let ip = list
+        .items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| p.status.as_ref())
+        .filter(|s| s.phase.as_deref() == Some("Running"))
+        .find_map(|s| s.pod_ip.clone())
+        .ok_or("no running archiver pod")?;
+    let url = format!("http://{ip}:{ARCHIVE_STATUS_PORT}{ARCHIVE_STATUS_PATH}");
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .map_err(|e| format!("http client: {e}"))?;
+    let body = client
+        .get(&url)
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .map_err(|e| format!("GET {url}: {e}"))?
+        .text()
+        .await
+        .map_err(|e| format!("GET {url}: {e}"))?;
+    serde_json::from_str(&body).map_err(|e| format!("GET {url}: not a report: {e}"))
 }
 
 /// Apply the archiver, or delete one no longer asked for.

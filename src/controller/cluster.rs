@@ -242,6 +242,8 @@ async fn apply<K: ClusterResource>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Act
     if let Some(action) = restore_step(&mut pass, &built, &pods).await? {
         return Ok(action);
     }
+    pass.obs.binlog_archive =
+        archive::observe(&pass.view, &built.archiver, &pass.key, &pass.ctx).await;
     let rollout_primary = day2::step(
         &*pass.obj,
         &pass.view,

@@ -109,6 +109,8 @@ pub struct Context {
     /// the next pass plans from the newest primary position even when that
     /// position alone was not worth a status write.
     observed: Mutex<HashMap<String, ReplicationState>>,
+    /// Per cluster: when its binlog archiver was last asked for its report.
+    archive_polled: Mutex<HashMap<String, std::time::Instant>>,
 }
 
 /// Engine events published lately, per object and text, so a standing
@@ -165,6 +167,7 @@ impl Context {
             written: Mutex::new(HashMap::new()),
             published: Mutex::new(RecentEvents::default()),
             observed: Mutex::new(HashMap::new()),
+            archive_polled: Mutex::new(HashMap::new()),
         }
     }
 
@@ -172,6 +175,23 @@ impl Context {
     pub fn with_caches(mut self, caches: super::caches::Caches) -> Self {
         self.caches = caches;
         self
+    }
+
+    /// Whether the binlog archiver of `key` is due to be asked again (at
+    /// most once per `every`); records the ask when it is.
+    pub fn archive_poll_due(&self, key: &str, every: Duration) -> bool {
+        let now = std::time::Instant::now();
+        let mut polled = self
+            .archive_polled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match polled.get(key) {
+            Some(at) if now.duration_since(*at) < every => false,
+            _ => {
+                polled.insert(key.to_string(), now);
+                true
+            }
+        }
     }
 
     /// The replication state the last engine step of `key` returned.

@@ -48,6 +48,9 @@ pub struct Observation {
     pub volumes: Option<Cond>,
     /// The member replacement; None when not planned (left as it was).
     pub replacement: Option<ReplacementReport>,
+    /// The binlog archive: None when not polled (left as it was),
+    /// Some(None) when no archiver runs.
+    pub binlog_archive: Option<Option<crate::api::BinlogArchiveStatus>>,
 }
 
 /// The member replacement's part of the status.
@@ -309,6 +312,9 @@ pub fn compute(
     now: DateTime<Utc>,
 ) -> ClusterStatus {
     let mut status = previous.cloned().unwrap_or_default();
+    if let Some(archive) = &obs.binlog_archive {
+        status.binlog_archive = archive.clone();
+    }
     let generation = obs.generation;
     status.observed_generation = generation;
     status.replicas = obs.replicas_existing;
@@ -426,7 +432,22 @@ fn for_people(status: &ClusterStatus) -> ClusterStatus {
     for c in &mut s.conditions {
         c.message = without_numbers(&c.message);
     }
+    // The archive as far as a person acts on it: whether it fails, and its
+    // last commit to ten minutes.
+    s.binlog_archive = s.binlog_archive.map(|a| crate::api::BinlogArchiveStatus {
+        last_commit_time: a.last_commit_time.as_deref().map(ten_minutes),
+        error: a.error.as_deref().map(without_numbers),
+        ..Default::default()
+    });
     s
+}
+
+/// An RFC 3339 time cut to its ten minutes (unparsable: as it is).
+fn ten_minutes(t: &str) -> String {
+    match DateTime::parse_from_rfc3339(t) {
+        Ok(t) => (t.timestamp() / 600).to_string(),
+        Err(_) => t.to_string(),
+    }
 }
 
 /// Whether two statuses differ only in details a person does not act on:
@@ -732,6 +753,48 @@ mod tests {
             change(&mut c);
             assert!(!differs_only_in_details(&a2, &c), "{c:?}");
         }
+    }
+
+    #[test]
+    fn the_binlog_archive_is_written_when_it_fails_recovers_or_moves_ten_minutes() {
+        use crate::api::BinlogArchiveStatus;
+        let archive = |commit: &str, error: Option<&str>| BinlogArchiveStatus {
+            last_gtid: Some(format!("0-100-{}", commit.len())),
+            position: Some("0-100-7".into()),
+            last_commit_time: Some(commit.into()),
+            archived_at: Some("2026-12-01T03:00:09Z".into()),
+            error: error.map(String::from),
+        };
+        let with = |a: Option<BinlogArchiveStatus>| {
+            let obs = Observation {
+                replicas_existing: 1,
+                replicas_ready: 1,
+                replication: Some(healthy_report(0)),
+                binlog_archive: Some(a),
+                ..Default::default()
+            };
+            compute(None, 1, &obs, now())
+        };
+        let at_3_01 = with(Some(archive("2026-12-01T03:01:00Z", None)));
+        // Not polled this pass: the archive stays as it was.
+        let kept = compute(Some(&at_3_01), 1, &Observation::default(), now());
+        assert_eq!(kept.binlog_archive, at_3_01.binlog_archive);
+        // Within the same ten minutes: a detail, not written alone.
+        assert!(differs_only_in_details(
+            &at_3_01,
+            &with(Some(archive("2026-12-01T03:09:59Z", None)))
+        ));
+        for written in [
+            with(Some(archive("2026-12-01T03:10:00Z", None))),
+            with(Some(archive("2026-12-01T03:01:00Z", Some("db-1: refused")))),
+            with(None),
+        ] {
+            assert!(!differs_only_in_details(&at_3_01, &written), "{written:?}");
+        }
+        assert!(
+            !differs_only_in_details(&with(None), &at_3_01),
+            "first report"
+        );
     }
 
     #[test]
