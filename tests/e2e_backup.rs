@@ -840,17 +840,29 @@ async fn point_in_time_recovery(
     let spec: BackupTarget = obj(pvc_target("manual"));
     let store = target::open(&spec, &TargetCredentials::default(), pv_root).expect("pvc");
     let dir = ordinal::backup::binlog::archive_dir(&store.prefix, NS, "db");
-    eventually(
+    let last = eventually(
         "the archive holds id 15",
         Duration::from_secs(60),
         || async {
             let m = ordinal::backup::binlog::list_manifests(&store, &dir)
                 .await
                 .ok()?;
-            (m.values().next_back()?.end_position == end).then_some(())
+            let last = m.values().next_back()?.clone();
+            (last.end_position == end).then_some(last)
         },
     )
     .await;
+    let replica = members(client, NS, "db")
+        .await
+        .into_iter()
+        .find(|(_, r, _)| r.as_deref() == Some("replica"))
+        .map(|(name, _, _)| name)
+        .expect("db's replica");
+    assert!(
+        last.source.starts_with(&format!("{replica}.")),
+        "PreferReplica: archived from {replica}, not {}",
+        last.source
+    );
 
     step("the cluster's status shows the archive");
     let archive = eventually(
