@@ -130,19 +130,23 @@ fn drop_managed_fields(meta: &mut ObjectMeta) {
 /// rolling update the database container, its status, the node selector
 /// and affinity (`rollout::restart_relevant`). Other containers, init
 /// containers, volumes, tolerations and the rest of the status are dropped.
+fn slim_pod_spec(spec: &mut PodSpec) {
+    *spec = PodSpec {
+        containers: std::mem::take(&mut spec.containers)
+            .into_iter()
+            .filter(|c| c.name == CONTAINER)
+            .collect(),
+        node_selector: spec.node_selector.take(),
+        affinity: spec.affinity.take(),
+        ..Default::default()
+    };
+}
+
 impl Slim for Pod {
     fn slim(&mut self) {
         drop_managed_fields(&mut self.metadata);
         if let Some(spec) = self.spec.as_mut() {
-            *spec = PodSpec {
-                containers: std::mem::take(&mut spec.containers)
-                    .into_iter()
-                    .filter(|c| c.name == CONTAINER)
-                    .collect(),
-                node_selector: spec.node_selector.take(),
-                affinity: spec.affinity.take(),
-                ..Default::default()
-            };
+            slim_pod_spec(spec);
         }
         if let Some(status) = self.status.as_mut() {
             *status = PodStatus {
@@ -168,10 +172,17 @@ impl Slim for Pod {
     }
 }
 
-/// Passes read the template, claims, status and annotations: all kept.
+/// Passes read the annotations (applied hash, last-primary hint), the
+/// volume claim templates (kept as they are: they are immutable and
+/// re-applied as found), the status, and of the pod template what a pod
+/// keeps (the rolling update compares the two): its metadata and the
+/// database container, node selector and affinity.
 impl Slim for StatefulSet {
     fn slim(&mut self) {
         drop_managed_fields(&mut self.metadata);
+        if let Some(spec) = self.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
+            slim_pod_spec(spec);
+        }
     }
 }
 
@@ -523,5 +534,57 @@ mod tests {
         };
         assert_eq!((svc.metadata, svc.spec), (expected.clone(), None));
         assert_eq!((cm.metadata, cm.data), (expected, None));
+    }
+
+    #[test]
+    fn a_slim_statefulset_keeps_claims_and_what_the_roll_compares() {
+        use k8s_openapi::api::apps::v1::StatefulSetSpec;
+        use k8s_openapi::api::core::v1::{PersistentVolumeClaim, PodTemplateSpec};
+        let pod = member_pod();
+        let full = StatefulSet {
+            metadata: pod.metadata.clone(),
+            spec: Some(StatefulSetSpec {
+                template: PodTemplateSpec {
+                    metadata: Some(pod.metadata.clone()),
+                    spec: pod.spec.clone(),
+                },
+                volume_claim_templates: Some(vec![PersistentVolumeClaim {
+                    metadata: ObjectMeta {
+                        name: Some("data".into()),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut slim = full.clone();
+        slim.slim();
+        let template = |s: &StatefulSet| {
+            let spec = s.spec.as_ref().expect("spec");
+            super::super::rollout::restart_relevant(
+                spec.template.spec.as_ref(),
+                spec.template
+                    .metadata
+                    .as_ref()
+                    .and_then(|m| m.annotations.as_ref()),
+            )
+        };
+        assert!(template(&full).is_some());
+        assert_eq!(template(&slim), template(&full));
+        let spec = slim.spec.as_ref().expect("spec");
+        assert_eq!(
+            spec.volume_claim_templates,
+            full.spec
+                .as_ref()
+                .and_then(|s| s.volume_claim_templates.clone())
+        );
+        let pod_spec = spec.template.spec.as_ref().expect("template spec");
+        assert_eq!(
+            (pod_spec.containers.len(), pod_spec.volumes.as_ref()),
+            (1, None)
+        );
+        assert_eq!(slim.metadata.managed_fields, None);
     }
 }
