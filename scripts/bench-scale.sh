@@ -48,6 +48,7 @@ cleanup() {
 trap cleanup EXIT
 
 log() { echo "[$(date +%T)] $*" >&2; }
+load() { cut -d' ' -f1-3 /proc/loadavg; }
 
 log "devcluster up (state $STATE, $BLOCKS blocks from $BLOCK)"
 "$DEVCLUSTER" up --no-build >/dev/null
@@ -114,7 +115,6 @@ snapshot() {
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$OP_PID/stat"; }
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$OP_PID/status"; }
 anon_kib() { awk '/^RssAnon/ {print $2}' "/proc/$OP_PID/status"; }
-load() { cut -d' ' -f1-3 /proc/loadavg; }
 
 # window NAME: request rates over WINDOW seconds into $STATE/NAME.rates
 window() {
