@@ -48,6 +48,7 @@ cleanup() {
 trap cleanup EXIT
 
 log() { echo "[$(date +%T)] $*" >&2; }
+load() { cut -d' ' -f1-3 /proc/loadavg; }
 
 log "devcluster up (state $STATE, $BLOCKS blocks from $BLOCK)"
 "$DEVCLUSTER" up --no-build >/dev/null
@@ -92,7 +93,7 @@ while true; do
   sleep 5
 done
 READY_SECS=$(($(date +%s) - START))
-log "$ready of $TOTAL Ready after ${READY_SECS}s; settling 30 s"
+log "$ready of $TOTAL Ready after ${READY_SECS}s (load average $(load)); settling 30 s"
 sleep 30
 
 # Sum of apiserver_request_total by "VERB resource[/subresource]".
@@ -113,6 +114,7 @@ snapshot() {
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$OP_PID/stat"; }
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$OP_PID/status"; }
+anon_kib() { awk '/^RssAnon/ {print $2}' "/proc/$OP_PID/status"; }
 
 # window NAME: request rates over WINDOW seconds into $STATE/NAME.rates
 window() {
@@ -127,7 +129,7 @@ window() {
       >"$STATE/$name.rates"
   if [ -n "$OP_PID" ]; then
     echo "$name: operator CPU $(awk -v a="$c0" -v b="$c1" -v w="$WINDOW" -v hz="$(getconf CLK_TCK)" \
-      'BEGIN { printf "%.1f", 100 * (b - a) / hz / w }')% of a core, RSS $(($(rss_kib) / 1024)) MiB"
+      'BEGIN { printf "%.1f", 100 * (b - a) / hz / w }')% of a core, RSS $(($(rss_kib) / 1024)) MiB (anonymous $(($(anon_kib) / 1024)) MiB), load average $(load)"
   fi
 }
 
@@ -191,7 +193,7 @@ OP_PID=
 sleep 5
 window background
 
-echo "clusters: $N RedisReplications + $MYSQL MySQLClusters; $ready Ready after ${READY_SECS}s"
+echo "clusters: $N RedisReplications + $MYSQL MySQLClusters; $ready Ready after ${READY_SECS}s; load average now $(load)"
 report idle
 report writes
 echo "== cluster objects changed during the idle and writes windows (field: versions)"

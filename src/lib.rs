@@ -6,6 +6,7 @@ pub mod cli;
 pub mod conn_cache;
 pub mod controller;
 pub mod engine;
+pub mod memory;
 pub mod metrics;
 pub mod mysql;
 pub mod operator;

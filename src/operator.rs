@@ -91,6 +91,8 @@ pub async fn run(client: Client, config: OperatorConfig) -> anyhow::Result<()> {
             .await
     });
 
+    tokio::spawn(crate::memory::trim_periodically(shutdown.clone()));
+
     let signals = shutdown.clone();
     tokio::spawn(async move {
         wait_for_signal().await;

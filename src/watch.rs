@@ -248,14 +248,22 @@ impl PrimaryWatches {
     }
 }
 
+/// Members a cluster needs before its primary is watched: with one member
+/// there is no replica to promote, so noticing its death a round trip
+/// sooner changes nothing a pass could do (the steady pass reports it), and
+/// the connection would cost the server a client and the operator two
+/// 8 KiB buffers and a task per cluster.
+pub const WATCHED_FROM_MEMBERS: usize = 2;
+
 /// The member a pass confirmed primary, with nothing in progress: the one
-/// to watch. None when the cluster has no confirmed primary, an operation
-/// runs (its passes are frequent anyway), or the member has no address.
+/// to watch. None when the cluster has fewer than [`WATCHED_FROM_MEMBERS`]
+/// members, no confirmed primary, an operation runs (its passes are
+/// frequent anyway), or the member has no address.
 pub fn primary_to_watch<'a, S>(
     input: &'a EngineInput<S>,
     outcome: &EngineOutcome,
 ) -> Option<&'a crate::engine::Member> {
-    if outcome.state.operation.is_some() {
+    if outcome.state.operation.is_some() || input.members.len() < WATCHED_FROM_MEMBERS {
         return None;
     }
     let primary = outcome.state.primary?;
@@ -405,5 +413,74 @@ mod tests {
         use futures::StreamExt;
         let got = futures::executor::block_on(Box::pin(mine).next());
         assert_eq!(got, Some(key()));
+    }
+
+    fn watched_input(members: i32) -> (EngineInput<()>, EngineOutcome) {
+        let member = |ordinal: i32| crate::engine::Member {
+            ordinal,
+            pod: format!("c-{ordinal}"),
+            address: Some(format!("127.0.0.{}", ordinal + 1)),
+            port: 6379,
+            dns_name: format!("c-{ordinal}.c"),
+            pod_exists: true,
+            pod_ready: true,
+            isolated: false,
+        };
+        let state = crate::api::ReplicationState {
+            primary: Some(0),
+            term: 1,
+            ..Default::default()
+        };
+        let input = EngineInput {
+            namespace: "ns".into(),
+            name: "c".into(),
+            members: (0..members).map(member).collect(),
+            state: state.clone(),
+            desired_primary: None,
+            failover: Default::default(),
+            credentials: crate::engine::Credentials(Default::default()),
+            now: chrono::Utc::now(),
+            settings: (),
+            hint: None,
+        };
+        let outcome = EngineOutcome {
+            state,
+            members: vec![crate::api::MemberStatus {
+                ordinal: 0,
+                pod: "c-0".into(),
+                role: MemberRole::Primary,
+                reachable: true,
+                ..Default::default()
+            }],
+            health: crate::engine::Health::Healthy,
+            events: vec![],
+            requeue_after: Duration::from_secs(1),
+            isolate: vec![],
+            primary_writes: crate::engine::PrimaryWrites::Accepted,
+        };
+        (input, outcome)
+    }
+
+    #[test]
+    fn a_confirmed_primary_is_watched_only_when_a_replica_could_replace_it() {
+        let (one, out) = watched_input(1);
+        assert_eq!(primary_to_watch(&one, &out), None);
+        let (three, out) = watched_input(3);
+        assert_eq!(primary_to_watch(&three, &out).map(|m| m.ordinal), Some(0));
+        let mut busy = out.clone();
+        busy.state.operation = Some(crate::api::Operation {
+            kind: crate::api::OperationKind::Switchover,
+            from: 0,
+            to: Some(1),
+            step: "Fence".into(),
+            term: 2,
+            started_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            ),
+            deadline: None,
+            reason: "test".into(),
+            data: None,
+        });
+        assert_eq!(primary_to_watch(&three, &busy), None);
     }
 }

@@ -15,7 +15,9 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ContainerStatus, Pod, PodSpec, PodStatus, Secret, Service,
+};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::Api;
@@ -30,6 +32,7 @@ use tracing::warn;
 
 use super::named_secrets::NamedSecrets;
 use crate::resources::labels;
+use crate::resources::statefulset::CONTAINER;
 
 /// A Secret as the metadata-only watch holds it.
 type SecretMeta = PartialObjectMeta<Secret>;
@@ -108,10 +111,114 @@ fn managed() -> watcher::Config {
     watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER))
 }
 
+/// What a store keeps of an object: what passes and the controllers'
+/// triggers read (owner references, labels, annotations such as
+/// `ordinal.dev/applied-hash`), not the rest. A store holds one copy of
+/// every managed child of every cluster, so what is dropped here is dropped
+/// per cluster.
+pub trait Slim {
+    fn slim(&mut self);
+}
+
 /// Nothing a pass reads lives in managedFields; dropping them halves the
 /// memory a cached object takes.
-fn slim<K: Resource>(obj: &mut K) {
-    obj.meta_mut().managed_fields = None;
+fn drop_managed_fields(meta: &mut ObjectMeta) {
+    meta.managed_fields = None;
+}
+
+/// Passes read a pod's labels, timestamps, readiness, IP, and for the
+/// rolling update the database container, its status, the node selector
+/// and affinity (`rollout::restart_relevant`). Other containers, init
+/// containers, volumes, tolerations and the rest of the status are dropped.
+fn slim_pod_spec(spec: &mut PodSpec) {
+    *spec = PodSpec {
+        containers: std::mem::take(&mut spec.containers)
+            .into_iter()
+            .filter(|c| c.name == CONTAINER)
+            .collect(),
+        node_selector: spec.node_selector.take(),
+        affinity: spec.affinity.take(),
+        ..Default::default()
+    };
+}
+
+impl Slim for Pod {
+    fn slim(&mut self) {
+        drop_managed_fields(&mut self.metadata);
+        if let Some(spec) = self.spec.as_mut() {
+            slim_pod_spec(spec);
+        }
+        if let Some(status) = self.status.as_mut() {
+            *status = PodStatus {
+                conditions: status.conditions.take(),
+                container_statuses: status.container_statuses.take().map(|cs| {
+                    cs.into_iter()
+                        .filter(|c| c.name == CONTAINER)
+                        .map(|c| ContainerStatus {
+                            name: c.name,
+                            restart_count: c.restart_count,
+                            ready: c.ready,
+                            image: c.image,
+                            image_id: c.image_id,
+                            ..Default::default()
+                        })
+                        .collect()
+                }),
+                pod_ip: status.pod_ip.take(),
+                phase: status.phase.take(),
+                ..Default::default()
+            };
+        }
+    }
+}
+
+/// Passes read the annotations (applied hash, last-primary hint), the
+/// volume claim templates (kept as they are: they are immutable and
+/// re-applied as found), the status, and of the pod template what a pod
+/// keeps (the rolling update compares the two): its metadata and the
+/// database container, node selector and affinity.
+impl Slim for StatefulSet {
+    fn slim(&mut self) {
+        drop_managed_fields(&mut self.metadata);
+        if let Some(spec) = self.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
+            slim_pod_spec(spec);
+        }
+    }
+}
+
+/// Generated credentials: their data is read.
+impl Slim for Secret {
+    fn slim(&mut self) {
+        drop_managed_fields(&mut self.metadata);
+    }
+}
+
+/// Only whether it carries the applied hash is read (`children_in_cache`).
+impl Slim for Service {
+    fn slim(&mut self) {
+        drop_managed_fields(&mut self.metadata);
+        self.spec = None;
+        self.status = None;
+    }
+}
+
+/// Only whether it carries the applied hash is read; the configuration
+/// files are not kept.
+impl Slim for ConfigMap {
+    fn slim(&mut self) {
+        drop_managed_fields(&mut self.metadata);
+        self.data = None;
+        self.binary_data = None;
+    }
+}
+
+/// Only whether it carries the applied hash is read.
+impl Slim for PodDisruptionBudget {
+    fn slim(&mut self) {
+        drop_managed_fields(&mut self.metadata);
+        self.spec = None;
+        self.status = None;
+    }
 }
 
 /// Start one shared watch: its store, `subscribers` trigger streams, and the
@@ -122,7 +229,7 @@ fn share<K>(
     stop: &CancellationToken,
 ) -> (Store<K>, Vec<ReflectHandle<K>>, JoinHandle<()>)
 where
-    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+    K: Resource<DynamicType = ()> + Slim + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
 {
     let (reader, writer) = reflector::store_shared(SUBSCRIBE_BUFFER);
     let handles = (0..subscribers)
@@ -133,7 +240,7 @@ where
     let task = tokio::spawn(async move {
         let events = watcher(api, managed())
             .default_backoff()
-            .modify(slim::<K>)
+            .modify(K::slim)
             .reflect_shared(writer)
             .for_each(|event| {
                 if let Err(error) = event {
@@ -299,4 +406,185 @@ where
     K: Resource<DynamicType = ()> + Clone + 'static,
 {
     store.get(&ObjectRef::new(name).within(namespace))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{Affinity, ServiceSpec};
+    use k8s_openapi::api::core::v1::{Container, PodCondition, Toleration, Volume};
+
+    fn member_pod() -> Pod {
+        let container = |name: &str| Container {
+            name: name.into(),
+            image: Some(format!("{name}:1")),
+            args: Some(vec!["--port".into(), "6379".into()]),
+            ..Default::default()
+        };
+        let status = |name: &str, restarts: i32| ContainerStatus {
+            name: name.into(),
+            image: format!("{name}:1"),
+            image_id: format!("sha256:{name}"),
+            ready: true,
+            restart_count: restarts,
+            ..Default::default()
+        };
+        Pod {
+            metadata: ObjectMeta {
+                name: Some("r-0".into()),
+                namespace: Some("ns".into()),
+                labels: Some([("app".to_string(), "redis".to_string())].into()),
+                annotations: Some([(labels::CONFIG_HASH.to_string(), "abc".to_string())].into()),
+                managed_fields: Some(vec![Default::default()]),
+                ..Default::default()
+            },
+            spec: Some(PodSpec {
+                containers: vec![container(CONTAINER), container("exporter")],
+                init_containers: Some(vec![container("init")]),
+                volumes: Some(vec![Volume {
+                    name: "data".into(),
+                    ..Default::default()
+                }]),
+                node_selector: Some([("disk".to_string(), "ssd".to_string())].into()),
+                affinity: Some(Affinity::default()),
+                tolerations: Some(vec![Toleration::default()]),
+                ..Default::default()
+            }),
+            status: Some(PodStatus {
+                conditions: Some(vec![PodCondition {
+                    type_: "Ready".into(),
+                    status: "True".into(),
+                    ..Default::default()
+                }]),
+                container_statuses: Some(vec![status(CONTAINER, 2), status("exporter", 5)]),
+                init_container_statuses: Some(vec![status("init", 0)]),
+                pod_ip: Some("10.1.2.3".into()),
+                host_ip: Some("10.0.0.1".into()),
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn a_slim_pod_keeps_what_passes_read() {
+        let full = member_pod();
+        let mut slim = full.clone();
+        slim.slim();
+        assert_eq!(slim.metadata.managed_fields, None);
+        assert_eq!(slim.metadata.labels, full.metadata.labels);
+        assert!(super::super::common::pod_ready(&slim));
+        let spec = |p: &Pod| p.spec.clone();
+        let relevant = |p: &Pod| {
+            super::super::rollout::restart_relevant(
+                spec(p).as_ref(),
+                p.metadata.annotations.as_ref(),
+            )
+        };
+        assert!(relevant(&full).is_some());
+        assert_eq!(
+            relevant(&slim),
+            relevant(&full),
+            "the roll sees the same pod"
+        );
+        let status = slim.status.as_ref().expect("status");
+        assert_eq!(status.pod_ip.as_deref(), Some("10.1.2.3"));
+        let kept: Vec<_> = status
+            .container_statuses
+            .iter()
+            .flatten()
+            .map(|c| (c.name.as_str(), c.restart_count))
+            .collect();
+        assert_eq!(kept, [(CONTAINER, 2)]);
+        let spec = slim.spec.as_ref().expect("spec");
+        assert_eq!(spec.containers.len(), 1);
+        assert_eq!(
+            (
+                spec.init_containers.as_ref(),
+                spec.volumes.as_ref(),
+                spec.tolerations.as_ref()
+            ),
+            (None, None, None)
+        );
+    }
+
+    #[test]
+    fn slim_children_keep_the_metadata_the_applied_hash_lives_in() {
+        let meta = ObjectMeta {
+            name: Some("r".into()),
+            annotations: Some([("ordinal.dev/applied-hash".to_string(), "h".to_string())].into()),
+            owner_references: Some(vec![Default::default()]),
+            managed_fields: Some(vec![Default::default()]),
+            ..Default::default()
+        };
+        let mut svc = Service {
+            metadata: meta.clone(),
+            spec: Some(ServiceSpec::default()),
+            ..Default::default()
+        };
+        svc.slim();
+        let mut cm = ConfigMap {
+            metadata: meta.clone(),
+            data: Some([("redis.conf".to_string(), "port 6379".to_string())].into()),
+            ..Default::default()
+        };
+        cm.slim();
+        let expected = ObjectMeta {
+            managed_fields: None,
+            ..meta
+        };
+        assert_eq!((svc.metadata, svc.spec), (expected.clone(), None));
+        assert_eq!((cm.metadata, cm.data), (expected, None));
+    }
+
+    #[test]
+    fn a_slim_statefulset_keeps_claims_and_what_the_roll_compares() {
+        use k8s_openapi::api::apps::v1::StatefulSetSpec;
+        use k8s_openapi::api::core::v1::{PersistentVolumeClaim, PodTemplateSpec};
+        let pod = member_pod();
+        let full = StatefulSet {
+            metadata: pod.metadata.clone(),
+            spec: Some(StatefulSetSpec {
+                template: PodTemplateSpec {
+                    metadata: Some(pod.metadata.clone()),
+                    spec: pod.spec.clone(),
+                },
+                volume_claim_templates: Some(vec![PersistentVolumeClaim {
+                    metadata: ObjectMeta {
+                        name: Some("data".into()),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut slim = full.clone();
+        slim.slim();
+        let template = |s: &StatefulSet| {
+            let spec = s.spec.as_ref().expect("spec");
+            super::super::rollout::restart_relevant(
+                spec.template.spec.as_ref(),
+                spec.template
+                    .metadata
+                    .as_ref()
+                    .and_then(|m| m.annotations.as_ref()),
+            )
+        };
+        assert!(template(&full).is_some());
+        assert_eq!(template(&slim), template(&full));
+        let spec = slim.spec.as_ref().expect("spec");
+        assert_eq!(
+            spec.volume_claim_templates,
+            full.spec
+                .as_ref()
+                .and_then(|s| s.volume_claim_templates.clone())
+        );
+        let pod_spec = spec.template.spec.as_ref().expect("template spec");
+        assert_eq!(
+            (pod_spec.containers.len(), pod_spec.volumes.as_ref()),
+            (1, None)
+        );
+        assert_eq!(slim.metadata.managed_fields, None);
+    }
 }

@@ -43,6 +43,7 @@ use super::conditions::{ConditionStatus, ConditionType, Reason};
 use super::context::{Context, Error, KubeContext};
 use super::day2;
 use super::freshness::{self, Cached, Freshness, Written};
+use super::hysteresis::Verdict;
 use super::kinds::ClusterResource;
 use super::restore::{self, RestorePlan};
 use super::roles;
@@ -180,6 +181,9 @@ struct Pass<K> {
     key: String,
     view: ClusterView,
     previous: Option<ClusterStatus>,
+    /// The persisted status with this process's newest observation of the
+    /// same state (see [`status::planning_view`]): what planners read.
+    planning: Option<ClusterStatus>,
     /// The replication state this pass plans from.
     state: ReplicationState,
     obs: Observation,
@@ -193,13 +197,12 @@ impl<K: ClusterResource> Pass<K> {
         let view = view(&*obj, &ctx)?;
         let previous = obj.cluster_status().cloned();
         let key = key_of(&*obj);
-        let state = status::with_observed_position(
-            &previous
-                .as_ref()
-                .map(|s| s.replication.clone())
-                .unwrap_or_default(),
-            ctx.observed(&key).as_ref(),
-        );
+        let observed = ctx.observed(&key);
+        let planning = status::planning_view(previous.as_ref(), observed.as_ref());
+        let state = planning
+            .as_ref()
+            .map(|s| s.replication.clone())
+            .unwrap_or_else(|| status::with_observed(&Default::default(), observed.as_ref()));
         let obs = Observation {
             generation: obj.meta().generation,
             ..Default::default()
@@ -211,6 +214,7 @@ impl<K: ClusterResource> Pass<K> {
             ctx,
             view,
             previous,
+            planning,
             state,
             obs,
         })
@@ -248,7 +252,7 @@ async fn apply<K: ClusterResource>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Act
         &*pass.obj,
         &pass.view,
         &pods,
-        pass.previous.as_ref(),
+        pass.planning.as_ref(),
         &mut pass.obs,
         &pass.ctx,
     )
@@ -609,7 +613,7 @@ async fn engine_step<K: ClusterResource>(
         desired_primary: switchover_target(
             pass.obj.desired_primary(),
             pass.obj.replicas(),
-            pass.previous.as_ref(),
+            pass.planning.as_ref(),
         )
         .or(rollout_primary),
         failover: pass.obj.failover().clone(),
@@ -641,7 +645,13 @@ async fn engine_step<K: ClusterResource>(
         writes: outcome.primary_writes.clone(),
     });
     record_metrics::<K>(view, &pass.state, &outcome, &pass.ctx);
-    pass.ctx.record_observed(&pass.key, &outcome.state);
+    pass.ctx.record_observed(
+        &pass.key,
+        status::Observed {
+            state: outcome.state.clone(),
+            members: outcome.members.clone(),
+        },
+    );
     if pass.obs.restore.is_some() && outcome.state.primary.is_some() {
         let backup = pass
             .obj
@@ -1008,6 +1018,8 @@ enum Persisted {
     Written,
     /// Nothing changed: no write.
     Unchanged,
+    /// Only probe results changed, not for long enough: not written yet.
+    Held,
     /// The replication state changed since this pass read it: not written.
     Conflict,
 }
@@ -1096,7 +1108,9 @@ async fn persist<K: ClusterResource>(
     write_status(obj, previous, &next, ctx).await
 }
 
-/// Write `next` unless it equals `previous` (server-side apply with a
+/// Write `next` unless it equals `previous`, differs from it only in details
+/// (positions, offsets, lag), or differs only in probe results that have not
+/// stood for [`super::hysteresis::HOLD`] yet (server-side apply with a
 /// resourceVersion precondition; a conflict re-reads and retries while the
 /// replication state is unchanged).
 async fn write_status<K: ClusterResource>(
@@ -1105,15 +1119,27 @@ async fn write_status<K: ClusterResource>(
     next: &ClusterStatus,
     ctx: &Context,
 ) -> Result<Persisted, Error> {
+    let key = key_of(obj);
     if previous == Some(next) {
+        ctx.hysteresis.settle(&key);
         return Ok(Persisted::Unchanged);
     }
-    let key = key_of(obj);
     // Positions, offsets and lag alone are not written (they have metrics):
     // they go out with the next change a person acts on; the next pass
     // still plans from the newest position (Context::observed).
     if previous.is_some_and(|p| status::differs_only_in_details(p, next)) {
+        ctx.hysteresis.settle(&key);
         return Ok(Persisted::Unchanged);
+    }
+    if let Some(p) = previous
+        && status::differs_only_in_probes(p, next)
+    {
+        match ctx.hysteresis.judge(&key, std::time::Instant::now()) {
+            Verdict::Hold => return Ok(Persisted::Held),
+            Verdict::Write => {}
+        }
+    } else {
+        ctx.hysteresis.settle(&key);
     }
     let ns = obj
         .namespace()

@@ -7,8 +7,6 @@ use std::time::Duration;
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 
-use crate::api::ReplicationState;
-
 /// Controller errors; each carries what was being done.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -105,10 +103,13 @@ pub struct Context {
     /// Per cluster: what the last status write persisted (read-your-writes).
     written: Mutex<HashMap<String, super::freshness::Written>>,
     published: Mutex<RecentEvents>,
-    /// Per cluster: the replication state the last engine step returned, so
-    /// the next pass plans from the newest primary position even when that
-    /// position alone was not worth a status write.
-    observed: Mutex<HashMap<String, ReplicationState>>,
+    /// Per cluster: the replication state and members the last engine step
+    /// returned, so the next pass plans from the newest observation even
+    /// when it was not written (a position alone, or a probe result still
+    /// held back by [`Context::hysteresis`]).
+    observed: Mutex<HashMap<String, super::status::Observed>>,
+    /// Per cluster: a change confined to probe results not written yet.
+    pub hysteresis: super::hysteresis::Hysteresis,
     /// Per cluster: when its binlog archiver was last asked for its report.
     archive_polled: Mutex<HashMap<String, std::time::Instant>>,
 }
@@ -167,6 +168,7 @@ impl Context {
             written: Mutex::new(HashMap::new()),
             published: Mutex::new(RecentEvents::default()),
             observed: Mutex::new(HashMap::new()),
+            hysteresis: super::hysteresis::Hysteresis::default(),
             archive_polled: Mutex::new(HashMap::new()),
         }
     }
@@ -194,17 +196,17 @@ impl Context {
         }
     }
 
-    /// The replication state the last engine step of `key` returned.
-    pub fn observed(&self, key: &str) -> Option<ReplicationState> {
+    /// What the last engine step of `key` returned.
+    pub fn observed(&self, key: &str) -> Option<super::status::Observed> {
         let observed = self.observed.lock().unwrap_or_else(|e| e.into_inner());
         observed.get(key).cloned()
     }
 
-    pub fn record_observed(&self, key: &str, state: &ReplicationState) {
+    pub fn record_observed(&self, key: &str, observed: super::status::Observed) {
         self.observed
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(key.to_string(), state.clone());
+            .insert(key.to_string(), observed);
     }
 
     /// Exponential backoff per object: 1 s, 2 s, 4 s … capped at 5 minutes.
@@ -273,6 +275,7 @@ impl Context {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(key);
+        self.hysteresis.settle(key);
         self.reset_backoff(key);
     }
 

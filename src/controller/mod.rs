@@ -10,6 +10,7 @@ pub mod context;
 pub mod day2;
 pub mod freshness;
 pub mod hint;
+pub mod hysteresis;
 pub mod kinds;
 pub mod named_secrets;
 pub mod replace;

@@ -457,30 +457,99 @@ pub fn differs_only_in_details(a: &ClusterStatus, b: &ClusterStatus) -> bool {
     for_people(a) == for_people(b)
 }
 
-/// The state a pass plans from: the persisted one, with the primary's
-/// position the last engine step observed in this process when that step
-/// ran on the same primary, term and primary process (a position alone is
-/// not written at once; see [`differs_only_in_details`]).
-pub fn with_observed_position(
+/// Conditions that follow from probe results.
+const PROBED: [T; 2] = [T::ReplicationHealthy, T::Ready];
+
+/// A status as a person sees it, without what one probe decides: members'
+/// roles, reachability, links and messages, `primaryUnhealthySince`, the
+/// phase, and the conditions `ReplicationHealthy` and `Ready`.
+fn without_probes(status: &ClusterStatus) -> ClusterStatus {
+    let mut s = for_people(status);
+    s.replication.primary_unhealthy_since = None;
+    s.phase = ClusterPhase::default();
+    for m in &mut s.members {
+        m.role = MemberRole::Unknown;
+        m.reachable = false;
+        m.source = None;
+        m.link_up = None;
+        m.message = None;
+    }
+    s.conditions
+        .retain(|c| !PROBED.iter().any(|t| t.as_str() == c.type_));
+    s
+}
+
+/// Whether two statuses differ (beyond details) only in what probes decide:
+/// such a change is written once it has stood for a while (see
+/// [`super::hysteresis`]). Members joining or leaving, the primary, term,
+/// operation, counts from Kubernetes and every other condition are written
+/// at once.
+pub fn differs_only_in_probes(a: &ClusterStatus, b: &ClusterStatus) -> bool {
+    without_probes(a) == without_probes(b)
+}
+
+/// What the last engine step of this process observed for a cluster.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Observed {
+    pub state: ReplicationState,
+    pub members: Vec<MemberStatus>,
+}
+
+/// Whether an observation belongs to the persisted state: same primary,
+/// term, primary process and operation.
+fn observed_on(persisted: &ReplicationState, observed: &ReplicationState) -> bool {
+    observed.primary.is_some()
+        && (
+            observed.primary,
+            observed.term,
+            &observed.primary_identity,
+            &observed.operation,
+        ) == (
+            persisted.primary,
+            persisted.term,
+            &persisted.primary_identity,
+            &persisted.operation,
+        )
+}
+
+/// The state a pass plans from: the persisted one, with what the last engine
+/// step of this process observed on the same primary, term, primary process
+/// and operation: the primary's position and `primaryUnhealthySince`
+/// (neither is always written at once; see [`differs_only_in_details`] and
+/// [`differs_only_in_probes`]), so the failover detection window counts
+/// from the first missed probe whether or not status shows it yet.
+pub fn with_observed(
     persisted: &ReplicationState,
-    observed: Option<&ReplicationState>,
+    observed: Option<&Observed>,
 ) -> ReplicationState {
     let mut state = persisted.clone();
-    if let Some(o) = observed
-        && o.primary.is_some()
-        && (o.primary, o.term, &o.primary_identity, &o.operation)
-            == (
-                persisted.primary,
-                persisted.term,
-                &persisted.primary_identity,
-                &persisted.operation,
-            )
-        && o.primary_unhealthy_since == persisted.primary_unhealthy_since
-        && o.primary_position.is_some()
+    if let Some(o) = observed.map(|o| &o.state)
+        && observed_on(persisted, o)
     {
-        state.primary_position = o.primary_position.clone();
+        state.primary_unhealthy_since = o.primary_unhealthy_since.clone();
+        if o.primary_position.is_some() {
+            state.primary_position = o.primary_position.clone();
+        }
     }
     state
+}
+
+/// The status the day-2 planners (rollout, replacement, switchover target)
+/// read members from: the persisted one with the members the last engine
+/// step of this process observed on the same state (a change in
+/// reachability may not be written yet), and the state of [`with_observed`].
+pub fn planning_view(
+    persisted: Option<&ClusterStatus>,
+    observed: Option<&Observed>,
+) -> Option<ClusterStatus> {
+    let mut view = persisted?.clone();
+    if let Some(o) = observed
+        && observed_on(&view.replication, &o.state)
+    {
+        view.members = o.members.clone();
+    }
+    view.replication = with_observed(&view.replication, observed);
+    Some(view)
 }
 
 #[cfg(test)]
@@ -798,7 +867,7 @@ mod tests {
     }
 
     #[test]
-    fn the_newest_observed_position_is_planned_from_on_the_same_primary() {
+    fn the_newest_observation_is_planned_from_on_the_same_primary() {
         let persisted = ReplicationState {
             primary: Some(0),
             term: 3,
@@ -806,34 +875,131 @@ mod tests {
             primary_identity: Some("run-1".into()),
             ..Default::default()
         };
-        let observed = ReplicationState {
+        let observed = |state: ReplicationState| Observed {
+            state,
+            members: vec![],
+        };
+        let newer = ReplicationState {
             primary_position: Some("A:900".into()),
+            primary_unhealthy_since: Some(to_time(now())),
+            ..persisted.clone()
+        };
+        let planned = with_observed(&persisted, Some(&observed(newer.clone())));
+        assert_eq!(planned.primary_position, Some("A:900".into()));
+        assert_eq!(
+            planned.primary_unhealthy_since,
+            Some(to_time(now())),
+            "a suspicion not written yet still counts from its first pass"
+        );
+        // A suspicion cleared in memory but still in status is cleared.
+        let suspected = ReplicationState {
+            primary_unhealthy_since: Some(to_time(now())),
             ..persisted.clone()
         };
         assert_eq!(
-            with_observed_position(&persisted, Some(&observed)).primary_position,
-            Some("A:900".into())
+            with_observed(&suspected, Some(&observed(persisted.clone()))).primary_unhealthy_since,
+            None
         );
-        assert_eq!(with_observed_position(&persisted, None), persisted);
+        assert_eq!(with_observed(&persisted, None), persisted);
         for other in [
             ReplicationState {
                 term: 4,
-                ..observed.clone()
+                ..newer.clone()
             },
             ReplicationState {
                 primary: Some(1),
-                ..observed.clone()
+                ..newer.clone()
             },
             ReplicationState {
                 primary_identity: Some("run-2".into()),
-                ..observed.clone()
+                ..newer.clone()
             },
         ] {
             assert_eq!(
-                with_observed_position(&persisted, Some(&other)),
+                with_observed(&persisted, Some(&observed(other.clone()))),
                 persisted,
                 "{other:?}"
             );
         }
+    }
+
+    fn running_one_member() -> ClusterStatus {
+        let obs = Observation {
+            replicas_existing: 1,
+            replicas_ready: 1,
+            replication: Some(healthy_report(0)),
+            ..Default::default()
+        };
+        compute(None, 1, &obs, now())
+    }
+
+    /// The status of a pass in which the single member missed its probe.
+    fn missed_probe(previous: &ClusterStatus, at: DateTime<Utc>) -> ClusterStatus {
+        let mut report = healthy_report(0);
+        report.state.primary_unhealthy_since = Some(to_time(at));
+        report.members[0].role = MemberRole::Unknown;
+        report.members[0].reachable = false;
+        report.members[0].message = Some("probe timed out after 500 ms".into());
+        report.health = Health::Unhealthy {
+            reason: "PrimaryUnreachable".into(),
+            message: "c-0 does not answer".into(),
+        };
+        report.writes = PrimaryWrites::Unknown;
+        let obs = Observation {
+            replicas_existing: 1,
+            replicas_ready: 1,
+            replication: Some(report),
+            ..Default::default()
+        };
+        compute(Some(previous), 1, &obs, at)
+    }
+
+    #[test]
+    fn a_missed_probe_differs_only_in_probes() {
+        let running = running_one_member();
+        let first = missed_probe(&running, now());
+        assert_ne!(first.phase, running.phase);
+        assert_eq!(cond(&first, condition::READY).status, "False");
+        assert!(differs_only_in_probes(&running, &first));
+        assert!(!differs_only_in_details(&running, &first));
+        for change in [
+            |s: &mut ClusterStatus| s.replication.term += 1,
+            |s: &mut ClusterStatus| s.replication.primary = None,
+            |s: &mut ClusterStatus| s.ready_replicas = 0,
+            |s: &mut ClusterStatus| s.members.push(MemberStatus::default()),
+            |s: &mut ClusterStatus| s.conditions[0].status = "False".into(),
+        ] {
+            let mut c = first.clone();
+            change(&mut c);
+            assert!(!differs_only_in_probes(&running, &c), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn day_two_planners_see_the_newest_members_of_the_same_state() {
+        let running = running_one_member();
+        let down = missed_probe(&running, now());
+        let observed = Observed {
+            state: down.replication.clone(),
+            members: down.members.clone(),
+        };
+        let view = planning_view(Some(&running), Some(&observed)).expect("view");
+        assert!(!view.members[0].reachable);
+        assert_eq!(
+            view.replication.primary_unhealthy_since,
+            down.replication.primary_unhealthy_since
+        );
+        let other_term = Observed {
+            state: ReplicationState {
+                term: 9,
+                ..down.replication.clone()
+            },
+            ..observed
+        };
+        assert_eq!(
+            planning_view(Some(&running), Some(&other_term)).as_ref(),
+            Some(&running)
+        );
+        assert_eq!(planning_view(None, Some(&other_term)), None);
     }
 }
