@@ -1036,11 +1036,14 @@ pub async fn create_dataset(primary: &Server, rows: u64) {
     c.query_drop(
         "CREATE DATABASE shop; \
          CREATE TABLE shop.orders (id BIGINT PRIMARY KEY, customer INT NOT NULL, note VARCHAR(200), payload BLOB, \
-           created DATETIME(3), price DECIMAL(12,2), ratio DOUBLE, flag BIT(1)) ENGINE=InnoDB; \
-         CREATE TABLE shop.items (id INT UNSIGNED PRIMARY KEY, name VARCHAR(100) CHARACTER SET utf8mb4, body TEXT) ENGINE=InnoDB; \
+           created DATETIME(3), price DECIMAL(12,2), ratio DOUBLE, flag BIT(1), KEY by_customer (customer)) ENGINE=InnoDB; \
+         CREATE TABLE shop.items (id INT UNSIGNED PRIMARY KEY, name VARCHAR(100) CHARACTER SET utf8mb4, body TEXT, \
+           KEY by_name (name), KEY by_body (body(20), id), UNIQUE KEY body_name (name, body(30))) ENGINE=InnoDB; \
+         CREATE TABLE shop.lines (id INT PRIMARY KEY, order_id BIGINT NOT NULL, qty INT, KEY by_qty (qty), \
+           CONSTRAINT fk_order FOREIGN KEY (order_id) REFERENCES shop.orders (id)) ENGINE=InnoDB; \
          CREATE TABLE shop.pairs (a INT, b VARCHAR(20), v INT, PRIMARY KEY (a, b)) ENGINE=InnoDB; \
          CREATE TABLE shop.logs (line VARCHAR(100), at DATE) ENGINE=InnoDB; \
-         CREATE TABLE shop.audit (id BIGINT AUTO_INCREMENT PRIMARY KEY, what VARCHAR(50)) ENGINE=InnoDB; \
+         CREATE TABLE shop.audit (id BIGINT AUTO_INCREMENT PRIMARY KEY, what VARCHAR(50), KEY by_what (what)) ENGINE=InnoDB; \
          CREATE TABLE shop.legacy (id INT PRIMARY KEY, name VARCHAR(50) CHARACTER SET latin1, raw VARBINARY(16)) ENGINE=InnoDB; \
          INSERT INTO shop.legacy VALUES (1, 'café crème', 0x00090a0d5c27), (2, NULL, ''), (3, 'tab\there', NULL); \
          CREATE VIEW shop.big_orders AS SELECT id, price FROM shop.orders WHERE price > 500; \
@@ -1069,6 +1072,9 @@ pub async fn create_dataset(primary: &Server, rows: u64) {
     ))
     .await
     .expect("items");
+    c.query_drop(numbered(f, "shop.lines", "seq, seq, seq % 10", 2000))
+        .await
+        .expect("lines");
     c.query_drop(numbered(
         f,
         "shop.pairs",
@@ -1117,6 +1123,30 @@ async fn checksums(s: &Server, tables: &[&str]) -> Vec<(String, String, i64)> {
         out.push((t.to_string(), sum, s.count(t).await));
     }
     out
+}
+
+/// The keys of the `shop` and `app` schemas: table, key, position, column,
+/// prefix length, uniqueness, and the foreign keys.
+async fn index_list(s: &Server) -> Vec<String> {
+    let mut c = s.root().await;
+    let mut keys: Vec<String> = c
+        .query(
+            "SELECT CONCAT_WS(' ', TABLE_SCHEMA, TABLE_NAME, INDEX_NAME, SEQ_IN_INDEX, COLUMN_NAME, \
+             IFNULL(SUB_PART, '-'), NON_UNIQUE) FROM information_schema.STATISTICS \
+             WHERE TABLE_SCHEMA IN ('shop', 'app')",
+        )
+        .await
+        .expect("keys");
+    let fks: Vec<String> = c
+        .query(
+            "SELECT CONCAT_WS(' ', CONSTRAINT_SCHEMA, TABLE_NAME, CONSTRAINT_NAME, REFERENCED_TABLE_NAME) \
+             FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE CONSTRAINT_SCHEMA IN ('shop', 'app')",
+        )
+        .await
+        .expect("foreign keys");
+    keys.extend(fks);
+    keys.sort();
+    keys
 }
 
 async fn backup_under_writes_restores_identically_and_refuses_corruption(f: Flavor) {
@@ -1222,6 +1252,7 @@ async fn backup_under_writes_restores_identically_and_refuses_corruption(f: Flav
     let tables = [
         "shop.orders",
         "shop.items",
+        "shop.lines",
         "shop.pairs",
         "shop.logs",
         "shop.audit",
@@ -1234,6 +1265,11 @@ async fn backup_under_writes_restores_identically_and_refuses_corruption(f: Flav
         "restored data differs from the source at the backup GTID"
     );
     assert!(want.iter().all(|(_, sum, _)| !sum.is_empty()));
+    // Every key came back (the restore builds plain secondary keys after
+    // the rows; keys a foreign key involves are created with the table).
+    let keys = index_list(c.server(1)).await;
+    assert!(keys.len() >= 12, "{keys:?}");
+    assert_eq!(index_list(&fresh).await, keys, "restored keys differ");
     let restored_pos = match f {
         Flavor::MariaDB => fresh
             .scalar("SELECT @@gtid_slave_pos")
@@ -1317,6 +1353,7 @@ async fn backup_under_writes_restores_identically_and_refuses_corruption(f: Flav
         want,
         "INSERT-format restore differs"
     );
+    assert_eq!(index_list(&fresh2).await, keys, "restored keys differ");
     // latin1 bytes survive both formats ('café crème' in latin1).
     for srv in [c.server(1), &fresh, &fresh2] {
         assert_eq!(
