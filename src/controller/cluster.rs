@@ -1131,8 +1131,11 @@ async fn write_status<K: ClusterResource>(
         ctx.hysteresis.settle(&key);
         return Ok(Persisted::Unchanged);
     }
+    // A change confined to probe results waits out the hysteresis, unless
+    // it clears everything (a recovery is written at once).
     if let Some(p) = previous
         && status::differs_only_in_probes(p, next)
+        && !status::all_clear(next)
     {
         match ctx.hysteresis.judge(&key, std::time::Instant::now()) {
             Verdict::Hold => return Ok(Persisted::Held),

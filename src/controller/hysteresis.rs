@@ -16,6 +16,11 @@
 //! ([`super::status::planning_view`]), so the failover detection window
 //! counts from the first missed probe exactly as before.
 //!
+//! Only the way down is held: a probe-only change to a status with nothing
+//! wrong in it ([`super::status::all_clear`]: a recovery, or the end of a
+//! repointing after a switchover) is written at once, so a cluster paused
+//! or watched right after an operation does not keep a stale failure.
+//!
 //! Why a duration and not a number of passes: passes are not evenly spaced
 //! (1 s when steady, 200 ms while the primary is suspect, at once when the
 //! primary watch breaks), so "N passes" would mean 200 ms in the case that

@@ -488,6 +488,22 @@ pub fn differs_only_in_probes(a: &ClusterStatus, b: &ClusterStatus) -> bool {
     without_probes(a) == without_probes(b)
 }
 
+/// Whether a status shows nothing wrong that probes decide: phase
+/// `Running`, `ReplicationHealthy` and `Ready` true, every member reachable.
+/// A change to such a status is a recovery (or the end of a repointing) and
+/// is written at once: holding it back would only keep a stale failure in
+/// status, and a flap that starts from a healthy status is held anyway.
+pub fn all_clear(status: &ClusterStatus) -> bool {
+    status.phase == ClusterPhase::Running
+        && PROBED.iter().all(|t| {
+            status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == t.as_str() && c.status == "True")
+        })
+        && status.members.iter().all(|m| m.reachable)
+}
+
 /// What the last engine step of this process observed for a cluster.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Observed {
@@ -952,6 +968,17 @@ mod tests {
             ..Default::default()
         };
         compute(Some(previous), 1, &obs, at)
+    }
+
+    #[test]
+    fn a_recovery_is_all_clear_and_a_missed_probe_is_not() {
+        let running = running_one_member();
+        assert!(all_clear(&running), "{running:?}");
+        let down = missed_probe(&running, now());
+        assert!(!all_clear(&down), "{down:?}");
+        let mut unreachable_replica = running.clone();
+        unreachable_replica.members[0].reachable = false;
+        assert!(!all_clear(&unreachable_replica));
     }
 
     #[test]
