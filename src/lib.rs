@@ -13,5 +13,6 @@ pub mod operator;
 pub mod plugin;
 pub mod redis;
 pub mod resources;
+pub mod shutdown;
 pub mod tls;
 pub mod watch;

@@ -95,7 +95,7 @@ pub async fn run(client: Client, config: OperatorConfig) -> anyhow::Result<()> {
 
     let signals = shutdown.clone();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        crate::shutdown::wait_for_signal().await;
         info!("shutdown requested");
         signals.cancel();
     });
@@ -215,19 +215,4 @@ async fn run_with_lease(
         bail!("lost the leader lease");
     }
     Ok(())
-}
-
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = ctrl_c => {},
-                _ = term.recv() => {},
-            }
-        }
-        Err(_) => {
-            let _ = ctrl_c.await;
-        }
-    }
 }

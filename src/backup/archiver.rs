@@ -47,7 +47,7 @@ pub async fn run(args: ArchiveArgs) -> anyhow::Result<()> {
     {
         let stop = stop.clone();
         tokio::spawn(async move {
-            wait_for_signal().await;
+            crate::shutdown::wait_for_signal().await;
             tracing::info!("stopping: storing what is complete");
             stop.cancel();
         });
@@ -284,21 +284,6 @@ async fn sleep_or_stop(d: Duration, stop: &CancellationToken) -> bool {
     tokio::select! {
         _ = tokio::time::sleep(d) => stop.is_cancelled(),
         _ = stop.cancelled() => true,
-    }
-}
-
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = ctrl_c => {},
-                _ = term.recv() => {},
-            }
-        }
-        Err(_) => {
-            let _ = ctrl_c.await;
-        }
     }
 }
 
