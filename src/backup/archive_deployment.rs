@@ -7,7 +7,6 @@
 //! archive, independent of the operator.
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
-use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 
 use super::contract::{
@@ -87,13 +86,7 @@ pub fn deployment(a: &Archiver<'_>) -> Deployment {
                 type_: Some("Recreate".into()),
                 rolling_update: None,
             }),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels),
-                    ..Default::default()
-                }),
-                spec: Some(pod),
-            },
+            template: job::pod_template(labels, pod),
             ..Default::default()
         }),
         ..Default::default()

@@ -161,16 +161,22 @@ pub(crate) fn job(shape: JobShape<'_>) -> Job {
             // A failed backup is reported Failed, not retried into a second artifact.
             backoff_limit: Some(0),
             active_deadline_seconds: Some(timeout_seconds),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels),
-                    ..Default::default()
-                }),
-                spec: Some(pod),
-            },
+            template: pod_template(labels, pod),
             ..Default::default()
         }),
         ..Default::default()
+    }
+}
+
+/// The pod template of a Job or of the archiver Deployment: the pod with
+/// the workload's labels (the selector matches them).
+pub(crate) fn pod_template(labels: BTreeMap<String, String>, pod: PodSpec) -> PodTemplateSpec {
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(labels),
+            ..Default::default()
+        }),
+        spec: Some(pod),
     }
 }
 
