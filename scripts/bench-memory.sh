@@ -23,7 +23,7 @@ VARIANTS=${VARIANTS:-"this||$TARGET/debug/ordinal|"}
 mkdir -p "$OUT"
 STATE=$(mktemp -d /var/tmp/ordinal-bench-memory-state-XXXXXX)
 BLOCKS=1
-while [ $((241 * BLOCKS)) -lt "$N" ] || [ $((254 * BLOCKS)) -lt $((2 * N + 2)) ]; do BLOCKS=$((BLOCKS * 2)); done
+while [ $((241 * BLOCKS)) -lt "$N" ] || [ $((254 * BLOCKS * 3 / 4)) -lt $((2 * N + 2)) ]; do BLOCKS=$((BLOCKS * 2)); done
 export ORDINAL_DEVCLUSTER_DIR=$STATE ORDINAL_DEVCLUSTER_IP_BLOCK=${BLOCK:-144} ORDINAL_DEVCLUSTER_IP_BLOCKS=$BLOCKS
 export KUBECONFIG=$STATE/kubeconfig
 OP=

@@ -13,7 +13,9 @@
 # ORDINAL (operator binary, default $CARGO_TARGET_DIR/debug/ordinal),
 # DEVCLUSTER (default $CARGO_TARGET_DIR/debug/devcluster), BLOCK (ip block, 144),
 # BLOCKS (/24 blocks the devcluster spans; default: enough for N + MYSQL
-# clusters, each one pod and two ClusterIPs: 241 pods and 254 Services a block),
+# clusters, each one pod and two ClusterIPs: 241 pods and 254 Services a block,
+# Services filled to at most 3/4: a nearly full range makes the API server's
+# ClusterIP allocator retry until Service creations time out),
 # READY_TIMEOUT (900 s: then measure with those Ready).
 set -euo pipefail
 export LC_ALL=C
@@ -27,7 +29,7 @@ DEVCLUSTER=${DEVCLUSTER:-$TARGET/debug/devcluster}
 BLOCK=${BLOCK:-144}
 if [ -z "${BLOCKS:-}" ]; then
   BLOCKS=1
-  while [ $((241 * BLOCKS)) -lt $((N + MYSQL)) ] || [ $((254 * BLOCKS)) -lt $((2 * (N + MYSQL) + 2)) ]; do
+  while [ $((241 * BLOCKS)) -lt $((N + MYSQL)) ] || [ $((254 * BLOCKS * 3 / 4)) -lt $((2 * (N + MYSQL) + 2)) ]; do
     BLOCKS=$((BLOCKS * 2))
   done
 fi

@@ -630,11 +630,17 @@ pub fn down(state: &Path, wipe: bool) -> Result<()> {
         }
         // The agent stops its pods on SIGTERM; whatever is left goes here.
         if *name == "agent" {
-            for (path, p) in pod_processes(state) {
-                if p.alive() || procs::group_alive(p.pid) {
-                    println!("stopping pod process {} ({})", p.pid, path.display());
-                    procs::stop_group(p, Duration::from_secs(5));
-                }
+            let pods = pod_processes(state);
+            let running: Vec<ProcRef> = pods
+                .iter()
+                .map(|(_, p)| *p)
+                .filter(|p| p.alive() || procs::group_alive(p.pid))
+                .collect();
+            if !running.is_empty() {
+                println!("stopping {} pod processes", running.len());
+                procs::stop_groups(&running, Duration::from_secs(5));
+            }
+            for (path, _) in pods {
                 let _ = fs::remove_file(&path);
             }
         }

@@ -398,6 +398,7 @@ fn kill_leftovers(state: &Path) {
     let Ok(pods) = std::fs::read_dir(state.join("pods")) else {
         return;
     };
+    let mut left = Vec::new();
     for pod in pods.flatten() {
         let Ok(files) = std::fs::read_dir(pod.path()) else {
             continue;
@@ -413,12 +414,13 @@ fn kill_leftovers(state: &Path) {
                         p.pid,
                         path.display()
                     );
-                    procs::stop_group(p, Duration::from_secs(3));
+                    left.push(p);
                 }
                 let _ = std::fs::remove_file(&path);
             }
         }
     }
+    procs::stop_groups(&left, Duration::from_secs(3));
 }
 
 fn kernel_version() -> String {
