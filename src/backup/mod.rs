@@ -9,7 +9,8 @@
 //! `binlog_archive` and `binlog_replay` build on it; `archiver` (the
 //! `ordinal binlog archive` process) runs `binlog_archive`, `run` runs
 //! `binlog_replay` after a restore's load; `archive_deployment` builds the
-//! archiver's Deployment from `contract` and `job`.
+//! archiver's Deployment from `contract` and `job`. `target` opens the
+//! stores; `gcs_upload` (a leaf) sends GCS uploads through the JSON API.
 
 pub mod archive_deployment;
 pub mod archiver;
@@ -20,6 +21,7 @@ pub mod binlog_archive;
 pub mod binlog_replay;
 pub mod contract;
 pub mod delete_job;
+pub mod gcs_upload;
 pub mod hashing;
 pub mod job;
 pub mod member;

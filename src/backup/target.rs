@@ -13,6 +13,8 @@ use object_store::{ObjectStore, RetryConfig};
 
 use crate::api::backup::BackupTarget;
 
+use super::gcs_upload::{self, GcsJsonUploads};
+
 pub use super::contract::{
     ENV_ACCESS_KEY_ID, ENV_AZURE_KEY, ENV_GCS_KEY, ENV_RETRY_SECONDS, ENV_SECRET_ACCESS_KEY,
     PVC_MOUNT,
@@ -193,21 +195,38 @@ pub fn open(
             .gcs_service_account_key
             .clone()
             .ok_or(TargetError::MissingCredential("gcs", "serviceAccountKey"))?;
-        if let Err(e) = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&key) {
-            return Err(TargetError::BadCredential(
-                "gcs",
-                "serviceAccountKey",
-                format!("not a service account JSON key ({e})"),
-            ));
-        }
-        let mut builder = GoogleCloudStorageBuilder::new()
+        let parsed = match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&key)
+        {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                return Err(TargetError::BadCredential(
+                    "gcs",
+                    "serviceAccountKey",
+                    format!("not a service account JSON key ({e})"),
+                ));
+            }
+        };
+        // Where the APIs are: the target's endpoint, else the key's
+        // `gcs_base_url` (as object_store reads it), else Google's.
+        let base_url = gcs
+            .endpoint
+            .as_deref()
+            .or_else(|| parsed.get("gcs_base_url").and_then(|v| v.as_str()))
+            .unwrap_or(gcs_upload::DEFAULT_BASE_URL)
+            .trim_end_matches('/')
+            .to_string();
+        let retry = retry();
+        let builder = GoogleCloudStorageBuilder::new()
             .with_bucket_name(&gcs.bucket)
             .with_service_account_key(key)
-            .with_retry(retry());
-        if let Some(endpoint) = &gcs.endpoint {
-            builder = builder.with_base_url(endpoint.trim_end_matches('/'));
-        }
-        let store = opened(builder.build().map(|s| Arc::new(s) as Arc<dyn ObjectStore>))?;
+            .with_base_url(&base_url)
+            .with_retry(retry.clone());
+        // Uploads go through the JSON API (gcs_upload), the rest through
+        // object_store's client.
+        let store = opened(builder.build().and_then(|inner| {
+            GcsJsonUploads::new(inner, &base_url, &gcs.bucket, retry)
+                .map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
+        }))?;
         return Ok(Target {
             store,
             prefix: prefix_of(gcs.prefix.as_ref()),
