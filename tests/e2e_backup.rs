@@ -921,6 +921,25 @@ async fn point_in_time_recovery(
     .await;
     step(&format!("refused: {}", failed.message));
     assert!(failed.message.contains("archive"), "{}", failed.message);
+    assert!(
+        failed.message.contains("nothing was restored"),
+        "the point is checked before the base is loaded: {}",
+        failed.message
+    );
+    // Ordinal 0 runs (the restore Job talked to it) but holds nothing of
+    // the base backup.
+    let ip = members(client, NS, "db-too-late")
+        .await
+        .into_iter()
+        .find_map(|(name, _, ip)| (name == "db-too-late-0").then_some(ip).flatten())
+        .expect("db-too-late-0 has an IP");
+    let pw = secret_value(client, NS, "db-too-late-auth", "root-password").await;
+    let mut c = mysql_conn(&ip, &pw).await;
+    let shop: Option<i64> = c
+        .query_first("SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'shop'")
+        .await
+        .expect("schemata");
+    assert_eq!(shop, Some(0), "a refused point loads nothing");
     let st = my
         .get("db-too-late")
         .await

@@ -206,21 +206,45 @@ pub fn plan(
     }
 }
 
-/// Replay archived transactions after `base_position` (the restored base
-/// backup's GTID position) into `db`, up to `stop`.
-pub async fn replay(
-    db: &Endpoint,
+/// A replay checked before anything is applied: the segments from the
+/// base backup's position to the stop point, each fetched and verified.
+#[derive(Clone, Debug)]
+pub struct ReplayPlan {
+    flavor: MySqlFlavor,
+    base: GtidSet,
+    stop: StopAt,
+    manifests: BTreeMap<u64, SegmentManifest>,
+    needed: Vec<u64>,
+}
+
+impl ReplayPlan {
+    /// Segments the replay reads.
+    pub fn segments(&self) -> usize {
+        self.needed.len()
+    }
+
+    /// Whether `position` (a restored server's GTID position) is the base
+    /// this plan starts from.
+    pub fn starts_at(&self, position: &str) -> Result<bool, BinlogError> {
+        Ok(normalize(self.flavor, position)? == self.base)
+    }
+}
+
+/// Check a replay from `base_position` to `stop` against the archive in
+/// `dir` without touching any server: the chain of segments (no gap, the
+/// point inside the archive) and every segment needed (sha256, events,
+/// supported content). A point-in-time restore calls this before it loads
+/// the base backup, so a refused point leaves the server empty.
+pub async fn prepare(
+    flavor: MySqlFlavor,
     target: &Target,
     dir: &Path,
     base_position: &str,
     stop: &StopAt,
-    opts: &ReplayOptions,
-) -> Result<ReplaySummary, BinlogError> {
-    let flavor = db.flavor;
+) -> Result<ReplayPlan, BinlogError> {
     let base = normalize(flavor, base_position)?;
     let manifests = list_manifests(target, dir).await?;
     let needed = plan(flavor, &manifests, &base, stop)?;
-    // Verification pass: nothing is applied unless every segment is sound.
     for n in &needed {
         let m = &manifests[n];
         if manifest_flavor(m)? != flavor {
@@ -233,6 +257,46 @@ pub async fn replay(
         for t in &seg.transactions {
             check_supported(t, seg.checksummed)?;
         }
+    }
+    Ok(ReplayPlan {
+        flavor,
+        base,
+        stop: stop.clone(),
+        manifests,
+        needed,
+    })
+}
+
+/// Replay archived transactions after `base_position` (the restored base
+/// backup's GTID position) into `db`, up to `stop`: [`prepare`], then
+/// [`apply_plan`].
+pub async fn replay(
+    db: &Endpoint,
+    target: &Target,
+    dir: &Path,
+    base_position: &str,
+    stop: &StopAt,
+    opts: &ReplayOptions,
+) -> Result<ReplaySummary, BinlogError> {
+    let p = prepare(db.flavor, target, dir, base_position, stop).await?;
+    apply_plan(db, target, dir, &p, opts).await
+}
+
+/// Apply a prepared replay into `db`, whose GTID position must be the
+/// plan's base.
+pub async fn apply_plan(
+    db: &Endpoint,
+    target: &Target,
+    dir: &Path,
+    p: &ReplayPlan,
+    opts: &ReplayOptions,
+) -> Result<ReplaySummary, BinlogError> {
+    let flavor = db.flavor;
+    if flavor != p.flavor {
+        return Err(BinlogError::Unsupported(format!(
+            "the replay was planned for {:?}; the server is {flavor:?}",
+            p.flavor
+        )));
     }
     let mut c = connect(&db.host, db.port, &db.login, opts.connect_timeout).await?;
     let t = opts.statement_timeout;
@@ -252,10 +316,7 @@ pub async fn replay(
             undo = d.restore_super_read_only();
         }
     }
-    let res = apply_all(
-        &mut c, target, dir, &manifests, &needed, &base, stop, flavor, t,
-    )
-    .await;
+    let res = apply_all(&mut c, target, dir, p, t).await;
     for s in undo {
         exec(&mut c, &s, t).await?;
     }
@@ -264,18 +325,14 @@ pub async fn replay(
     Ok(summary)
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn apply_all(
     c: &mut Conn,
     target: &Target,
     dir: &Path,
-    manifests: &BTreeMap<u64, SegmentManifest>,
-    needed: &[u64],
-    base: &GtidSet,
-    stop: &StopAt,
-    flavor: MySqlFlavor,
+    p: &ReplayPlan,
     t: Duration,
 ) -> Result<ReplaySummary, BinlogError> {
+    let (flavor, base, stop) = (p.flavor, &p.base, &p.stop);
     let stop_gtid = match stop {
         StopAt::Gtid(g) => Some(normalize(flavor, g)?),
         StopAt::Time(_) => None,
@@ -293,10 +350,10 @@ async fn apply_all(
         last_timestamp: None,
         position: String::new(),
     };
-    'segments: for n in needed {
+    'segments: for n in &p.needed {
         // Fetched (and verified) again: the store is not trusted to return
         // the same bytes twice.
-        let seg = fetch_segment(target, dir, &manifests[n]).await?;
+        let seg = fetch_segment(target, dir, &p.manifests[n]).await?;
         summary.segments += 1;
         exec(c, &binlog_statement(&[&seg.fde]), t).await?;
         for tx in &seg.transactions {

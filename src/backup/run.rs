@@ -219,8 +219,37 @@ pub async fn restore(cmd: RestoreCommand) -> anyhow::Result<()> {
                 }
             };
             let opts = crate::mysql::backup::RestoreOptions::default();
-            // Bad point arguments are refused before anything is loaded.
-            let point = replay_plan(&args.point, endpoint.flavor)?;
+            // A point the archive cannot reach is refused before anything is
+            // loaded: the server stays empty.
+            let replay = match replay_plan(&args.point, endpoint.flavor)? {
+                Some((target, dir, stop)) => {
+                    let header = crate::mysql::backup::read_header(open().await?)
+                        .await
+                        .context("read the base backup's header")?;
+                    let plan = super::binlog_replay::prepare(
+                        endpoint.flavor,
+                        &target,
+                        &dir,
+                        &header.gtid,
+                        &stop,
+                    )
+                    .await
+                    // One line: the Job's last log line is what the
+                    // cluster's condition shows.
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "{e}; nothing was restored (the binlog archive {dir} was checked from the base backup's GTID position {} before loading)",
+                            header.gtid
+                        )
+                    })?;
+                    println!(
+                        "the binlog archive {dir} reaches {stop:?} from the base backup ({} segments)",
+                        plan.segments()
+                    );
+                    Some((target, dir, stop, plan))
+                }
+                None => None,
+            };
             let r = crate::mysql::backup::restore_verified(
                 open,
                 &args.artifact.sha256,
@@ -229,13 +258,18 @@ pub async fn restore(cmd: RestoreCommand) -> anyhow::Result<()> {
             )
             .await?;
             println!("restored {} rows; GTID position {}", r.rows, r.gtid);
-            if let Some((target, dir, stop)) = point {
-                let done = super::binlog_replay::replay(
+            if let Some((target, dir, stop, plan)) = replay {
+                if !plan.starts_at(&r.gtid)? {
+                    bail!(
+                        "the restored base is at GTID position {} but its header said otherwise; no binlog replayed",
+                        r.gtid
+                    );
+                }
+                let done = super::binlog_replay::apply_plan(
                     &endpoint,
                     &target,
                     &dir,
-                    &r.gtid,
-                    &stop,
+                    &plan,
                     &Default::default(),
                 )
                 .await

@@ -244,7 +244,11 @@ pub async fn load<K: ClusterResource>(
                         .find(|l| !l.trim().is_empty())
                         .map(str::to_string)
                 })
-                .map(|l| format!(": {}", l.trim()))
+                .map(|l| {
+                    // `Error: ` is how the command prints its failure.
+                    let l = l.trim();
+                    format!(": {}", l.strip_prefix("Error: ").unwrap_or(l))
+                })
                 .unwrap_or_default();
             LoadState::Failed(format!(
                 "restore Job {name} failed ({why}){report}; the cluster does not serve; see the Job's logs"

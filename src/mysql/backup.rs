@@ -1142,6 +1142,41 @@ where
     })
 }
 
+/// What an artifact's header records: the GTID position of the snapshot
+/// and the server flavor.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ArtifactHeader {
+    pub gtid: String,
+    pub flavor: String,
+}
+
+/// Read only an artifact's first frame, its header. Nothing else is
+/// checked: a restore still verifies the whole artifact before it applies
+/// anything. A point-in-time restore uses this to check its replay before
+/// loading the base.
+pub async fn read_header<R>(reader: R) -> Result<ArtifactHeader, MySqlError>
+where
+    R: AsyncRead + Unpin + Send,
+{
+    let mut fr = FrameReader {
+        inner: decoder(reader),
+        raw_hash: Sha256::new(),
+        frames: 0,
+    };
+    match fr.next().await? {
+        Some(f) if f.kind == KIND_HEADER => {
+            let h = String::from_utf8_lossy(&f.payload);
+            Ok(ArtifactHeader {
+                gtid: kv(&h, "gtid").unwrap_or_default(),
+                flavor: kv(&h, "flavor").unwrap_or_default(),
+            })
+        }
+        _ => Err(MySqlError::Corrupt(
+            "the artifact does not start with a header".into(),
+        )),
+    }
+}
+
 async fn session_for_load(c: &mut Conn) -> Result<(), MySqlError> {
     // READ COMMITTED: fewer gap locks between parallel loaders.
     exec(
