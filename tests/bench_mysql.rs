@@ -62,6 +62,15 @@ fn sh(cmd: &str) -> (bool, Duration) {
     (st.success(), t.elapsed())
 }
 
+fn sh_out(cmd: &str) -> String {
+    Command::new("bash")
+        .arg("-c")
+        .arg(cmd)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
 fn have(bin: &str) -> bool {
     Command::new("bash")
         .arg("-c")
@@ -84,6 +93,111 @@ fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_default()
+}
+
+/// CPU seconds (user + system) of a process and of its reaped children.
+fn cpu_of(pid: &str) -> (f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name; utime is the 14th field of the line.
+    let f: Vec<f64> = stat
+        .rsplit_once(')')
+        .map(|x| x.1)
+        .unwrap_or("")
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    // SAFETY: sysconf has no preconditions.
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    if f.len() < 15 {
+        return (0.0, 0.0);
+    }
+    ((f[11] + f[12]) / tick, (f[13] + f[14]) / tick)
+}
+
+/// CPU seconds spent so far by the client side (this process, with the
+/// tools it ran and waited for) and by one server.
+#[derive(Clone, Copy)]
+struct Cpu {
+    client: f64,
+    server: f64,
+}
+
+fn cpu(s: &Server) -> Cpu {
+    let (own, children) = cpu_of("self");
+    let server = s.pid().map(|p| cpu_of(&p.to_string()).0).unwrap_or(0.0);
+    Cpu {
+        client: own + children,
+        server,
+    }
+}
+
+/// One measured tool: rate in MB/s, CPU seconds spent by the client and by
+/// the server while it ran, and a detail (wall time, sizes).
+struct Measured {
+    name: String,
+    rate: f64,
+    client_cpu: f64,
+    server_cpu: f64,
+    detail: String,
+}
+
+fn measured(
+    name: String,
+    data: f64,
+    wall: Duration,
+    s: &Server,
+    before: Cpu,
+    detail: String,
+) -> Measured {
+    let after = cpu(s);
+    Measured {
+        name,
+        rate: data / wall.as_secs_f64(),
+        client_cpu: after.client - before.client,
+        server_cpu: after.server - before.server,
+        detail: format!("{wall:.2?}{detail}"),
+    }
+}
+
+/// Let InnoDB finish writing the freshly generated dataset (dirty pages
+/// flushed, undo purged) before anything is timed, so the first tool does
+/// not compete with the server's background work.
+async fn settle(s: &Server) {
+    let t = Instant::now();
+    let before = cpu(s);
+    let mut c = s.root().await;
+    let pct: Option<String> = c
+        .query_first("SELECT @@GLOBAL.innodb_max_dirty_pages_pct")
+        .await
+        .expect("dirty pct");
+    c.query_drop("SET GLOBAL innodb_max_dirty_pages_pct = 0")
+        .await
+        .expect("flush eagerly");
+    let metric = |name: &str| {
+        format!(
+            "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = '{name}'"
+        )
+    };
+    let num = |v: Option<String>| v.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let (mut dirty, mut history) = (0, 0);
+    while t.elapsed() < Duration::from_secs(300) {
+        dirty = num(s.scalar(&metric("INNODB_BUFFER_POOL_PAGES_DIRTY")).await);
+        history = num(s.scalar(&metric("INNODB_HISTORY_LIST_LENGTH")).await);
+        if dirty < 100 && history < 1000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    if let Some(p) = pct {
+        c.query_drop(format!("SET GLOBAL innodb_max_dirty_pages_pct = {p}"))
+            .await
+            .expect("restore dirty pct");
+    }
+    eprintln!(
+        "settled in {:.1?}: {dirty} dirty pages, history length {history}, server CPU {:.1} s",
+        t.elapsed(),
+        cpu(s).server - before.server
+    );
 }
 
 /// Every index of the benchmark's tables, by table, name and column.
@@ -161,9 +275,13 @@ async fn bench_backup_restore() {
         rows_per_table,
         t.elapsed()
     );
+    // CHECKSUM TABLE reads every row: it also warms the buffer pool for
+    // every tool alike.
     let want = checksum(&src).await;
+    settle(&src).await;
     let dir = tempfile::tempdir_in("/var/tmp").expect("tempdir");
-    let mut results: Vec<(String, f64, String)> = Vec::new();
+    let mut results: Vec<Measured> = Vec::new();
+    let dump_only = std::env::var_os("ORDINAL_BENCH_DUMP_ONLY").is_some();
 
     eprintln!("load average before the runs: {}", loadavg());
     // Ordinal dump with as many snapshot connections as mydumper gets
@@ -172,6 +290,7 @@ async fn bench_backup_restore() {
     let art = dir.path().join("ordinal.zst");
     let mut sum = None;
     for workers in [2usize, 4] {
+        let before = cpu(&src);
         let t = Instant::now();
         let s = backup::backup(
             &endpoint(&src),
@@ -183,13 +302,14 @@ async fn bench_backup_restore() {
         )
         .await
         .expect("ordinal backup");
-        let d_ord = t.elapsed();
-        results.push((
-            format!("Ordinal backup ({workers} conns, zstd -{level}, sha256)"),
-            data / d_ord.as_secs_f64(),
+        results.push(measured(
+            format!("Ordinal backup ({workers} conns, zstd {level}, sha256)"),
+            data,
+            t.elapsed(),
+            &src,
+            before,
             format!(
-                "{:?}, artifact {} MB (raw {} MB)",
-                d_ord,
+                ", artifact {} MB (raw {} MB)",
                 s.size >> 20,
                 s.raw_size >> 20
             ),
@@ -197,144 +317,195 @@ async fn bench_backup_restore() {
         sum = Some(s);
     }
     let sum = sum.expect("a backup ran");
+    eprintln!("load average after Ordinal's dumps: {}", loadavg());
 
     // mariadb-dump, plain and piped through zstd -3.
     let args = client_args(&src).join(" ");
     let dump = dir.path().join("dump.sql");
-    let (ok, d_md) = sh(&format!(
-        "mariadb-dump {args} --single-transaction --gtid --master-data=2 --databases bench > {}",
-        dump.display()
-    ));
-    assert!(ok, "mariadb-dump failed");
-    let dump_mb = std::fs::metadata(&dump).map(|m| m.len()).unwrap_or(0) >> 20;
-    results.push((
-        "mariadb-dump --single-transaction".into(),
-        data / d_md.as_secs_f64(),
-        format!("{d_md:?}, {dump_mb} MB SQL"),
-    ));
-    if have("zstd") {
+    if !dump_only {
+        let before = cpu(&src);
+        let (ok, d_md) = sh(&format!(
+            "mariadb-dump {args} --single-transaction --gtid --master-data=2 --databases bench > {}",
+            dump.display()
+        ));
+        assert!(ok, "mariadb-dump failed");
+        let dump_mb = std::fs::metadata(&dump).map(|m| m.len()).unwrap_or(0) >> 20;
+        results.push(measured(
+            "mariadb-dump --single-transaction".into(),
+            data,
+            d_md,
+            &src,
+            before,
+            format!(", {dump_mb} MB SQL"),
+        ));
+    }
+    if have("zstd") && !dump_only {
+        let before = cpu(&src);
         let (ok, d) = sh(&format!(
             "mariadb-dump {args} --single-transaction --gtid --master-data=2 --databases bench | zstd -3 -q > {}/dump.sql.zst",
             dir.path().display()
         ));
         assert!(ok);
         let _ = std::fs::remove_file(dir.path().join("dump.sql.zst"));
-        results.push((
+        results.push(measured(
             "mariadb-dump --single-transaction | zstd -3".into(),
-            data / d.as_secs_f64(),
-            format!("{d:?}"),
+            data,
+            d,
+            &src,
+            before,
+            String::new(),
         ));
     }
     let mydumper = have("mydumper") && have("myloader");
     if mydumper {
-        for threads in [2, 4] {
-            let out = dir.path().join(format!("mydumper{threads}"));
+        // Uncompressed, as in the goal; then with mydumper's own
+        // compression (gzip) for comparison.
+        for (threads, compress) in [(2, false), (4, false), (2, true), (4, true)] {
+            let out = dir.path().join(format!(
+                "mydumper{threads}{}",
+                if compress { "c" } else { "" }
+            ));
+            let before = cpu(&src);
             let (ok, d) = sh(&format!(
-                "mydumper --host={} --port={} --user=root --password='{}' --threads={threads} --database=bench --outputdir={} --rows=100000",
+                "mydumper --host={} --port={} --user=root --password='{}' --threads={threads} --database=bench --outputdir={} --rows=100000{}",
                 src.ip,
                 src.port,
                 ROOT_PW.replace('\'', "'\\''"),
-                out.display()
+                out.display(),
+                if compress { " --compress" } else { "" }
             ));
             if ok {
-                results.push((
-                    format!("mydumper {threads} threads"),
-                    data / d.as_secs_f64(),
-                    format!("{d:?}"),
-                ));
+                let mut m = measured(
+                    format!(
+                        "mydumper {threads} threads{}",
+                        if compress { " --compress" } else { "" }
+                    ),
+                    data,
+                    d,
+                    &src,
+                    before,
+                    String::new(),
+                );
+                let size = sh_out(&format!("du -sm {} | cut -f1", out.display()));
+                m.detail.push_str(&format!(", {} MB", size.trim()));
+                results.push(m);
             } else {
                 eprintln!("mydumper {threads} failed");
             }
-            if threads != 2 {
-                // Only the 2-thread dump is loaded again (disk is short).
+            if threads != 2 || compress || dump_only {
+                // Only the plain 2-thread dump is loaded again (disk is short).
                 let _ = std::fs::remove_dir_all(&out);
             }
         }
     }
+    eprintln!("load average after the dumps: {}", loadavg());
 
     // Restores into fresh servers: what the restore Job runs (the stored
     // artifact verified against its sha256 first, then loaded).
-    let dst = Server::with_extra(1, &big(mb));
-    let t = Instant::now();
-    let a = art.clone();
-    backup::restore_verified(
-        || tokio::fs::File::open(a.clone()),
-        &sum.sha256,
-        &endpoint(&dst),
-        &RestoreOptions {
-            workers: restore_workers,
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("ordinal restore");
-    let d_ordr = t.elapsed();
-    assert_eq!(checksum(&dst).await, want, "Ordinal restore differs");
-    assert_eq!(
-        indexes(&dst).await,
-        indexes(&src).await,
-        "Ordinal restore lacks keys"
-    );
-    results.push((
-        format!("Ordinal restore (verified, {restore_workers} conns)"),
-        data / d_ordr.as_secs_f64(),
-        format!("{d_ordr:?}"),
-    ));
-    drop(dst);
-
-    let dst = Server::with_extra(2, &big(mb));
-    let (ok, d_replay) = sh(&format!(
-        "mariadb {} < {}",
-        client_args(&dst).join(" "),
-        dump.display()
-    ));
-    assert!(ok, "mariadb replay failed");
-    assert_eq!(checksum(&dst).await, want, "client replay differs");
-    results.push((
-        "mariadb client replay".into(),
-        data / d_replay.as_secs_f64(),
-        format!("{d_replay:?}"),
-    ));
-    drop(dst);
-
-    if mydumper {
-        let dst = Server::with_extra(3, &big(mb));
-        let (ok, d) = sh(&format!(
-            "myloader --host={} --port={} --user=root --password='{}' --threads=2 --directory={}",
-            dst.ip,
-            dst.port,
-            ROOT_PW.replace('\'', "'\\''"),
-            dir.path().join("mydumper2").display()
+    if !dump_only {
+        let dst = Server::with_extra(1, &big(mb));
+        let before = cpu(&dst);
+        let t = Instant::now();
+        let a = art.clone();
+        backup::restore_verified(
+            || tokio::fs::File::open(a.clone()),
+            &sum.sha256,
+            &endpoint(&dst),
+            &RestoreOptions {
+                workers: restore_workers,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("ordinal restore");
+        let d_ordr = t.elapsed();
+        results.push(measured(
+            format!("Ordinal restore (verified, {restore_workers} conns)"),
+            data,
+            d_ordr,
+            &dst,
+            before,
+            String::new(),
         ));
-        if ok {
-            results.push((
-                "myloader 2 threads".into(),
-                data / d.as_secs_f64(),
-                format!("{d:?}"),
-            ));
-        }
+        assert_eq!(checksum(&dst).await, want, "Ordinal restore differs");
+        assert_eq!(
+            indexes(&dst).await,
+            indexes(&src).await,
+            "Ordinal restore lacks keys"
+        );
         drop(dst);
+
+        let dst = Server::with_extra(2, &big(mb));
+        let before = cpu(&dst);
+        let (ok, d_replay) = sh(&format!(
+            "mariadb {} < {}",
+            client_args(&dst).join(" "),
+            dump.display()
+        ));
+        assert!(ok, "mariadb replay failed");
+        results.push(measured(
+            "mariadb client replay".into(),
+            data,
+            d_replay,
+            &dst,
+            before,
+            String::new(),
+        ));
+        assert_eq!(checksum(&dst).await, want, "client replay differs");
+        drop(dst);
+
+        if mydumper {
+            let dst = Server::with_extra(3, &big(mb));
+            let before = cpu(&dst);
+            let (ok, d) = sh(&format!(
+                "myloader --host={} --port={} --user=root --password='{}' --threads=2 --directory={}",
+                dst.ip,
+                dst.port,
+                ROOT_PW.replace('\'', "'\\''"),
+                dir.path().join("mydumper2").display()
+            ));
+            if ok {
+                results.push(measured(
+                    "myloader 2 threads".into(),
+                    data,
+                    d,
+                    &dst,
+                    before,
+                    String::new(),
+                ));
+            }
+            drop(dst);
+        }
     }
 
-    let md = results
-        .iter()
-        .find(|r| r.0.starts_with("mariadb-dump --single"))
-        .map(|r| r.1)
-        .unwrap_or(1.0);
-    let replay = results
-        .iter()
-        .find(|r| r.0 == "mariadb client replay")
-        .map(|r| r.1)
-        .unwrap_or(1.0);
+    let rate = |name: &str| {
+        results
+            .iter()
+            .find(|r| r.name.starts_with(name))
+            .map(|r| r.rate)
+    };
+    let md = rate("mariadb-dump --single").unwrap_or(1.0);
+    let replay = rate("mariadb client replay").unwrap_or(1.0);
     eprintln!("load average after the runs: {}", loadavg());
-    let rate = |name: &str| results.iter().find(|r| r.0.starts_with(name)).map(|r| r.1);
     for n in [2, 4] {
         if let (Some(o), Some(m)) = (
             rate(&format!("Ordinal backup ({n} conns")),
-            rate(&format!("mydumper {n} threads")),
+            results
+                .iter()
+                .find(|r| r.name == format!("mydumper {n} threads"))
+                .map(|r| r.rate),
         ) {
             eprintln!(
                 "dump at {n} connections: Ordinal / mydumper = {:.2}x",
+                o / m
+            );
+        }
+        if let (Some(o), Some(m)) = (
+            rate(&format!("Ordinal backup ({n} conns")),
+            rate(&format!("mydumper {n} threads --compress")),
+        ) {
+            eprintln!(
+                "dump at {n} connections: Ordinal / mydumper --compress = {:.2}x (extra, not the goal)",
                 o / m
             );
         }
@@ -348,15 +519,27 @@ async fn bench_backup_restore() {
         }
         eprintln!("restore: Ordinal / client replay = {:.2}x", o / replay);
     }
-    eprintln!("\n| tool | MB/s | ratio | detail |\n|---|---:|---:|---|");
-    for (name, rate, detail) in &results {
-        let base =
-            if name.contains("restore") || name.contains("replay") || name.contains("myloader") {
-                replay
-            } else {
-                md
-            };
-        eprintln!("| {name} | {rate:.1} | {:.2}x | {detail} |", rate / base);
+    eprintln!(
+        "\n| tool | MB/s | ratio | client CPU s | server CPU s | wall, detail |\n|---|---:|---:|---:|---:|---|"
+    );
+    for m in &results {
+        let base = if m.name.contains("restore")
+            || m.name.contains("replay")
+            || m.name.contains("myloader")
+        {
+            replay
+        } else {
+            md
+        };
+        eprintln!(
+            "| {} | {:.1} | {:.2}x | {:.1} | {:.1} | {} |",
+            m.name,
+            m.rate,
+            m.rate / base,
+            m.client_cpu,
+            m.server_cpu,
+            m.detail
+        );
     }
 }
 

@@ -335,31 +335,75 @@ fn compress(raw: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
     })
 }
 
-fn seal(f: &Frame, level: i32) -> std::io::Result<Sealed> {
-    let head = frame_bytes(f);
-    let mut h = Sha256::new();
-    h.update(&head);
-    h.update(&f.payload);
-    let digest: [u8; 32] = h.finalize().into();
-    // The zstd frame holds the frame header and the payload.
-    let mut raw = Vec::with_capacity(head.len() + f.payload.len());
-    raw.extend_from_slice(&head);
-    raw.extend_from_slice(&f.payload);
+/// Hash and compress a frame laid out as stored (kind, length, payload).
+fn seal_raw(raw: &[u8], level: i32) -> std::io::Result<Sealed> {
+    let digest: [u8; 32] = Sha256::digest(raw).into();
     Ok(Sealed {
-        zst: compress(&raw, level)?,
+        zst: compress(raw, level)?,
         digest,
         raw_len: raw.len() as u64,
     })
+}
+
+/// A frame laid out as stored: kind, length, payload.
+fn frame_raw(f: &Frame) -> Vec<u8> {
+    let mut raw = frame_bytes(f);
+    raw.reserve_exact(f.payload.len());
+    raw.extend_from_slice(&f.payload);
+    raw
+}
+
+fn seal(f: &Frame, level: i32) -> std::io::Result<Sealed> {
+    seal_raw(&frame_raw(f), level)
 }
 
 /// Compress and hash a frame on the blocking pool (in parallel across
 /// frames and workers) and hand it to the writer at once, which keeps the
 /// frames in order; waits only when the writer is behind.
 async fn send_frame(tx: &mpsc::Sender<Msg>, f: Frame, level: i32) -> Result<(), MySqlError> {
-    let sealing = tokio::task::spawn_blocking(move || seal(&f, level));
+    send_raw(tx, frame_raw(&f), level).await
+}
+
+/// [`send_frame`] for a frame already laid out as stored (see [`RowsFrame`]).
+async fn send_raw(tx: &mpsc::Sender<Msg>, raw: Vec<u8>, level: i32) -> Result<(), MySqlError> {
+    let sealing = tokio::task::spawn_blocking(move || seal_raw(&raw, level));
     tx.send(Msg::Frame(sealing))
         .await
         .map_err(|_| MySqlError::Unexpected("artifact writer stopped".into()))
+}
+
+/// A frame built in place: its kind and a length placeholder first, the
+/// payload appended, the length filled in when it is sent, so the payload
+/// is never copied to prepend the frame header.
+struct RowsFrame {
+    raw: Vec<u8>,
+    /// Bytes of the frame header and the payload's own head (database and
+    /// table names): a frame this long holds no rows.
+    empty_len: usize,
+}
+
+impl RowsFrame {
+    fn new(kind: u8, head: &[u8], capacity: usize) -> Self {
+        let mut raw = Vec::with_capacity(capacity + 5 + head.len());
+        raw.push(kind);
+        raw.extend_from_slice(&[0; 4]);
+        raw.extend_from_slice(head);
+        Self {
+            empty_len: raw.len(),
+            raw,
+        }
+    }
+
+    fn has_rows(&self) -> bool {
+        self.raw.len() > self.empty_len
+    }
+
+    /// The frame as stored, with its length filled in.
+    fn finish(mut self) -> Vec<u8> {
+        let len = (self.raw.len() - 5) as u32;
+        self.raw[1..5].copy_from_slice(&len.to_le_bytes());
+        self.raw
+    }
 }
 
 fn schema_payload(db: &str, stmt: &str) -> Vec<u8> {
@@ -729,45 +773,27 @@ async fn dump_chunk_rows(
         .map_err(sql_err(sql.clone()))?;
     let ncols = qr.columns_ref().len();
     let head = format!("{}\n{}\n", c.db, c.table).into_bytes();
-    let new_buf = || {
-        let mut b = Vec::with_capacity(frame_bytes_target + 8192);
-        b.extend_from_slice(&head);
-        b
-    };
-    let mut buf = new_buf();
+    // Room for the row that crosses the target, so the buffer rarely grows.
+    let new_frame = || RowsFrame::new(KIND_ROWS, &head, frame_bytes_target + 64 * 1024);
+    let mut frame = new_frame();
     let mut rows = 0u64;
     while let Some(row) = qr.next().await.map_err(sql_err(sql.clone()))? {
+        let buf = &mut frame.raw;
         for i in 0..ncols {
             if i > 0 {
                 buf.push(b'\t');
             }
-            push_tsv(&mut buf, row.as_ref(i));
+            push_tsv(buf, row.as_ref(i));
         }
         buf.push(b'\n');
         rows += 1;
         if buf.len() >= frame_bytes_target {
-            let payload = std::mem::replace(&mut buf, new_buf());
-            send_frame(
-                tx,
-                Frame {
-                    kind: KIND_ROWS,
-                    payload,
-                },
-                level,
-            )
-            .await?;
+            let full = std::mem::replace(&mut frame, new_frame());
+            send_raw(tx, full.finish(), level).await?;
         }
     }
-    if buf.len() > head.len() {
-        send_frame(
-            tx,
-            Frame {
-                kind: KIND_ROWS,
-                payload: buf,
-            },
-            level,
-        )
-        .await?;
+    if frame.has_rows() {
+        send_raw(tx, frame.finish(), level).await?;
     }
     Ok(rows)
 }
@@ -933,13 +959,15 @@ where
         for f in pre {
             send_frame(&tx, f, level).await?;
         }
-        let mut tasks = Vec::new();
+        // One task per connection, so reading and encoding rows spreads
+        // over the runtime's threads (dropping the set aborts them).
+        let mut tasks = tokio::task::JoinSet::new();
         for mut c in conns.drain(..) {
             let queue = queue.clone();
             let tx = tx.clone();
             let stmt = opts.statement_bytes;
             let format = opts.data_format;
-            tasks.push(async move {
+            tasks.spawn(async move {
                 if format == DataFormat::LoadData {
                     // Raw column bytes, whatever each column's character set.
                     exec(&mut c, "SET NAMES binary", Duration::from_secs(10)).await?;
@@ -954,10 +982,9 @@ where
                 Ok::<u64, MySqlError>(rows)
             });
         }
-        let results = futures::future::join_all(tasks).await;
         let mut total = 0;
-        for r in results {
-            total += r?;
+        while let Some(r) = tasks.join_next().await {
+            total += r.map_err(|e| MySqlError::Unexpected(format!("dump task failed: {e}")))??;
         }
         for f in post {
             send_frame(&tx, f, level).await?;

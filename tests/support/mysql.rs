@@ -398,6 +398,11 @@ impl Server {
         s
     }
 
+    /// The server process's id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     pub fn start(&mut self) {
         assert!(self.child.is_none());
         let child = Command::new(server_binary(self.flavor))
