@@ -443,6 +443,18 @@ async fn get(c: &mut redis::aio::MultiplexedConnection, key: &str) -> Vec<u8> {
         .expect("get")
 }
 
+/// The bytes stored at `path`, read through the target.
+async fn stored(target: &Target, path: &object_store::path::Path) -> bytes::Bytes {
+    target
+        .store
+        .get(path)
+        .await
+        .expect("artifact")
+        .bytes()
+        .await
+        .expect("artifact bytes")
+}
+
 /// The suite every target passes.
 async fn suite(case: Case, block: u8) {
     support::require_redis_server();
@@ -492,14 +504,7 @@ async fn suite(case: Case, block: u8) {
         "{kind}"
     );
     let artifact_path = object_store::path::Path::from(manifest.artifact.as_str());
-    let bytes = store
-        .store
-        .get(&artifact_path)
-        .await
-        .expect("artifact")
-        .bytes()
-        .await
-        .expect("artifact bytes");
+    let bytes = stored(&store, &artifact_path).await;
     assert_eq!(bytes.len() as i64, manifest.size_bytes, "{kind}");
     assert_eq!(
         ordinal::resources::config::sha256_hex(&bytes),
@@ -537,14 +542,7 @@ async fn suite(case: Case, block: u8) {
         .await
         .expect("untamper");
     assert_eq!(
-        store
-            .store
-            .get(&artifact_path)
-            .await
-            .expect("artifact")
-            .bytes()
-            .await
-            .expect("artifact bytes"),
+        stored(&store, &artifact_path).await,
         bytes,
         "{kind}: the put back artifact"
     );
