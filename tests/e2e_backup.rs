@@ -926,6 +926,13 @@ async fn point_in_time_recovery(
         "the point is checked before the base is loaded: {}",
         failed.message
     );
+    // The Job's termination message (the error with its causes), not the
+    // last line of its log (which reads "Error: …").
+    assert!(
+        !failed.message.contains("Error:"),
+        "the restore reports its error as the termination message: {}",
+        failed.message
+    );
     // Ordinal 0 runs (the restore Job talked to it) but holds nothing of
     // the base backup.
     let ip = members(client, NS, "db-too-late")

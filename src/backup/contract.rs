@@ -375,6 +375,9 @@ pub struct RestoreMysqlArgs {
     /// Point-in-time recovery: replay archived binlogs after the base.
     #[command(flatten)]
     pub point: Box<PointArgs>,
+    /// Where the Job reports a failure (Kubernetes termination message).
+    #[arg(long, env = ENV_TERMINATION_LOG, default_value = TERMINATION_LOG)]
+    pub termination_log: PathBuf,
 }
 
 fn value<T: ValueEnum>(v: T) -> String {
@@ -507,7 +510,8 @@ impl RestoreCommand {
                 if let Some(n) = &p.archive_namespace {
                     a.opt("archive-namespace", n);
                 }
-                a.opt("archive-pvc-root", path(&p.archive_pvc_root));
+                a.opt("archive-pvc-root", path(&p.archive_pvc_root))
+                    .opt("termination-log", path(&m.termination_log));
             }
         }
         a.0
@@ -694,6 +698,7 @@ mod tests {
                     user: "root".into(),
                     flavor: FlavorArg::MySql,
                     point: Default::default(),
+                    termination_log: TERMINATION_LOG.into(),
                 }),
                 RestoreCommand::Mysql(RestoreMysqlArgs {
                     artifact,
@@ -709,6 +714,7 @@ mod tests {
                         archive_namespace: Some("shop".into()),
                         archive_pvc_root: ARCHIVE_MOUNT.into(),
                     }),
+                    termination_log: "/tmp/restore-log".into(),
                 }),
             ];
             for cmd in restores {
@@ -759,6 +765,7 @@ mod tests {
                 gtid: Some("0-1-2".into()),
                 ..Default::default()
             }),
+            termination_log: TERMINATION_LOG.into(),
         })
         .to_args();
         let err = Top::try_parse_from(std::iter::once("ordinal".to_string()).chain(args))

@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
 use super::contract::{
     ARCHIVE_MOUNT, ArtifactArgs, ENV_DB_PASSWORD, MYSQL_ARTIFACT, PVC_MOUNT, PointArgs,
-    REDIS_ARTIFACT, RestoreCommand, RestoreMysqlArgs, RestoreRedisArgs,
+    REDIS_ARTIFACT, RestoreCommand, RestoreMysqlArgs, RestoreRedisArgs, TERMINATION_LOG,
 };
 use super::job::{self, JobShape};
 use super::target;
@@ -190,6 +190,7 @@ pub fn mysql_restore_job(p: &MySqlRestore<'_>) -> Job {
                 })
                 .unwrap_or_default(),
         ),
+        termination_log: TERMINATION_LOG.into(),
     })
     .to_args();
     let mut env = vec![job::secret_env(ENV_DB_PASSWORD, &p.root_secret)];

@@ -12,7 +12,7 @@ use super::artifact::{self, DumpReport, FORMAT_VERSION, Manifest};
 use super::binlog_replay::StopAt;
 use super::contract::{
     BackupCommand, ENV_DB_PASSWORD, EngineArg, MYSQL_ARTIFACT, PointArgs, REDIS_ARTIFACT,
-    RestoreCommand, RunArgs, VerifyArgs,
+    RestoreCommand, RestoreMysqlArgs, RunArgs, VerifyArgs,
 };
 use super::target::{self, Target, TargetCredentials};
 use crate::api::backup::BackupTarget;
@@ -33,22 +33,25 @@ fn report(path: &Path, text: &str) {
     }
 }
 
+/// Report a failure as the Job's termination message (one line, the error
+/// with its causes), which is what the cluster's or the Backup's condition
+/// shows; a success is reported by the caller.
+fn report_failure<T>(path: &Path, result: anyhow::Result<T>) -> anyhow::Result<T> {
+    if let Err(e) = &result {
+        report(path, &format!("{e:#}"));
+    }
+    result
+}
+
 pub async fn backup(cmd: BackupCommand) -> anyhow::Result<()> {
     match cmd {
         BackupCommand::Run(args) => {
             let log = args.termination_log.clone();
-            match run_backup(&args).await {
-                Ok(manifest) => {
-                    let json = serde_json::to_string(&manifest).context("manifest")?;
-                    report(&log, &json);
-                    println!("{json}");
-                    Ok(())
-                }
-                Err(e) => {
-                    report(&log, &format!("{e:#}"));
-                    Err(e)
-                }
-            }
+            let manifest = report_failure(&log, run_backup(&args).await)?;
+            let json = serde_json::to_string(&manifest).context("manifest")?;
+            report(&log, &json);
+            println!("{json}");
+            Ok(())
         }
         BackupCommand::Verify(args) => {
             let log = args.termination_log.clone();
@@ -56,17 +59,10 @@ pub async fn backup(cmd: BackupCommand) -> anyhow::Result<()> {
                 EngineArg::Redis => verify_redis(&args).await,
                 EngineArg::Mysql => verify_mysql(&args).await,
             };
-            match result {
-                Ok(summary) => {
-                    report(&log, &summary);
-                    println!("{summary}");
-                    Ok(())
-                }
-                Err(e) => {
-                    report(&log, &format!("{e:#}"));
-                    Err(e)
-                }
-            }
+            let summary = report_failure(&log, result)?;
+            report(&log, &summary);
+            println!("{summary}");
+            Ok(())
         }
         BackupCommand::Delete(loc) => {
             let target = open_target(&loc.target, &loc.pvc_root)?;
@@ -198,94 +194,89 @@ pub async fn restore(cmd: RestoreCommand) -> anyhow::Result<()> {
             Ok(())
         }
         RestoreCommand::Mysql(args) => {
-            check_sha(&args.artifact.sha256)?;
-            let target = open_target(&args.artifact.target, &args.artifact.pvc_root)?;
-            let path = object_store::path::Path::from(args.artifact.artifact.as_str());
-            let endpoint = crate::mysql::backup::Endpoint {
-                host: args.host.clone(),
-                port: args.port,
-                login: crate::mysql::observe::Login {
-                    user: args.user.clone(),
-                    password: password()?,
-                },
-                flavor: args.flavor.into(),
-            };
-            let open = || {
-                let (target, path) = (target.clone(), path.clone());
-                async move {
-                    artifact::open_artifact(&target, &path)
-                        .await
-                        .map_err(std::io::Error::other)
-                }
-            };
-            let opts = crate::mysql::backup::RestoreOptions::default();
-            // A point the archive cannot reach is refused before anything is
-            // loaded: the server stays empty.
-            let replay = match replay_plan(&args.point, endpoint.flavor)? {
-                Some((target, dir, stop)) => {
-                    let header = crate::mysql::backup::read_header(open().await?)
-                        .await
-                        .context("read the base backup's header")?;
-                    let plan = super::binlog_replay::prepare(
-                        endpoint.flavor,
-                        &target,
-                        &dir,
-                        &header.gtid,
-                        &stop,
-                    )
-                    .await
-                    // One line: the Job's last log line is what the
-                    // cluster's condition shows.
-                    .map_err(|e| {
-                        anyhow::anyhow!(
-                            "{e}; nothing was restored (the binlog archive {dir} was checked from the base backup's GTID position {} before loading)",
-                            header.gtid
-                        )
-                    })?;
-                    println!(
-                        "the binlog archive {dir} reaches {stop:?} from the base backup ({} segments)",
-                        plan.segments()
-                    );
-                    Some((target, dir, stop, plan))
-                }
-                None => None,
-            };
-            let r = crate::mysql::backup::restore_verified(
-                open,
-                &args.artifact.sha256,
-                &endpoint,
-                &opts,
-            )
-            .await?;
-            println!("restored {} rows; GTID position {}", r.rows, r.gtid);
-            if let Some((target, dir, stop, plan)) = replay {
-                if !plan.starts_at(&r.gtid)? {
-                    bail!(
-                        "the restored base is at GTID position {} but its header said otherwise; no binlog replayed",
-                        r.gtid
-                    );
-                }
-                let done = super::binlog_replay::apply_plan(
-                    &endpoint,
-                    &target,
-                    &dir,
-                    &plan,
-                    &Default::default(),
-                )
-                .await
-                .with_context(|| format!("replay the binlog archive {dir} to {stop:?}"))?;
-                println!(
-                    "replayed {} transactions from {} segments ({} already in the base); last GTID {}, GTID position {}",
-                    done.transactions,
-                    done.segments,
-                    done.skipped,
-                    done.last_gtid.as_deref().unwrap_or("-"),
-                    done.position
-                );
-            }
-            Ok(())
+            let log = args.termination_log.clone();
+            report_failure(&log, restore_mysql(args).await)
         }
     }
+}
+
+async fn restore_mysql(args: RestoreMysqlArgs) -> anyhow::Result<()> {
+    check_sha(&args.artifact.sha256)?;
+    let target = open_target(&args.artifact.target, &args.artifact.pvc_root)?;
+    let path = object_store::path::Path::from(args.artifact.artifact.as_str());
+    let endpoint = crate::mysql::backup::Endpoint {
+        host: args.host.clone(),
+        port: args.port,
+        login: crate::mysql::observe::Login {
+            user: args.user.clone(),
+            password: password()?,
+        },
+        flavor: args.flavor.into(),
+    };
+    let open = || {
+        let (target, path) = (target.clone(), path.clone());
+        async move {
+            artifact::open_artifact(&target, &path)
+                .await
+                .map_err(std::io::Error::other)
+        }
+    };
+    let opts = crate::mysql::backup::RestoreOptions::default();
+    // A point the archive cannot reach is refused before anything is
+    // loaded: the server stays empty.
+    let replay = match replay_plan(&args.point, endpoint.flavor)? {
+        Some((target, dir, stop)) => {
+            let header = crate::mysql::backup::read_header(open().await?)
+                .await
+                .context("read the base backup's header")?;
+            let plan = super::binlog_replay::prepare(
+                endpoint.flavor,
+                &target,
+                &dir,
+                &header.gtid,
+                &stop,
+            )
+            .await
+            // One line: the termination message is what the
+            // cluster's condition shows.
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "{e}; nothing was restored (the binlog archive {dir} was checked from the base backup's GTID position {} before loading)",
+                    header.gtid
+                )
+            })?;
+            println!(
+                "the binlog archive {dir} reaches {stop:?} from the base backup ({} segments)",
+                plan.segments()
+            );
+            Some((target, dir, stop, plan))
+        }
+        None => None,
+    };
+    let r = crate::mysql::backup::restore_verified(open, &args.artifact.sha256, &endpoint, &opts)
+        .await?;
+    println!("restored {} rows; GTID position {}", r.rows, r.gtid);
+    if let Some((target, dir, stop, plan)) = replay {
+        if !plan.starts_at(&r.gtid)? {
+            bail!(
+                "the restored base is at GTID position {} but its header said otherwise; no binlog replayed",
+                r.gtid
+            );
+        }
+        let done =
+            super::binlog_replay::apply_plan(&endpoint, &target, &dir, &plan, &Default::default())
+                .await
+                .with_context(|| format!("replay the binlog archive {dir} to {stop:?}"))?;
+        println!(
+            "replayed {} transactions from {} segments ({} already in the base); last GTID {}, GTID position {}",
+            done.transactions,
+            done.segments,
+            done.skipped,
+            done.last_gtid.as_deref().unwrap_or("-"),
+            done.position
+        );
+    }
+    Ok(())
 }
 
 /// The archive and the stop point of a point-in-time restore (None: the

@@ -234,20 +234,17 @@ pub async fn load<K: ClusterResource>(
     Ok(match crate::backup::job::outcome(&job) {
         JobOutcome::Complete => LoadState::Done,
         JobOutcome::Failed(why) => {
-            // The last line the Job reported (its error), e.g. a gap in the
-            // binlog archive or a point past its end.
+            // The error the Job reported as its termination message (one
+            // line), e.g. a gap in the binlog archive or a point past its
+            // end; without one, the last line of its log.
             let report = super::common::job_report(&name, &view.namespace, ctx)
                 .await?
                 .and_then(|m| {
                     m.lines()
                         .rev()
-                        .find(|l| !l.trim().is_empty())
-                        .map(str::to_string)
-                })
-                .map(|l| {
-                    // `Error: ` is how the command prints its failure.
-                    let l = l.trim();
-                    format!(": {}", l.strip_prefix("Error: ").unwrap_or(l))
+                        .map(str::trim)
+                        .find(|l| !l.is_empty())
+                        .map(|l| format!(": {l}"))
                 })
                 .unwrap_or_default();
             LoadState::Failed(format!(
