@@ -6,7 +6,9 @@
 //!   cargo test --release --test bench_mysql -- --ignored --nocapture
 //! ```
 //!
-//! `ORDINAL_BENCH_MB` sets the approximate InnoDB data size (default 1024).
+//! `ORDINAL_BENCH_MB` sets the approximate InnoDB data size (default 1024);
+//! `ORDINAL_BENCH_DUMP_ONLY=1` skips the restores; `ORDINAL_BENCH_ZSTD_LEVELS`
+//! (e.g. `-3,-7`) adds Ordinal dumps at other zstd levels.
 //! Throughput is MB of InnoDB table data (DATA_LENGTH) per second for every
 //! tool, so the ratios compare like with like.
 
@@ -286,17 +288,37 @@ async fn bench_backup_restore() {
     eprintln!("load average before the runs: {}", loadavg());
     // Ordinal dump with as many snapshot connections as mydumper gets
     // threads (2 and 4), zstd at the default level, sha256.
-    let level = BackupOptions::default().zstd_level;
+    // ORDINAL_BENCH_ZSTD_LEVELS (e.g. "-3,-7") adds runs at other levels,
+    // after the default's (the ratios are the default's).
+    let mut levels = vec![BackupOptions::default().zstd_level];
+    if let Ok(extra) = std::env::var("ORDINAL_BENCH_ZSTD_LEVELS") {
+        levels.extend(
+            extra
+                .split(',')
+                .map(|l| l.trim().parse::<i32>().expect("ORDINAL_BENCH_ZSTD_LEVELS")),
+        );
+    }
     let art = dir.path().join("ordinal.zst");
     let mut sum = None;
-    for workers in [2usize, 4] {
+    for (level, workers) in levels
+        .iter()
+        .flat_map(|&l| [2usize, 4].map(move |w| (l, w)))
+    {
         let before = cpu(&src);
         let t = Instant::now();
         let s = backup::backup(
             &endpoint(&src),
-            tokio::fs::File::create(&art).await.expect("file"),
+            // The default level's artifact is the one restored below.
+            tokio::fs::File::create(if level == levels[0] {
+                art.clone()
+            } else {
+                dir.path().join(format!("ordinal{level}.zst"))
+            })
+            .await
+            .expect("file"),
             &BackupOptions {
                 workers,
+                zstd_level: level,
                 ..Default::default()
             },
         )
@@ -314,7 +336,9 @@ async fn bench_backup_restore() {
                 s.raw_size >> 20
             ),
         ));
-        sum = Some(s);
+        if level == levels[0] {
+            sum = Some(s);
+        }
     }
     let sum = sum.expect("a backup ran");
     eprintln!("load average after Ordinal's dumps: {}", loadavg());
