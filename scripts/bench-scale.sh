@@ -118,12 +118,25 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$OP_PID/stat"; }
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$OP_PID/status"; }
 anon_kib() { awk '/^RssAnon/ {print $2}' "/proc/$OP_PID/status"; }
 
+# rss_stats COLUMN: "min/median/max" MiB of column COLUMN of $STATE/$name.rss
+rss_stats() {
+  cut -d' ' -f"$1" "$STATE/$name.rss" | sort -n |
+    awk '{ v[NR] = $1 } END { printf "%.0f/%.0f/%.0f", v[1] / 1024, v[int((NR + 1) / 2)] / 1024, v[NR] / 1024 }'
+}
+
 # window NAME: request rates over WINDOW seconds into $STATE/NAME.rates
 window() {
   local name=$1 c0 c1
   snapshot >"$STATE/$name.0"
   c0=$( [ -n "$OP_PID" ] && cpu_ticks || echo 0)
-  sleep "$WINDOW"
+  # RSS once a second through the window (it moves with the periodic
+  # malloc_trim): min / median / max of VmRSS and of RssAnon.
+  : >"$STATE/$name.rss"
+  local end=$(($(date +%s) + WINDOW))
+  while [ "$(date +%s)" -lt "$end" ]; do
+    [ -n "$OP_PID" ] && echo "$(rss_kib) $(anon_kib)" >>"$STATE/$name.rss"
+    sleep 1
+  done
   c1=$( [ -n "$OP_PID" ] && cpu_ticks || echo 0)
   snapshot >"$STATE/$name.1"
   join -t $'\t' -a 2 -e 0 -o 0,1.2,2.2 "$STATE/$name.0" "$STATE/$name.1" |
@@ -131,7 +144,7 @@ window() {
       >"$STATE/$name.rates"
   if [ -n "$OP_PID" ]; then
     echo "$name: operator CPU $(awk -v a="$c0" -v b="$c1" -v w="$WINDOW" -v hz="$(getconf CLK_TCK)" \
-      'BEGIN { printf "%.1f", 100 * (b - a) / hz / w }')% of a core, RSS $(($(rss_kib) / 1024)) MiB (anonymous $(($(anon_kib) / 1024)) MiB), load average $(load)"
+      'BEGIN { printf "%.1f", 100 * (b - a) / hz / w }')% of a core, RSS $(rss_stats 1) MiB (anonymous $(rss_stats 2) MiB; min/median/max of $(wc -l <"$STATE/$name.rss") samples), load average $(load)"
   fi
 }
 
