@@ -16,7 +16,8 @@
 # clusters, each one pod and two ClusterIPs: 241 pods and 254 Services a block,
 # Services filled to at most 3/4: a nearly full range makes the API server's
 # ClusterIP allocator retry until Service creations time out),
-# READY_TIMEOUT (900 s: then measure with those Ready).
+# READY_TIMEOUT (900 s: then measure with those Ready), SETTLE (30 s between
+# Ready and the first window).
 set -euo pipefail
 export LC_ALL=C
 
@@ -34,6 +35,7 @@ if [ -z "${BLOCKS:-}" ]; then
   done
 fi
 READY_TIMEOUT=${READY_TIMEOUT:-900}
+SETTLE=${SETTLE:-30}
 NS=bench
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -95,8 +97,8 @@ while true; do
   sleep 5
 done
 READY_SECS=$(($(date +%s) - START))
-log "$ready of $TOTAL Ready after ${READY_SECS}s (load average $(load)); settling 30 s"
-sleep 30
+log "$ready of $TOTAL Ready after ${READY_SECS}s (load average $(load)); settling ${SETTLE} s"
+sleep "$SETTLE"
 
 # Sum of apiserver_request_total by "VERB resource[/subresource]".
 snapshot() {
