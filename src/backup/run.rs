@@ -21,6 +21,17 @@ fn password() -> anyhow::Result<String> {
     std::env::var(ENV_DB_PASSWORD).with_context(|| format!("{ENV_DB_PASSWORD} is not set"))
 }
 
+/// Open a stored artifact afresh (a verified restore reads it twice: once
+/// to check it, once to load it).
+async fn read_stored(
+    target: Target,
+    path: object_store::path::Path,
+) -> std::io::Result<impl tokio::io::AsyncRead + Unpin + use<>> {
+    artifact::open_artifact(&target, &path)
+        .await
+        .map_err(std::io::Error::other)
+}
+
 fn open_target(t: &BackupTarget, pvc_root: &Path) -> anyhow::Result<Target> {
     Ok(target::open(t, &TargetCredentials::from_env(), pvc_root)?)
 }
@@ -213,14 +224,7 @@ async fn restore_mysql(args: RestoreMysqlArgs) -> anyhow::Result<()> {
         },
         flavor: args.flavor.into(),
     };
-    let open = || {
-        let (target, path) = (target.clone(), path.clone());
-        async move {
-            artifact::open_artifact(&target, &path)
-                .await
-                .map_err(std::io::Error::other)
-        }
-    };
+    let open = || read_stored(target.clone(), path.clone());
     let opts = crate::mysql::backup::RestoreOptions::default();
     // A point the archive cannot reach is refused before anything is
     // loaded: the server stays empty.
@@ -365,14 +369,7 @@ async fn verify_mysql(args: &VerifyArgs) -> anyhow::Result<String> {
     }
     let store = open_target(target, &stored.pvc_root)?;
     let path = object_store::path::Path::from(artifact.as_str());
-    let open = || {
-        let (store, path) = (store.clone(), path.clone());
-        async move {
-            artifact::open_artifact(&store, &path)
-                .await
-                .map_err(std::io::Error::other)
-        }
-    };
+    let open = || read_stored(store.clone(), path.clone());
     let opts = crate::mysql::backup::RestoreOptions::default();
     let restored = crate::mysql::backup::restore_verified(open, sha, &endpoint, &opts).await?;
     let rows = restored.rows as i64;
