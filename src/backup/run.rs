@@ -32,6 +32,25 @@ async fn read_stored(
         .map_err(std::io::Error::other)
 }
 
+/// The server a restore or a verify loads into, with the password from the
+/// environment.
+fn mysql_endpoint(
+    host: &str,
+    port: u16,
+    user: &str,
+    flavor: crate::api::MySqlFlavor,
+) -> anyhow::Result<crate::mysql::backup::Endpoint> {
+    Ok(crate::mysql::backup::Endpoint {
+        host: host.to_string(),
+        port,
+        login: crate::mysql::observe::Login {
+            user: user.to_string(),
+            password: password()?,
+        },
+        flavor,
+    })
+}
+
 fn open_target(t: &BackupTarget, pvc_root: &Path) -> anyhow::Result<Target> {
     Ok(target::open(t, &TargetCredentials::from_env(), pvc_root)?)
 }
@@ -215,15 +234,7 @@ async fn restore_mysql(args: RestoreMysqlArgs) -> anyhow::Result<()> {
     check_sha(&args.artifact.sha256)?;
     let target = open_target(&args.artifact.target, &args.artifact.pvc_root)?;
     let path = object_store::path::Path::from(args.artifact.artifact.as_str());
-    let endpoint = crate::mysql::backup::Endpoint {
-        host: args.host.clone(),
-        port: args.port,
-        login: crate::mysql::observe::Login {
-            user: args.user.clone(),
-            password: password()?,
-        },
-        flavor: args.flavor.into(),
-    };
+    let endpoint = mysql_endpoint(&args.host, args.port, &args.user, args.flavor.into())?;
     let open = || read_stored(target.clone(), path.clone());
     let opts = crate::mysql::backup::RestoreOptions::default();
     // A point the archive cannot reach is refused before anything is
@@ -348,15 +359,7 @@ async fn verify_mysql(args: &VerifyArgs) -> anyhow::Result<String> {
     };
     let (target, artifact, sha) = (&stored.target, &stored.artifact, &stored.sha256);
     check_sha(sha)?;
-    let endpoint = crate::mysql::backup::Endpoint {
-        host: args.host.clone(),
-        port: args.port,
-        login: crate::mysql::observe::Login {
-            user: args.user.clone(),
-            password: password()?,
-        },
-        flavor: args.flavor.into(),
-    };
+    let endpoint = mysql_endpoint(&args.host, args.port, &args.user, args.flavor.into())?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(args.wait_seconds);
     while crate::mysql::backup::ping(&endpoint).await.is_err() {
         if std::time::Instant::now() >= deadline {
