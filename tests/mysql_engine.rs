@@ -637,6 +637,23 @@ async fn semi_sync_lagging_appliers_keep_every_acknowledged_row() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The restarted IO threads reconnect (asynchronously now): until they
+    // have, health names the member that is still connecting instead.
+    for r in [1, 2] {
+        while c
+            .server(r)
+            .slave_status("Slave_IO_Running")
+            .await
+            .as_deref()
+            != Some("Yes")
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "db-{r}: IO thread not running again"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     let out = c.pass().await;
     assert!(
         matches!(&out.health, ordinal::engine::Health::Unhealthy { reason, .. } if reason == "SemiSyncNoReplicas"),
