@@ -1,7 +1,8 @@
 //! Point-in-time recovery of MariaDB 10.11 (archive on a real S3 server,
 //! s3s-fs) and MySQL 8.0.31 (archive on a PVC directory) against real
 //! servers, one scenario per flavor: a base backup,
-//! binlog archiving (resumed on another member after a stop), and replay into
+//! binlog archiving as a REPLICATION SLAVE-only user (resumed on another
+//! member after a stop), and replay into
 //! freshly restored servers to a point in time and to a GTID, counting rows;
 //! tampered and missing segments refused with nothing applied.
 
@@ -33,6 +34,20 @@ fn endpoint(s: &Server) -> Endpoint {
             password: ROOT_PW.into(),
         },
         flavor: s.flavor,
+    }
+}
+
+/// The archiver's login: the replication user, created as the operator
+/// creates it (REPLICATION SLAVE only).
+const ARCHIVER_PW: &str = "repl-Pw'2";
+
+fn archiver_endpoint(s: &Server) -> Endpoint {
+    Endpoint {
+        login: ordinal::mysql::observe::Login {
+            user: ordinal::mysql::REPLICATION_USER.into(),
+            password: ARCHIVER_PW.into(),
+        },
+        ..endpoint(s)
     }
 }
 
@@ -241,6 +256,14 @@ async fn scenario(f: Flavor) {
     )
     .await;
     insert(&src, 1..=20).await;
+    let d = src.dialect();
+    for stmt in d.ensure_user(
+        ordinal::mysql::REPLICATION_USER,
+        ARCHIVER_PW,
+        d.replication_grants(),
+    ) {
+        src.exec(&stmt).await;
+    }
 
     // The base backup, kept in memory.
     let mut artifact = Vec::new();
@@ -317,7 +340,7 @@ async fn scenario(f: Flavor) {
         ..Default::default()
     };
     let first = archive(
-        &endpoint(&src),
+        &archiver_endpoint(&src),
         &target,
         &dir,
         Some(&base.gtid),
@@ -337,7 +360,7 @@ async fn scenario(f: Flavor) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let second = archive(
-        &endpoint(&replica),
+        &archiver_endpoint(&replica),
         &target,
         &dir,
         None,
@@ -373,7 +396,7 @@ async fn scenario(f: Flavor) {
     let stop = CancellationToken::new();
     let live = {
         let (ep, target, dir, stop) = (
-            endpoint(&replica),
+            archiver_endpoint(&replica),
             target.clone(),
             dir.clone(),
             stop.clone(),

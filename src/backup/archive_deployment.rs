@@ -1,8 +1,10 @@
 //! The binlog archiver of a MySQL/MariaDB cluster: a one-replica Deployment
 //! running `ordinal binlog archive` (the pod shape of the backup Jobs: the
 //! operator image, non-root, read-only root filesystem, no API access),
-//! with the root password and the target's credentials from Secret
-//! references. `Recreate`: two archivers never write one archive at once.
+//! as the replication user (REPLICATION SLAVE only: it reads binlogs and
+//! system variables, nothing else) with that user's password and the
+//! target's credentials from Secret references. `Recreate`: two archivers
+//! never write one archive at once.
 //! It restarts on its own after a crash or a node loss and resumes from the
 //! archive, independent of the operator.
 
@@ -31,9 +33,18 @@ pub struct Archiver<'a> {
     /// Stable DNS names of the members, in ordinal order.
     pub members: Vec<String>,
     pub flavor: MySqlFlavor,
-    pub root_secret: SecretKeyRef,
+    /// The MySQL user the archiver logs in as, and its password.
+    pub user: &'a str,
+    pub password_secret: SecretKeyRef,
+    /// Digest of the cluster's credentials (`status.authHash`), on the pod
+    /// template: a rotated password restarts the archiver, which reads its
+    /// password from the environment once.
+    pub credentials_digest: &'a str,
     pub spec: &'a BinlogArchiveSpec,
 }
+
+/// Pod template annotation holding [`Archiver::credentials_digest`].
+pub const CREDENTIALS_ANNOTATION: &str = "ordinal.dev/credentials-digest";
 
 /// Name of a cluster's archiver Deployment.
 pub fn name(cluster: &str) -> String {
@@ -49,7 +60,7 @@ pub fn command(a: &Archiver<'_>) -> BinlogCommand {
         pvc_root: PVC_MOUNT.into(),
         members: a.members.clone(),
         port: 3306,
-        user: "root".into(),
+        user: a.user.into(),
         flavor: a.flavor.into(),
         source: a.spec.source.into(),
         max_delay_seconds: a.spec.max_delay_seconds.max(1) as u64,
@@ -60,7 +71,7 @@ pub fn command(a: &Archiver<'_>) -> BinlogCommand {
 }
 
 pub fn deployment(a: &Archiver<'_>) -> Deployment {
-    let mut env = vec![job::secret_env(ENV_DB_PASSWORD, &a.root_secret)];
+    let mut env = vec![job::secret_env(ENV_DB_PASSWORD, &a.password_secret)];
     env.extend(job::target_env(&a.spec.target));
     let mut labels = job::labels(COMPONENT, "app.kubernetes.io/instance", a.cluster);
     labels.insert(LABEL_CLUSTER.into(), a.cluster.into());
@@ -86,7 +97,19 @@ pub fn deployment(a: &Archiver<'_>) -> Deployment {
                 type_: Some("Recreate".into()),
                 rolling_update: None,
             }),
-            template: job::pod_template(labels, pod),
+            template: {
+                let mut t = job::pod_template(labels, pod);
+                if let Some(meta) = t.metadata.as_mut() {
+                    meta.annotations = Some(
+                        [(
+                            CREDENTIALS_ANNOTATION.to_string(),
+                            a.credentials_digest.to_string(),
+                        )]
+                        .into(),
+                    );
+                }
+                t
+            },
             ..Default::default()
         }),
         ..Default::default()
@@ -121,10 +144,12 @@ mod tests {
             image: "ordinal:dev",
             members: vec!["db-0.x".into(), "db-1.x".into()],
             flavor: MySqlFlavor::MariaDB,
-            root_secret: SecretKeyRef {
+            user: "repl",
+            password_secret: SecretKeyRef {
                 name: "db-auth".into(),
-                key: "root-password".into(),
+                key: "replication-password".into(),
             },
+            credentials_digest: "d1",
             spec: &spec,
         });
         assert_eq!(d.metadata.name.as_deref(), Some("db-binlog"));
@@ -142,12 +167,21 @@ mod tests {
                 && args.contains("--member=db-0.x --member=db-1.x")
                 && args.contains("--max-delay-seconds=5")
                 && args.contains("--segment-size-mib=4")
-                && args.contains("--source=PreferReplica"),
+                && args.contains("--source=PreferReplica")
+                && args.contains("--user=repl"),
             "{args}"
         );
         let env = c.env.clone().expect("env");
         assert!(env.iter().all(|e| e.value.is_none()), "only references");
-        assert!(env.iter().any(|e| e.name == ENV_DB_PASSWORD));
+        let password = env
+            .iter()
+            .find(|e| e.name == ENV_DB_PASSWORD)
+            .and_then(|e| e.value_from.as_ref()?.secret_key_ref.as_ref())
+            .expect("password from a Secret");
+        assert_eq!(
+            (password.name.as_str(), password.key.as_str()),
+            ("db-auth", "replication-password")
+        );
         assert!(
             pod.volumes
                 .unwrap_or_default()

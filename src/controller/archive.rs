@@ -31,11 +31,14 @@ pub enum ArchiverPlan {
     Run(Box<Deployment>),
 }
 
+/// `credentials_digest`: the cluster's `status.authHash`; a rotation
+/// changes it and so restarts the archiver with the new password.
 pub fn plan(
     view: &ClusterView,
     spec: Option<&BinlogArchiveSpec>,
     state: &ReplicationState,
     image: &str,
+    credentials_digest: &str,
 ) -> ArchiverPlan {
     let DbKind::MySql(flavor) = view.kind else {
         return ArchiverPlan::NotApplicable;
@@ -50,10 +53,12 @@ pub fn plan(
         image,
         members: (0..view.replicas).map(|o| view.member_dns(o)).collect(),
         flavor,
-        root_secret: SecretKeyRef {
+        user: crate::mysql::REPLICATION_USER,
+        password_secret: SecretKeyRef {
             name: view.secret_name.clone(),
-            key: secret::MYSQL_ROOT.into(),
+            key: secret::MYSQL_REPLICATION.into(),
         },
+        credentials_digest,
         spec,
     })))
 }
@@ -205,20 +210,32 @@ mod tests {
         };
         let mysql = view(DbKind::MySql(MySqlFlavor::MariaDB), 3);
         assert_eq!(
-            plan(&view(DbKind::Redis, 3), Some(&spec()), &bootstrapped, "i"),
+            plan(
+                &view(DbKind::Redis, 3),
+                Some(&spec()),
+                &bootstrapped,
+                "i",
+                "d1"
+            ),
             ArchiverPlan::NotApplicable
         );
         assert_eq!(
-            plan(&mysql, None, &bootstrapped, "i"),
+            plan(&mysql, None, &bootstrapped, "i", "d1"),
             ArchiverPlan::Absent,
             "not asked for: removed"
         );
         assert_eq!(
-            plan(&mysql, Some(&spec()), &ReplicationState::default(), "i"),
+            plan(
+                &mysql,
+                Some(&spec()),
+                &ReplicationState::default(),
+                "i",
+                "d1"
+            ),
             ArchiverPlan::Absent,
             "not before bootstrap (a restore would move the GTID position under it)"
         );
-        let ArchiverPlan::Run(d) = plan(&mysql, Some(&spec()), &bootstrapped, "i") else {
+        let ArchiverPlan::Run(d) = plan(&mysql, Some(&spec()), &bootstrapped, "i", "d1") else {
             panic!("runs");
         };
         let args = d
@@ -235,6 +252,19 @@ mod tests {
                 "--member=db-2.db-headless.shop.svc.cluster.local"
             ],
             "every member a candidate, whatever the roles (no rollout on a failover)"
+        );
+        let digest = |p: ArchiverPlan| match p {
+            ArchiverPlan::Run(d) => d
+                .spec
+                .and_then(|s| s.template.metadata)
+                .and_then(|m| m.annotations)
+                .and_then(|a| a.get(archive_deployment::CREDENTIALS_ANNOTATION).cloned()),
+            _ => None,
+        };
+        assert_eq!(
+            digest(plan(&mysql, Some(&spec()), &bootstrapped, "i", "d2")).as_deref(),
+            Some("d2"),
+            "rotated credentials change the pod template: the archiver restarts with them"
         );
     }
 }

@@ -396,6 +396,7 @@ async fn build<K: ClusterResource>(pass: &mut Pass<K>) -> Result<Built, Error> {
         pass.obj.binlog_archive(),
         &pass.state,
         &pass.ctx.settings.image,
+        pass.obs.auth_hash.as_deref().unwrap_or_default(),
     );
     let rendered = pass.obj.render(&pass.view, &pass.state);
     let fingerprint = crate::resources::config::sha256_hex(

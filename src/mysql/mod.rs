@@ -193,7 +193,7 @@ impl Default for MySqlEngineConfig {
             query_timeout: Duration::from_secs(2),
             timeouts: OpTimeouts::default(),
             operator_user: "ordinal".into(),
-            replication_user: "repl".into(),
+            replication_user: REPLICATION_USER.into(),
         }
     }
 }
@@ -236,6 +236,10 @@ type MemberObservation = (Option<Conn>, Result<Observed, String>, Option<ConnKey
 
 /// Message of a member whose re-seed is running (reported, never acted upon).
 pub const RESEEDING: &str = "re-seeding from a dump of the primary";
+
+/// The user replicas (and the binlog archiver) connect to the primary as:
+/// REPLICATION SLAVE only.
+pub const REPLICATION_USER: &str = "repl";
 
 /// Credential keys of the cluster Secret.
 pub const ROOT_PASSWORD: &str = "root-password";
