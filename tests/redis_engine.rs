@@ -1674,6 +1674,22 @@ async fn primary_watch_fires_when_the_primary_dies_and_stays_silent_while_it_idl
         watch_subscribers(&c.ip(p)).await == 1
     })
     .await;
+    // A watch the server refuses says why, and subscribes nothing.
+    let refused = ordinal::redis::watch::open(
+        &c.ip(p),
+        PORT,
+        "not-the-password",
+        ordinal::redis::observe::Timeouts {
+            connect: Duration::from_secs(2),
+            command: Duration::from_secs(2),
+        },
+    )
+    .await
+    .err()
+    .map(|e| e.to_string())
+    .unwrap_or_default();
+    assert!(refused.contains("WRONGPASS"), "{refused:?}");
+    assert_eq!(watch_subscribers(&c.ip(p)).await, 1);
     // The gauge is set once the subscription is confirmed, which may come
     // just after the server lists the subscriber.
     eventually(Duration::from_secs(5), "the watch counted", || async {
