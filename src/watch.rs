@@ -251,8 +251,8 @@ impl PrimaryWatches {
 /// Members a cluster needs before its primary is watched: with one member
 /// there is no replica to promote, so noticing its death a round trip
 /// sooner changes nothing a pass could do (the steady pass reports it), and
-/// the connection would cost the server a client and the operator two
-/// 8 KiB buffers and a task per cluster.
+/// the connection would cost the server a client and the operator a
+/// socket and a task per cluster.
 pub const WATCHED_FROM_MEMBERS: usize = 2;
 
 /// The member a pass confirmed primary, with nothing in progress: the one

@@ -1,14 +1,14 @@
 //! Carrying out planned actions with client calls.
 
-use redis::aio::MultiplexedConnection;
+use super::conn::Conn;
 
 use super::RedisError;
 use super::plan::{Action, MemberView};
 
 /// Connections of this pass, by ordinal (None when the member was unreachable).
-pub type Conns = Vec<(i32, Option<MultiplexedConnection>)>;
+pub type Conns = Vec<(i32, Option<Conn>)>;
 
-fn conn(conns: &mut Conns, ordinal: i32) -> Result<&mut MultiplexedConnection, RedisError> {
+fn conn(conns: &mut Conns, ordinal: i32) -> Result<&mut Conn, RedisError> {
     conns
         .iter_mut()
         .find(|(o, _)| *o == ordinal)
@@ -16,7 +16,7 @@ fn conn(conns: &mut Conns, ordinal: i32) -> Result<&mut MultiplexedConnection, R
         .ok_or(RedisError::NotConnected(ordinal))
 }
 
-async fn ok(cmd: &redis::Cmd, c: &mut MultiplexedConnection, what: &str) -> Result<(), RedisError> {
+async fn ok(cmd: &redis::Cmd, c: &mut Conn, what: &str) -> Result<(), RedisError> {
     let _: redis::Value = cmd
         .query_async(c)
         .await
@@ -24,11 +24,7 @@ async fn ok(cmd: &redis::Cmd, c: &mut MultiplexedConnection, what: &str) -> Resu
     Ok(())
 }
 
-async fn set_min_replicas(
-    c: &mut MultiplexedConnection,
-    to_write: i64,
-    max_lag: i64,
-) -> Result<(), RedisError> {
+async fn set_min_replicas(c: &mut Conn, to_write: i64, max_lag: i64) -> Result<(), RedisError> {
     ok(
         redis::cmd("CONFIG")
             .arg("SET")

@@ -7,8 +7,8 @@
 //! member is reachable with the new password and uses it as `masterauth`, the
 //! old password is dropped everywhere (`ACL SETUSER default resetpass >new`).
 
+use super::conn::Conn;
 use redis::Value;
-use redis::aio::MultiplexedConnection;
 use sha2::{Digest, Sha256};
 
 use super::RedisError;
@@ -103,10 +103,7 @@ fn strings(v: &Value) -> Vec<String> {
 }
 
 /// Read a member's auth state.
-pub async fn observe_auth(
-    c: &mut MultiplexedConnection,
-    current: &str,
-) -> Result<AuthState, RedisError> {
+pub async fn observe_auth(c: &mut Conn, current: &str) -> Result<AuthState, RedisError> {
     let (masterauth, acl): (Vec<String>, Value) = redis::pipe()
         .cmd("CONFIG")
         .arg("GET")
@@ -124,7 +121,7 @@ pub async fn observe_auth(
 }
 
 /// Accept `new` next to the passwords already accepted.
-pub async fn add_password(c: &mut MultiplexedConnection, new: &str) -> Result<(), RedisError> {
+pub async fn add_password(c: &mut Conn, new: &str) -> Result<(), RedisError> {
     let _: Value = redis::cmd("ACL")
         .arg("SETUSER")
         .arg("default")
@@ -137,10 +134,7 @@ pub async fn add_password(c: &mut MultiplexedConnection, new: &str) -> Result<()
 }
 
 /// Use `current` to authenticate to the primary.
-pub async fn set_masterauth(
-    c: &mut MultiplexedConnection,
-    current: &str,
-) -> Result<(), RedisError> {
+pub async fn set_masterauth(c: &mut Conn, current: &str) -> Result<(), RedisError> {
     let _: Value = redis::cmd("CONFIG")
         .arg("SET")
         .arg("masterauth")
@@ -152,10 +146,7 @@ pub async fn set_masterauth(
 }
 
 /// Accept only `current` from now on.
-pub async fn drop_other_passwords(
-    c: &mut MultiplexedConnection,
-    current: &str,
-) -> Result<(), RedisError> {
+pub async fn drop_other_passwords(c: &mut Conn, current: &str) -> Result<(), RedisError> {
     let _: Value = redis::cmd("ACL")
         .arg("SETUSER")
         .arg("default")

@@ -52,6 +52,7 @@
 pub mod act;
 pub mod auth;
 pub mod backup;
+pub mod conn;
 pub mod observe;
 pub mod plan;
 pub mod watch;
@@ -61,8 +62,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use conn::Conn;
 use futures::future::join_all;
-use redis::aio::MultiplexedConnection;
 use tracing::Instrument;
 
 use crate::api::RedisReplicationSpec;
@@ -206,7 +207,7 @@ impl Default for RedisEngineConfig {
 #[derive(Clone, Debug, Default)]
 pub struct RedisEngine {
     config: RedisEngineConfig,
-    conns: Arc<ConnCache<MultiplexedConnection>>,
+    conns: Arc<ConnCache<Conn>>,
 }
 
 /// The user the engine authenticates as (`requirepass`).
@@ -458,7 +459,7 @@ async fn probe_writes(
 
 /// One member's observation.
 struct Observed {
-    conn: Option<MultiplexedConnection>,
+    conn: Option<Conn>,
     /// Where `conn` is kept after the pass (None: not kept, e.g. opened with
     /// the previous password).
     key: Option<ConnKey>,
@@ -478,9 +479,9 @@ async fn connect_and_observe(
     port: u16,
     password: &str,
     timeouts: Timeouts,
-    cache: &ConnCache<MultiplexedConnection>,
+    cache: &ConnCache<Conn>,
     key: &ConnKey,
-) -> Result<(MultiplexedConnection, observe::NodeInfo), RedisError> {
+) -> Result<(Conn, observe::NodeInfo), RedisError> {
     if let Some(mut c) = cache.take(key) {
         match observe::observe(&mut c).await {
             Ok(n) => return Ok((c, n)),
@@ -500,7 +501,7 @@ async fn observe_member(
     password: &str,
     previous: Option<&str>,
     timeouts: Timeouts,
-    cache: &ConnCache<MultiplexedConnection>,
+    cache: &ConnCache<Conn>,
 ) -> Observed {
     let fail = |e: String| Observed {
         conn: None,

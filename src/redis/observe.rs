@@ -4,12 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
-use redis::{
-    AsyncConnectionConfig, Client, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo,
-};
-
 use super::RedisError;
+use super::conn::Conn;
 
 /// Replication role a server reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -169,33 +165,14 @@ pub struct Timeouts {
     pub command: Duration,
 }
 
-/// A client for `host:port` that authenticates with `password` (the
-/// operator's connections and the primary watch share it).
-pub fn client(host: &str, port: u16, password: &str) -> Result<Client, RedisError> {
-    let info = ConnectionAddr::Tcp(host.to_string(), port)
-        .into_connection_info()
-        .map_err(|e| RedisError::connect(host, port, e))?
-        .set_redis_settings(RedisConnectionInfo::default().set_password(password));
-    Client::open(info).map_err(|e| RedisError::connect(host, port, e))
-}
-
 /// Open an authenticated connection to `host:port`.
 pub async fn connect(
     host: &str,
     port: u16,
     password: &str,
     timeouts: Timeouts,
-) -> Result<MultiplexedConnection, RedisError> {
-    let client = client(host, port, password)?;
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(timeouts.connect))
-        .set_response_timeout(Some(timeouts.command));
-    let fut = client.get_multiplexed_async_connection_with_config(&config);
-    match tokio::time::timeout(timeouts.connect + timeouts.command, fut).await {
-        Ok(Ok(c)) => Ok(c),
-        Ok(Err(e)) => Err(RedisError::connect(host, port, e)),
-        Err(_) => Err(RedisError::Timeout(format!("connecting to {host}:{port}"))),
-    }
+) -> Result<Conn, RedisError> {
+    Conn::connect(host, port, password, timeouts).await
 }
 
 /// Parse the flat reply of `CONFIG GET repl-ping-replica-period`.
@@ -209,7 +186,7 @@ pub fn parse_ping_period(pairs: &[String]) -> Option<i64> {
 
 /// Observe one server: INFO, the durability settings and the ping period in
 /// one round trip.
-pub async fn observe(conn: &mut MultiplexedConnection) -> Result<NodeInfo, RedisError> {
+pub async fn observe(conn: &mut Conn) -> Result<NodeInfo, RedisError> {
     let (info, cfg, ping): (String, Vec<String>, Vec<String>) = redis::pipe()
         .cmd("INFO")
         .cmd("CONFIG")

@@ -3,7 +3,7 @@
 //! than N replicas are "good" (acknowledged within `min-replicas-max-lag`);
 //! INFO reports that count as `min_slaves_good_slaves`.
 
-use redis::aio::MultiplexedConnection;
+use super::conn::Conn;
 
 use super::RedisError;
 use crate::engine::PrimaryWrites;
@@ -47,7 +47,7 @@ pub fn from_info(info: &str, to_write: i64) -> PrimaryWrites {
 }
 
 /// Ask the primary: `CONFIG GET min-replicas-to-write` and `INFO replication`.
-pub async fn probe(conn: &mut MultiplexedConnection) -> Result<PrimaryWrites, RedisError> {
+pub async fn probe(conn: &mut Conn) -> Result<PrimaryWrites, RedisError> {
     let (cfg, info): (Vec<String>, String) = redis::pipe()
         .cmd("CONFIG")
         .arg("GET")
