@@ -120,6 +120,19 @@ impl Conn {
         Ok(values)
     }
 
+    /// Read (and ignore) whatever arrives until the connection ends; what
+    /// ended it. For a connection that only listens (the primary watch).
+    pub async fn until_closed(mut self) -> String {
+        let mut sink = [0u8; 64];
+        loop {
+            match self.stream.read(&mut sink).await {
+                Ok(0) => return "closed".into(),
+                Ok(_) => {}
+                Err(e) => return e.to_string(),
+            }
+        }
+    }
+
     async fn write_and_read(
         &mut self,
         request: &[u8],
