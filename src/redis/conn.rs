@@ -225,6 +225,13 @@ mod tests {
         port
     }
 
+    async fn ping_fails(c: &mut Conn, why: &str) -> redis::RedisError {
+        redis::cmd("PING")
+            .query_async::<String>(c)
+            .await
+            .expect_err(why)
+    }
+
     #[tokio::test]
     async fn replies_are_read_in_order_and_pipelines_return_theirs() {
         let port = server(|n| match n {
@@ -253,17 +260,11 @@ mod tests {
         let mut c = Conn::connect("127.0.0.1", port, "", T)
             .await
             .expect("connect");
-        let err = redis::cmd("PING")
-            .query_async::<String>(&mut c)
-            .await
-            .expect_err("no reply");
+        let err = ping_fails(&mut c, "no reply").await;
         assert!(err.is_timeout(), "{err}");
         // The server would answer the next request, but the connection no
         // longer knows which reply is whose.
-        let err = redis::cmd("PING")
-            .query_async::<String>(&mut c)
-            .await
-            .expect_err("broken");
+        let err = ping_fails(&mut c, "broken").await;
         assert!(err.to_string().contains("did not finish"), "{err}");
     }
 
@@ -273,10 +274,7 @@ mod tests {
         let mut c = Conn::connect("127.0.0.1", port, "", T)
             .await
             .expect("connect");
-        let err = redis::cmd("PING")
-            .query_async::<String>(&mut c)
-            .await
-            .expect_err("two replies to one request");
+        let err = ping_fails(&mut c, "two replies to one request").await;
         assert!(err.to_string().contains("unrequested"), "{err}");
     }
 
