@@ -79,11 +79,19 @@ pub fn deployment(a: &Archiver<'_>) -> Deployment {
     pod.restart_policy = Some("Always".into());
     // SIGTERM stores what is complete; give it time to upload.
     pod.termination_grace_period_seconds = Some(60);
+    let mut template = job::pod_template(labels.clone(), pod);
+    template.metadata.get_or_insert_default().annotations = Some(
+        [(
+            CREDENTIALS_ANNOTATION.to_string(),
+            a.credentials_digest.to_string(),
+        )]
+        .into(),
+    );
     Deployment {
         metadata: ObjectMeta {
             name: Some(name(a.cluster)),
             namespace: Some(a.namespace.into()),
-            labels: Some(labels.clone()),
+            labels: Some(labels),
             owner_references: Some(vec![a.owner.clone()]),
             ..Default::default()
         },
@@ -97,19 +105,7 @@ pub fn deployment(a: &Archiver<'_>) -> Deployment {
                 type_: Some("Recreate".into()),
                 rolling_update: None,
             }),
-            template: {
-                let mut t = job::pod_template(labels, pod);
-                if let Some(meta) = t.metadata.as_mut() {
-                    meta.annotations = Some(
-                        [(
-                            CREDENTIALS_ANNOTATION.to_string(),
-                            a.credentials_digest.to_string(),
-                        )]
-                        .into(),
-                    );
-                }
-                t
-            },
+            template,
             ..Default::default()
         }),
         ..Default::default()

@@ -1,8 +1,7 @@
 //! Carrying out planned actions with client calls.
 
-use super::conn::Conn;
-
 use super::RedisError;
+use super::conn::Conn;
 use super::plan::{Action, MemberView};
 
 /// Connections of this pass, by ordinal (None when the member was unreachable).

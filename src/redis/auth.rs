@@ -7,11 +7,11 @@
 //! member is reachable with the new password and uses it as `masterauth`, the
 //! old password is dropped everywhere (`ACL SETUSER default resetpass >new`).
 
-use super::conn::Conn;
 use redis::Value;
 use sha2::{Digest, Sha256};
 
 use super::RedisError;
+use super::conn::Conn;
 
 /// Secret key holding the password being rotated away from.
 pub const PREVIOUS_PASSWORD_KEY: &str = "previous-password";

@@ -560,7 +560,7 @@ pub async fn loaded_keys(source: &BackupSource) -> Result<Option<i64>, crate::re
     };
     let password = source.password.clone().unwrap_or_default();
     let mut c =
-        crate::redis::observe::connect(&source.host, source.port, &password, timeouts).await?;
+        crate::redis::conn::Conn::connect(&source.host, source.port, &password, timeouts).await?;
     let persistence: String = redis::cmd("INFO")
         .arg("persistence")
         .query_async(&mut c)
@@ -601,7 +601,7 @@ pub async fn shutdown_nosave(source: &BackupSource) {
     };
     let password = source.password.clone().unwrap_or_default();
     if let Ok(mut c) =
-        crate::redis::observe::connect(&source.host, source.port, &password, timeouts).await
+        crate::redis::conn::Conn::connect(&source.host, source.port, &password, timeouts).await
     {
         let _: redis::RedisResult<()> = redis::cmd("SHUTDOWN")
             .arg("NOSAVE")

@@ -62,7 +62,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use conn::Conn;
 use futures::future::join_all;
 use tracing::Instrument;
 
@@ -73,6 +72,7 @@ use crate::engine::{
     Engine, EngineError, EngineEvent, EngineInput, EngineOutcome, EventType, Health,
 };
 
+use conn::Conn;
 use observe::Timeouts;
 use plan::{MemberView, PlanInput, Timing};
 
@@ -489,7 +489,7 @@ async fn connect_and_observe(
             Err(e) => tracing::debug!(error = %e, "kept connection failed; reconnecting"),
         }
     }
-    let mut c = observe::connect(addr, port, password, timeouts).await?;
+    let mut c = Conn::connect(addr, port, password, timeouts).await?;
     let n = observe::observe(&mut c).await?;
     Ok((c, n))
 }
@@ -520,7 +520,7 @@ async fn observe_member(
             Ok((c, n)) => (c, n, Some(key)),
             Err(e) if e.is_auth_failure() && previous.is_some() => {
                 let old = previous.unwrap_or_default();
-                let mut c = match observe::connect(addr, m.port, old, timeouts).await {
+                let mut c = match Conn::connect(addr, m.port, old, timeouts).await {
                     Ok(c) => c,
                     Err(e2) => return fail(format!("{e}; with the previous password: {e2}")),
                 };

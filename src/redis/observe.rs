@@ -165,16 +165,6 @@ pub struct Timeouts {
     pub command: Duration,
 }
 
-/// Open an authenticated connection to `host:port`.
-pub async fn connect(
-    host: &str,
-    port: u16,
-    password: &str,
-    timeouts: Timeouts,
-) -> Result<Conn, RedisError> {
-    Conn::connect(host, port, password, timeouts).await
-}
-
 /// Parse the flat reply of `CONFIG GET repl-ping-replica-period`.
 pub fn parse_ping_period(pairs: &[String]) -> Option<i64> {
     pairs
