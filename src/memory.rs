@@ -5,6 +5,12 @@
 //! with 200 one-member clusters (debug build), one `malloc_trim(0)` took
 //! the operator's anonymous RSS from 44 to 33 MiB (BENCHMARKS.md, scale
 //! section). So the operator trims every [`TRIM_EVERY`].
+//!
+//! glibc also gives each thread that allocates under contention an arena of
+//! its own, and each keeps its own free pages: at 300 one-member clusters
+//! the two runtime workers' arenas held ~17 MiB each. The operator keeps
+//! every thread in one arena ([`one_arena`]): 58–59 MiB RSS against 63
+//! there (BENCHMARKS.md, scale section).
 
 use std::time::Duration;
 
@@ -21,6 +27,24 @@ pub fn trim() -> bool {
         // SAFETY: malloc_trim takes no pointers; it locks each arena in
         // turn and only releases pages of chunks that are free.
         unsafe { libc::malloc_trim(0) == 1 }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
+    }
+}
+
+/// Keep every thread's allocations in the main arena (`M_ARENA_MAX` 1,
+/// which `MALLOC_ARENA_MAX` would otherwise set); true when the allocator
+/// took it. Call it before any thread starts: arenas already made stay.
+/// Small allocations still come from each thread's own cache (tcache), so
+/// threads rarely wait for the arena's lock. Other allocators: nothing,
+/// false.
+pub fn one_arena() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallopt takes two integers and only sets a parameter.
+        unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) == 1 }
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     {
