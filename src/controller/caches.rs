@@ -16,7 +16,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ContainerStatus, Pod, PodSpec, PodStatus, Secret, Service,
+    ConfigMap, Container, ContainerStatus, Pod, PodSpec, PodStatus, Secret, Service,
 };
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -32,7 +32,7 @@ use tracing::warn;
 
 use super::named_secrets::NamedSecrets;
 use crate::resources::labels;
-use crate::resources::statefulset::CONTAINER;
+use crate::resources::statefulset::{CONTAINER, RESTART_DIGEST, restart_digest};
 
 /// A Secret as the metadata-only watch holds it.
 type SecretMeta = PartialObjectMeta<Secret>;
@@ -127,17 +127,33 @@ fn drop_managed_fields(meta: &mut ObjectMeta) {
 }
 
 /// Passes read a pod's labels, timestamps, readiness, IP, and for the
-/// rolling update the database container, its status, the node selector
-/// and affinity (`rollout::restart_relevant`). Other containers, init
-/// containers, volumes, tolerations and the rest of the status are dropped.
-fn slim_pod_spec(spec: &mut PodSpec) {
+/// rolling update the database container's image and status and what a
+/// restart would change (`rollout::restart_digest`: the database container,
+/// the configuration hash, node selector and affinity). That is kept as its
+/// digest, in an annotation of the stored copy (`rollout::RESTART_DIGEST`),
+/// taken here of the full object; the containers, volumes, tolerations and
+/// the rest of the status are dropped.
+fn slim_pod_spec(spec: &mut PodSpec, meta: &mut ObjectMeta) {
+    let annotations = meta.annotations.get_or_insert_default();
+    // A stored digest is only ever the one taken here.
+    annotations.remove(RESTART_DIGEST);
+    if let Some(digest) = restart_digest(Some(spec), Some(annotations)) {
+        annotations.insert(RESTART_DIGEST.to_string(), digest);
+    }
+    let image = spec
+        .containers
+        .iter_mut()
+        .find(|c| c.name == CONTAINER)
+        .and_then(|c| c.image.take());
     *spec = PodSpec {
-        containers: std::mem::take(&mut spec.containers)
+        containers: image
+            .map(|image| Container {
+                name: CONTAINER.to_string(),
+                image: Some(image),
+                ..Default::default()
+            })
             .into_iter()
-            .filter(|c| c.name == CONTAINER)
             .collect(),
-        node_selector: spec.node_selector.take(),
-        affinity: spec.affinity.take(),
         ..Default::default()
     };
 }
@@ -146,7 +162,7 @@ impl Slim for Pod {
     fn slim(&mut self) {
         drop_managed_fields(&mut self.metadata);
         if let Some(spec) = self.spec.as_mut() {
-            slim_pod_spec(spec);
+            slim_pod_spec(spec, &mut self.metadata);
         }
         if let Some(status) = self.status.as_mut() {
             *status = PodStatus {
@@ -174,14 +190,25 @@ impl Slim for Pod {
 
 /// Passes read the annotations (applied hash, last-primary hint), the
 /// volume claim templates (kept as they are: they are immutable and
-/// re-applied as found), the status, and of the pod template what a pod
-/// keeps (the rolling update compares the two): its metadata and the
-/// database container, node selector and affinity.
+/// re-applied as found), the status, and of the pod template what the
+/// rolling update compares with the pods: its restart digest (as for a pod)
+/// and the database container's image. The template's labels and other
+/// annotations are dropped.
 impl Slim for StatefulSet {
     fn slim(&mut self) {
         drop_managed_fields(&mut self.metadata);
-        if let Some(spec) = self.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
-            slim_pod_spec(spec);
+        if let Some(template) = self.spec.as_mut().map(|s| &mut s.template) {
+            let mut meta = template.metadata.take().unwrap_or_default();
+            if let Some(spec) = template.spec.as_mut() {
+                slim_pod_spec(spec, &mut meta);
+            }
+            template.metadata = Some(ObjectMeta {
+                annotations: meta
+                    .annotations
+                    .and_then(|mut a| a.remove_entry(RESTART_DIGEST))
+                    .map(|entry| [entry].into()),
+                ..Default::default()
+            });
         }
     }
 }
@@ -193,29 +220,46 @@ impl Slim for Secret {
     }
 }
 
-/// Only whether it carries the applied hash is read (`children_in_cache`).
+/// What a pass reads of a child it only applies (`children_in_cache`):
+/// whether it carries the applied hash. What the stores and the
+/// controllers' triggers need is kept with it: name, namespace, uid,
+/// resourceVersion and owner references. Labels, other annotations, the
+/// spec, data and status are dropped.
+fn applied_only(meta: &mut ObjectMeta) {
+    *meta = ObjectMeta {
+        name: meta.name.take(),
+        namespace: meta.namespace.take(),
+        uid: meta.uid.take(),
+        resource_version: meta.resource_version.take(),
+        owner_references: meta.owner_references.take(),
+        annotations: meta
+            .annotations
+            .take()
+            .and_then(|mut a| a.remove_entry(labels::APPLIED_HASH))
+            .map(|entry| [entry].into()),
+        ..Default::default()
+    };
+}
+
 impl Slim for Service {
     fn slim(&mut self) {
-        drop_managed_fields(&mut self.metadata);
+        applied_only(&mut self.metadata);
         self.spec = None;
         self.status = None;
     }
 }
 
-/// Only whether it carries the applied hash is read; the configuration
-/// files are not kept.
 impl Slim for ConfigMap {
     fn slim(&mut self) {
-        drop_managed_fields(&mut self.metadata);
+        applied_only(&mut self.metadata);
         self.data = None;
         self.binary_data = None;
     }
 }
 
-/// Only whether it carries the applied hash is read.
 impl Slim for PodDisruptionBudget {
     fn slim(&mut self) {
-        drop_managed_fields(&mut self.metadata);
+        applied_only(&mut self.metadata);
         self.spec = None;
         self.status = None;
     }
@@ -508,14 +552,71 @@ mod tests {
     }
 
     #[test]
+    fn a_slim_pod_keeps_only_the_digest_of_what_a_restart_would_change() {
+        let digest = |p: &Pod| {
+            p.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(RESTART_DIGEST))
+                .cloned()
+        };
+        let slim = |mut p: Pod| {
+            p.slim();
+            p
+        };
+        let base = slim(member_pod());
+        let container = &base.spec.as_ref().expect("spec").containers[0];
+        assert_eq!(
+            (container.name.as_str(), container.image.as_deref()),
+            (CONTAINER, Some("database:1"))
+        );
+        assert_eq!((&container.args, &container.env), (&None, &None));
+        // A change of the database container, the configuration hash or the
+        // placement changes the digest; one of another container does not.
+        let mut args = member_pod();
+        args.spec.as_mut().expect("spec").containers[0].args = Some(vec!["--port".into()]);
+        let mut config = member_pod();
+        config
+            .metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(labels::CONFIG_HASH.to_string(), "def".to_string());
+        let mut placement = member_pod();
+        placement.spec.as_mut().expect("spec").node_selector = None;
+        for (what, changed) in [("args", args), ("config", config), ("placement", placement)] {
+            assert_ne!(digest(&slim(changed)), digest(&base), "{what}");
+        }
+        let mut exporter = member_pod();
+        exporter.spec.as_mut().expect("spec").containers[1].args = None;
+        assert_eq!(digest(&slim(exporter)), digest(&base));
+        // A digest the object itself carries (say, from a pod template's
+        // annotations) is replaced by the one taken of the object.
+        let mut spoofed = member_pod();
+        spoofed
+            .metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(RESTART_DIGEST.to_string(), "spoofed".to_string());
+        assert_eq!(digest(&slim(spoofed)), digest(&base));
+    }
+
+    #[test]
     fn slim_children_keep_the_metadata_the_applied_hash_lives_in() {
-        let meta = ObjectMeta {
+        let kept = ObjectMeta {
             name: Some("r".into()),
-            annotations: Some([("ordinal.dev/applied-hash".to_string(), "h".to_string())].into()),
+            namespace: Some("ns".into()),
+            uid: Some("u".into()),
+            resource_version: Some("7".into()),
+            annotations: Some([(labels::APPLIED_HASH.to_string(), "h".to_string())].into()),
             owner_references: Some(vec![Default::default()]),
-            managed_fields: Some(vec![Default::default()]),
             ..Default::default()
         };
+        let mut meta = kept.clone();
+        meta.managed_fields = Some(vec![Default::default()]);
+        meta.labels = Some([(labels::MANAGED_BY.to_string(), labels::MANAGER.to_string())].into());
+        meta.annotations
+            .get_or_insert_default()
+            .insert("team".to_string(), "db".to_string());
         let mut svc = Service {
             metadata: meta.clone(),
             spec: Some(ServiceSpec::default()),
@@ -528,12 +629,15 @@ mod tests {
             ..Default::default()
         };
         cm.slim();
-        let expected = ObjectMeta {
-            managed_fields: None,
-            ..meta
+        let mut pdb = PodDisruptionBudget {
+            metadata: meta,
+            spec: Some(Default::default()),
+            ..Default::default()
         };
-        assert_eq!((svc.metadata, svc.spec), (expected.clone(), None));
-        assert_eq!((cm.metadata, cm.data), (expected, None));
+        pdb.slim();
+        assert_eq!((&svc.metadata, svc.spec), (&kept, None));
+        assert_eq!((&cm.metadata, cm.data), (&kept, None));
+        assert_eq!((&pdb.metadata, pdb.spec), (&kept, None));
     }
 
     #[test]

@@ -37,6 +37,7 @@ use serde::Serialize;
 use tracing::{info, instrument, warn};
 
 use super::archive::{self, ArchiverPlan};
+use super::caches::Slim;
 pub use super::common::{FIELD_MANAGER, FINALIZER, publish};
 use super::common::{apply_params, key_of, pod_ready};
 use super::conditions::{ConditionStatus, ConditionType, Reason};
@@ -53,6 +54,7 @@ use crate::api::{ClusterStatus, ReplicationState};
 use crate::engine::{
     Credentials, Engine, EngineEvent, EngineInput, EngineOutcome, EventType, Member,
 };
+use crate::resources::labels::APPLIED_HASH;
 use crate::resources::statefulset::InitStep;
 use crate::resources::{ClusterView, RenderedConfig, labels, pdb, secret, services, statefulset};
 
@@ -477,9 +479,6 @@ async fn apply_children<K: ClusterResource>(pass: &mut Pass<K>, built: &Built) {
         }
     }
 }
-
-/// Annotation on every child: the hash of what it was last applied from.
-pub const APPLIED_HASH: &str = "ordinal.dev/applied-hash";
 
 fn stamp(meta: &mut ObjectMeta, fingerprint: &str) {
     meta.annotations
@@ -999,10 +998,14 @@ async fn list_pods(
     } else {
         let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &view.namespace);
         let selector = labels::to_selector_string(&labels::selector(view));
-        api.list(&ListParams::default().labels(&selector))
+        let mut pods = api
+            .list(&ListParams::default().labels(&selector))
             .await
             .context("list member pods")?
-            .items
+            .items;
+        // As the stores keep them (the restart digest taken of the full pod).
+        pods.iter_mut().for_each(Slim::slim);
+        pods
     };
     let (terminating, live): (Vec<Pod>, Vec<Pod>) = pods
         .into_iter()

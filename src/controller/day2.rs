@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::ResourceExt;
 use kube::api::Api;
 
+use super::caches::Slim;
 use super::context::{Context, Error, KubeContext};
 use super::kinds::ClusterResource;
 use super::replace::{self, REPLACE_ANNOTATION, ReplaceMember};
@@ -37,7 +38,12 @@ pub async fn step<K: ClusterResource>(
         None => Api::<StatefulSet>::namespaced(ctx.client.clone(), &view.namespace)
             .get_opt(&view.name)
             .await
-            .context(format!("get StatefulSet {}", view.name))?,
+            .context(format!("get StatefulSet {}", view.name))?
+            // As the store keeps it (the restart digest taken of the template).
+            .map(|mut sts| {
+                sts.slim();
+                sts
+            }),
     };
     let Some(sts) = sts else {
         return Ok(None);

@@ -35,7 +35,7 @@ use super::context::{Context, Error, KubeContext};
 use super::kinds::ClusterResource;
 use super::status::RolloutReport;
 use crate::api::{ClusterStatus, MemberRole, MemberStatus, RolloutPhase, RolloutStatus};
-use crate::resources::statefulset::CONTAINER;
+use crate::resources::statefulset::{CONTAINER, RESTART_DIGEST, restart_digest};
 use crate::resources::{ClusterView, DbKind};
 
 /// Annotation on a cluster that pauses its rolling update (any value but `"false"`).
@@ -53,8 +53,8 @@ pub struct PodView {
     /// Restarts of the database container in this pod.
     pub restarts: i32,
     pub image: Option<String>,
-    /// The restart-relevant part of the pod (see [`restart_relevant`]).
-    pub relevant: Option<serde_json::Value>,
+    /// The digest of what a restart would change (see [`restart_digest`]).
+    pub relevant: Option<String>,
 }
 
 /// One member: its pod (None while it is being recreated) and what the
@@ -72,8 +72,8 @@ pub struct RollInput {
     /// The StatefulSet's `updateRevision`, once its controller observed the
     /// current template.
     pub update_revision: Option<String>,
-    /// The restart-relevant part of the StatefulSet's pod template.
-    pub template: Option<serde_json::Value>,
+    /// The restart digest of the StatefulSet's pod template.
+    pub template: Option<String>,
     pub members: Vec<RollMember>,
     pub primary: Option<i32>,
     /// A failover or switchover is running in the engine.
@@ -657,22 +657,16 @@ pub struct RollOutcome {
     pub report: RolloutReport,
 }
 
-/// What a restart of a member would change: the database container, the
-/// configuration hash and where the pod may run. Init containers and volumes
-/// (a restore's init step) are not; neither are tolerations (admission adds
-/// some to every pod).
+/// The [`restart_digest`] of a pod or pod template: the one a store took
+/// of the full object ([`RESTART_DIGEST`]), else taken now.
 pub fn restart_relevant(
     spec: Option<&k8s_openapi::api::core::v1::PodSpec>,
     annotations: Option<&BTreeMap<String, String>>,
-) -> Option<serde_json::Value> {
-    let spec = spec?;
-    let container = spec.containers.iter().find(|c| c.name == CONTAINER)?;
-    Some(serde_json::json!({
-        "container": container,
-        "configHash": annotations.and_then(|a| a.get(crate::resources::labels::CONFIG_HASH)),
-        "nodeSelector": spec.node_selector,
-        "affinity": spec.affinity,
-    }))
+) -> Option<String> {
+    annotations
+        .and_then(|a| a.get(RESTART_DIGEST))
+        .cloned()
+        .or_else(|| restart_digest(spec, annotations))
 }
 
 fn pod_view(pod: &Pod) -> PodView {
@@ -1125,7 +1119,7 @@ mod tests {
 
     #[test]
     fn a_revision_that_changes_nothing_a_restart_would_change_is_not_rolled() {
-        let relevant = |image: &str| Some(serde_json::json!({"container": {"image": image}}));
+        let relevant = |image: &str| Some(format!("digest of {image}"));
         let mut i = input(&[OLD, OLD, OLD], 0);
         i.template = relevant("redis:7.2");
         for m in &mut i.members {

@@ -15,6 +15,8 @@ pub const ROLE_PRIMARY: &str = "primary";
 pub const ROLE_REPLICA: &str = "replica";
 /// Pod template annotation: hash of the restart-relevant configuration.
 pub const CONFIG_HASH: &str = "ordinal.dev/config-hash";
+/// Annotation on every child: the hash of what it was last applied from.
+pub const APPLIED_HASH: &str = "ordinal.dev/applied-hash";
 pub const MANAGER: &str = "ordinal";
 
 /// Labels selecting every member of one cluster (stable: the StatefulSet

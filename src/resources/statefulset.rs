@@ -120,6 +120,31 @@ fn tcp_probe(port: u16, initial: i32, period: i32, failures: i32) -> Probe {
     }
 }
 
+/// Annotation the shared stores put on their copies of pods and StatefulSets
+/// (the controller's `caches::Slim`), never on an object in the API server: the
+/// [`restart_digest`] of the full pod or template, taken before the stored
+/// copy drops the database container, so the stores need not keep it.
+pub const RESTART_DIGEST: &str = "ordinal.dev/restart-digest";
+
+/// What a restart of a member would change, as a digest: the database
+/// container, the configuration hash and where the pod may run. Init
+/// containers and volumes (a restore's init step) are not; neither are
+/// tolerations (admission adds some to every pod).
+pub fn restart_digest(
+    spec: Option<&PodSpec>,
+    annotations: Option<&BTreeMap<String, String>>,
+) -> Option<String> {
+    let spec = spec?;
+    let container = spec.containers.iter().find(|c| c.name == CONTAINER)?;
+    let relevant = serde_json::json!({
+        "container": container,
+        "configHash": annotations.and_then(|a| a.get(labels::CONFIG_HASH)),
+        "nodeSelector": spec.node_selector,
+        "affinity": spec.affinity,
+    });
+    Some(super::config::sha256_hex(relevant.to_string().as_bytes()))
+}
+
 /// The database container of a member.
 pub fn database_container(view: &ClusterView) -> Container {
     let port = view.kind.port();
