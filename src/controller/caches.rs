@@ -128,9 +128,9 @@ fn drop_managed_fields(meta: &mut ObjectMeta) {
 
 /// Passes read a pod's labels, timestamps, readiness, IP, and for the
 /// rolling update the database container's image and status and what a
-/// restart would change (`rollout::restart_digest`: the database container,
+/// restart would change (`statefulset::restart_digest`: the database container,
 /// the configuration hash, node selector and affinity). That is kept as its
-/// digest, in an annotation of the stored copy (`rollout::RESTART_DIGEST`),
+/// digest, in an annotation of the stored copy (`statefulset::RESTART_DIGEST`),
 /// taken here of the full object; the containers, volumes, tolerations and
 /// the rest of the status are dropped.
 fn slim_pod_spec(spec: &mut PodSpec, meta: &mut ObjectMeta) {
