@@ -9,8 +9,8 @@
 //! glibc also gives each thread that allocates under contention an arena of
 //! its own, and each keeps its own free pages: at 300 one-member clusters
 //! the two runtime workers' arenas held ~17 MiB each. The operator keeps
-//! every thread in one arena ([`one_arena`]): 58–59 MiB RSS against 63
-//! there (BENCHMARKS.md, scale section).
+//! every thread in one arena ([`one_arena`]): 55–59 MiB RSS against 61–63
+//! there with nothing else changed (BENCHMARKS.md, scale section, session 13).
 
 use std::time::Duration;
 

@@ -199,14 +199,13 @@ impl Slim for StatefulSet {
         drop_managed_fields(&mut self.metadata);
         if let Some(template) = self.spec.as_mut().map(|s| &mut s.template) {
             let mut meta = template.metadata.take().unwrap_or_default();
-            if let Some(spec) = template.spec.as_mut() {
+            // Only a digest taken here is kept, never one the template carried.
+            let digest = template.spec.as_mut().and_then(|spec| {
                 slim_pod_spec(spec, &mut meta);
-            }
+                meta.annotations.as_mut()?.remove_entry(RESTART_DIGEST)
+            });
             template.metadata = Some(ObjectMeta {
-                annotations: meta
-                    .annotations
-                    .and_then(|mut a| a.remove_entry(RESTART_DIGEST))
-                    .map(|entry| [entry].into()),
+                annotations: digest.map(|entry| [entry].into()),
                 ..Default::default()
             });
         }
@@ -227,17 +226,13 @@ impl Slim for Secret {
 /// spec, data and status are dropped.
 fn applied_only(meta: &mut ObjectMeta) {
     *meta = ObjectMeta {
-        name: meta.name.take(),
-        namespace: meta.namespace.take(),
-        uid: meta.uid.take(),
-        resource_version: meta.resource_version.take(),
         owner_references: meta.owner_references.take(),
         annotations: meta
             .annotations
             .take()
             .and_then(|mut a| a.remove_entry(labels::APPLIED_HASH))
             .map(|entry| [entry].into()),
-        ..Default::default()
+        ..identity(meta)
     };
 }
 
@@ -304,14 +299,19 @@ where
 /// `kubectl.kubernetes.io/last-applied-configuration`, which holds the data
 /// of an applied Secret), labels and managedFields are not kept.
 fn names_only(obj: &mut PartialObjectMeta<Secret>) {
-    let meta = &mut obj.metadata;
-    *meta = ObjectMeta {
+    obj.metadata = identity(&mut obj.metadata);
+}
+
+/// What finds an object in a store and tells its version: name, namespace,
+/// uid and resourceVersion, taken out of `meta`.
+fn identity(meta: &mut ObjectMeta) -> ObjectMeta {
+    ObjectMeta {
         name: meta.name.take(),
         namespace: meta.namespace.take(),
         resource_version: meta.resource_version.take(),
         uid: meta.uid.take(),
         ..Default::default()
-    };
+    }
 }
 
 /// Start the metadata-only watch of every Secret in scope, with
